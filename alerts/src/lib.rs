@@ -1,0 +1,1 @@
+//! Alert lifecycle, grouping, escalation and notification channels.

@@ -1,0 +1,1 @@
+//! HTTP API, OpenAPI, auth, metrics and the built-in wall board.

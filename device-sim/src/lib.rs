@@ -1,0 +1,1 @@
+//! Gateway simulator: scenarios, faults and load generation.

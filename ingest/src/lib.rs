@@ -1,0 +1,1 @@
+//! MQTT subscriber: decode, validate, apply to the ledger, hand to the store.

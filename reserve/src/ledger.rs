@@ -1,0 +1,3 @@
+//! The live ledger. Being written.
+#[derive(Debug)]
+pub struct Ledger;

@@ -1,0 +1,462 @@
+//! The registry: the ledger's skeleton of districts, clusters, towns, categories of
+//! supply, facilities, contacts and targets (DESIGN.md §3).
+//!
+//! Everything here is already validated: the loader ([`load`]) turns TOML/CSV text into a
+//! [`Registry`] or into errors that name file, line and field; a `Registry` value is
+//! always internally consistent (every reference resolves, every number is in range).
+//! Entities refer to each other by dense indices (`TownIdx`, …) so the ledger can keep its
+//! live state in plain vectors.
+
+pub mod load;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::id::{CategoryId, ClusterId, DistrictId, FacilityId, TownId};
+
+pub use load::{LoadError, LoadErrors, Source, load_registry};
+
+macro_rules! index_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+            pub fn from_index(i: usize) -> Self {
+                Self(u32::try_from(i).expect("registry index fits in u32"))
+            }
+        }
+    };
+}
+
+index_type!(
+    /// Position of a town in [`Registry::towns`].
+    TownIdx
+);
+index_type!(
+    /// Position of a facility in [`Registry::facilities`].
+    FacilityIdx
+);
+index_type!(
+    /// Position of a category in [`Registry::categories`].
+    CategoryIdx
+);
+index_type!(
+    /// Position of a cluster in [`Registry::clusters`].
+    ClusterIdx
+);
+index_type!(
+    /// Position of a district in [`Registry::districts`].
+    DistrictIdx
+);
+
+/// Default expected interval between two readings of a facility.
+pub const DEFAULT_REPORT_EVERY: Duration = Duration::from_secs(60);
+/// A facility is silent after this many missed reports, unless `stale_after` is set.
+pub const STALE_AFTER_REPORTS: u32 = 3;
+
+/// The coverage target: how many days of supply a town must hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// Below this many days a category is critical (the bureau's three days).
+    pub days: f64,
+    /// Below this many days a category is a warning.
+    pub warn_days: f64,
+    /// Days above a threshold a category must climb back before the level clears, so a
+    /// town hovering on the line does not flap between states.
+    pub hysteresis_days: f64,
+    /// Silence threshold; `None` means `STALE_AFTER_REPORTS × report_every` per facility.
+    pub stale_after: Option<Duration>,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            days: 3.0,
+            warn_days: 3.5,
+            hysteresis_days: 0.1,
+            stale_after: None,
+        }
+    }
+}
+
+/// A partial target for a town, a category, or one category in one town.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetOverride {
+    pub town: Option<TownIdx>,
+    pub category: Option<CategoryIdx>,
+    pub days: Option<f64>,
+    pub warn_days: Option<f64>,
+    pub hysteresis_days: Option<f64>,
+    pub stale_after: Option<Duration>,
+}
+
+impl TargetOverride {
+    fn apply_to(&self, t: &mut Target) {
+        if let Some(v) = self.days {
+            t.days = v;
+        }
+        if let Some(v) = self.warn_days {
+            t.warn_days = v;
+        }
+        if let Some(v) = self.hysteresis_days {
+            t.hysteresis_days = v;
+        }
+        if let Some(v) = self.stale_after {
+            t.stale_after = Some(v);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct District {
+    pub id: DistrictId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub id: ClusterId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Town {
+    pub id: TownId,
+    pub name: String,
+    pub district: DistrictIdx,
+    pub cluster: ClusterIdx,
+    /// Residents. Sheltered influx is live state in the ledger, not registry.
+    pub population: u64,
+    /// People in named groups (`infants`, `elderly`, `dialysis`, …), part of `population`.
+    pub groups: BTreeMap<String, u64>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// Filled by [`Registry::build`]: the town's facilities in registry order.
+    pub facilities: Vec<FacilityIdx>,
+}
+
+/// Whom a category's daily need applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Group {
+    /// Every person in the town (residents plus sheltered).
+    All,
+    /// A named group of [`Town::groups`]; a town without it needs none of the category.
+    Named(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Category {
+    pub id: CategoryId,
+    pub name: String,
+    pub unit: String,
+    /// Units per person of `group` per day. Always finite and > 0.
+    pub daily_need: f64,
+    pub group: Group,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FacilityKindName {
+    Warehouse,
+    WaterPoint,
+    PowerUnit,
+}
+
+impl FacilityKindName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FacilityKindName::Warehouse => "warehouse",
+            FacilityKindName::WaterPoint => "water_point",
+            FacilityKindName::PowerUnit => "power_unit",
+        }
+    }
+}
+
+impl std::fmt::Display for FacilityKindName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A facility's kind with the settings that only that kind has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FacilityKind {
+    Warehouse,
+    WaterPoint {
+        /// Tank capacity, for display and plausibility; `None` when unknown.
+        capacity_l: Option<f64>,
+    },
+    PowerUnit {
+        fuel_capacity_l: f64,
+        /// Rated burn at the unit's planned load; a reading may override it.
+        burn_l_per_h: f64,
+        min_battery_pct: f64,
+    },
+}
+
+impl FacilityKind {
+    pub fn name(&self) -> FacilityKindName {
+        match self {
+            FacilityKind::Warehouse => FacilityKindName::Warehouse,
+            FacilityKind::WaterPoint { .. } => FacilityKindName::WaterPoint,
+            FacilityKind::PowerUnit { .. } => FacilityKindName::PowerUnit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facility {
+    pub id: FacilityId,
+    pub town: TownIdx,
+    pub name: String,
+    pub kind: FacilityKind,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub report_every: Duration,
+    /// Resolved by [`Registry::build`] from the town's target or `report_every`.
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    #[default]
+    Zh,
+    En,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Sms,
+    Webhook,
+}
+
+/// What a contact is responsible for, which decides which alerts reach them: town
+/// officers first, cluster and district contacts on escalation, city duty officers last.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContactScope {
+    Towns(Vec<TownIdx>),
+    Clusters(Vec<ClusterIdx>),
+    Districts(Vec<DistrictIdx>),
+    City,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    pub name: String,
+    pub email: Option<String>,
+    /// E.164, e.g. `+8613800000000`.
+    pub phone: Option<String>,
+    pub webhook: Option<String>,
+    pub lang: Lang,
+    pub scope: ContactScope,
+    /// Channels to use; the loader defaults it to every channel the contact has an
+    /// address for.
+    pub channels: Vec<Channel>,
+}
+
+/// The validated registry. Build it with [`Registry::build`] (or load it with
+/// [`load_registry`]); the fields are public for reading, the indices are private so
+/// they cannot drift from the vectors.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub target: Target,
+    pub target_overrides: Vec<TargetOverride>,
+    pub categories: Vec<Category>,
+    /// The category that water points' potable stored water counts toward (by default
+    /// the category with id `water`, if any).
+    pub water_category: Option<CategoryIdx>,
+    pub districts: Vec<District>,
+    pub clusters: Vec<Cluster>,
+    pub towns: Vec<Town>,
+    pub facilities: Vec<Facility>,
+    pub contacts: Vec<Contact>,
+    town_index: HashMap<TownId, TownIdx>,
+    facility_index: HashMap<FacilityId, FacilityIdx>,
+    category_index: HashMap<CategoryId, CategoryIdx>,
+    cluster_index: HashMap<ClusterId, ClusterIdx>,
+    district_index: HashMap<DistrictId, DistrictIdx>,
+    /// Resolved target per (town, category): `towns.len() × categories.len()` entries.
+    resolved_targets: Vec<Target>,
+}
+
+/// The parts a registry is built from; references must already resolve.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryParts {
+    pub target: Target,
+    pub target_overrides: Vec<TargetOverride>,
+    pub categories: Vec<Category>,
+    pub water_category: Option<CategoryIdx>,
+    pub districts: Vec<District>,
+    pub clusters: Vec<Cluster>,
+    pub towns: Vec<Town>,
+    pub facilities: Vec<Facility>,
+    pub contacts: Vec<Contact>,
+}
+
+impl Registry {
+    /// Builds the indices and resolves targets. The caller (the loader, or a test)
+    /// guarantees that every index in `parts` is in range.
+    pub fn build(parts: RegistryParts) -> Registry {
+        let RegistryParts {
+            target,
+            target_overrides,
+            categories,
+            water_category,
+            districts,
+            clusters,
+            mut towns,
+            mut facilities,
+            contacts,
+        } = parts;
+        for town in &mut towns {
+            town.facilities.clear();
+        }
+        for (i, f) in facilities.iter().enumerate() {
+            towns[f.town.index()]
+                .facilities
+                .push(FacilityIdx::from_index(i));
+        }
+        // Precedence, weakest first: city default, category, town, town+category.
+        let mut resolved_targets = Vec::with_capacity(towns.len() * categories.len());
+        for t in 0..towns.len() {
+            for c in 0..categories.len() {
+                let mut target = target;
+                let rank = |o: &TargetOverride| match (o.town, o.category) {
+                    (None, Some(_)) => 1,
+                    (Some(_), None) => 2,
+                    (Some(_), Some(_)) => 3,
+                    (None, None) => 0,
+                };
+                let mut matching: Vec<&TargetOverride> = target_overrides
+                    .iter()
+                    .filter(|o| {
+                        o.town.is_none_or(|x| x.index() == t)
+                            && o.category.is_none_or(|x| x.index() == c)
+                    })
+                    .collect();
+                matching.sort_by_key(|o| rank(o));
+                for o in matching {
+                    o.apply_to(&mut target);
+                }
+                resolved_targets.push(target);
+            }
+        }
+        // A facility's silence threshold follows its town's target (no category).
+        for f in &mut facilities {
+            let mut town_target = target;
+            for o in target_overrides
+                .iter()
+                .filter(|o| o.category.is_none() && o.town.is_none_or(|x| x == f.town))
+            {
+                o.apply_to(&mut town_target);
+            }
+            f.stale_after = town_target
+                .stale_after
+                .unwrap_or(f.report_every * STALE_AFTER_REPORTS);
+        }
+        Registry {
+            town_index: towns
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.clone(), TownIdx::from_index(i)))
+                .collect(),
+            facility_index: facilities
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.id.clone(), FacilityIdx::from_index(i)))
+                .collect(),
+            category_index: categories
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id.clone(), CategoryIdx::from_index(i)))
+                .collect(),
+            cluster_index: clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id.clone(), ClusterIdx::from_index(i)))
+                .collect(),
+            district_index: districts
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.id.clone(), DistrictIdx::from_index(i)))
+                .collect(),
+            target,
+            target_overrides,
+            categories,
+            water_category,
+            districts,
+            clusters,
+            towns,
+            facilities,
+            contacts,
+            resolved_targets,
+        }
+    }
+
+    pub fn town_idx(&self, id: &str) -> Option<TownIdx> {
+        self.town_index.get(id).copied()
+    }
+    pub fn facility_idx(&self, id: &str) -> Option<FacilityIdx> {
+        self.facility_index.get(id).copied()
+    }
+    pub fn category_idx(&self, id: &str) -> Option<CategoryIdx> {
+        self.category_index.get(id).copied()
+    }
+    pub fn cluster_idx(&self, id: &str) -> Option<ClusterIdx> {
+        self.cluster_index.get(id).copied()
+    }
+    pub fn district_idx(&self, id: &str) -> Option<DistrictIdx> {
+        self.district_index.get(id).copied()
+    }
+
+    pub fn town(&self, t: TownIdx) -> &Town {
+        &self.towns[t.index()]
+    }
+    pub fn facility(&self, f: FacilityIdx) -> &Facility {
+        &self.facilities[f.index()]
+    }
+    pub fn category(&self, c: CategoryIdx) -> &Category {
+        &self.categories[c.index()]
+    }
+
+    /// The target that applies to `category` in `town`, overrides resolved.
+    pub fn target_for(&self, town: TownIdx, category: CategoryIdx) -> Target {
+        self.resolved_targets[town.index() * self.categories.len() + category.index()]
+    }
+
+    /// The target of a town when no category is involved (power days, silence).
+    pub fn town_target(&self, town: TownIdx) -> Target {
+        let mut t = self.target;
+        for o in self
+            .target_overrides
+            .iter()
+            .filter(|o| o.category.is_none() && o.town == Some(town))
+        {
+            o.apply_to(&mut t);
+        }
+        t
+    }
+
+    pub fn category_indices(&self) -> impl Iterator<Item = CategoryIdx> + '_ {
+        (0..self.categories.len()).map(CategoryIdx::from_index)
+    }
+    pub fn town_indices(&self) -> impl Iterator<Item = TownIdx> + '_ {
+        (0..self.towns.len()).map(TownIdx::from_index)
+    }
+
+    /// Facilities of each kind, for summaries.
+    pub fn count_facilities(&self, kind: FacilityKindName) -> usize {
+        self.facilities
+            .iter()
+            .filter(|f| f.kind.name() == kind)
+            .count()
+    }
+}

@@ -1,0 +1,1 @@
+//! MQTT wire format (DESIGN.md §5). Being written.

@@ -1,0 +1,1 @@
+//! Persistence: embedded SQLite store and the InfluxDB sink.

@@ -1,0 +1,1 @@
+//! Dev-only: starts real Mosquitto, InfluxDB, VictoriaMetrics and an SMTP server on free ports for tests.
