@@ -1,3 +1,498 @@
-//! The live ledger. Being written.
-#[derive(Debug)]
-pub struct Ledger;
+//! The live ledger: the latest reading of every facility and, derived from it, what
+//! every town holds against its target (DESIGN.md §4).
+//!
+//! State lives in vectors indexed by the registry's dense indices; a town's figures are
+//! recomputed by [`Ledger::refresh`] after a reading of one of its facilities (a few
+//! facilities, a few categories: microseconds), and cached for readers. Time is always
+//! passed in, never read, so the same inputs give the same figures.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::coverage::{
+    self, Drawdown, Level, NotReady, TownStatus, classify, days_of_supply, people_in_group,
+};
+use crate::reading::{Observation, PowerObservation, Reading, WaterObservation};
+use crate::registry::{CategoryIdx, FacilityIdx, FacilityKind, Registry, Target, TownIdx};
+
+/// What [`Ledger::apply`] did with a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The reading is the facility's newest: the ledger moved.
+    Updated,
+    /// Older than the facility's latest (a late backlog): history only, the ledger is
+    /// not rolled back.
+    Older,
+    /// Same timestamp as the latest: a redelivery or a resend; ignored.
+    Duplicate,
+}
+
+/// A gateway's MQTT connectivity, from its retained `status` and Last Will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Link {
+    Online,
+    Offline,
+}
+
+/// One category's stock at a warehouse, with its consumption estimate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StockLine {
+    pub category: CategoryIdx,
+    pub quantity: f64,
+    pub drawdown: Drawdown,
+}
+
+/// The latest observation of a facility, with what is derived from its history.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Latest {
+    Stock(Vec<StockLine>),
+    Water {
+        obs: WaterObservation,
+        drawdown: Drawdown,
+    },
+    Power(PowerObservation),
+}
+
+/// Live state of one facility. Kept small: DESIGN.md §10 allows 1 KiB per facility.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FacilityState {
+    /// Measurement time of the latest reading.
+    pub last_ts: Option<DateTime<Utc>>,
+    pub last_seq: Option<u64>,
+    /// When we last received a reading, by our clock: silence is judged on this, so a
+    /// gateway with a skewed clock is not called silent while it keeps talking.
+    pub heard_at: Option<DateTime<Utc>>,
+    pub latest: Option<Latest>,
+    pub link: Option<(Link, DateTime<Utc>)>,
+}
+
+impl FacilityState {
+    pub fn is_silent(&self, stale_after: std::time::Duration, now: DateTime<Utc>) -> bool {
+        match self.heard_at {
+            None => false, // never reported is its own condition
+            Some(heard) => (now - heard).to_std().is_ok_and(|quiet| quiet > stale_after),
+        }
+    }
+}
+
+/// A category's coverage in a town.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CategoryCoverage {
+    #[serde(skip)]
+    pub category: CategoryIdx,
+    pub stock: f64,
+    pub need_per_day: f64,
+    /// `None` when nobody in the town needs the category.
+    pub days: Option<f64>,
+    pub target_days: f64,
+    pub warn_days: f64,
+    pub level: Level,
+    /// False when a contributing facility is silent or has never reported.
+    pub verified: bool,
+    pub consumption_per_h: Option<f64>,
+    /// Forecast hours until the stock falls below the target, at the current drawdown.
+    pub hours_to_target: Option<f64>,
+}
+
+/// Readiness of one water point or power unit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Readiness {
+    #[serde(skip)]
+    pub facility: FacilityIdx,
+    pub ready: bool,
+    pub problems: Vec<NotReady>,
+    /// Power units: hours of fuel at the burn rate.
+    pub runtime_h: Option<f64>,
+}
+
+/// Everything derived about a town at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TownFigures {
+    #[serde(skip)]
+    pub town: TownIdx,
+    pub status: TownStatus,
+    /// Smallest days of supply over the categories that apply.
+    pub worst_days: Option<f64>,
+    #[serde(skip)]
+    pub worst_category: Option<CategoryIdx>,
+    /// False when any facility is silent or has never reported: figures are a floor.
+    pub verified: bool,
+    pub population: u64,
+    pub sheltered: u64,
+    pub categories: Vec<CategoryCoverage>,
+    /// Min over the town's power units of runtime in days, a unit not ready counting as
+    /// 0; `None` for a town without power units.
+    pub power_days: Option<f64>,
+    pub power_units: Vec<Readiness>,
+    pub water_points: Vec<Readiness>,
+    #[serde(skip)]
+    pub silent: Vec<FacilityIdx>,
+    #[serde(skip)]
+    pub never_reported: Vec<FacilityIdx>,
+    pub computed_at: Option<DateTime<Utc>>,
+}
+
+impl TownFigures {
+    fn unknown(town: TownIdx, population: u64) -> TownFigures {
+        TownFigures {
+            town,
+            status: TownStatus::Unknown,
+            worst_days: None,
+            worst_category: None,
+            verified: false,
+            population,
+            sheltered: 0,
+            categories: Vec::new(),
+            power_days: None,
+            power_units: Vec::new(),
+            water_points: Vec::new(),
+            silent: Vec::new(),
+            never_reported: Vec::new(),
+            computed_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TownState {
+    sheltered: u64,
+    /// Last level per category, the memory hysteresis needs.
+    levels: Vec<Level>,
+    figures: TownFigures,
+}
+
+/// The live ledger of every town.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    registry: Arc<Registry>,
+    facilities: Vec<FacilityState>,
+    towns: Vec<TownState>,
+}
+
+impl Ledger {
+    pub fn new(registry: Arc<Registry>) -> Ledger {
+        let towns = registry
+            .town_indices()
+            .map(|t| TownState {
+                sheltered: 0,
+                levels: vec![Level::Ok; registry.categories.len()],
+                figures: TownFigures::unknown(t, registry.town(t).population),
+            })
+            .collect();
+        Ledger {
+            facilities: vec![FacilityState::default(); registry.facilities.len()],
+            towns,
+            registry,
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn facility(&self, f: FacilityIdx) -> &FacilityState {
+        &self.facilities[f.index()]
+    }
+
+    /// The figures of the last [`Ledger::refresh`] of `town`.
+    pub fn figures(&self, town: TownIdx) -> &TownFigures {
+        &self.towns[town.index()].figures
+    }
+
+    pub fn sheltered(&self, town: TownIdx) -> u64 {
+        self.towns[town.index()].sheltered
+    }
+
+    /// Applies a validated reading received at `heard_at`. The caller refreshes the
+    /// town afterwards (once per batch, not once per reading).
+    pub fn apply(&mut self, reading: &Reading, heard_at: DateTime<Utc>) -> Applied {
+        let state = &mut self.facilities[reading.facility.index()];
+        match state.last_ts {
+            Some(last) if reading.ts == last => return Applied::Duplicate,
+            Some(last) if reading.ts < last => {
+                // A late backlog still proves the gateway is alive.
+                state.heard_at = state.heard_at.max(Some(heard_at));
+                return Applied::Older;
+            }
+            _ => {}
+        }
+        state.last_ts = Some(reading.ts);
+        state.last_seq = reading.seq;
+        state.heard_at = state.heard_at.max(Some(heard_at));
+        let ts = reading.ts;
+        state.latest = Some(match (&reading.observation, state.latest.take()) {
+            (Observation::Stock(quantities), previous) => {
+                let mut lines = match previous {
+                    Some(Latest::Stock(lines)) => lines,
+                    _ => Vec::with_capacity(quantities.len()),
+                };
+                for &(category, quantity) in quantities {
+                    match lines.iter_mut().find(|l| l.category == category) {
+                        Some(line) => {
+                            line.quantity = quantity;
+                            line.drawdown.observe(ts, quantity);
+                        }
+                        None => {
+                            let mut drawdown = Drawdown::default();
+                            drawdown.observe(ts, quantity);
+                            lines.push(StockLine {
+                                category,
+                                quantity,
+                                drawdown,
+                            });
+                        }
+                    }
+                }
+                Latest::Stock(lines)
+            }
+            (Observation::Water(obs), previous) => {
+                let mut drawdown = match previous {
+                    Some(Latest::Water { drawdown, .. }) => drawdown,
+                    _ => Drawdown::default(),
+                };
+                drawdown.observe(ts, obs.level_l);
+                Latest::Water {
+                    obs: *obs,
+                    drawdown,
+                }
+            }
+            (Observation::Power(obs), _) => Latest::Power(*obs),
+        });
+        Applied::Updated
+    }
+
+    /// Records a gateway's `online`/`offline` status.
+    pub fn set_link(&mut self, facility: FacilityIdx, link: Link, at: DateTime<Utc>) {
+        self.facilities[facility.index()].link = Some((link, at));
+    }
+
+    /// Sets the people sheltered in a town now (reported by its officer).
+    pub fn set_sheltered(&mut self, town: TownIdx, sheltered: u64) {
+        self.towns[town.index()].sheltered = sheltered;
+    }
+
+    /// Recomputes every town (the periodic tick: silence depends on time alone).
+    pub fn refresh_all(&mut self, now: DateTime<Utc>) {
+        for t in 0..self.towns.len() {
+            self.refresh(TownIdx::from_index(t), now);
+        }
+    }
+
+    /// Recomputes a town's figures at `now` and returns them.
+    pub fn refresh(&mut self, town: TownIdx, now: DateTime<Utc>) -> &TownFigures {
+        let figures = self.compute(town, now);
+        let state = &mut self.towns[town.index()];
+        for c in &figures.categories {
+            state.levels[c.category.index()] = c.level;
+        }
+        state.figures = figures;
+        &state.figures
+    }
+
+    fn compute(&self, town_idx: TownIdx, now: DateTime<Utc>) -> TownFigures {
+        let registry = &*self.registry;
+        let town = registry.town(town_idx);
+        let state = &self.towns[town_idx.index()];
+        let town_target = registry.town_target(town_idx);
+
+        let mut silent = Vec::new();
+        let mut never_reported = Vec::new();
+        for &f in &town.facilities {
+            let fs = &self.facilities[f.index()];
+            if fs.latest.is_none() {
+                never_reported.push(f);
+            } else if fs.is_silent(registry.facility(f).stale_after, now) {
+                silent.push(f);
+            }
+        }
+        if never_reported.len() == town.facilities.len() {
+            let mut figures = TownFigures::unknown(town_idx, town.population);
+            figures.sheltered = state.sheltered;
+            figures.never_reported = never_reported;
+            figures.computed_at = Some(now);
+            return figures;
+        }
+        let unverified = |f: &FacilityIdx| silent.contains(f) || never_reported.contains(f);
+
+        // Stock, consumption and verification per category, summed over facilities.
+        let n = registry.categories.len();
+        let mut stock = vec![0.0; n];
+        let mut consumption = vec![None::<f64>; n];
+        let mut verified = vec![true; n];
+        let mut add_rate = |c: usize, rate: Option<f64>| {
+            if let Some(r) = rate {
+                consumption[c] = Some(consumption[c].unwrap_or(0.0) + r);
+            }
+        };
+        let mut water_points = Vec::new();
+        let mut power_units = Vec::new();
+        for &f in &town.facilities {
+            let facility = registry.facility(f);
+            let fs = &self.facilities[f.index()];
+            let is_silent = silent.contains(&f);
+            match (&facility.kind, &fs.latest) {
+                (FacilityKind::Warehouse, latest) => {
+                    if let Some(Latest::Stock(lines)) = latest {
+                        for line in lines {
+                            stock[line.category.index()] += line.quantity;
+                            add_rate(line.category.index(), line.drawdown.rate_per_h());
+                        }
+                    }
+                    if unverified(&f) {
+                        verified.iter_mut().for_each(|v| *v = false);
+                    }
+                }
+                (FacilityKind::WaterPoint { .. }, latest) => {
+                    let water = registry.water_category.map(|c| c.index());
+                    let readiness = match latest {
+                        Some(Latest::Water { obs, drawdown }) => {
+                            if let Some(c) = water {
+                                // Only potable stored water is drinking water.
+                                if obs.potable {
+                                    stock[c] += obs.level_l;
+                                    add_rate(c, drawdown.rate_per_h());
+                                }
+                            }
+                            let problems = coverage::water_point_problems(obs, is_silent);
+                            Readiness {
+                                facility: f,
+                                ready: problems.is_empty(),
+                                problems,
+                                runtime_h: None,
+                            }
+                        }
+                        _ => Readiness {
+                            facility: f,
+                            ready: false,
+                            problems: vec![NotReady::NeverReported],
+                            runtime_h: None,
+                        },
+                    };
+                    if let (Some(c), true) = (water, unverified(&f)) {
+                        verified[c] = false;
+                    }
+                    water_points.push(readiness);
+                }
+                (
+                    FacilityKind::PowerUnit {
+                        burn_l_per_h,
+                        min_battery_pct,
+                        ..
+                    },
+                    latest,
+                ) => {
+                    power_units.push(match latest {
+                        Some(Latest::Power(obs)) => {
+                            let problems = coverage::power_unit_problems(
+                                obs,
+                                *burn_l_per_h,
+                                *min_battery_pct,
+                                town_target.days,
+                                is_silent,
+                            );
+                            Readiness {
+                                facility: f,
+                                ready: problems.is_empty(),
+                                problems,
+                                runtime_h: Some(coverage::runtime_h(
+                                    obs.fuel_l,
+                                    obs.burn_l_per_h.unwrap_or(*burn_l_per_h),
+                                )),
+                            }
+                        }
+                        _ => Readiness {
+                            facility: f,
+                            ready: false,
+                            problems: vec![NotReady::NeverReported],
+                            runtime_h: None,
+                        },
+                    });
+                }
+            }
+        }
+
+        let mut categories = Vec::with_capacity(n);
+        let mut worst: Option<(f64, CategoryIdx)> = None;
+        for c in registry.category_indices() {
+            let category = registry.category(c);
+            let target: Target = registry.target_for(town_idx, c);
+            let people =
+                people_in_group(&category.group, town.population, &town.groups, state.sheltered);
+            let need_per_day = people * category.daily_need;
+            let stock = stock[c.index()];
+            let days = days_of_supply(stock, need_per_day);
+            let level = match days {
+                Some(d) => classify(d, &target, state.levels[c.index()]),
+                None => Level::Ok,
+            };
+            if let Some(d) = days
+                && worst.is_none_or(|(w, _)| d < w)
+            {
+                worst = Some((d, c));
+            }
+            let consumption_per_h = consumption[c.index()];
+            let hours_to_target = match (days, consumption_per_h) {
+                (Some(_), Some(rate)) => {
+                    coverage::hours_to_target(stock, target.days * need_per_day, rate)
+                }
+                _ => None,
+            };
+            categories.push(CategoryCoverage {
+                category: c,
+                stock,
+                need_per_day,
+                days,
+                target_days: target.days,
+                warn_days: target.warn_days,
+                level,
+                verified: verified[c.index()],
+                consumption_per_h,
+                hours_to_target,
+            });
+        }
+
+        let power_days = if power_units.is_empty() {
+            None
+        } else {
+            power_units
+                .iter()
+                .map(|u| match (u.ready, u.runtime_h) {
+                    (true, Some(h)) => h / 24.0,
+                    _ => 0.0,
+                })
+                .reduce(f64::min)
+        };
+
+        let all_verified = silent.is_empty() && never_reported.is_empty();
+        let worst_level = categories.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
+        let readiness_problem = power_units.iter().any(|u| !u.ready)
+            || water_points.iter().any(|w| !w.ready);
+        // Below target in any category is critical; near it, a unit or water point not
+        // ready, or figures we cannot vouch for are a warning.
+        let status = match worst_level {
+            Level::Critical => TownStatus::Critical,
+            Level::Warning => TownStatus::Warning,
+            Level::Ok if readiness_problem || !all_verified => TownStatus::Warning,
+            Level::Ok => TownStatus::Ok,
+        };
+        TownFigures {
+            town: town_idx,
+            status,
+            worst_days: worst.map(|(d, _)| d),
+            worst_category: worst.map(|(_, c)| c),
+            verified: all_verified,
+            population: town.population,
+            sheltered: state.sheltered,
+            categories,
+            power_days,
+            power_units,
+            water_points,
+            silent,
+            never_reported,
+            computed_at: Some(now),
+        }
+    }
+}
