@@ -182,7 +182,7 @@ pub const DRAWDOWN_TAU_H: f64 = 6.0;
 /// consumption, so it only moves the baseline. The estimate is an exponentially
 /// time-weighted average of the observed rates, so irregular reporting intervals weigh
 /// by the time they cover.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Drawdown {
     last: Option<(DateTime<Utc>, f64)>,
     rate_per_h: Option<f64>,

@@ -14,7 +14,10 @@ use serde::Serialize;
 use crate::coverage::{
     self, Drawdown, Level, NotReady, TownStatus, classify, days_of_supply, people_in_group,
 };
-use crate::reading::{Observation, PowerObservation, Reading, WaterObservation};
+use crate::id::{CategoryId, FacilityId};
+use crate::reading::{
+    Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
+};
 use crate::registry::{CategoryIdx, FacilityIdx, FacilityKind, Registry, Target, TownIdx};
 
 /// What [`Ledger::apply`] did with a reading.
@@ -30,7 +33,7 @@ pub enum Applied {
 }
 
 /// A gateway's MQTT connectivity, from its retained `status` and Last Will.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Link {
     Online,
@@ -76,6 +79,37 @@ impl FacilityState {
             Some(heard) => (now - heard).to_std().is_ok_and(|quiet| quiet > stale_after),
         }
     }
+}
+
+/// A facility's live state keyed by registry ids rather than indices, so it survives a
+/// restart with an edited registry: what the store persists and the ledger is rebuilt
+/// from. Categories that no longer exist are dropped on restore.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct FacilitySnapshot {
+    pub facility: FacilityId,
+    pub last_ts: Option<DateTime<Utc>>,
+    pub last_seq: Option<u64>,
+    pub heard_at: Option<DateTime<Utc>>,
+    pub link: Option<(Link, DateTime<Utc>)>,
+    pub latest: Option<LatestSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatestSnapshot {
+    Stock(Vec<(CategoryId, f64, Drawdown)>),
+    Water {
+        level_l: f64,
+        pump: PumpState,
+        potable: bool,
+        drawdown: Drawdown,
+    },
+    Power {
+        fuel_l: f64,
+        battery_pct: Option<f64>,
+        state: PowerState,
+        burn_l_per_h: Option<f64>,
+    },
 }
 
 /// A category's coverage in a town.
@@ -262,6 +296,113 @@ impl Ledger {
             (Observation::Power(obs), _) => Latest::Power(*obs),
         });
         Applied::Updated
+    }
+
+    /// The facility's state in a form that outlives registry edits (see
+    /// [`FacilitySnapshot`]).
+    pub fn snapshot(&self, f: FacilityIdx) -> FacilitySnapshot {
+        let registry = &self.registry;
+        let state = &self.facilities[f.index()];
+        FacilitySnapshot {
+            facility: registry.facility(f).id.clone(),
+            last_ts: state.last_ts,
+            last_seq: state.last_seq,
+            heard_at: state.heard_at,
+            link: state.link,
+            latest: state.latest.as_ref().map(|latest| match latest {
+                Latest::Stock(lines) => LatestSnapshot::Stock(
+                    lines
+                        .iter()
+                        .map(|l| {
+                            (
+                                registry.category(l.category).id.clone(),
+                                l.quantity,
+                                l.drawdown,
+                            )
+                        })
+                        .collect(),
+                ),
+                Latest::Water { obs, drawdown } => LatestSnapshot::Water {
+                    level_l: obs.level_l,
+                    pump: obs.pump,
+                    potable: obs.potable,
+                    drawdown: *drawdown,
+                },
+                Latest::Power(obs) => LatestSnapshot::Power {
+                    fuel_l: obs.fuel_l,
+                    battery_pct: obs.battery_pct,
+                    state: obs.state,
+                    burn_l_per_h: obs.burn_l_per_h,
+                },
+            }),
+        }
+    }
+
+    /// Restores a facility's state at start-up. Returns false, changing nothing, when
+    /// the facility is no longer in the registry or its kind changed (a warehouse
+    /// rebuilt as a water point starts afresh).
+    pub fn restore(&mut self, snapshot: &FacilitySnapshot) -> bool {
+        let registry = Arc::clone(&self.registry);
+        let Some(f) = registry.facility_idx(snapshot.facility.as_str()) else {
+            return false;
+        };
+        let kind = &registry.facility(f).kind;
+        let latest = match (&snapshot.latest, kind) {
+            (None, _) => None,
+            (Some(LatestSnapshot::Stock(lines)), FacilityKind::Warehouse) => {
+                Some(Latest::Stock(
+                    lines
+                        .iter()
+                        .filter_map(|(id, quantity, drawdown)| {
+                            Some(StockLine {
+                                category: registry.category_idx(id.as_str())?,
+                                quantity: *quantity,
+                                drawdown: *drawdown,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            (
+                Some(LatestSnapshot::Water {
+                    level_l,
+                    pump,
+                    potable,
+                    drawdown,
+                }),
+                FacilityKind::WaterPoint { .. },
+            ) => Some(Latest::Water {
+                obs: WaterObservation {
+                    level_l: *level_l,
+                    pump: *pump,
+                    potable: *potable,
+                },
+                drawdown: *drawdown,
+            }),
+            (
+                Some(LatestSnapshot::Power {
+                    fuel_l,
+                    battery_pct,
+                    state,
+                    burn_l_per_h,
+                }),
+                FacilityKind::PowerUnit { .. },
+            ) => Some(Latest::Power(PowerObservation {
+                fuel_l: *fuel_l,
+                battery_pct: *battery_pct,
+                state: *state,
+                burn_l_per_h: *burn_l_per_h,
+            })),
+            _ => return false,
+        };
+        self.facilities[f.index()] = FacilityState {
+            last_ts: snapshot.last_ts,
+            last_seq: snapshot.last_seq,
+            heard_at: snapshot.heard_at,
+            latest,
+            link: snapshot.link,
+        };
+        true
     }
 
     /// Records a gateway's `online`/`offline` status.

@@ -437,3 +437,39 @@ proptest! {
         prop_assert!(days(after, WATER).unwrap() >= days(&before, WATER).unwrap());
     }
 }
+
+#[test]
+fn a_snapshot_restores_the_same_figures() {
+    let mut ledger = ledger_with(parts());
+    all_healthy(&mut ledger, t0());
+    ledger.apply(&stock(WH1, mins(60), &[(WATER, 59_000.0)]), mins(60));
+    ledger.set_link(PU1, reserve::ledger::Link::Offline, mins(61));
+    let before = ledger.refresh(JINGSHAN, mins(61)).clone();
+
+    let snapshots: Vec<_> = (0..6).map(|i| ledger.snapshot(FacilityIdx(i))).collect();
+    // Through JSON, as the store keeps them.
+    let json = serde_json::to_string(&snapshots).unwrap();
+    let snapshots: Vec<reserve::ledger::FacilitySnapshot> = serde_json::from_str(&json).unwrap();
+
+    let mut restored = ledger_with(parts());
+    for s in &snapshots {
+        assert!(restored.restore(s), "{:?} restores", s.facility);
+    }
+    assert_eq!(restored.refresh(JINGSHAN, mins(61)), &before);
+    assert_eq!(restored.facility(PU1), ledger.facility(PU1));
+}
+
+#[test]
+fn a_snapshot_of_a_facility_whose_kind_changed_is_not_restored() {
+    let ledger = {
+        let mut l = ledger_with(parts());
+        all_healthy(&mut l, t0());
+        l
+    };
+    let mut snapshot = ledger.snapshot(WH1);
+    snapshot.facility = FacilityId::parse("js-wp1").unwrap();
+    let mut other = ledger_with(parts());
+    assert!(!other.restore(&snapshot));
+    snapshot.facility = FacilityId::parse("gone").unwrap();
+    assert!(!other.restore(&snapshot));
+}
