@@ -76,7 +76,9 @@ impl FacilityState {
     pub fn is_silent(&self, stale_after: std::time::Duration, now: DateTime<Utc>) -> bool {
         match self.heard_at {
             None => false, // never reported is its own condition
-            Some(heard) => (now - heard).to_std().is_ok_and(|quiet| quiet > stale_after),
+            Some(heard) => (now - heard)
+                .to_std()
+                .is_ok_and(|quiet| quiet > stale_after),
         }
     }
 }
@@ -84,13 +86,21 @@ impl FacilityState {
 /// A facility's live state keyed by registry ids rather than indices, so it survives a
 /// restart with an edited registry: what the store persists and the ledger is rebuilt
 /// from. Categories that no longer exist are dropped on restore.
+///
+/// Stored as JSON: every field but the id has a default, so a snapshot written by an
+/// older version still loads after a field is added.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct FacilitySnapshot {
     pub facility: FacilityId,
+    #[serde(default)]
     pub last_ts: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub last_seq: Option<u64>,
+    #[serde(default)]
     pub heard_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub link: Option<(Link, DateTime<Utc>)>,
+    #[serde(default)]
     pub latest: Option<LatestSnapshot>,
 }
 
@@ -349,20 +359,18 @@ impl Ledger {
         let kind = &registry.facility(f).kind;
         let latest = match (&snapshot.latest, kind) {
             (None, _) => None,
-            (Some(LatestSnapshot::Stock(lines)), FacilityKind::Warehouse) => {
-                Some(Latest::Stock(
-                    lines
-                        .iter()
-                        .filter_map(|(id, quantity, drawdown)| {
-                            Some(StockLine {
-                                category: registry.category_idx(id.as_str())?,
-                                quantity: *quantity,
-                                drawdown: *drawdown,
-                            })
+            (Some(LatestSnapshot::Stock(lines)), FacilityKind::Warehouse) => Some(Latest::Stock(
+                lines
+                    .iter()
+                    .filter_map(|(id, quantity, drawdown)| {
+                        Some(StockLine {
+                            category: registry.category_idx(id.as_str())?,
+                            quantity: *quantity,
+                            drawdown: *drawdown,
                         })
-                        .collect(),
-                ))
-            }
+                    })
+                    .collect(),
+            )),
             (
                 Some(LatestSnapshot::Water {
                     level_l,
@@ -560,8 +568,12 @@ impl Ledger {
         for c in registry.category_indices() {
             let category = registry.category(c);
             let target: Target = registry.target_for(town_idx, c);
-            let people =
-                people_in_group(&category.group, town.population, &town.groups, state.sheltered);
+            let people = people_in_group(
+                &category.group,
+                town.population,
+                &town.groups,
+                state.sheltered,
+            );
             let need_per_day = people * category.daily_need;
             let stock = stock[c.index()];
             let days = days_of_supply(stock, need_per_day);
@@ -608,9 +620,13 @@ impl Ledger {
         };
 
         let all_verified = silent.is_empty() && never_reported.is_empty();
-        let worst_level = categories.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
-        let readiness_problem = power_units.iter().any(|u| !u.ready)
-            || water_points.iter().any(|w| !w.ready);
+        let worst_level = categories
+            .iter()
+            .map(|c| c.level)
+            .max()
+            .unwrap_or(Level::Ok);
+        let readiness_problem =
+            power_units.iter().any(|u| !u.ready) || water_points.iter().any(|w| !w.ready);
         // Below target in any category is critical; near it, a unit or water point not
         // ready, or figures we cannot vouch for are a warning.
         let status = match worst_level {

@@ -101,7 +101,11 @@ fn parts() -> RegistryParts {
         facilities: vec![
             facility("js-wh1", JINGSHAN, FacilityKind::Warehouse),
             facility("js-wh2", JINGSHAN, FacilityKind::Warehouse),
-            facility("js-wp1", JINGSHAN, FacilityKind::WaterPoint { capacity_l: None }),
+            facility(
+                "js-wp1",
+                JINGSHAN,
+                FacilityKind::WaterPoint { capacity_l: None },
+            ),
             power_unit("js-pu1", JINGSHAN),
             power_unit("js-pu2", JINGSHAN),
             facility("dh-wh1", TownIdx(1), FacilityKind::Warehouse),
@@ -162,8 +166,16 @@ fn power(facility: FacilityIdx, at: DateTime<Utc>, fuel_l: f64, state: PowerStat
 fn all_healthy(ledger: &mut Ledger, at: DateTime<Utc>) {
     // 10,000 people × 3/day × 4 days = 120,000; formula 100 × 0.15 × 4 = 60.
     for r in [
-        stock(WH1, at, &[(WATER, 60_000.0), (FOOD, 60_000.0), (FORMULA, 30.0)]),
-        stock(WH2, at, &[(WATER, 40_000.0), (FOOD, 60_000.0), (FORMULA, 30.0)]),
+        stock(
+            WH1,
+            at,
+            &[(WATER, 60_000.0), (FOOD, 60_000.0), (FORMULA, 30.0)],
+        ),
+        stock(
+            WH2,
+            at,
+            &[(WATER, 40_000.0), (FOOD, 60_000.0), (FORMULA, 30.0)],
+        ),
         water(at, 20_000.0, PumpState::Ok, true),
         power(PU1, at, 480.0, PowerState::Standby),
         power(PU2, at, 480.0, PowerState::Standby),
@@ -205,7 +217,13 @@ fn healthy_town_is_ok_and_verified() {
 /// expected days, expected status)
 #[test]
 fn coverage_table() {
-    type Case = (&'static str, Vec<Reading>, Option<CategoryIdx>, Option<f64>, TownStatus);
+    type Case = (
+        &'static str,
+        Vec<Reading>,
+        Option<CategoryIdx>,
+        Option<f64>,
+        TownStatus,
+    );
     let at = mins(1);
     let cases: Vec<Case> = vec![
         (
@@ -322,7 +340,11 @@ fn silent_facility_marks_town_unverified() {
     assert_eq!(f.status, TownStatus::Warning);
     // At exactly stale_after it is not yet silent.
     let f = ledger.refresh(JINGSHAN, mins(3));
-    assert!(f.silent.is_empty(), "silent at exactly stale_after: {:?}", f.silent);
+    assert!(
+        f.silent.is_empty(),
+        "silent at exactly stale_after: {:?}",
+        f.silent
+    );
 }
 
 #[test]

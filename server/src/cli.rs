@@ -1,0 +1,192 @@
+//! The command line: `stockpile check-config FILE` for now (DESIGN.md §9).
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use reserve::registry::FacilityKindName;
+
+use crate::config::{self, ConfigErrors, Loaded};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stockpile",
+    version,
+    about = "Keeps a city's emergency reserves honest"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a config file (or a registry file alone) and print a summary, or every
+    /// problem as file:line: message
+    CheckConfig {
+        /// The config file, or a registry file alone
+        file: PathBuf,
+    },
+}
+
+/// The `STOCKPILE__*` part of this process's environment. Names or values that are not
+/// UTF-8 cannot be config; they are passed on lossily and fail validation visibly.
+pub fn stockpile_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .filter(|(k, _)| k.starts_with(config::ENV_PREFIX))
+        .collect()
+}
+
+/// Loads `file` as `check-config` does; the summary prints as DESIGN.md §9 shows.
+pub fn check_config(file: &Path, env: &[(String, String)]) -> Result<Summary, ConfigErrors> {
+    let loaded = config::load(file, env)?;
+    Ok(Summary {
+        file: file.to_owned(),
+        loaded,
+    })
+}
+
+/// What `check-config` prints when everything is in order.
+#[derive(Debug)]
+pub struct Summary {
+    pub file: PathBuf,
+    pub loaded: Loaded,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Loaded {
+            config,
+            registry: r,
+            registry_source: source,
+        } = &self.loaded;
+        writeln!(f, "{}: ok", self.file.display())?;
+        let mut registry = source.path.display().to_string();
+        if !source.tables.is_empty() {
+            write!(registry, " (+ {})", source.tables.join(", "))?;
+        }
+        row(f, "registry", registry)?;
+        row(f, "districts", thousands(r.districts.len() as u64))?;
+        row(f, "clusters", thousands(r.clusters.len() as u64))?;
+        let population: u64 = r.towns.iter().map(|t| t.population).sum();
+        row(
+            f,
+            "towns",
+            format!(
+                "{} (population {})",
+                thousands(r.towns.len() as u64),
+                thousands(population)
+            ),
+        )?;
+        let kinds = [
+            FacilityKindName::Warehouse,
+            FacilityKindName::WaterPoint,
+            FacilityKindName::PowerUnit,
+        ]
+        .map(|kind| format!("{kind} {}", thousands(r.count_facilities(kind) as u64)))
+        .join(", ");
+        row(
+            f,
+            "facilities",
+            format!("{} ({kinds})", thousands(r.facilities.len() as u64)),
+        )?;
+        let categories: Vec<&str> = r.categories.iter().map(|c| c.id.as_str()).collect();
+        row(
+            f,
+            "categories",
+            format!("{} ({})", categories.len(), categories.join(", ")),
+        )?;
+        row(f, "contacts", thousands(r.contacts.len() as u64))?;
+        if !source.is_config {
+            return Ok(());
+        }
+        let mqtt = &config.mqtt;
+        let broker = if mqtt.embedded_broker {
+            " (embedded broker)"
+        } else {
+            ""
+        };
+        row(f, "mqtt", format!("{}{broker}", mqtt.url))?;
+        row(f, "store", config.store.path.display())?;
+        let reads = if config.api.public_read {
+            "public reads"
+        } else {
+            "reads need a token"
+        };
+        let tokens = config.api.tokens.len();
+        row(
+            f,
+            "api",
+            format!("{} ({reads}, {tokens} tokens)", config.api.listen),
+        )?;
+        let off = || "off".to_owned();
+        row(
+            f,
+            "influx",
+            config
+                .influx
+                .as_ref()
+                .map_or_else(off, |i| format!("{} ({:?})", i.url, i.api).to_lowercase()),
+        )?;
+        row(
+            f,
+            "smtp",
+            config.smtp.as_ref().map_or_else(off, |s| s.url.clone()),
+        )?;
+        row(
+            f,
+            "sms",
+            config.sms.as_ref().map_or_else(off, |s| s.url.clone()),
+        )?;
+        Ok(())
+    }
+}
+
+fn row(f: &mut fmt::Formatter<'_>, label: &str, value: impl fmt::Display) -> fmt::Result {
+    writeln!(f, "  {label:<12}{value}")
+}
+
+/// `21812345` → `21,812,345`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// `1 error`, `3 errors`: the last line after a failed check.
+pub fn error_count(n: usize) -> String {
+    if n == 1 {
+        "1 error".to_owned()
+    } else {
+        format!("{n} errors")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        for (n, want) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (21_812_345, "21,812,345"),
+        ] {
+            assert_eq!(thousands(n), want);
+        }
+    }
+}

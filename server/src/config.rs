@@ -1,0 +1,869 @@
+//! The service's configuration (DESIGN.md §9): one TOML file whose sections are typed
+//! structs, every field overridable by a `STOCKPILE__SECTION__KEY` environment variable,
+//! secrets from the file or from files they name, and the registry the file names (or
+//! carries inline).
+//!
+//! Environment overrides patch the parsed document before it is deserialised, so a value
+//! from the environment goes through exactly the checks a value from the file does, and a
+//! problem with it names the variable instead of a line.
+
+mod env;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reserve::Registry;
+use reserve::registry::{Source, load_registry};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use env::ENV_PREFIX;
+
+/// The sections of a config file. A file without `registry = "…"` carries the registry
+/// inline, so the registry loader is told to leave these alone.
+pub const CONFIG_SECTIONS: &[&str] = &[
+    "mqtt", "store", "influx", "api", "smtp", "sms", "alerts", "webhook", "log",
+];
+
+/// The typed configuration, checked and with secrets read from their files.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub store: StoreConfig,
+    /// No section, no InfluxDB: history stays in SQLite only.
+    pub influx: Option<InfluxConfig>,
+    pub api: ApiConfig,
+    /// No section, no email notifications.
+    pub smtp: Option<SmtpConfig>,
+    /// No section, no SMS notifications.
+    pub sms: Option<SmsConfig>,
+    pub alerts: AlertsConfig,
+    pub webhook: WebhookConfig,
+    pub log: LogConfig,
+}
+
+/// A password or token. It never prints, so a config can be logged with `{:?}`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that hands it to a server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `[mqtt]`: where readings come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port`, or `mqtts://host:port` for TLS.
+    pub url: String,
+    /// Also names the broker's persistent session, so it must be stable across restarts.
+    pub client_id: String,
+    pub username: Option<String>,
+    /// After loading, also holds the password read from `password_file`.
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// Run the embedded broker on `url`'s port instead of connecting to one.
+    pub embedded_broker: bool,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "stockpile".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            embedded_broker: false,
+        }
+    }
+}
+
+/// `[store]`: the embedded SQLite store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// After loading, relative paths are resolved against the config file's directory.
+    pub path: PathBuf,
+    /// How long readings history is kept; older readings are rejected (DESIGN.md §5).
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: "stockpile.db".into(),
+            retention: Duration::from_secs(90 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApi {
+    /// InfluxDB 1.x `/write` with a database.
+    V1,
+    /// `/api/v2/write` with org, bucket and token: InfluxDB 2.x, 3.x, Cloud, 1.8+.
+    #[default]
+    V2,
+}
+
+/// `[influx]`: the optional time-series sink.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InfluxConfig {
+    pub url: String,
+    pub api: InfluxApi,
+    /// v1: the database to write to.
+    pub database: Option<String>,
+    /// v1: optional credentials.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// v2: organisation, bucket and token.
+    pub org: Option<String>,
+    pub bucket: Option<String>,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Reads, and acknowledges alerts of its own towns.
+    Officer,
+    /// Everything, including silences and scenarios.
+    Admin,
+}
+
+/// One bearer token of the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it; shown in acknowledgements and logs instead of the token.
+    pub name: String,
+    pub role: Role,
+    /// After loading, also holds the token read from `token_file`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Officer tokens: the towns whose alerts the holder may acknowledge.
+    #[serde(default)]
+    pub towns: Vec<String>,
+}
+
+/// `[api]`: the HTTP API and the built-in wall board.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// Reads without a token, for wall displays.
+    pub public_read: bool,
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_read: false,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// `[smtp]`: email notifications.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// `smtp://host:port` (plain, for a local relay), `smtp://host:port?tls=required`
+    /// (STARTTLS) or `smtps://host:port` (TLS).
+    pub url: String,
+    /// `Name <address>` or a bare address.
+    pub from: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsPreset {
+    /// Twilio's Messages API: form body `To`, `From`, `Body`, basic auth.
+    Twilio,
+}
+
+/// `[sms]`: an HTTP SMS gateway, a generic templated request or a preset.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    pub url: String,
+    /// `POST` unless told otherwise.
+    pub method: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    /// Request body template; `{to}`, `{text}` are filled in per message.
+    pub body: Option<String>,
+    pub preset: Option<SmsPreset>,
+    /// Sender number or name, for presets that need one.
+    pub from: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[alerts]`: the lifecycle timings of DESIGN.md §7.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// One message per town per this window lists all of its problems.
+    #[serde(deserialize_with = "duration")]
+    pub group_wait: Duration,
+    /// Reminder while firing and unacknowledged.
+    #[serde(deserialize_with = "duration")]
+    pub repeat_every: Duration,
+    /// Unacknowledged this long: escalate to cluster, then district contacts.
+    #[serde(deserialize_with = "duration")]
+    pub escalate_after: Duration,
+    /// A condition must hold this long before an alert fires (`for` in the design).
+    #[serde(rename = "for", deserialize_with = "duration")]
+    pub pending_for: Duration,
+    /// `reserve_depleting` fires when the target is forecast to be crossed this soon.
+    #[serde(deserialize_with = "duration")]
+    pub depleting_horizon: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            group_wait: Duration::from_secs(10),
+            repeat_every: Duration::from_secs(4 * 3600),
+            escalate_after: Duration::from_secs(30 * 60),
+            pending_for: Duration::ZERO,
+            depleting_horizon: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// `[webhook]`: settings shared by all contacts' webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `stockpile=debug,rumqttc=warn`, …
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Durations are written as operators say them: `"90s"`, `"4h"`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    reserve::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// One problem: `demo/stockpile.toml:4: mqtt.url: …`, or `env STOCKPILE__MQTT__URL: …`
+/// when the value came from the environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ConfigError {
+    /// `file:line`, `file` alone, or `env NAME`.
+    pub origin: String,
+    pub message: String,
+}
+
+/// Every problem of the config and its registry, so one run shows them all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// A loaded deployment: the config and the registry it names.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub registry: Registry,
+    pub registry_source: RegistrySource,
+}
+
+/// Where the registry came from, for the summary and the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySource {
+    /// The TOML file holding the registry (the config file itself when inline).
+    pub path: PathBuf,
+    /// CSV tables read, as the registry names them (`towns.csv`, …).
+    pub tables: Vec<String>,
+    /// The file passed was a config file (with a registry inline or named), not a
+    /// registry alone.
+    pub is_config: bool,
+}
+
+/// Loads `path`: a config file naming its registry (`registry = "…"`), a config file
+/// carrying the registry inline, or a registry file alone (then every config section
+/// takes its defaults). `env` holds the process environment; only `STOCKPILE__*`
+/// variables are used.
+pub fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            origin: name.clone(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let overrides = env::Overrides::from_env(env);
+    let origins = env::Origins::new(&name, &text, &overrides);
+
+    let mut root = match DeTable::parse(&text) {
+        Ok(root) => root.into_inner(),
+        Err(e) => {
+            let at = e.span().map_or(0, |s| s.start);
+            return Err(ConfigErrors(vec![
+                origins.error(at, syntax_message(&e, &text)),
+            ]));
+        }
+    };
+    let mut problems = Vec::new();
+    overrides.apply(&mut root, text.len(), &mut problems);
+
+    let named_registry = root.get("registry").cloned();
+    let is_config =
+        named_registry.is_some() || CONFIG_SECTIONS.iter().any(|s| root.contains_key(*s));
+    let mut config = read_sections(&root, named_registry.is_some(), &mut problems);
+    check(&mut config, &root, dir, &mut problems);
+
+    let registry = match &named_registry {
+        Some(value) => match value.get_ref().as_str() {
+            Some(file) => read_registry_file(&dir.join(file), value.span().start, &mut problems),
+            None => {
+                let message = "registry: expected the path of the registry file".to_owned();
+                problems.push((value.span().start, message));
+                Err(Vec::new())
+            }
+        },
+        None => {
+            let source = Source {
+                name,
+                text: text.clone(),
+            };
+            load_registry_source(&source, path, CONFIG_SECTIONS_AND_REGISTRY)
+        }
+    };
+    if let Ok((registry, _)) = &registry {
+        check_token_towns(&config, registry, &root, &mut problems);
+    }
+
+    // In file order; overrides (spanned past the end of the file) last.
+    problems.sort_by_key(|(at, _)| *at);
+    let mut errors: Vec<ConfigError> = problems
+        .into_iter()
+        .map(|(at, message)| origins.error(at, message))
+        .collect();
+    match registry {
+        Ok((registry, tables)) if errors.is_empty() => {
+            let registry_path = match named_registry.as_ref().and_then(|v| v.get_ref().as_str()) {
+                Some(file) => dir.join(file),
+                None => path.to_owned(),
+            };
+            Ok(Loaded {
+                config,
+                registry,
+                registry_source: RegistrySource {
+                    path: registry_path,
+                    tables,
+                    is_config,
+                },
+            })
+        }
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(registry_errors) => {
+            errors.extend(registry_errors);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn syntax_message(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end();
+    // The parser says "duplicate key" without the key; the span holds it.
+    match e.span().and_then(|s| text.get(s)) {
+        Some(key) if message == "duplicate key" && !key.is_empty() => {
+            format!("duplicate key {:?}", key.trim_matches(['"', '\'']))
+        }
+        _ => format!("syntax: {message}"),
+    }
+}
+
+/// A problem at an offset of the config text (or of an environment override).
+type Problem = (usize, String);
+
+/// The registry and the CSV tables it was read from, or its problems.
+type RegistryResult = Result<(Registry, Vec<String>), Vec<ConfigError>>;
+
+/// What a config file has beside the registry's own keys.
+const CONFIG_SECTIONS_AND_REGISTRY: &[&str] = &[
+    "registry", "mqtt", "store", "influx", "api", "smtp", "sms", "alerts", "webhook", "log",
+];
+
+/// Reads the registry file a config names; `named_at` is where the config names it.
+fn read_registry_file(path: &Path, named_at: usize, problems: &mut Vec<Problem>) -> RegistryResult {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let source = Source {
+                name: path.display().to_string(),
+                text,
+            };
+            load_registry_source(&source, path, &[])
+        }
+        Err(e) => {
+            problems.push((
+                named_at,
+                format!("registry: cannot read {}: {e}", path.display()),
+            ));
+            Err(Vec::new())
+        }
+    }
+}
+
+/// Loads a registry whose CSV tables live next to `path`.
+fn load_registry_source(source: &Source, path: &Path, ignore_keys: &[&str]) -> RegistryResult {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut tables = Vec::new();
+    let mut read = |table: &str| {
+        let path = dir.join(table);
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        tables.push(table.to_owned());
+        Ok(Source {
+            name: path.display().to_string(),
+            text,
+        })
+    };
+    let result = load_registry(source, ignore_keys, &mut read);
+    match result {
+        Ok(registry) => Ok((registry, tables)),
+        Err(errors) => Err(errors
+            .0
+            .into_iter()
+            .map(|e| ConfigError {
+                origin: format!("{}:{}", e.file, e.line),
+                message: e.message,
+            })
+            .collect()),
+    }
+}
+
+/// Deserialises each section on its own, so a problem in one does not hide the others.
+fn read_sections(root: &DeTable<'_>, names_registry: bool, problems: &mut Vec<Problem>) -> Config {
+    let mut config = Config::default();
+    for (key, value) in root {
+        let section = key.get_ref().as_ref();
+        match section {
+            "mqtt" => read_section(section, value, &mut config.mqtt, problems),
+            "store" => read_section(section, value, &mut config.store, problems),
+            "influx" => read_optional_section(section, value, &mut config.influx, problems),
+            "api" => read_section(section, value, &mut config.api, problems),
+            "smtp" => read_optional_section(section, value, &mut config.smtp, problems),
+            "sms" => read_optional_section(section, value, &mut config.sms, problems),
+            "alerts" => read_section(section, value, &mut config.alerts, problems),
+            "webhook" => read_section(section, value, &mut config.webhook, problems),
+            "log" => read_section(section, value, &mut config.log, problems),
+            "registry" => {}
+            // With the registry inline, its keys are checked by the registry loader.
+            _ if !names_registry => {}
+            other => {
+                let expected = CONFIG_SECTIONS_AND_REGISTRY.join(", ");
+                problems.push((
+                    key.span().start,
+                    format!("unknown key {other:?} (expected one of {expected})"),
+                ));
+            }
+        }
+    }
+    config
+}
+
+fn read_section<T: DeserializeOwned>(
+    section: &str,
+    value: &Spanned<DeValue<'_>>,
+    out: &mut T,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(parsed) = deserialize_section(section, value, problems) {
+        *out = parsed;
+    }
+}
+
+fn read_optional_section<T: DeserializeOwned>(
+    section: &str,
+    value: &Spanned<DeValue<'_>>,
+    out: &mut Option<T>,
+    problems: &mut Vec<Problem>,
+) {
+    *out = deserialize_section(section, value, problems);
+}
+
+fn deserialize_section<T: DeserializeOwned>(
+    section: &str,
+    value: &Spanned<DeValue<'_>>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let Some(table) = value.get_ref().as_table() else {
+        let message = format!("{section}: expected a table ([{section}])");
+        problems.push((value.span().start, message));
+        return None;
+    };
+    let fields: Vec<(String, std::ops::Range<usize>)> = table
+        .iter()
+        .map(|(k, v)| (k.get_ref().to_string(), k.span().start..v.span().end))
+        .collect();
+    match T::deserialize(ValueDeserializer::from(value.clone())) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            let at = e.span().map_or(value.span().start, |s| s.start);
+            let message = e.message().trim_end();
+            let field = fields.iter().find(|(_, span)| span.contains(&at));
+            let message = match field {
+                Some((name, _)) if !message.starts_with("unknown field") => {
+                    format!("{section}.{name}: {message}")
+                }
+                _ => format!("{section}: {message}"),
+            };
+            problems.push((at, message));
+            None
+        }
+    }
+}
+
+/// Checks what types cannot say, reads secret files and resolves relative paths.
+fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec<Problem>) {
+    let mut c = Checks {
+        root,
+        dir,
+        problems,
+    };
+    let mqtt = &mut config.mqtt;
+    if !(has_scheme(&mqtt.url, "mqtt://") || has_scheme(&mqtt.url, "mqtts://")) {
+        c.field(
+            "mqtt.url",
+            format!(
+                "expected mqtt://host:port or mqtts://host:port, got {:?}",
+                mqtt.url
+            ),
+        );
+    }
+    if mqtt.client_id.trim().is_empty() {
+        c.field("mqtt.client_id", "must not be empty".into());
+    }
+    c.secret("mqtt.password", &mut mqtt.password, &mqtt.password_file);
+    if mqtt.password.is_some() && mqtt.username.is_none() {
+        c.field("mqtt.password", "needs mqtt.username".into());
+    }
+
+    if config.store.path.as_os_str().is_empty() {
+        c.field("store.path", "must not be empty".into());
+    }
+    config.store.path = dir.join(&config.store.path);
+    if config.store.retention.is_zero() {
+        c.field("store.retention", "must be > 0".into());
+    }
+
+    if let Some(influx) = &mut config.influx {
+        if !(has_scheme(&influx.url, "http://") || has_scheme(&influx.url, "https://")) {
+            c.field(
+                "influx.url",
+                format!(
+                    "expected http://host:port or https://host:port, got {:?}",
+                    influx.url
+                ),
+            );
+        }
+        c.secret(
+            "influx.password",
+            &mut influx.password,
+            &influx.password_file,
+        );
+        c.secret("influx.token", &mut influx.token, &influx.token_file);
+        match influx.api {
+            InfluxApi::V1 => {
+                if influx.database.is_none() {
+                    c.field(
+                        "influx.database",
+                        "missing (api = \"v1\" writes to a database)".into(),
+                    );
+                }
+            }
+            InfluxApi::V2 => {
+                let needs = [
+                    ("influx.org", influx.org.is_none()),
+                    ("influx.bucket", influx.bucket.is_none()),
+                    (
+                        "influx.token",
+                        influx.token.is_none() && influx.token_file.is_none(),
+                    ),
+                ];
+                for (field, missing) in needs {
+                    if missing {
+                        c.field(
+                            field,
+                            "missing (api = \"v2\" needs org, bucket and token or token_file)"
+                                .into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    let api = &mut config.api;
+    let port_ok = api
+        .listen
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        c.field(
+            "api.listen",
+            format!(
+                "expected host:port such as \"127.0.0.1:8080\", got {:?}",
+                api.listen
+            ),
+        );
+    }
+    let mut names = HashSet::new();
+    for (i, token) in api.tokens.iter_mut().enumerate() {
+        let field = format!("api.tokens[{i}]");
+        if token.name.trim().is_empty() {
+            c.field(&field, "name: must not be empty".into());
+        } else if !names.insert(token.name.clone()) {
+            c.field(
+                &field,
+                format!("name: {:?} is used by another token", token.name),
+            );
+        }
+        c.secret(
+            &format!("{field}.token"),
+            &mut token.token,
+            &token.token_file,
+        );
+        if token.token.is_none() && token.token_file.is_none() {
+            c.field(&field, "needs token or token_file".into());
+        }
+        if token.role != Role::Officer && !token.towns.is_empty() {
+            c.field(&field, "towns: only officer tokens have towns".into());
+        }
+    }
+
+    if let Some(smtp) = &mut config.smtp {
+        if !(has_scheme(&smtp.url, "smtp://") || has_scheme(&smtp.url, "smtps://")) {
+            c.field(
+                "smtp.url",
+                format!(
+                    "expected smtp://host:port or smtps://host:port, got {:?}",
+                    smtp.url
+                ),
+            );
+        }
+        if !smtp.from.contains('@') {
+            c.field(
+                "smtp.from",
+                format!(
+                    "expected an address such as \"Stockpile <alerts@example.org>\", got {:?}",
+                    smtp.from
+                ),
+            );
+        }
+        c.secret("smtp.password", &mut smtp.password, &smtp.password_file);
+    }
+
+    if let Some(sms) = &mut config.sms {
+        if !(has_scheme(&sms.url, "http://") || has_scheme(&sms.url, "https://")) {
+            c.field(
+                "sms.url",
+                format!("expected an http:// or https:// URL, got {:?}", sms.url),
+            );
+        }
+        if let Some(method) = &sms.method
+            && !["GET", "POST", "PUT"].contains(&method.as_str())
+        {
+            c.field(
+                "sms.method",
+                format!("expected GET, POST or PUT, got {method:?}"),
+            );
+        }
+        c.secret("sms.password", &mut sms.password, &sms.password_file);
+    }
+
+    let alerts = &config.alerts;
+    for (field, value) in [
+        ("alerts.repeat_every", alerts.repeat_every),
+        ("alerts.escalate_after", alerts.escalate_after),
+        ("alerts.depleting_horizon", alerts.depleting_horizon),
+    ] {
+        if value.is_zero() {
+            c.field(field, "must be > 0".into());
+        }
+    }
+    if config.webhook.timeout.is_zero() {
+        c.field("webhook.timeout", "must be > 0".into());
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        c.field("log.level", format!("not a tracing filter: {e}"));
+    }
+}
+
+/// `url` starts with `scheme` and has something after it.
+fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.strip_prefix(scheme)
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+/// Checks after deserialising: problems are located by looking the field up again.
+struct Checks<'a, 'i> {
+    root: &'a DeTable<'i>,
+    dir: &'a Path,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Checks<'_, '_> {
+    /// A problem with `field` (`mqtt.url`, `api.tokens[0].token`), located where it was
+    /// written, or at its section when it was left out.
+    fn field(&mut self, field: &str, message: String) {
+        let at = locate(self.root, field);
+        self.problems.push((at, format!("{field}: {message}")));
+    }
+
+    /// A secret given inline or as `…_file` (read here, trailing newline dropped).
+    fn secret(&mut self, field: &str, secret: &mut Option<Secret>, file: &Option<PathBuf>) {
+        let Some(file) = file else {
+            return;
+        };
+        let file_field = format!("{field}_file");
+        if secret.is_some() {
+            let message = format!(
+                "give {} or {}, not both",
+                last_key(field),
+                last_key(&file_field)
+            );
+            self.field(&file_field, message);
+            return;
+        }
+        let path = self.dir.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => *secret = Some(Secret::new(text.trim_end_matches(['\r', '\n']))),
+            Err(e) => self.field(&file_field, format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+fn last_key(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
+}
+
+/// The offset of `field` (`api.tokens[0].token`) in the document: its value if written,
+/// else the closest enclosing table that is.
+fn locate(root: &DeTable<'_>, field: &str) -> usize {
+    let mut at = 0;
+    let mut current: Option<&DeValue<'_>> = None;
+    for part in field.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((key, rest)) => (key, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let table = match current {
+            None => Some(root),
+            Some(value) => value.as_table(),
+        };
+        let Some(value) = table.and_then(|t| t.get(key)) else {
+            break;
+        };
+        at = value.span().start;
+        current = Some(value.get_ref());
+        if let Some(i) = index {
+            let Some(item) = value.get_ref().as_array().and_then(|a| a.get(i)) else {
+                break;
+            };
+            at = item.span().start;
+            current = Some(item.get_ref());
+        }
+    }
+    at
+}
+
+/// Officer tokens name towns of the registry; checked once both are loaded.
+fn check_token_towns(
+    config: &Config,
+    registry: &Registry,
+    root: &DeTable<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    for (i, token) in config.api.tokens.iter().enumerate() {
+        for town in token
+            .towns
+            .iter()
+            .filter(|t| registry.town_idx(t).is_none())
+        {
+            let field = format!("api.tokens[{i}].towns");
+            problems.push((
+                locate(root, &field),
+                format!("{field}: unknown town {town:?}"),
+            ));
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The `stockpile` binary's library: configuration ([`config`]) and the command line
+//! ([`cli`]). `main.rs` only parses arguments and maps outcomes to exit codes.
+//!
+//! Invariant: this is the only crate that reads the environment and configuration files;
+//! everything below it gets typed values.
+
+pub mod cli;
+pub mod config;
