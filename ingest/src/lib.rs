@@ -1,1 +1,277 @@
-//! MQTT subscriber: decode, validate, apply to the ledger, hand to the store.
+//! MQTT ingest: subscribe, decode, validate, apply to the ledger, commit to SQLite, and
+//! only then acknowledge (DESIGN.md §5, "accepted readings are durable before the
+//! PUBACK").
+//!
+//! Three stages joined by bounded channels:
+//!
+//! ```text
+//!  broker ─► subscriber task ─(deliveries)─► writer thread ─(acks)─► acker task ─► broker
+//!           (rumqttc poll loop)              (decode, ledger,          (client.ack)
+//!                                             SQLite commit)
+//! ```
+//!
+//! The poll loop never awaits a client call: rumqttc's request channel is drained only
+//! by polling, so a poll loop waiting on `client.ack()` can deadlock. Acks go through
+//! their own task instead, and the writer never blocks on them. The writer is a plain
+//! thread because rusqlite is blocking; it batches whatever is queued into one
+//! transaction, which is what makes manual acks affordable.
+
+mod broker;
+mod metrics;
+mod writer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use reserve::Ledger;
+use rumqttc::{AsyncClient, Event, Incoming, Publish, QoS};
+use store::Store;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use broker::{BrokerUrl, BrokerUrlError};
+pub use metrics::{IngestCounts, IngestMetrics};
+
+/// The ledger shared between the writer (the only writer) and readers (API, alerts).
+/// A std `RwLock`: it is held for microseconds and never across an `.await`.
+pub type SharedLedger = Arc<RwLock<Ledger>>;
+
+/// Deliveries queued between the poll loop and the writer. Enough for several batches,
+/// few enough that a stalled writer pushes back on the broker within milliseconds.
+const DELIVERY_QUEUE: usize = 4096;
+/// Largest payload rumqttc accepts before dropping the connection. Far above
+/// [`reserve::wire`]'s own limit, so an oversize reading is rejected with a reason and
+/// acknowledged instead of breaking the connection on every redelivery.
+const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How to reach the broker and how to batch.
+#[derive(Clone)]
+pub struct IngestConfig {
+    pub broker: BrokerUrl,
+    /// Stable, so the broker keeps our persistent session across restarts.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM of a CA to trust for `mqtts://` besides the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub keep_alive: Duration,
+    /// Most readings in one SQLite transaction.
+    pub batch_max: usize,
+    /// Readings older than this are rejected (and pruned from history).
+    pub retention: Duration,
+    /// Payloads above this are rejected as `too_large`.
+    pub max_payload_bytes: usize,
+}
+
+impl std::fmt::Debug for IngestConfig {
+    // By hand, so the password never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("broker", &self.broker)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("batch_max", &self.batch_max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IngestConfig {
+    pub fn new(broker: BrokerUrl, client_id: impl Into<String>) -> IngestConfig {
+        IngestConfig {
+            broker,
+            client_id: client_id.into(),
+            username: None,
+            password: None,
+            ca_pem: None,
+            keep_alive: Duration::from_secs(30),
+            batch_max: 1000,
+            retention: Duration::from_secs(90 * 24 * 3600),
+            max_payload_bytes: reserve::wire::MAX_PAYLOAD_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("mqtt options: {0}")]
+    Options(String),
+    #[error("ingest writer stopped unexpectedly: {0}")]
+    Writer(String),
+}
+
+/// One message from the broker, with what the writer needs to acknowledge it.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub publish: Publish,
+    /// Connection generation it arrived on: an ack for an older connection would
+    /// acknowledge whatever the broker now holds under that packet id.
+    pub generation: u64,
+}
+
+/// Rebuilds the ledger from the store: facility snapshots and sheltered counts, then
+/// refreshes every town. Returns how many facilities were restored.
+pub fn restore_ledger(store: &Store, ledger: &mut Ledger) -> Result<usize, IngestError> {
+    let mut restored = 0;
+    for snapshot in store.load_snapshots()? {
+        if ledger.restore(&snapshot) {
+            restored += 1;
+        } else {
+            tracing::warn!(
+                message = "Stored facility state not restored: facility gone from the registry or its kind changed.",
+                facility = %snapshot.facility
+            );
+        }
+    }
+    for (town, sheltered) in store.load_sheltered()? {
+        if let Some(t) = ledger.registry().town_idx(town.as_str()) {
+            ledger.set_sheltered(t, sheltered);
+        }
+    }
+    ledger.refresh_all(Utc::now());
+    Ok(restored)
+}
+
+/// Runs ingest until `shutdown` is cancelled or the store fails. On shutdown the poll
+/// loop stops first, then the writer commits what it holds; nothing it has not
+/// committed is acknowledged, so the broker redelivers it to the next run.
+pub async fn run(
+    config: IngestConfig,
+    ledger: SharedLedger,
+    store: Store,
+    metrics: Arc<IngestMetrics>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let options = broker::mqtt_options(&config)?;
+    // The request channel carries acks and subscriptions; the acker task waits on it,
+    // never the poll loop.
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let generation = Arc::new(AtomicU64::new(0));
+    let (delivery_tx, delivery_rx) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Delivery>();
+
+    let writer = writer::Writer::new(config.clone(), ledger, store, Arc::clone(&metrics));
+    let runtime = tokio::runtime::Handle::current();
+    let writer_thread = std::thread::Builder::new()
+        .name("ingest-writer".into())
+        .spawn(move || writer.run(runtime, delivery_rx, ack_tx))
+        .map_err(|e| IngestError::Writer(e.to_string()))?;
+
+    // Unbounded is safe here: acks are bounded by the deliveries the broker lets us
+    // hold unacknowledged (its inflight window).
+    let acker = {
+        let client = client.clone();
+        let generation = Arc::clone(&generation);
+        tokio::spawn(async move {
+            while let Some(d) = ack_rx.recv().await {
+                if d.generation != generation.load(Ordering::Acquire) {
+                    continue; // the broker redelivers it on the new connection
+                }
+                if client.ack(&d.publish).await.is_err() {
+                    break; // event loop gone: shutting down
+                }
+            }
+        })
+    };
+
+    let mut backoff = BACKOFF_MIN;
+    let mut writer_failed = false;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                let g = generation.fetch_add(1, Ordering::AcqRel) + 1;
+                backoff = BACKOFF_MIN;
+                metrics.set_connected(true);
+                tracing::info!(
+                    message = "Connected to the broker.",
+                    broker = %config.broker,
+                    session_present = ack.session_present,
+                    generation = g
+                );
+                // try_: never await a client call inside the poll loop.
+                let filters = [reserve::wire::READING_FILTER, reserve::wire::STATUS_FILTER]
+                    .map(|f| rumqttc::SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    tracing::error!(message = "Could not queue the subscription.", error = %e);
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                metrics.received();
+                let delivery = Delivery {
+                    publish,
+                    generation: generation.load(Ordering::Acquire),
+                };
+                // Backpressure: when the writer is behind we stop reading the socket.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    sent = delivery_tx.send(delivery) => if sent.is_err() {
+                        writer_failed = true;
+                        break;
+                    },
+                }
+            }
+            Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                tracing::info!(message = "Subscribed.", return_codes = ?ack.return_codes);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                metrics.set_connected(false);
+                tracing::warn!(
+                    message = "Broker connection lost; reconnecting.",
+                    broker = %config.broker,
+                    %error,
+                    retry_in_ms = backoff.as_millis() as u64
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    metrics.set_connected(false);
+    // Stop the writer: it drains what is queued, commits, and exits.
+    drop(delivery_tx);
+    let writer_result = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .map_err(|e| IngestError::Writer(e.to_string()))?
+        .map_err(|_| IngestError::Writer("writer thread panicked".into()))?;
+    // Let the acker hand over the writer's last acks while we keep polling, so they
+    // reach the broker; then disconnect politely. Bounded: shutdown must not hang on a
+    // dead broker (what is not acknowledged is redelivered and deduplicated).
+    let mut acker = acker;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            tokio::select! {
+                _ = &mut acker => break,
+                event = eventloop.poll() => if event.is_err() { return; },
+            }
+        }
+        if client.try_disconnect().is_ok() {
+            while let Ok(event) = eventloop.poll().await {
+                if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    acker.abort();
+    writer_result?;
+    if writer_failed {
+        return Err(IngestError::Writer("writer stopped".into()));
+    }
+    Ok(())
+}

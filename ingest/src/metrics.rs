@@ -1,0 +1,87 @@
+//! Ingest counters, read by the API's `/metrics` and the `ops` series. Telemetry as
+//! types: every event has one method here, so metric names stay stable.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    received: AtomicU64,
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    older: AtomicU64,
+    batches: AtomicU64,
+    connected: AtomicBool,
+    /// Rejects by reason id. A mutex: rejects are the exception, and the reasons are
+    /// few; counting them must not cost the happy path anything.
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IngestCounts {
+    /// MQTT messages received (a backlog array is one message).
+    pub received: u64,
+    /// Readings stored.
+    pub accepted: u64,
+    /// Readings already stored (redeliveries, resends): acknowledged and ignored.
+    pub duplicates: u64,
+    /// Readings stored as history but older than the facility's latest.
+    pub older: u64,
+    pub batches: u64,
+    pub connected: bool,
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+impl IngestCounts {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+impl IngestMetrics {
+    pub(crate) fn received(&self) {
+        self.received.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn accepted(&self, n: u64) {
+        self.accepted.fetch_add(n, Relaxed);
+    }
+    pub(crate) fn duplicates(&self, n: u64) {
+        self.duplicates.fetch_add(n, Relaxed);
+    }
+    pub(crate) fn older(&self, n: u64) {
+        self.older.fetch_add(n, Relaxed);
+    }
+    pub(crate) fn batch(&self) {
+        self.batches.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Relaxed);
+    }
+    pub(crate) fn rejected(&self, reason: &'static str) {
+        let mut map = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(reason).or_default() += 1;
+    }
+
+    /// Whether the subscriber is connected to the broker now (for `/readyz`).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    pub fn counts(&self) -> IngestCounts {
+        IngestCounts {
+            received: self.received.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
+            duplicates: self.duplicates.load(Relaxed),
+            older: self.older.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+            rejected: self
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
