@@ -120,14 +120,28 @@ mod tests {
     fn broker_urls_parse() {
         let ok: &[(&str, bool, &str, u16)] = &[
             ("mqtt://127.0.0.1:1883", false, "127.0.0.1", 1883),
-            ("mqtt://broker.example.org", false, "broker.example.org", 1883),
-            ("mqtts://broker.example.org", true, "broker.example.org", 8883),
+            (
+                "mqtt://broker.example.org",
+                false,
+                "broker.example.org",
+                1883,
+            ),
+            (
+                "mqtts://broker.example.org",
+                true,
+                "broker.example.org",
+                8883,
+            ),
             ("mqtts://broker:9883/", true, "broker", 9883),
             ("mqtt://[::1]:1884", false, "::1", 1884),
         ];
         for (url, tls, host, port) in ok {
             let got = BrokerUrl::parse(url).unwrap();
-            assert_eq!((got.tls, got.host.as_str(), got.port), (*tls, *host, *port), "{url}");
+            assert_eq!(
+                (got.tls, got.host.as_str(), got.port),
+                (*tls, *host, *port),
+                "{url}"
+            );
         }
         let bad: &[(&str, &str)] = &[
             ("tcp://x:1883", "must start with mqtt://"),

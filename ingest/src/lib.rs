@@ -17,6 +17,7 @@
 //! transaction, which is what makes manual acks affordable.
 
 mod broker;
+mod changes;
 mod metrics;
 mod writer;
 
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use broker::{BrokerUrl, BrokerUrlError};
+pub use changes::{ChangeConsumer, TownChanges};
 pub use metrics::{IngestCounts, IngestMetrics};
 
 /// The ledger shared between the writer (the only writer) and readers (API, alerts).
@@ -147,6 +149,7 @@ pub async fn run(
     ledger: SharedLedger,
     store: Store,
     metrics: Arc<IngestMetrics>,
+    changes: Arc<TownChanges>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let options = broker::mqtt_options(&config)?;
@@ -157,7 +160,7 @@ pub async fn run(
     let (delivery_tx, delivery_rx) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Delivery>();
 
-    let writer = writer::Writer::new(config.clone(), ledger, store, Arc::clone(&metrics));
+    let writer = writer::Writer::new(config.clone(), ledger, store, Arc::clone(&metrics), changes);
     let runtime = tokio::runtime::Handle::current();
     let writer_thread = std::thread::Builder::new()
         .name("ingest-writer".into())

@@ -12,7 +12,7 @@ use reserve::wire::{self, Connectivity, DecodeContext, Rejected, TopicKind};
 use store::{RejectRecord, Store, StoreError};
 use tokio::sync::mpsc;
 
-use crate::{Delivery, IngestConfig, IngestError, IngestMetrics, SharedLedger};
+use crate::{Delivery, IngestConfig, IngestError, IngestMetrics, SharedLedger, TownChanges};
 
 /// A gateway that keeps sending garbage is logged once a minute, not once a message.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -25,6 +25,7 @@ pub(crate) struct Writer {
     ledger: SharedLedger,
     store: Store,
     metrics: Arc<IngestMetrics>,
+    changes: Arc<TownChanges>,
     last_reject_log: HashMap<String, Instant>,
 }
 
@@ -42,12 +43,14 @@ impl Writer {
         ledger: SharedLedger,
         store: Store,
         metrics: Arc<IngestMetrics>,
+        changes: Arc<TownChanges>,
     ) -> Writer {
         Writer {
             config,
             ledger,
             store,
             metrics,
+            changes,
             last_reject_log: HashMap::new(),
         }
     }
@@ -159,8 +162,7 @@ impl Writer {
                             match ledger.apply(&reading, now) {
                                 Applied::Updated => {
                                     changed_facilities.insert(reading.facility);
-                                    changed_towns
-                                        .insert(registry.facility(reading.facility).town);
+                                    changed_towns.insert(registry.facility(reading.facility).town);
                                 }
                                 Applied::Older => tally.older += 1,
                                 // Stored now but the ledger already had this instant:
@@ -183,6 +185,9 @@ impl Writer {
             ledger.refresh(t, now);
         }
         drop(ledger);
+        if !changed_towns.is_empty() {
+            self.changes.publish(changed_towns.iter().copied());
+        }
 
         self.metrics.accepted(tally.accepted);
         self.metrics.duplicates(tally.duplicates);

@@ -101,6 +101,7 @@ impl Service {
             Arc::clone(&ledger),
             store,
             Arc::clone(&metrics),
+            Arc::new(ingest::TownChanges::default()),
             shutdown.clone(),
         ));
         let service = Service {
@@ -134,7 +135,10 @@ impl Service {
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -215,7 +219,10 @@ async fn readings_reach_the_ledger_and_survive_a_restart() {
     publish_all(
         &broker.url(),
         "gw-js-wh1",
-        vec![(topic("jingshan", "js-wh1"), stock_payload(now, 1, 6_000.0, 15_000.0))],
+        vec![(
+            topic("jingshan", "js-wh1"),
+            stock_payload(now, 1, 6_000.0, 15_000.0),
+        )],
     )
     .await;
     wait_until("jingshan turns critical", || {
@@ -223,13 +230,26 @@ async fn readings_reach_the_ledger_and_survive_a_restart() {
     })
     .await;
     assert_eq!(service.town_status("jingshan").1, Some(2.0));
-    let before = service.ledger.read().unwrap().figures(reserve::registry::TownIdx(0)).clone();
+    let before = service
+        .ledger
+        .read()
+        .unwrap()
+        .figures(reserve::registry::TownIdx(0))
+        .clone();
     service.stop().await;
 
     // A new process: the ledger comes back from SQLite alone.
     let restarted = Service::start(&broker.url(), &db).await;
-    assert_eq!(restarted.town_status("jingshan"), (TownStatus::Critical, Some(2.0)));
-    let after = restarted.ledger.read().unwrap().figures(reserve::registry::TownIdx(0)).clone();
+    assert_eq!(
+        restarted.town_status("jingshan"),
+        (TownStatus::Critical, Some(2.0))
+    );
+    let after = restarted
+        .ledger
+        .read()
+        .unwrap()
+        .figures(reserve::registry::TownIdx(0))
+        .clone();
     assert_eq!(after.categories, before.categories);
     restarted.stop().await;
     assert_eq!(store_at(&db).count_readings().unwrap(), 1);
@@ -247,19 +267,62 @@ async fn every_reject_reason_is_counted_kept_and_acknowledged() {
     let future = (Utc::now() + chrono::Duration::minutes(10)).timestamp_millis();
     let old = (Utc::now() - chrono::Duration::days(91)).timestamp_millis();
     let cases: Vec<(&str, String, String)> = vec![
-        ("too_large", topic("jingshan", "js-wh1"), format!(r#"{{"ts": {ts}, "stock": {{"water": 1}}, "pad": "{}"}}"#, "x".repeat(300 * 1024))),
-        ("not_json", topic("jingshan", "js-wh1"), "water=12000".into()),
-        ("bad_topic", "stockpile/v1/JingShan/js-wh1/reading".into(), ok.clone()),
+        (
+            "too_large",
+            topic("jingshan", "js-wh1"),
+            format!(
+                r#"{{"ts": {ts}, "stock": {{"water": 1}}, "pad": "{}"}}"#,
+                "x".repeat(300 * 1024)
+            ),
+        ),
+        (
+            "not_json",
+            topic("jingshan", "js-wh1"),
+            "water=12000".into(),
+        ),
+        (
+            "bad_topic",
+            "stockpile/v1/JingShan/js-wh1/reading".into(),
+            ok.clone(),
+        ),
         ("unknown_town", topic("jingshn", "js-wh1"), ok.clone()),
         ("unknown_facility", topic("jingshan", "js-wh9"), ok.clone()),
-        ("facility_not_in_town", topic("donghua", "js-wh1"), ok.clone()),
+        (
+            "facility_not_in_town",
+            topic("donghua", "js-wh1"),
+            ok.clone(),
+        ),
         ("wrong_kind", topic("jingshan", "js-wp1"), ok.clone()),
-        ("unknown_category", topic("jingshan", "js-wh1"), format!(r#"{{"ts": {ts}, "stock": {{"watr": 1}}}}"#)),
-        ("bad_number", topic("jingshan", "js-wh1"), format!(r#"{{"ts": {ts}, "stock": {{"water": -5}}}}"#)),
-        ("ts_in_future", topic("jingshan", "js-wh1"), format!(r#"{{"ts": {future}, "stock": {{"water": 1}}}}"#)),
-        ("ts_too_old", topic("jingshan", "js-wh1"), format!(r#"{{"ts": {old}, "stock": {{"water": 1}}}}"#)),
-        ("bad_payload", topic("jingshan", "js-wh1"), r#"{"stock": {"water": 1}}"#.into()),
-        ("bad_status", "stockpile/v1/jingshan/js-wh1/status".into(), "sleeping".into()),
+        (
+            "unknown_category",
+            topic("jingshan", "js-wh1"),
+            format!(r#"{{"ts": {ts}, "stock": {{"watr": 1}}}}"#),
+        ),
+        (
+            "bad_number",
+            topic("jingshan", "js-wh1"),
+            format!(r#"{{"ts": {ts}, "stock": {{"water": -5}}}}"#),
+        ),
+        (
+            "ts_in_future",
+            topic("jingshan", "js-wh1"),
+            format!(r#"{{"ts": {future}, "stock": {{"water": 1}}}}"#),
+        ),
+        (
+            "ts_too_old",
+            topic("jingshan", "js-wh1"),
+            format!(r#"{{"ts": {old}, "stock": {{"water": 1}}}}"#),
+        ),
+        (
+            "bad_payload",
+            topic("jingshan", "js-wh1"),
+            r#"{"stock": {"water": 1}}"#.into(),
+        ),
+        (
+            "bad_status",
+            "stockpile/v1/jingshan/js-wh1/status".into(),
+            "sleeping".into(),
+        ),
     ];
     let mut messages: Vec<(String, Vec<u8>)> = cases
         .iter()
@@ -279,7 +342,11 @@ async fn every_reject_reason_is_counted_kept_and_acknowledged() {
     let store = store_at(&db);
     let kept = store.recent_rejects(100).unwrap();
     for (reason, topic, _) in &cases {
-        assert_eq!(counts.rejected.get(reason), Some(&1), "metric for {reason}: {counts:?}");
+        assert_eq!(
+            counts.rejected.get(reason),
+            Some(&1),
+            "metric for {reason}: {counts:?}"
+        );
         let row = kept
             .iter()
             .find(|r| r.reason == *reason)
@@ -288,7 +355,10 @@ async fn every_reject_reason_is_counted_kept_and_acknowledged() {
         assert!(!row.detail.is_empty(), "{reason} has a detail");
     }
     let too_large = kept.iter().find(|r| r.reason == "too_large").unwrap();
-    assert!(too_large.payload.len() <= store::MAX_REJECT_PAYLOAD, "payload truncated");
+    assert!(
+        too_large.payload.len() <= store::MAX_REJECT_PAYLOAD,
+        "payload truncated"
+    );
     assert_eq!(store.count_readings().unwrap(), 1);
     service.stop().await;
 }
@@ -309,8 +379,15 @@ async fn a_burst_of_10000_readings_is_stored_once_each() {
     let messages: Vec<_> = (0..10_000u64)
         .map(|i| {
             let ts = start + chrono::Duration::milliseconds(i as i64);
-            let f = if i % 2 == 0 { ("jingshan", "js-wh1") } else { ("donghua", "dh-wh1") };
-            (topic(f.0, f.1), stock_payload(ts, i, 10_000.0 - i as f64, 9_000.0))
+            let f = if i % 2 == 0 {
+                ("jingshan", "js-wh1")
+            } else {
+                ("donghua", "dh-wh1")
+            };
+            (
+                topic(f.0, f.1),
+                stock_payload(ts, i, 10_000.0 - i as f64, 9_000.0),
+            )
         })
         .collect();
     publish_all(&broker.url(), "gw-burst", messages).await;
@@ -383,15 +460,25 @@ async fn a_gateway_backlog_is_applied_in_timestamp_order() {
     publish_all(
         &broker.url(),
         "gw-backlog",
-        vec![(topic("jingshan", "js-wh1"), serde_json::to_vec(&backlog).unwrap())],
+        vec![(
+            topic("jingshan", "js-wh1"),
+            serde_json::to_vec(&backlog).unwrap(),
+        )],
     )
     .await;
     let m = Arc::clone(&service.metrics);
     wait_until("backlog stored", || m.counts().accepted == 36).await;
-    assert_eq!(service.metrics.counts().rejected.get("bad_payload"), Some(&1));
+    assert_eq!(
+        service.metrics.counts().rejected.get("bad_payload"),
+        Some(&1)
+    );
     let ledger = service.ledger.read().unwrap();
     let wh = ledger.registry().facility_idx("js-wh1").unwrap();
-    assert_eq!(ledger.facility(wh).last_seq, Some(35), "newest reading is the ledger's");
+    assert_eq!(
+        ledger.facility(wh).last_seq,
+        Some(35),
+        "newest reading is the ledger's"
+    );
     let town = ledger.figures(ledger.registry().town_idx("jingshan").unwrap());
     let water = &town.categories[0];
     assert_eq!(water.stock, 16_500.0);
@@ -417,7 +504,10 @@ async fn a_broker_restart_loses_nothing() {
         (from..from + 500)
             .map(|i| {
                 let ts = start + chrono::Duration::milliseconds(i as i64 * 10);
-                (topic("donghua", "dh-wh1"), stock_payload(ts, i, 50_000.0, 50_000.0))
+                (
+                    topic("donghua", "dh-wh1"),
+                    stock_payload(ts, i, 50_000.0, 50_000.0),
+                )
             })
             .collect()
     };
@@ -426,7 +516,10 @@ async fn a_broker_restart_loses_nothing() {
     broker.start_again();
     publish_all(&url, "gw-restart", batch(500)).await;
     let m = Arc::clone(&service.metrics);
-    wait_until("1,000 stored across the broker restart", || m.counts().accepted == 1_000).await;
+    wait_until("1,000 stored across the broker restart", || {
+        m.counts().accepted == 1_000
+    })
+    .await;
     assert_eq!(store_at(&db).count_readings().unwrap(), 1_000);
     service.stop().await;
 }
@@ -438,19 +531,32 @@ async fn last_will_marks_a_gateway_offline() {
     let db = db_path(&dir);
     let service = Service::start(&broker.url(), &db).await;
     let status = "stockpile/v1/jingshan/js-pu1/status".to_string();
-    publish_all(&broker.url(), "gw-pu", vec![(status.clone(), b"online".to_vec())]).await;
+    publish_all(
+        &broker.url(),
+        "gw-pu",
+        vec![(status.clone(), b"online".to_vec())],
+    )
+    .await;
     let link = |s: &Service| {
         let ledger = s.ledger.read().unwrap();
         let f = ledger.registry().facility_idx("js-pu1").unwrap();
         ledger.facility(f).link.map(|(l, _)| l)
     };
-    wait_until("online", || link(&service) == Some(reserve::ledger::Link::Online)).await;
+    wait_until("online", || {
+        link(&service) == Some(reserve::ledger::Link::Online)
+    })
+    .await;
 
     // A gateway that dies: the broker publishes its Last Will.
     let url = BrokerUrl::parse(&broker.url()).unwrap();
     let mut options = MqttOptions::new("gw-pu-will", url.host, url.port);
     options.set_keep_alive(Duration::from_secs(1));
-    options.set_last_will(rumqttc::LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
+    options.set_last_will(rumqttc::LastWill::new(
+        &status,
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
     let (_client, mut eventloop) = AsyncClient::new(options, 10);
     loop {
         if let Ok(Event::Incoming(Incoming::ConnAck(_))) = eventloop.poll().await {
@@ -458,6 +564,9 @@ async fn last_will_marks_a_gateway_offline() {
         }
     }
     drop(eventloop); // the TCP connection closes without DISCONNECT: the will fires
-    wait_until("offline", || link(&service) == Some(reserve::ledger::Link::Offline)).await;
+    wait_until("offline", || {
+        link(&service) == Some(reserve::ledger::Link::Offline)
+    })
+    .await;
     service.stop().await;
 }
