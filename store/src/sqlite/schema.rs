@@ -58,6 +58,15 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT PRIMARY KEY NOT NULL,
         n INTEGER NOT NULL
     ) STRICT;",
+    // 2: the InfluxDB sink's disk-backed queue. Lines are enqueued in the same
+    // transaction as the readings they describe, so what was acknowledged reaches
+    // InfluxDB eventually even across a crash or an hour-long outage; the sink deletes
+    // a prefix once InfluxDB accepted it. Ids give the replay order.
+    "CREATE TABLE influx_queue (
+        id INTEGER PRIMARY KEY,
+        line TEXT NOT NULL,         -- one line of line protocol, no trailing newline
+        enqueued INTEGER NOT NULL   -- epoch ms, for the sink's lag metric
+    ) STRICT;",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is
