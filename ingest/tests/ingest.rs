@@ -164,9 +164,9 @@ async fn publish_all(broker: &str, client_id: &str, messages: Vec<(String, Vec<u
     let mut acked = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while acked < total {
-        let event = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .unwrap_or_else(|_| panic!("publisher: only {acked} of {total} acknowledged"));
+        let Ok(event) = tokio::time::timeout_at(deadline, eventloop.poll()).await else {
+            panic!("publisher: only {acked} of {total} acknowledged");
+        };
         match event {
             Ok(Event::Incoming(Incoming::PubAck(_))) => acked += 1,
             Ok(_) => {}
@@ -397,10 +397,11 @@ async fn a_burst_of_10000_readings_is_stored_once_each() {
     let counts = service.metrics.counts();
     assert_eq!((counts.duplicates, counts.rejected_total()), (0, 0));
     // The ledger holds the newest of each warehouse.
-    let ledger = service.ledger.read().unwrap();
-    let wh = ledger.registry().facility_idx("js-wh1").unwrap();
-    assert_eq!(ledger.facility(wh).last_seq, Some(9_998));
-    drop(ledger);
+    {
+        let ledger = service.ledger.read().unwrap();
+        let wh = ledger.registry().facility_idx("js-wh1").unwrap();
+        assert_eq!(ledger.facility(wh).last_seq, Some(9_998));
+    }
     service.stop().await;
 }
 
@@ -472,20 +473,21 @@ async fn a_gateway_backlog_is_applied_in_timestamp_order() {
         service.metrics.counts().rejected.get("bad_payload"),
         Some(&1)
     );
-    let ledger = service.ledger.read().unwrap();
-    let wh = ledger.registry().facility_idx("js-wh1").unwrap();
-    assert_eq!(
-        ledger.facility(wh).last_seq,
-        Some(35),
-        "newest reading is the ledger's"
-    );
-    let town = ledger.figures(ledger.registry().town_idx("jingshan").unwrap());
-    let water = &town.categories[0];
-    assert_eq!(water.stock, 16_500.0);
-    // The drawdown saw 36 steady decreases of 100 L per 10 minutes: 600 L/h.
-    let rate = water.consumption_per_h.expect("a consumption estimate");
-    assert!((rate - 600.0).abs() < 1e-6, "rate {rate}");
-    drop(ledger);
+    {
+        let ledger = service.ledger.read().unwrap();
+        let wh = ledger.registry().facility_idx("js-wh1").unwrap();
+        assert_eq!(
+            ledger.facility(wh).last_seq,
+            Some(35),
+            "newest reading is the ledger's"
+        );
+        let town = ledger.figures(ledger.registry().town_idx("jingshan").unwrap());
+        let water = &town.categories[0];
+        assert_eq!(water.stock, 16_500.0);
+        // The drawdown saw 36 steady decreases of 100 L per 10 minutes: 600 L/h.
+        let rate = water.consumption_per_h.expect("a consumption estimate");
+        assert!((rate - 600.0).abs() < 1e-6, "rate {rate}");
+    }
     service.stop().await;
 }
 

@@ -1,4 +1,4 @@
-//! The command line: `stockpile check-config FILE` for now (DESIGN.md §9).
+//! The command line (DESIGN.md §9): `stockpile check-config FILE`, `stockpile serve`.
 
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,16 @@ pub enum Command {
         /// The config file, or a registry file alone
         file: PathBuf,
     },
+    /// Run the service: MQTT ingest into the ledger and the SQLite store
+    Serve {
+        /// The config file (or a registry file alone, with every config default)
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
+
+/// Where `serve` looks when not told: where the deploy/ files install it.
+pub const DEFAULT_CONFIG: &str = "/etc/stockpile/stockpile.toml";
 
 /// The `STOCKPILE__*` part of this process's environment. Names or values that are not
 /// UTF-8 cannot be config; they are passed on lossily and fail validation visibly.

@@ -86,6 +86,9 @@ pub struct MqttConfig {
     /// After loading, also holds the password read from `password_file`.
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
+    /// PEM file of a CA to trust for `mqtts://` besides the system's roots (a private
+    /// broker CA). Relative to the config file.
+    pub ca_file: Option<PathBuf>,
     /// Run the embedded broker on `url`'s port instead of connecting to one.
     pub embedded_broker: bool,
 }
@@ -98,6 +101,7 @@ impl Default for MqttConfig {
             username: None,
             password: None,
             password_file: None,
+            ca_file: None,
             embedded_broker: false,
         }
     }
@@ -615,6 +619,12 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
     c.secret("mqtt.password", &mut mqtt.password, &mqtt.password_file);
     if mqtt.password.is_some() && mqtt.username.is_none() {
         c.field("mqtt.password", "needs mqtt.username".into());
+    }
+    if let Some(ca) = &mut mqtt.ca_file {
+        *ca = dir.join(&*ca);
+        if !ca.is_file() {
+            c.field("mqtt.ca_file", format!("cannot read {}", ca.display()));
+        }
     }
 
     if config.store.path.as_os_str().is_empty() {

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use server::cli::{self, Cli, Command};
+use server::config::{self, LogFormat};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -14,13 +16,53 @@ fn main() -> anyhow::Result<ExitCode> {
                 print!("{summary}");
                 Ok(ExitCode::SUCCESS)
             }
-            Err(errors) => {
-                for error in &errors.0 {
-                    eprintln!("{error}");
-                }
-                eprintln!("{}", cli::error_count(errors.0.len()));
-                Ok(ExitCode::FAILURE)
-            }
+            Err(errors) => Ok(report_config_errors(&errors)),
         },
+        Command::Serve { config } => {
+            let loaded = match config::load(&config, &cli::stockpile_env()) {
+                Ok(loaded) => loaded,
+                Err(errors) => return Ok(report_config_errors(&errors)),
+            };
+            init_logging(&loaded.config.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("stockpile")
+                .build()?;
+            let outcome = runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                server::serve::cancel_on_signals(shutdown.clone());
+                server::serve::run(loaded, shutdown).await
+            });
+            match outcome {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(error) => {
+                    tracing::error!(message = "Stockpile stopped on an error.", error = %format!("{error:#}"));
+                    eprintln!("error: {error:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn report_config_errors(errors: &config::ConfigErrors) -> ExitCode {
+    for error in &errors.0 {
+        eprintln!("{error}");
+    }
+    eprintln!("{}", cli::error_count(errors.0.len()));
+    ExitCode::FAILURE
+}
+
+/// Logs to stderr (journald picks it up), as text or JSON lines. `RUST_LOG` wins over
+/// the config's level, for debugging one module.
+fn init_logging(log: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }

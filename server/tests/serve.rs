@@ -1,0 +1,292 @@
+//! `stockpile serve` run as operators run it: the built binary, a real Mosquitto, a real
+//! SQLite file. The process is killed with SIGKILL in the middle of a burst and
+//! restarted; every reading the broker accepted must end up in SQLite exactly once.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use store::{Store, StoreOptions};
+
+const WAREHOUSES: usize = 10;
+
+/// A deployment in a temp dir: registry, config, and the SQLite file the service writes.
+struct Deployment {
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    fn new(broker_url: &str) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = String::from(
+            "[[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n\n\
+             [[town]]\nid = \"jingshan\"\nname = \"景山街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\npopulation = 30000\n",
+        );
+        for i in 0..WAREHOUSES {
+            registry.push_str(&format!(
+                "\n[[facility]]\nid = \"js-wh{i}\"\ntown = \"jingshan\"\nkind = \"warehouse\"\n"
+            ));
+        }
+        std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
+        let config = format!(
+            "registry = \"registry.toml\"\n[mqtt]\nurl = \"{broker_url}\"\nclient_id = \"stockpile-serve-test\"\n\
+             [store]\npath = \"stockpile.db\"\n[log]\nlevel = \"info\"\n"
+        );
+        std::fs::write(dir.path().join("stockpile.toml"), config).unwrap();
+        Deployment { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("stockpile.toml")
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("stockpile.db")
+    }
+
+    fn stored(&self) -> u64 {
+        if !self.db().exists() {
+            return 0;
+        }
+        Store::open(&self.db(), StoreOptions::default())
+            .and_then(|s| s.count_readings())
+            .unwrap_or(0)
+    }
+}
+
+/// The running binary, its stderr collected line by line.
+struct Service {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    fn start(config: &Path) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start stockpile serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let service = Service { child, log };
+        service.wait_for_log("Subscribed", Duration::from_secs(20));
+        service
+    }
+
+    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the service log within {timeout:?}:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for exit and returns the exit code (None when killed by a signal).
+    fn wait(mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stockpile did not exit within {timeout:?}:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes `total` readings with QoS 1, paced, and returns how many PUBACKs came back.
+async fn publish_paced(broker: String, total: u64, per_second: u64) -> u64 {
+    let port: u16 = broker.rsplit(':').next().unwrap().parse().unwrap();
+    let mut options = MqttOptions::new("gw-burst", "127.0.0.1", port);
+    options.set_inflight(200);
+    let (client, mut eventloop) = AsyncClient::new(options, 200);
+    let start = Utc::now() - chrono::Duration::minutes(10);
+    let sender = tokio::spawn(async move {
+        let began = tokio::time::Instant::now();
+        for i in 0..total {
+            let facility = format!("js-wh{}", i as usize % WAREHOUSES);
+            let ts = start + chrono::Duration::milliseconds(i as i64);
+            let payload = serde_json::json!({
+                "ts": ts.timestamp_millis(), "seq": i, "stock": {"water": 100_000 - i as i64 % 1000}
+            });
+            client
+                .publish(
+                    format!("stockpile/v1/jingshan/{facility}/reading"),
+                    QoS::AtLeastOnce,
+                    false,
+                    serde_json::to_vec(&payload).unwrap(),
+                )
+                .await
+                .unwrap();
+            let due = began + Duration::from_micros(i * 1_000_000 / per_second);
+            tokio::time::sleep_until(due).await;
+        }
+        client
+    });
+    let mut acked = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while acked < total {
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Err(_) => panic!("publisher: only {acked} of {total} acknowledged by the broker"),
+            Ok(Ok(Event::Incoming(Incoming::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("publisher lost the broker: {e}"),
+        }
+    }
+    let _ = sender.await;
+    acked
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_burst_loses_nothing_and_duplicates_nothing() {
+    let broker = testkit::Mosquitto::builder()
+        .persistence(true)
+        .max_queued(0)
+        .start();
+    let deployment = Deployment::new(&broker.url());
+    let first = Service::start(&deployment.config());
+
+    const TOTAL: u64 = 20_000;
+    let publisher = tokio::spawn(publish_paced(broker.url(), TOTAL, 8_000));
+
+    // Kill the service once a part of the burst is in, while more is in flight.
+    let db = deployment.db();
+    let d = &deployment;
+    tokio::task::block_in_place(|| {
+        wait_until("some readings stored", Duration::from_secs(30), || {
+            d.stored() >= 2_000
+        });
+    });
+    first.signal(Signal::SIGKILL);
+    assert_eq!(
+        first.wait(Duration::from_secs(5)),
+        None,
+        "killed by a signal"
+    );
+    let at_kill = deployment.stored();
+    assert!(
+        at_kill < TOTAL,
+        "the kill came after the burst ({at_kill} stored)"
+    );
+
+    // The broker keeps our persistent session's messages; the restarted service gets
+    // them, including those delivered but not acknowledged before the kill.
+    let second = tokio::task::block_in_place(|| Service::start(&deployment.config()));
+    let acked = publisher.await.unwrap();
+    assert_eq!(acked, TOTAL);
+    tokio::task::block_in_place(|| {
+        wait_until(
+            "every acknowledged reading stored",
+            Duration::from_secs(60),
+            || d.stored() >= TOTAL,
+        );
+    });
+    // Give a redelivery of the last batch time to show up as a duplicate row if it could.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let store = Store::open(&db, StoreOptions::default()).unwrap();
+    assert_eq!(store.count_readings().unwrap(), TOTAL, "exactly once each");
+    let mut seqs: Vec<u64> = Vec::new();
+    for i in 0..WAREHOUSES {
+        let facility = reserve::FacilityId::parse(&format!("js-wh{i}")).unwrap();
+        let rows = store
+            .readings(
+                &facility,
+                Utc::now() - chrono::Duration::hours(1),
+                Utc::now(),
+                TOTAL as usize,
+            )
+            .unwrap();
+        seqs.extend(rows.iter().map(|r| r.seq.unwrap()));
+    }
+    seqs.sort_unstable();
+    assert!(
+        seqs.iter().copied().eq(0..TOTAL),
+        "every seq 0..{TOTAL} once"
+    );
+
+    // And a graceful stop: SIGINT, exit 0 within a few seconds.
+    second.signal(Signal::SIGINT);
+    assert_eq!(second.wait(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn serve_with_a_broken_config_names_the_problem_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stockpile.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\nurl = \"http://broker\"\n[[category]]\nid = \"water\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("stockpile.toml:2: mqtt.url: expected mqtt://"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_exits_non_zero_when_the_store_cannot_be_opened() {
+    let broker = testkit::Mosquitto::start();
+    let deployment = Deployment::new(&broker.url());
+    // A directory where the SQLite file should be.
+    std::fs::create_dir(deployment.db()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+        .args(["serve", "--config"])
+        .arg(deployment.config())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("open the store"), "{stderr}");
+}
