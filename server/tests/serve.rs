@@ -2,132 +2,16 @@
 //! SQLite file. The process is killed with SIGKILL in the middle of a burst and
 //! restarted; every reading the broker accepted must end up in SQLite exactly once.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::{Deployment, Service, WAREHOUSES};
+use nix::sys::signal::Signal;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use store::{Store, StoreOptions};
-
-const WAREHOUSES: usize = 10;
-
-/// A deployment in a temp dir: registry, config, and the SQLite file the service writes.
-struct Deployment {
-    dir: tempfile::TempDir,
-}
-
-impl Deployment {
-    fn new(broker_url: &str) -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
-        let mut registry = String::from(
-            "[[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n\n\
-             [[town]]\nid = \"jingshan\"\nname = \"景山街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\npopulation = 30000\n",
-        );
-        for i in 0..WAREHOUSES {
-            registry.push_str(&format!(
-                "\n[[facility]]\nid = \"js-wh{i}\"\ntown = \"jingshan\"\nkind = \"warehouse\"\n"
-            ));
-        }
-        std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
-        let config = format!(
-            "registry = \"registry.toml\"\n[mqtt]\nurl = \"{broker_url}\"\nclient_id = \"stockpile-serve-test\"\n\
-             [store]\npath = \"stockpile.db\"\n[log]\nlevel = \"info\"\n"
-        );
-        std::fs::write(dir.path().join("stockpile.toml"), config).unwrap();
-        Deployment { dir }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("stockpile.toml")
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("stockpile.db")
-    }
-
-    fn stored(&self) -> u64 {
-        if !self.db().exists() {
-            return 0;
-        }
-        Store::open(&self.db(), StoreOptions::default())
-            .and_then(|s| s.count_readings())
-            .unwrap_or(0)
-    }
-}
-
-/// The running binary, its stderr collected line by line.
-struct Service {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Service {
-    fn start(config: &Path) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stockpile"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start stockpile serve");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let service = Service { child, log };
-        service.wait_for_log("Subscribed", Duration::from_secs(20));
-        service
-    }
-
-    fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the service log within {timeout:?}:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    /// Waits for exit and returns the exit code (None when killed by a signal).
-    fn wait(mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stockpile did not exit within {timeout:?}:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Publishes `total` readings with QoS 1, paced, and returns how many PUBACKs came back.
 async fn publish_paced(broker: String, total: u64, per_second: u64) -> u64 {

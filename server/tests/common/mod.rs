@@ -1,0 +1,140 @@
+//! Helpers shared by the binary's end-to-end tests: a deployment in a temp dir and the
+//! running `stockpile` process with its log.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use store::{Store, StoreOptions};
+
+pub const WAREHOUSES: usize = 10;
+
+/// A deployment in a temp dir: registry, config, and the SQLite file the service writes.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    /// Town `jingshan` with [`WAREHOUSES`] warehouses, town `donghua` with one.
+    pub fn new(broker_url: &str) -> Deployment {
+        Deployment::with_mqtt(&format!(
+            "url = \"{broker_url}\"\nclient_id = \"stockpile-serve-test\"\n"
+        ))
+    }
+
+    /// The same registry, with the given `[mqtt]` section body.
+    pub fn with_mqtt(mqtt: &str) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = String::from(
+            "[[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n\n\
+             [[town]]\nid = \"jingshan\"\nname = \"景山街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\npopulation = 30000\n",
+        );
+        for i in 0..WAREHOUSES {
+            registry.push_str(&format!(
+                "\n[[facility]]\nid = \"js-wh{i}\"\ntown = \"jingshan\"\nkind = \"warehouse\"\n"
+            ));
+        }
+        registry.push_str(
+            "\n[[town]]\nid = \"donghua\"\nname = \"东华门街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\npopulation = 20000\n\
+             \n[[facility]]\nid = \"dh-wh1\"\ntown = \"donghua\"\nkind = \"warehouse\"\n",
+        );
+        std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
+        let config = format!(
+            "registry = \"registry.toml\"\n[mqtt]\n{mqtt}\
+             [store]\npath = \"stockpile.db\"\n[log]\nlevel = \"info\"\n"
+        );
+        std::fs::write(dir.path().join("stockpile.toml"), config).unwrap();
+        Deployment { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("stockpile.toml")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("stockpile.db")
+    }
+
+    pub fn stored(&self) -> u64 {
+        if !self.db().exists() {
+            return 0;
+        }
+        Store::open(&self.db(), StoreOptions::default())
+            .and_then(|s| s.count_readings())
+            .unwrap_or(0)
+    }
+}
+
+/// The running binary, its stderr collected line by line.
+pub struct Service {
+    pub child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    pub fn start(config: &Path) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start stockpile serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let service = Service { child, log };
+        service.wait_for_log("Subscribed", Duration::from_secs(20));
+        service
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the service log within {timeout:?}:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for exit and returns the exit code (None when killed by a signal).
+    pub fn wait(mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stockpile did not exit within {timeout:?}:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
