@@ -128,8 +128,12 @@ async fn publish(port: u16, qos: QoS, messages: Arc<Vec<(String, Vec<u8>)>>, rou
             let mut done = 0;
             while done < total {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Incoming::PubAck(_))) if qos == QoS::AtLeastOnce => done += 1,
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) if qos == QoS::AtMostOnce => {
+                    Ok(Event::Incoming(Incoming::PubAck(_))) if qos == QoS::AtLeastOnce => {
+                        done += 1
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_)))
+                        if qos == QoS::AtMostOnce =>
+                    {
                         done += 1
                     }
                     Ok(_) => {}
@@ -151,7 +155,12 @@ async fn publish(port: u16, qos: QoS, messages: Arc<Vec<(String, Vec<u8>)>>, rou
 }
 
 /// A subscriber that only counts: rumqttc acks for it, nothing is decoded.
-async fn bare_round(port: u16, a: &Args, messages: Arc<Vec<(String, Vec<u8>)>>, round: usize) -> f64 {
+async fn bare_round(
+    port: u16,
+    a: &Args,
+    messages: Arc<Vec<(String, Vec<u8>)>>,
+    round: usize,
+) -> f64 {
     let mut options = MqttOptions::new(format!("bench-bare-{round}"), "127.0.0.1", port);
     options.set_clean_session(false);
     options.set_max_packet_size(1 << 20, 1 << 20);
