@@ -1,1 +1,168 @@
-//! HTTP API, OpenAPI, auth, metrics and the built-in wall board.
+//! HTTP API, OpenAPI, auth, metrics and the built-in wall board (DESIGN.md §8).
+//!
+//! The API reads the live [`reserve::Ledger`] that ingest keeps (through the shared
+//! lock, held for microseconds and never across an `.await`) and its own connection to
+//! the SQLite store (rejects, sheltered counts). It changes live state in one place
+//! only: `PUT /api/v1/towns/{id}/sheltered`, persisted before it is applied.
+//!
+//! Every route is declared once, by its handler's `#[utoipa::path]`, and registered
+//! through `utoipa_axum::routes!`, so the OpenAPI document at `/api/openapi.json` and the
+//! router cannot disagree. Endpoints that depend on parts not built yet (alerts, silences,
+//! notifications, history) are not routed, and so not documented, until those parts
+//! plug into [`AppState`].
+//!
+//! ```no_run
+//! # async fn run(ledger: ingest::SharedLedger, store: store::Store,
+//! #              metrics: std::sync::Arc<ingest::IngestMetrics>,
+//! #              changes: std::sync::Arc<ingest::TownChanges>) -> std::io::Result<()> {
+//! let state = api::AppState::new(ledger, store, metrics, changes, api::AuthConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! api::serve(listener, state, shutdown).await
+//! # }
+//! ```
+
+mod aid;
+mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod model;
+mod routes;
+mod scenario;
+
+use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard, RwLockWriteGuard};
+
+use ingest::{IngestMetrics, SharedLedger, TownChanges};
+use reserve::Ledger;
+use store::{Store, StoreError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{AuthConfig, Caller, Role, TokenEntry};
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+/// What every handler shares. Cheap to clone (one `Arc`).
+///
+/// Later parts plug in here as further fields set by `with_…` methods (alerts and
+/// silences, issue #4; InfluxDB history, issue #5), and their routes are added only
+/// when they are present.
+#[derive(Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    ledger: SharedLedger,
+    /// The API's own connection: the ingest writer owns another one, and WAL lets this
+    /// one read while ingest writes. A std `Mutex`, locked only inside
+    /// `spawn_blocking`: SQLite calls block (up to the busy timeout when ingest holds
+    /// the write lock), which must not stall the async workers.
+    store: Mutex<Store>,
+    ingest: Arc<IngestMetrics>,
+    /// Where a change the API makes (a sheltered count) is announced, so alert
+    /// evaluation and the history sink see it as they see ingest's.
+    changes: Arc<TownChanges>,
+    auth: AuthConfig,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("auth", &self.shared.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// `store` should be a connection of the API's own (`Store::open` on the same file
+    /// as ingest's); `ingest` and `changes` are the ones given to `ingest::run`.
+    pub fn new(
+        ledger: SharedLedger,
+        store: Store,
+        ingest: Arc<IngestMetrics>,
+        changes: Arc<TownChanges>,
+        auth: AuthConfig,
+    ) -> AppState {
+        AppState {
+            shared: Arc::new(Shared {
+                ledger,
+                store: Mutex::new(store),
+                ingest,
+                changes,
+                auth,
+            }),
+        }
+    }
+
+    /// The ledger for reading. A poisoned lock is still read: the writer's panic is
+    /// reported where it happened, and stale figures beat no figures on a wall display.
+    pub(crate) fn ledger(&self) -> RwLockReadGuard<'_, Ledger> {
+        self.shared
+            .ledger
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn ledger_mut(&self) -> RwLockWriteGuard<'_, Ledger> {
+        self.shared
+            .ledger
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn ingest(&self) -> &IngestMetrics {
+        &self.shared.ingest
+    }
+
+    pub(crate) fn changes(&self) -> &TownChanges {
+        &self.shared.changes
+    }
+
+    pub(crate) fn auth(&self) -> &AuthConfig {
+        &self.shared.auth
+    }
+
+    /// Runs `f` on the store off the async workers.
+    pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut store = shared.store.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut store)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
+        .map_err(ApiError::from)
+    }
+}
+
+/// The whole HTTP surface: `/api/v1/…`, `/api/openapi.json`, `/healthz`, `/readyz`,
+/// `/metrics` and the wall board at `/`.
+pub fn router(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// The OpenAPI document the router serves at `/api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::openapi()
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets requests in
+/// flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(message = "API listening.", address = %local);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    tracing::info!(message = "API stopped.", address = %local);
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `/metrics` in the Prometheus text exposition format (0.0.4), written by hand: a few
+//! counters and gauges do not need a metrics library, and the names here are the
+//! contract dashboards rely on, so they are spelled out in one place.
+
+use std::fmt::Write as _;
+
+use ingest::IngestCounts;
+
+use crate::AppState;
+use crate::model::{Status, StatusCounts};
+
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the ledger contributes, counted under its lock.
+#[derive(Debug, Default)]
+struct LedgerTally {
+    towns: StatusCounts,
+    unverified_towns: u64,
+    silent_facilities: u64,
+    never_reported_facilities: u64,
+}
+
+pub(crate) fn render(state: &AppState) -> String {
+    let tally = {
+        let ledger = state.ledger();
+        let mut tally = LedgerTally::default();
+        for t in ledger.registry().town_indices() {
+            let figures = ledger.figures(t);
+            tally.towns.add(figures.status.into());
+            tally.unverified_towns += u64::from(!figures.verified);
+            tally.silent_facilities += figures.silent.len() as u64;
+            tally.never_reported_facilities += figures.never_reported.len() as u64;
+        }
+        tally
+    };
+    exposition(&state.ingest().counts(), &tally)
+}
+
+fn exposition(ingest: &IngestCounts, ledger: &LedgerTally) -> String {
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric(
+        "stockpile_ingest_received_total",
+        "counter",
+        "MQTT messages received (a backlog array is one message).",
+        &[("", ingest.received)],
+    );
+    metric(
+        "stockpile_ingest_accepted_total",
+        "counter",
+        "Readings stored.",
+        &[("", ingest.accepted)],
+    );
+    metric(
+        "stockpile_ingest_duplicates_total",
+        "counter",
+        "Readings already stored (redeliveries, resends): acknowledged and ignored.",
+        &[("", ingest.duplicates)],
+    );
+    metric(
+        "stockpile_ingest_older_total",
+        "counter",
+        "Readings stored as history but older than their facility's latest.",
+        &[("", ingest.older)],
+    );
+    metric(
+        "stockpile_ingest_batches_total",
+        "counter",
+        "SQLite transactions committed by ingest.",
+        &[("", ingest.batches)],
+    );
+    let rejected: Vec<(String, u64)> = ingest
+        .rejected
+        .iter()
+        .map(|(reason, n)| (format!("{{reason=\"{}\"}}", escape(reason)), *n))
+        .collect();
+    let rejected: Vec<(&str, u64)> = rejected.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric(
+        "stockpile_ingest_rejected_total",
+        "counter",
+        "Messages or readings rejected, by reason.",
+        &rejected,
+    );
+    metric(
+        "stockpile_broker_connected",
+        "gauge",
+        "1 while ingest is connected to the MQTT broker.",
+        &[("", u64::from(ingest.connected))],
+    );
+    let towns: Vec<(String, u64)> = Status::ALL
+        .iter()
+        .map(|&s| {
+            (
+                format!("{{status=\"{}\"}}", s.as_str()),
+                ledger.towns.get(s),
+            )
+        })
+        .collect();
+    let towns: Vec<(&str, u64)> = towns.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric("stockpile_towns", "gauge", "Towns by status.", &towns);
+    metric(
+        "stockpile_towns_unverified",
+        "gauge",
+        "Towns whose figures are a floor: a facility is silent or never reported.",
+        &[("", ledger.unverified_towns)],
+    );
+    metric(
+        "stockpile_facilities",
+        "gauge",
+        "Facilities that are not reporting, by condition.",
+        &[
+            ("{state=\"silent\"}", ledger.silent_facilities),
+            (
+                "{state=\"never_reported\"}",
+                ledger.never_reported_facilities,
+            ),
+        ],
+    );
+    out
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', r#"\""#)
+        .replace('\n', r"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_lists_every_metric_with_its_type() {
+        let ingest = IngestCounts {
+            received: 7,
+            accepted: 5,
+            duplicates: 1,
+            older: 0,
+            batches: 3,
+            connected: true,
+            rejected: [("unknown_town", 2u64), ("not_json", 1)].into(),
+        };
+        let mut towns = StatusCounts::default();
+        for s in [Status::Ok, Status::Ok, Status::Critical] {
+            towns.add(s);
+        }
+        let tally = LedgerTally {
+            towns,
+            unverified_towns: 1,
+            silent_facilities: 2,
+            never_reported_facilities: 0,
+        };
+        let text = exposition(&ingest, &tally);
+        for line in [
+            "# TYPE stockpile_ingest_received_total counter",
+            "stockpile_ingest_received_total 7",
+            "stockpile_ingest_accepted_total 5",
+            "stockpile_ingest_duplicates_total 1",
+            "stockpile_ingest_rejected_total{reason=\"not_json\"} 1",
+            "stockpile_ingest_rejected_total{reason=\"unknown_town\"} 2",
+            "stockpile_broker_connected 1",
+            "# TYPE stockpile_towns gauge",
+            "stockpile_towns{status=\"ok\"} 2",
+            "stockpile_towns{status=\"warning\"} 0",
+            "stockpile_towns{status=\"critical\"} 1",
+            "stockpile_towns{status=\"unknown\"} 0",
+            "stockpile_towns_unverified 1",
+            "stockpile_facilities{state=\"silent\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Every sample line is `name[{labels}] value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape("a\nb"), r"a\nb");
+    }
+}

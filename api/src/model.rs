@@ -1,0 +1,271 @@
+//! Views shared by several endpoints, and the API's own copies of the domain's enums.
+//!
+//! The copies make the wire contract explicit (the OpenAPI document lists their values)
+//! and keep it from changing by accident when `reserve` grows: a new domain variant
+//! fails to compile here until someone decides how the API shows it.
+
+use chrono::{DateTime, Utc};
+use reserve::Ledger;
+use reserve::coverage::{Level, NotReady, TownStatus};
+use reserve::ledger::Link;
+use reserve::reading::{PowerState, PumpState};
+use reserve::registry::{ClusterIdx, TownIdx};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// More people than any town could shelter: a typo, not a report.
+pub(crate) const MAX_SHELTERED: u64 = 100_000_000;
+
+/// A town's overall status, as the board colours it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every category at or above `warn_days`, every facility reporting and ready.
+    Ok,
+    /// A category below `warn_days`, a unit or water point not ready, or unverified
+    /// figures.
+    Warning,
+    /// A category below its target (three days by default).
+    Critical,
+    /// None of the town's facilities has ever reported.
+    Unknown,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Ok,
+        Status::Warning,
+        Status::Critical,
+        Status::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<TownStatus> for Status {
+    fn from(s: TownStatus) -> Status {
+        match s {
+            TownStatus::Ok => Status::Ok,
+            TownStatus::Warning => Status::Warning,
+            TownStatus::Critical => Status::Critical,
+            TownStatus::Unknown => Status::Unknown,
+        }
+    }
+}
+
+/// How one category stands against its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LevelView {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl From<Level> for LevelView {
+    fn from(l: Level) -> LevelView {
+        match l {
+            Level::Ok => LevelView::Ok,
+            Level::Warning => LevelView::Warning,
+            Level::Critical => LevelView::Critical,
+        }
+    }
+}
+
+/// Why a water point or power unit is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    NeverReported,
+    Silent,
+    PumpFault,
+    PumpOff,
+    NotPotable,
+    PowerFault,
+    Maintenance,
+    LowFuel,
+    LowBattery,
+}
+
+impl From<NotReady> for Problem {
+    fn from(p: NotReady) -> Problem {
+        match p {
+            NotReady::NeverReported => Problem::NeverReported,
+            NotReady::Silent => Problem::Silent,
+            NotReady::PumpFault => Problem::PumpFault,
+            NotReady::PumpOff => Problem::PumpOff,
+            NotReady::NotPotable => Problem::NotPotable,
+            NotReady::PowerFault => Problem::PowerFault,
+            NotReady::Maintenance => Problem::Maintenance,
+            NotReady::LowFuel => Problem::LowFuel,
+            NotReady::LowBattery => Problem::LowBattery,
+        }
+    }
+}
+
+/// A gateway's MQTT connectivity (retained `status`, Last Will).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Online,
+    Offline,
+}
+
+impl From<Link> for LinkState {
+    fn from(l: Link) -> LinkState {
+        match l {
+            Link::Online => LinkState::Online,
+            Link::Offline => LinkState::Offline,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Pump {
+    Ok,
+    Fault,
+    Off,
+}
+
+impl From<PumpState> for Pump {
+    fn from(p: PumpState) -> Pump {
+        match p {
+            PumpState::Ok => Pump::Ok,
+            PumpState::Fault => Pump::Fault,
+            PumpState::Off => Pump::Off,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerMode {
+    Standby,
+    Running,
+    Fault,
+    Maintenance,
+}
+
+impl From<PowerState> for PowerMode {
+    fn from(p: PowerState) -> PowerMode {
+        match p {
+            PowerState::Standby => PowerMode::Standby,
+            PowerState::Running => PowerMode::Running,
+            PowerState::Fault => PowerMode::Fault,
+            PowerState::Maintenance => PowerMode::Maintenance,
+        }
+    }
+}
+
+/// Towns per status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct StatusCounts {
+    pub total: u64,
+    pub ok: u64,
+    pub warning: u64,
+    pub critical: u64,
+    pub unknown: u64,
+}
+
+impl StatusCounts {
+    pub fn add(&mut self, status: Status) {
+        self.total += 1;
+        match status {
+            Status::Ok => self.ok += 1,
+            Status::Warning => self.warning += 1,
+            Status::Critical => self.critical += 1,
+            Status::Unknown => self.unknown += 1,
+        }
+    }
+
+    pub fn get(&self, status: Status) -> u64 {
+        match status {
+            Status::Ok => self.ok,
+            Status::Warning => self.warning,
+            Status::Critical => self.critical,
+            Status::Unknown => self.unknown,
+        }
+    }
+}
+
+/// A town in a list: enough to colour a tile and sort by urgency.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TownSummary {
+    pub id: String,
+    /// Display name, any script (e.g. `景山街道`).
+    pub name: String,
+    pub district: String,
+    pub cluster: String,
+    pub status: Status,
+    /// Smallest days of supply over the categories that apply; `null` when unknown.
+    pub worst_days: Option<f64>,
+    /// The category with the smallest days of supply.
+    pub worst_category: Option<String>,
+    /// False when a facility is silent or has never reported: figures are a floor.
+    pub verified: bool,
+    /// Residents.
+    pub population: u64,
+    /// People sheltered there now, on top of residents.
+    pub sheltered: u64,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// When the figures were last computed.
+    pub computed_at: Option<DateTime<Utc>>,
+}
+
+impl TownSummary {
+    pub(crate) fn of(ledger: &Ledger, t: TownIdx) -> TownSummary {
+        let registry = ledger.registry();
+        let town = registry.town(t);
+        let figures = ledger.figures(t);
+        TownSummary {
+            id: town.id.to_string(),
+            name: town.name.clone(),
+            district: registry.districts[town.district.index()].id.to_string(),
+            cluster: registry.clusters[town.cluster.index()].id.to_string(),
+            status: figures.status.into(),
+            worst_days: figures.worst_days,
+            worst_category: figures
+                .worst_category
+                .map(|c| registry.category(c).id.to_string()),
+            verified: figures.verified,
+            population: town.population,
+            sheltered: figures.sheltered,
+            lat: town.lat,
+            lon: town.lon,
+            computed_at: figures.computed_at,
+        }
+    }
+}
+
+/// The towns of each cluster, in registry order, indexed by cluster.
+pub(crate) fn towns_by_cluster(ledger: &Ledger) -> Vec<Vec<TownIdx>> {
+    let registry = ledger.registry();
+    let mut by_cluster = vec![Vec::new(); registry.clusters.len()];
+    for t in registry.town_indices() {
+        by_cluster[registry.town(t).cluster.index()].push(t);
+    }
+    by_cluster
+}
+
+/// The towns of one cluster, in registry order.
+pub(crate) fn towns_of_cluster(ledger: &Ledger, cluster: ClusterIdx) -> Vec<TownIdx> {
+    let registry = ledger.registry();
+    registry
+        .town_indices()
+        .filter(|&t| registry.town(t).cluster == cluster)
+        .collect()
+}
+
+/// Residents plus sheltered.
+pub(crate) fn people(ledger: &Ledger, t: TownIdx) -> u64 {
+    ledger.registry().town(t).population + ledger.sheltered(t)
+}

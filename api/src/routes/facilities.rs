@@ -1,0 +1,227 @@
+//! `GET /api/v1/facilities/{id}`: one facility's latest state.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use reserve::ledger::Latest;
+use reserve::registry::{FacilityKind, FacilityKindName};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, Entity, ErrorBody};
+use crate::extract::ApiPath;
+use crate::model::{LinkState, PowerMode, Problem, Pump};
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FacilityKindView {
+    Warehouse,
+    WaterPoint,
+    PowerUnit,
+}
+
+impl From<FacilityKindName> for FacilityKindView {
+    fn from(k: FacilityKindName) -> FacilityKindView {
+        match k {
+            FacilityKindName::Warehouse => FacilityKindView::Warehouse,
+            FacilityKindName::WaterPoint => FacilityKindView::WaterPoint,
+            FacilityKindName::PowerUnit => FacilityKindView::PowerUnit,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FacilityDetail {
+    pub id: String,
+    pub name: String,
+    /// Town id.
+    pub town: String,
+    pub kind: FacilityKindView,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// Expected interval between readings.
+    pub report_every_s: f64,
+    /// Silent after this long without a reading.
+    pub stale_after_s: f64,
+    /// Water points: tank capacity.
+    pub capacity_l: Option<f64>,
+    /// Power units: tank capacity, rated burn at planned load, minimum battery.
+    pub fuel_capacity_l: Option<f64>,
+    pub burn_l_per_h: Option<f64>,
+    pub min_battery_pct: Option<f64>,
+    /// Measurement time of the latest reading (the gateway's clock).
+    pub last_ts: Option<DateTime<Utc>>,
+    pub last_seq: Option<u64>,
+    /// When the latest reading arrived (our clock); silence is judged on this.
+    pub heard_at: Option<DateTime<Utc>>,
+    pub never_reported: bool,
+    /// Reported before, but not within `stale_after_s`: its last values still count.
+    pub silent: bool,
+    /// The gateway's MQTT connectivity, when it has published a status.
+    pub link: Option<LinkView>,
+    /// Water points and power units: ready or not, and why.
+    pub ready: Option<bool>,
+    pub problems: Vec<Problem>,
+    /// The latest observation: exactly one of `stock`, `water`, `power`, as on the wire.
+    pub latest: Option<LatestView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkView {
+    pub state: LinkState,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stock: Option<Vec<StockLineView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub water: Option<WaterView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power: Option<PowerView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockLineView {
+    pub category: String,
+    pub unit: String,
+    pub quantity: f64,
+    /// Estimated from recent decreases, in `unit` per hour.
+    pub consumption_per_h: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WaterView {
+    pub level_l: f64,
+    pub pump: Pump,
+    pub potable: bool,
+    pub consumption_l_per_h: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PowerView {
+    pub fuel_l: f64,
+    pub battery_pct: Option<f64>,
+    pub state: PowerMode,
+    /// The gateway's measured burn, when it sends one (overrides the rated burn).
+    pub measured_burn_l_per_h: Option<f64>,
+    /// Hours of fuel at the measured, else rated, burn.
+    pub runtime_h: f64,
+}
+
+/// A facility's latest state, link and silence.
+#[utoipa::path(get, path = "/api/v1/facilities/{id}", tag = "facilities",
+    params(("id" = String, Path, description = "Facility id, e.g. `jingshan-wh1`")),
+    responses(
+        (status = 200, body = FacilityDetail),
+        (status = 401, description = "A token is needed", body = ErrorBody),
+        (status = 404, description = "Unknown facility (`unknown_facility`)", body = ErrorBody),
+    ))]
+#[tracing::instrument(skip(state))]
+pub(super) async fn facility(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<FacilityDetail>, ApiError> {
+    let now = Utc::now();
+    let ledger = state.ledger();
+    let registry = ledger.registry();
+    let f = registry
+        .facility_idx(&id)
+        .ok_or_else(|| ApiError::not_found(Entity::Facility, &id))?;
+    let facility = registry.facility(f);
+    let live = ledger.facility(f);
+    let figures = ledger.figures(facility.town);
+    let readiness = figures
+        .power_units
+        .iter()
+        .chain(&figures.water_points)
+        .find(|r| r.facility == f);
+    let (capacity_l, fuel_capacity_l, rated_burn, min_battery_pct) = match facility.kind {
+        FacilityKind::Warehouse => (None, None, None, None),
+        FacilityKind::WaterPoint { capacity_l } => (capacity_l, None, None, None),
+        FacilityKind::PowerUnit {
+            fuel_capacity_l,
+            burn_l_per_h,
+            min_battery_pct,
+        } => (
+            None,
+            Some(fuel_capacity_l),
+            Some(burn_l_per_h),
+            Some(min_battery_pct),
+        ),
+    };
+    let latest = live.latest.as_ref().map(|latest| match latest {
+        Latest::Stock(lines) => LatestView {
+            stock: Some(
+                lines
+                    .iter()
+                    .map(|line| {
+                        let category = registry.category(line.category);
+                        StockLineView {
+                            category: category.id.to_string(),
+                            unit: category.unit.clone(),
+                            quantity: line.quantity,
+                            consumption_per_h: line.drawdown.rate_per_h(),
+                        }
+                    })
+                    .collect(),
+            ),
+            water: None,
+            power: None,
+        },
+        Latest::Water { obs, drawdown } => LatestView {
+            stock: None,
+            water: Some(WaterView {
+                level_l: obs.level_l,
+                pump: obs.pump.into(),
+                potable: obs.potable,
+                consumption_l_per_h: drawdown.rate_per_h(),
+            }),
+            power: None,
+        },
+        Latest::Power(obs) => LatestView {
+            stock: None,
+            water: None,
+            power: Some(PowerView {
+                fuel_l: obs.fuel_l,
+                battery_pct: obs.battery_pct,
+                state: obs.state.into(),
+                measured_burn_l_per_h: obs.burn_l_per_h,
+                runtime_h: reserve::coverage::runtime_h(
+                    obs.fuel_l,
+                    obs.burn_l_per_h.or(rated_burn).unwrap_or(0.0),
+                ),
+            }),
+        },
+    });
+    Ok(Json(FacilityDetail {
+        id: facility.id.to_string(),
+        name: facility.name.clone(),
+        town: registry.town(facility.town).id.to_string(),
+        kind: facility.kind.name().into(),
+        lat: facility.lat,
+        lon: facility.lon,
+        report_every_s: facility.report_every.as_secs_f64(),
+        stale_after_s: facility.stale_after.as_secs_f64(),
+        capacity_l,
+        fuel_capacity_l,
+        burn_l_per_h: rated_burn,
+        min_battery_pct,
+        last_ts: live.last_ts,
+        last_seq: live.last_seq,
+        heard_at: live.heard_at,
+        never_reported: live.latest.is_none(),
+        silent: live.is_silent(facility.stale_after, now),
+        link: live.link.map(|(link, since)| LinkView {
+            state: link.into(),
+            since,
+        }),
+        ready: readiness.map(|r| r.ready),
+        problems: readiness
+            .map(|r| r.problems.iter().map(|&p| p.into()).collect())
+            .unwrap_or_default(),
+        latest,
+    }))
+}

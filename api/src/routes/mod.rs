@@ -1,0 +1,148 @@
+//! The route table: every route is a handler with `#[utoipa::path]`, registered with
+//! `routes!`, so the router and the OpenAPI document come from the same declarations.
+
+mod board;
+mod clusters;
+mod facilities;
+mod ops;
+mod overview;
+mod rejects;
+mod scenarios;
+mod towns;
+
+use std::sync::Arc;
+
+use axum::http::{Method, Uri};
+use axum::{Extension, middleware};
+use utoipa::OpenApi as _;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{HttpMethod, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::{AppState, auth};
+
+/// Name of the bearer security scheme in the document.
+const BEARER: &str = "bearer";
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Stockpile",
+        description = "Live ledger of a city's emergency reserves against the target of three days of supplies per town. \
+                       Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`. \
+                       Reads may be public (`public_read`); everything else needs `Authorization: Bearer <token>`."
+    ),
+    tags(
+        (name = "towns", description = "Towns (街镇), their coverage and sheltered population"),
+        (name = "clusters", description = "Resilient-city clusters (组团) and mutual aid"),
+        (name = "facilities", description = "Warehouses, water points and power units"),
+        (name = "ingest", description = "What ingest rejected"),
+        (name = "scenarios", description = "What-if stress tests on a copy of the ledger"),
+        (name = "ops", description = "Health, readiness, metrics, this document and the wall board"),
+    )
+)]
+struct ApiDoc;
+
+/// Routes anyone may call: probes, the board page, this document.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(board::board))
+        .routes(routes!(board::openapi_json))
+}
+
+/// Routes behind [`auth::authenticate`].
+fn protected_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(overview::overview))
+        .routes(routes!(towns::list_towns))
+        .routes(routes!(towns::town))
+        .routes(routes!(towns::set_sheltered))
+        .routes(routes!(clusters::list_clusters))
+        .routes(routes!(clusters::cluster))
+        .routes(routes!(facilities::facility))
+        .routes(routes!(rejects::rejects))
+        .routes(routes!(scenarios::run_scenario))
+        .routes(routes!(ops::metrics))
+}
+
+pub(crate) fn openapi() -> OpenApi {
+    let protected = protected_routes().into_openapi();
+    let mut doc = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .merge(public_routes())
+        .merge(protected_routes())
+        .into_openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document_security(&mut doc, &protected);
+    doc
+}
+
+/// Declares the bearer scheme and, on every protected operation, what it needs: reads
+/// take a token or none (public reads are a deployment choice), writes a token.
+fn document_security(doc: &mut OpenApi, protected: &OpenApi) {
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !protected.paths.paths.contains_key(path) {
+            continue;
+        }
+        let operations = [
+            (HttpMethod::Get, &mut item.get),
+            (HttpMethod::Put, &mut item.put),
+            (HttpMethod::Post, &mut item.post),
+            (HttpMethod::Delete, &mut item.delete),
+            (HttpMethod::Patch, &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let bearer = SecurityRequirement::new(BEARER, Vec::<String>::new());
+            operation.security = Some(if method == HttpMethod::Get {
+                vec![SecurityRequirement::default(), bearer]
+            } else {
+                vec![bearer]
+            });
+        }
+    }
+}
+
+/// The document as served, serialised once.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenApiJson(pub Arc<str>);
+
+pub(crate) fn router(state: AppState) -> axum::Router {
+    let protected = protected_routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
+    let (router, _) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(public_routes())
+        .merge(protected)
+        .split_for_parts();
+    // Serialising a document built from our own types cannot fail; if it ever did, the
+    // endpoint says so instead of the service refusing to start.
+    let json = serde_json::to_string(&openapi())
+        .unwrap_or_else(|e| format!(r#"{{"error":"cannot serialise the document: {e}"}}"#));
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(OpenApiJson(Arc::from(json))))
+        .with_state(state)
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}

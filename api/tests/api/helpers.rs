@@ -1,0 +1,493 @@
+//! `spawn_app()`: the whole API on 127.0.0.1:0 with a real SQLite file and a ledger
+//! built from a small registry, driven over real HTTP.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use api::{AppState, AuthConfig, Role, TokenEntry};
+use chrono::{DateTime, Duration, Utc};
+use ingest::{IngestMetrics, SharedLedger, TownChanges};
+use reserve::reading::{
+    Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
+};
+use reserve::registry::{Source, load_registry};
+use reserve::{Ledger, TownId};
+use serde_json::Value;
+use store::{Store, StoreOptions};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN: &str = "admin-token-7f3a9c";
+/// Officer of jingshan only.
+pub const OFFICER: &str = "officer-jingshan-51be0d";
+pub const VIEWER: &str = "viewer-token-c4d2e8";
+
+/// Two clusters. In c01 jingshan is short of water, donghua (near) and jianguo (far)
+/// have some to spare; jianguo is a warning town for food. longtan never reports.
+///
+/// | town     | people | water L (days)      | food (days)    | status   |
+/// |----------|--------|---------------------|----------------|----------|
+/// | jingshan | 1000   | 4500 + 1500 wp (2)  | 15000 (5)      | critical |
+/// | donghua  | 2000   | 22500 (3.75)        | 30000 (5)      | ok       |
+/// | jianguo  | 1000   | 30000 (10)          | 9600 (3.2)     | warning  |
+/// | tiantan  | 1000   | 12000 (4)           | 12000 (4)      | ok       |
+/// | longtan  | 500    | —                   | —              | unknown  |
+pub const REGISTRY: &str = r#"
+water_category = "water"
+
+[target]
+days = 3.0
+warn_days = 3.5
+
+[[district]]
+id = "dongcheng"
+name = "东城区"
+
+[[cluster]]
+id = "c01"
+name = "东城北组团"
+
+[[cluster]]
+id = "c02"
+name = "东城南组团"
+
+[[category]]
+id = "water"
+name = "饮用水"
+unit = "L"
+daily_need = 3.0
+
+[[category]]
+id = "food"
+name = "食品"
+unit = "ration"
+daily_need = 3.0
+
+[[town]]
+id = "jingshan"
+name = "景山街道"
+district = "dongcheng"
+cluster = "c01"
+population = 1000
+lat = 39.925
+lon = 116.397
+
+[[town]]
+id = "donghua"
+name = "东华门街道"
+district = "dongcheng"
+cluster = "c01"
+population = 2000
+lat = 39.915
+lon = 116.405
+
+[[town]]
+id = "jianguo"
+name = "建国门街道"
+district = "dongcheng"
+cluster = "c01"
+population = 1000
+lat = 39.905
+lon = 116.435
+
+[[town]]
+id = "tiantan"
+name = "天坛街道"
+district = "dongcheng"
+cluster = "c02"
+population = 1000
+lat = 39.882
+lon = 116.410
+
+[[town]]
+id = "longtan"
+name = "龙潭街道"
+district = "dongcheng"
+cluster = "c02"
+population = 500
+lat = 39.880
+lon = 116.440
+
+[[facility]]
+id = "js-wh1"
+town = "jingshan"
+kind = "warehouse"
+name = "景山仓库"
+
+[[facility]]
+id = "js-wp1"
+town = "jingshan"
+kind = "water_point"
+capacity_l = 5000
+
+[[facility]]
+id = "js-pu1"
+town = "jingshan"
+kind = "power_unit"
+fuel_capacity_l = 500
+burn_l_per_h = 5.0
+min_battery_pct = 50
+
+[[facility]]
+id = "dh-wh1"
+town = "donghua"
+kind = "warehouse"
+
+[[facility]]
+id = "jg-wh1"
+town = "jianguo"
+kind = "warehouse"
+
+[[facility]]
+id = "tt-wh1"
+town = "tiantan"
+kind = "warehouse"
+
+[[facility]]
+id = "lt-wh1"
+town = "longtan"
+kind = "warehouse"
+"#;
+
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub public_read: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions { public_read: true }
+    }
+}
+
+/// The API running in this test process.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    pub client: reqwest::Client,
+    pub ledger: SharedLedger,
+    pub metrics: Arc<IngestMetrics>,
+    /// What the API announces (and what ingest would, given the same).
+    pub changes: Arc<TownChanges>,
+    /// The SQLite file the API uses (open another connection to inspect or seed it).
+    pub db: PathBuf,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    /// Last reading time per facility, so successive readings are always newer.
+    last_ts: Mutex<Option<DateTime<Utc>>>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("stockpile.db");
+    let registry = load_registry(
+        &Source {
+            name: "registry.toml".into(),
+            text: REGISTRY.into(),
+        },
+        &[],
+        &mut |name| Err(format!("no file {name}")),
+    )
+    .expect("test registry loads");
+    let mut ledger = Ledger::new(Arc::new(registry));
+    ledger.refresh_all(Utc::now());
+    let ledger: SharedLedger = Arc::new(RwLock::new(ledger));
+    let metrics = Arc::new(IngestMetrics::default());
+    let store = Store::open(&db, StoreOptions::default()).expect("store opens");
+    let auth = AuthConfig {
+        public_read: options.public_read,
+        tokens: vec![
+            token("ops", Role::Admin, ADMIN, &[]),
+            token("li-wei", Role::Officer, OFFICER, &["jingshan"]),
+            token("wall", Role::Viewer, VIEWER, &[]),
+        ],
+    };
+    let changes = Arc::new(TownChanges::default());
+    let state = AppState::new(
+        Arc::clone(&ledger),
+        store,
+        Arc::clone(&metrics),
+        Arc::clone(&changes),
+        auth,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        ledger,
+        metrics,
+        changes,
+        db,
+        shutdown,
+        server: Some(server),
+        last_ts: Mutex::new(None),
+        _dir: dir,
+    }
+}
+
+fn token(name: &str, role: Role, secret: &str, towns: &[&str]) -> TokenEntry {
+    TokenEntry {
+        name: name.into(),
+        role,
+        token: secret.into(),
+        towns: towns.iter().map(|t| TownId::parse(t).unwrap()).collect(),
+    }
+}
+
+/// A response: status and body, parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status, self.text
+            )
+        })
+    }
+
+    /// Asserts the JSON error shape and returns `(status, code)`.
+    pub fn error(&self) -> (u16, String) {
+        let body = self.json();
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error.code in {body}"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "no error.message in {body}"
+        );
+        (self.status, code.to_owned())
+    }
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
+        }
+        let response = request.send().await.expect("request reaches the API");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response.text().await.expect("response body");
+        Answer {
+            status,
+            content_type,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        self.request(reqwest::Method::GET, path, token, None).await
+    }
+
+    /// GET that must succeed; the JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let answer = self.get(path, Some(VIEWER)).await;
+        assert_eq!(answer.status, 200, "GET {path}: {}", answer.text);
+        answer.json()
+    }
+
+    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.request(
+            reqwest::Method::PUT,
+            path,
+            token,
+            Some(("application/json", bytes)),
+        )
+        .await
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.request(
+            reqwest::Method::POST,
+            path,
+            token,
+            Some(("application/json", bytes)),
+        )
+        .await
+    }
+
+    /// A reading time after every earlier one, so the ledger always takes it.
+    fn next_ts(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let mut last = self.last_ts.lock().unwrap();
+        let ts = match *last {
+            Some(l) if at <= l => l + Duration::milliseconds(1),
+            _ => at,
+        };
+        *last = Some(ts);
+        ts
+    }
+
+    fn apply(
+        &self,
+        facility: &str,
+        observation: impl FnOnce(&Ledger) -> Observation,
+        ts: DateTime<Utc>,
+        heard_at: DateTime<Utc>,
+    ) {
+        let mut ledger = self.ledger.write().unwrap();
+        let registry = Arc::clone(ledger.registry());
+        let f = registry
+            .facility_idx(facility)
+            .unwrap_or_else(|| panic!("no facility {facility}"));
+        let reading = Reading {
+            facility: f,
+            ts,
+            seq: None,
+            observation: observation(&ledger),
+        };
+        ledger.apply(&reading, heard_at);
+        ledger.refresh(registry.facility(f).town, Utc::now());
+    }
+
+    /// A warehouse reading measured `ago` before now, received now.
+    pub fn stock_at(&self, facility: &str, stock: &[(&str, f64)], ago: Duration) {
+        self.stock_received(facility, stock, ago, Duration::zero());
+    }
+
+    /// A warehouse reading measured and received `ago` before now: the facility has
+    /// been quiet since.
+    pub fn stock_heard(&self, facility: &str, stock: &[(&str, f64)], ago: Duration) {
+        self.stock_received(facility, stock, ago, ago);
+    }
+
+    fn stock_received(
+        &self,
+        facility: &str,
+        stock: &[(&str, f64)],
+        measured_ago: Duration,
+        heard_ago: Duration,
+    ) {
+        let ts = self.next_ts(Utc::now() - measured_ago);
+        let heard_at = Utc::now() - heard_ago;
+        self.apply(
+            facility,
+            |ledger| {
+                let mut lines: Vec<_> = stock
+                    .iter()
+                    .map(|(c, q)| (ledger.registry().category_idx(c).expect("category"), *q))
+                    .collect();
+                lines.sort_by_key(|(c, _)| *c);
+                Observation::Stock(lines)
+            },
+            ts,
+            heard_at,
+        );
+    }
+
+    pub fn stock(&self, facility: &str, stock: &[(&str, f64)]) {
+        self.stock_at(facility, stock, Duration::zero());
+    }
+
+    pub fn water(&self, facility: &str, level_l: f64, pump: PumpState, potable: bool) {
+        let ts = self.next_ts(Utc::now());
+        self.apply(
+            facility,
+            |_| {
+                Observation::Water(WaterObservation {
+                    level_l,
+                    pump,
+                    potable,
+                })
+            },
+            ts,
+            Utc::now(),
+        );
+    }
+
+    pub fn power(&self, facility: &str, fuel_l: f64, state: PowerState, battery_pct: f64) {
+        let ts = self.next_ts(Utc::now());
+        self.apply(
+            facility,
+            |_| {
+                Observation::Power(PowerObservation {
+                    fuel_l,
+                    battery_pct: Some(battery_pct),
+                    state,
+                    burn_l_per_h: None,
+                })
+            },
+            ts,
+            Utc::now(),
+        );
+    }
+
+    /// The city of [`REGISTRY`]'s table. Jingshan's food drops 600 in the last hour.
+    pub fn seed(&self) {
+        self.stock_at(
+            "js-wh1",
+            &[("water", 4500.0), ("food", 15_600.0)],
+            Duration::hours(1),
+        );
+        self.stock("js-wh1", &[("water", 4500.0), ("food", 15_000.0)]);
+        self.water("js-wp1", 1500.0, PumpState::Ok, true);
+        self.power("js-pu1", 400.0, PowerState::Standby, 90.0);
+        self.stock("dh-wh1", &[("water", 22_500.0), ("food", 30_000.0)]);
+        self.stock("jg-wh1", &[("water", 30_000.0), ("food", 9600.0)]);
+        self.stock("tt-wh1", &[("water", 12_000.0), ("food", 12_000.0)]);
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(10), server)
+                .await
+                .expect("API stops within 10 s")
+                .expect("API task joins")
+                .expect("API ends without error");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts two floats agree to 1e-6.
+#[track_caller]
+pub fn assert_close(got: &Value, want: f64) {
+    let got = got
+        .as_f64()
+        .unwrap_or_else(|| panic!("expected a number near {want}, got {got}"));
+    assert!((got - want).abs() < 1e-6, "expected {want}, got {got}");
+}

@@ -1,0 +1,15 @@
+//! API tests: the whole app on a random port with a real SQLite file, driven over real
+//! HTTP. One binary (modules below), so everything links once.
+
+mod auth;
+mod board;
+mod clusters;
+mod facilities;
+mod helpers;
+mod mqtt;
+mod openapi;
+mod ops;
+mod overview;
+mod rejects;
+mod scenarios;
+mod towns;
