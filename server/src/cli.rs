@@ -27,6 +27,25 @@ pub enum Command {
         /// The config file, or a registry file alone
         file: PathBuf,
     },
+    /// Try Stockpile: embedded broker, the synthetic demo registry, the simulator,
+    /// the API and the wall board in one process, SQLite in a temp dir
+    Demo {
+        /// Built-in scenario (normal, flood, earthquake, comms-cut, drill) or a file
+        #[arg(long, default_value = "flood")]
+        scenario: String,
+        /// Simulated seconds per second: 720 is 12 simulated hours a minute
+        #[arg(long, default_value_t = 720.0)]
+        speed: f64,
+        /// Port of the API and wall board on 127.0.0.1
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Port of the embedded MQTT broker on 127.0.0.1
+        #[arg(long, default_value_t = 1883)]
+        mqtt_port: u16,
+        /// Seed of the simulator's random choices
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run the service: MQTT ingest into the ledger and the SQLite store
     Serve {
         /// The config file (or a registry file alone, with every config default)

@@ -156,16 +156,8 @@ pub struct InfluxConfig {
     pub token_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads everything.
-    Viewer,
-    /// Reads, and acknowledges alerts of its own towns.
-    Officer,
-    /// Everything, including silences and scenarios.
-    Admin,
-}
+/// API roles, as the API defines them (one definition for config and checks).
+pub use api::Role;
 
 /// One bearer token of the HTTP API.
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,8 @@
 //! Invariant: this is the only crate that reads the environment and configuration files;
 //! everything below it gets typed values.
 
+pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod serve;

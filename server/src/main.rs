@@ -18,29 +18,63 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Err(errors) => Ok(report_config_errors(&errors)),
         },
+        Command::Demo {
+            scenario,
+            speed,
+            port,
+            mqtt_port,
+            seed,
+        } => {
+            init_logging(&config::LogConfig {
+                // rumqttd reports every client that goes away at shutdown as an error; the demo
+                // prints its own account of the broker, so keep its logs out.
+                level: "warn,server=info,rumqttd=off".into(),
+                ..config::LogConfig::default()
+            });
+            let options = server::demo::DemoOptions {
+                scenario,
+                speed,
+                port,
+                mqtt_port,
+                seed,
+            };
+            run_until_signal(|shutdown| server::demo::run(options, shutdown))
+        }
         Command::Serve { config } => {
             let loaded = match config::load(&config, &cli::stockpile_env()) {
                 Ok(loaded) => loaded,
                 Err(errors) => return Ok(report_config_errors(&errors)),
             };
             init_logging(&loaded.config.log);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("stockpile")
-                .build()?;
-            let outcome = runtime.block_on(async {
-                let shutdown = CancellationToken::new();
-                server::serve::cancel_on_signals(shutdown.clone());
-                server::serve::run(loaded, shutdown).await
-            });
-            match outcome {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(error) => {
-                    tracing::error!(message = "Stockpile stopped on an error.", error = %format!("{error:#}"));
-                    eprintln!("error: {error:#}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+            run_until_signal(|shutdown| server::serve::run(loaded, shutdown))
+        }
+    }
+}
+
+/// Runs `job` on a multi-threaded runtime until it ends or SIGINT/SIGTERM cancels it;
+/// exit code 0 on a clean stop, 1 when it failed.
+fn run_until_signal<F, Fut>(job: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("stockpile")
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        server::serve::cancel_on_signals(shutdown.clone());
+        job(shutdown).await
+    });
+    // The embedded broker's threads do not stop on their own; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            tracing::error!(message = "Stockpile stopped on an error.", error = %format!("{error:#}"));
+            eprintln!("error: {error:#}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -132,6 +132,12 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_nothing() {
         "every seq 0..{TOTAL} once"
     );
 
+    // The API of the restarted process shows the town from the same ledger.
+    let town = testkit::http::get(&format!("{}/api/v1/towns/jingshan", second.api_url()), &[]);
+    assert_eq!(town.status, 200, "{}", town.body);
+    let town = town.json();
+    assert_ne!(town["status"], "unknown", "{town}");
+
     // And a graceful stop: SIGINT, exit 0 within a few seconds.
     second.signal(Signal::SIGINT);
     assert_eq!(second.wait(Duration::from_secs(10)), Some(0));

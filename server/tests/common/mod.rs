@@ -46,7 +46,8 @@ impl Deployment {
         std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
         let config = format!(
             "registry = \"registry.toml\"\n[mqtt]\n{mqtt}\
-             [store]\npath = \"stockpile.db\"\n[log]\nlevel = \"info\"\n"
+             [store]\npath = \"stockpile.db\"\n[api]\nlisten = \"127.0.0.1:0\"\npublic_read = true\n\
+             [log]\nlevel = \"info\"\n"
         );
         std::fs::write(dir.path().join("stockpile.toml"), config).unwrap();
         Deployment { dir }
@@ -78,7 +79,7 @@ pub struct Service {
 
 impl Service {
     pub fn start(config: &Path) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+        let child = Command::new(env!("CARGO_BIN_EXE_stockpile"))
             .args(["serve", "--config"])
             .arg(config)
             .env_remove("RUST_LOG")
@@ -86,6 +87,13 @@ impl Service {
             .stdout(Stdio::null())
             .spawn()
             .expect("start stockpile serve");
+        let service = Service::from_child(child);
+        service.wait_for_log("Subscribed", Duration::from_secs(20));
+        service
+    }
+
+    /// Collects the child's stderr (and stdout, if piped) line by line.
+    pub fn from_child(mut child: Child) -> Service {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&log);
@@ -94,9 +102,40 @@ impl Service {
                 sink.lock().unwrap().push(line);
             }
         });
-        let service = Service { child, log };
-        service.wait_for_log("Subscribed", Duration::from_secs(20));
-        service
+        if let Some(stdout) = child.stdout.take() {
+            let sink = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        Service { child, log }
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) {
+        self.wait_for_log(needle, timeout)
+    }
+
+    /// The API's base URL, from the service's log line.
+    pub fn api_url(&self) -> String {
+        self.wait_for_log("HTTP API and wall board listening", Duration::from_secs(20));
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|l| l.contains("HTTP API and wall board listening"))
+            .unwrap();
+        let start = line.find("http://").expect("a URL in the log line");
+        let url: String = line[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
+            .collect();
+        url.trim_end_matches('/').to_string()
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
