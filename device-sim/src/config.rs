@@ -223,97 +223,9 @@ impl FromStr for Qos {
     }
 }
 
-/// A broker address: `mqtt://host[:1883]` or `mqtts://host[:8883]`. Credentials do not
-/// belong in the URL (they would end up in logs); they are separate settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BrokerUrl {
-    pub(crate) tls: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-}
-
-impl BrokerUrl {
-    pub(crate) fn parse(url: &str) -> Result<BrokerUrl, String> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(format!(
-                "broker url {url:?} must start with mqtt:// or mqtts://"
-            ));
-        };
-        let authority = rest.trim_end_matches('/');
-        if authority.contains('@') {
-            return Err(format!(
-                "broker url {url:?} carries credentials; give them as a username and password instead"
-            ));
-        }
-        if authority.contains('/') {
-            return Err(format!(
-                "broker url {url:?} has a path; expected mqtt://host:port"
-            ));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                let port = port
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|&p| p != 0)
-                    .ok_or_else(|| format!("broker url {url:?} has a bad port"))?;
-                (host, port)
-            }
-            _ => (authority, if tls { 8883 } else { 1883 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("broker url {url:?} has no host"));
-        }
-        Ok(BrokerUrl {
-            tls,
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn broker_urls_parse_or_say_why_not() {
-        let ok: &[(&str, bool, &str, u16)] = &[
-            ("mqtt://127.0.0.1:1883", false, "127.0.0.1", 1883),
-            (
-                "mqtt://broker.example.org",
-                false,
-                "broker.example.org",
-                1883,
-            ),
-            (
-                "mqtts://broker.example.org/",
-                true,
-                "broker.example.org",
-                8883,
-            ),
-            ("mqtt://[::1]:1884", false, "::1", 1884),
-        ];
-        for &(url, tls, host, port) in ok {
-            let got = BrokerUrl::parse(url).unwrap();
-            assert_eq!((got.tls, got.host.as_str(), got.port), (tls, host, port));
-        }
-        let bad: &[(&str, &str)] = &[
-            ("tcp://x:1883", "must start with mqtt://"),
-            ("mqtt://", "has no host"),
-            ("mqtt://x:0", "bad port"),
-            ("mqtt://gw:pw@x", "carries credentials"),
-        ];
-        for &(url, want) in bad {
-            let err = BrokerUrl::parse(url).unwrap_err();
-            assert!(err.contains(want), "{url}: {err}");
-        }
-    }
 
     #[test]
     fn command_line_words_parse() {

@@ -17,7 +17,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::SimError;
-use crate::config::{BrokerUrl, SimConfig};
+use reserve::broker_url::BrokerUrl;
+
+use crate::config::SimConfig;
 
 /// Largest MQTT packet either way: room for a backlog array and for the deliberately
 /// oversized message of the malformed fault (the service's limit is 256 KiB).
@@ -84,7 +86,8 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     pub(crate) fn new(config: &SimConfig) -> Result<Broker, SimError> {
-        let url = BrokerUrl::parse(&config.broker_url).map_err(SimError::Config)?;
+        let url =
+            BrokerUrl::parse(&config.broker_url).map_err(|e| SimError::Config(e.to_string()))?;
         let tls = if url.tls {
             Some(tls_configuration()?)
         } else {

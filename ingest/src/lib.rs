@@ -32,9 +32,9 @@ use store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use broker::{BrokerUrl, BrokerUrlError};
 pub use changes::{ChangeConsumer, TownChanges};
 pub use metrics::{IngestCounts, IngestMetrics};
+pub use reserve::broker_url::{BrokerUrl, BrokerUrlError};
 
 /// The ledger shared between the writer (the only writer) and readers (API, alerts).
 /// A std `RwLock`: it is held for microseconds and never across an `.await`.

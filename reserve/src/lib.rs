@@ -6,6 +6,7 @@
 //! (`now`), files come in as text, so every function here is deterministic and tested
 //! with tables.
 
+pub mod broker_url;
 pub mod coverage;
 pub mod duration;
 pub mod id;
