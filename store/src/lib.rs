@@ -7,11 +7,22 @@
 //! of the facilities that changed, records rejects, commits, and only then acknowledges
 //! the messages: whatever was acknowledged is in the file, and a killed process loses
 //! nothing it acknowledged.
+//!
+//! With [`StoreOptions::influx_queue`] on, the same batch enqueues each new reading's
+//! InfluxDB lines in the `influx_queue` table; the [`influx::Sink`] sends that queue to
+//! InfluxDB on its own connection, and [`history`] answers the API's history requests
+//! from InfluxDB or from the readings here.
 
 mod error;
+pub mod influx;
 mod sqlite;
 
 pub use error::StoreError;
+pub use influx::history;
+pub use sqlite::{
+    AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
+    NewNotification, NotificationQuery, OutboxCounts, OutboxRow, SilenceRow,
+};
 pub use sqlite::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_REJECTS, DEFAULT_PRUNE_CHUNK, DEFAULT_RETENTION,
     MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, PruneOutcome, RejectRecord, Store,

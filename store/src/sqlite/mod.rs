@@ -10,6 +10,7 @@
 //! only read may open their own `Store` on the same file, since WAL readers neither
 //! block the writer nor see half a batch.
 
+mod alerts;
 mod body;
 mod reject;
 mod schema;
@@ -23,6 +24,10 @@ use reserve::registry::Registry;
 use reserve::{FacilityId, Reading, TownId};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
 
+pub use alerts::{
+    AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
+    NewNotification, NotificationQuery, OutboxCounts, OutboxRow, SilenceRow,
+};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 
 use crate::StoreError;
@@ -66,6 +71,10 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// Most readings one [`Store::prune`] call deletes.
     pub prune_chunk: usize,
+    /// Also enqueue each stored reading's InfluxDB lines (`stock`, `water_point`,
+    /// `power_unit`) in the same transaction, for the sink (`crate::influx`) to send.
+    /// On when an `[influx]` section is configured.
+    pub influx_queue: bool,
 }
 
 impl Default for StoreOptions {
@@ -76,6 +85,7 @@ impl Default for StoreOptions {
             synchronous_full: false,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             prune_chunk: DEFAULT_PRUNE_CHUNK,
+            influx_queue: false,
         }
     }
 }
@@ -170,6 +180,15 @@ impl Store {
         &self.options
     }
 
+    /// The connection, for the other modules of this crate (the InfluxDB queue, history).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Starts a write batch: one transaction, committed by [`WriteBatch::commit`] and
     /// rolled back if dropped. `IMMEDIATE` takes the write lock now, so a batch never
     /// fails halfway because another connection wrote first.
@@ -183,6 +202,7 @@ impl Store {
             path: &self.path,
             max_rejects: self.options.max_rejects,
             rejects_added: false,
+            influx_queue: self.options.influx_queue,
         })
     }
 
@@ -456,6 +476,8 @@ pub struct WriteBatch<'s> {
     max_rejects: usize,
     /// Whether to trim the reject log at commit.
     rejects_added: bool,
+    /// [`StoreOptions::influx_queue`].
+    influx_queue: bool,
 }
 
 impl WriteBatch<'_> {
@@ -492,7 +514,29 @@ impl WriteBatch<'_> {
                 ])
             })
             .map_err(sqlite_error(self.path, "insert reading"))?;
+        if inserted == 1 && self.influx_queue {
+            // Only a reading stored for the first time: a duplicate's lines are queued
+            // already, so InfluxDB gets each reading once.
+            let enqueued = millis(received_at);
+            for line in crate::influx::line::reading_lines(registry, reading) {
+                crate::influx::queue::insert(&self.tx, &line, enqueued)
+                    .map_err(sqlite_error(self.path, "enqueue an InfluxDB line"))?;
+            }
+        }
         Ok(inserted == 1)
+    }
+
+    /// Enqueues one line of line protocol for the InfluxDB sink in this transaction, so
+    /// it is sent if and only if the batch commits (e.g. an alert's transition, built
+    /// with [`crate::influx::alert_line`]). Enqueued whatever
+    /// [`StoreOptions::influx_queue`] says: the caller knows InfluxDB is configured.
+    pub fn enqueue_influx_line(
+        &mut self,
+        line: &str,
+        enqueued_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        crate::influx::queue::insert(&self.tx, line, millis(enqueued_at))
+            .map_err(sqlite_error(self.path, "enqueue an InfluxDB line"))
     }
 
     /// Saves a facility's live state, replacing what was saved before.
@@ -583,7 +627,7 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
+pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -606,7 +650,10 @@ fn sql_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn sqlite_error(path: &Path, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(crate) fn sqlite_error(
+    path: &Path,
+    action: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |cause| StoreError::Sqlite {
         path: path.to_owned(),
         action,

@@ -67,6 +67,78 @@ const MIGRATIONS: &[&str] = &[
         line TEXT NOT NULL,         -- one line of line protocol, no trailing newline
         enqueued INTEGER NOT NULL   -- epoch ms, for the sink's lag metric
     ) STRICT;",
+    // 3: alerts, silences and the notification outbox (DESIGN.md §7). An alert row is
+    // one occurrence of a problem: while it is open (pending or firing) its key (town,
+    // rule family, subject) is unique; once resolved it stays as history and the next
+    // occurrence is a new row. The outbox holds every message to be sent: it is written
+    // in the same transaction as the alert change that caused it, and its dedup_key makes
+    // enqueuing the same message twice a no-op, so a restart neither loses nor repeats a
+    // notification.
+    "CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,            -- town/family/subject, e.g. jingshan/reserve/water
+        town TEXT NOT NULL,
+        rule TEXT NOT NULL,           -- current rule id, e.g. reserve_below_target
+        subject TEXT NOT NULL,        -- category or facility id; '' when none
+        severity TEXT NOT NULL,       -- warning | critical
+        state TEXT NOT NULL CHECK (state IN ('pending', 'firing', 'resolved')),
+        detail TEXT NOT NULL,         -- JSON: the figures messages quote
+        since INTEGER NOT NULL,       -- epoch ms: when the problem began
+        created INTEGER NOT NULL,     -- epoch ms: first seen (start of `for`)
+        fired_at INTEGER,
+        resolved_at INTEGER,
+        acked_by TEXT,
+        acked_at INTEGER,
+        ack_note TEXT,
+        escalation INTEGER NOT NULL,  -- 0 town, 1 cluster, 2 district, 3 city contacts
+        remind_at INTEGER,            -- next reminder while unacknowledged
+        escalate_at INTEGER,          -- next escalation while unacknowledged
+        notified_at INTEGER,          -- last notification enqueued
+        notify_event TEXT,            -- event waiting for its town's group flush
+        escalated_from INTEGER,       -- level before an escalation waiting for its flush
+        notify_seq INTEGER NOT NULL,  -- notifications flushed so far (dedup keys)
+        updated INTEGER NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX alerts_open_key ON alerts (key) WHERE state <> 'resolved';
+    CREATE INDEX alerts_state ON alerts (state, id);
+    -- What the engine resumes from: open alerts and resolutions not told yet.
+    CREATE INDEX alerts_live ON alerts (id)
+        WHERE state <> 'resolved' OR notify_event IS NOT NULL OR escalated_from IS NOT NULL;
+    CREATE INDEX alerts_town ON alerts (town, id);
+
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY,
+        town TEXT,                    -- NULL matches any
+        facility TEXT,
+        rule TEXT,
+        until INTEGER NOT NULL,       -- epoch ms
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        created INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        dedup_key TEXT NOT NULL UNIQUE,
+        town TEXT NOT NULL,
+        alert_ids TEXT NOT NULL,      -- JSON array of alert ids the message covers
+        event TEXT NOT NULL,          -- fired | raised | resolved | remind | escalate
+        contact TEXT NOT NULL,
+        channel TEXT NOT NULL,        -- email | sms | webhook
+        recipient TEXT NOT NULL,      -- address, phone or URL
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,           -- text body, SMS text or webhook JSON
+        html TEXT,                    -- email only
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL,
+        next_attempt INTEGER NOT NULL,
+        last_error TEXT,
+        created INTEGER NOT NULL,
+        sent_at INTEGER
+    ) STRICT;
+    CREATE INDEX outbox_due ON outbox (channel, next_attempt) WHERE state = 'pending';
+    CREATE INDEX outbox_state ON outbox (state, id);
+    CREATE INDEX outbox_town ON outbox (town, id);",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is

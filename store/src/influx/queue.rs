@@ -1,0 +1,126 @@
+//! The disk-backed queue of lines for InfluxDB: the `influx_queue` table of the main
+//! SQLite file (schema migration 2).
+//!
+//! Producers append rows (the ingest writer inside its batch, the sink's derived series
+//! through [`Store::enqueue_influx_lines`], alerts through
+//! [`crate::WriteBatch::enqueue_influx_line`]); the sink reads the oldest rows, sends
+//! them and deletes them once InfluxDB accepted them. Only ever a prefix is deleted (a
+//! batch sent, or the oldest rows over the bound), and SQLite hands out ids one above
+//! the largest, one writer at a time, so the ids in the table stay contiguous: the depth
+//! is `max(id) - min(id) + 1`, read from the primary key without counting rows.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::sqlite::{millis, sqlite_error};
+use crate::{Store, StoreError};
+
+/// One queued line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueuedLine {
+    pub id: i64,
+    pub line: String,
+}
+
+/// What the queue holds, for the sink's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct QueueState {
+    pub depth: u64,
+    /// When the oldest row was enqueued (epoch ms), if any.
+    pub oldest_enqueued_ms: Option<i64>,
+}
+
+pub(crate) fn insert(conn: &Connection, line: &str, enqueued_ms: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO influx_queue (line, enqueued) VALUES (?1, ?2)")?
+        .execute(params![line, enqueued_ms])?;
+    Ok(())
+}
+
+impl Store {
+    /// Appends lines of line protocol to the InfluxDB queue in one transaction.
+    pub fn enqueue_influx_lines(
+        &mut self,
+        lines: &[String],
+        enqueued_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let action = "enqueue InfluxDB lines";
+        let path = self.path().to_owned();
+        let tx = self
+            .conn_mut()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_error(&path, action))?;
+        let enqueued = millis(enqueued_at);
+        for line in lines {
+            insert(&tx, line, enqueued).map_err(sqlite_error(&path, action))?;
+        }
+        tx.commit().map_err(sqlite_error(&path, action))
+    }
+
+    /// Lines waiting in the InfluxDB queue.
+    pub fn influx_queue_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.influx_queue_state()?.depth)
+    }
+
+    /// The oldest `limit` lines, oldest first.
+    pub(crate) fn influx_queue_head(&self, limit: usize) -> Result<Vec<QueuedLine>, StoreError> {
+        let action = "read the InfluxDB queue";
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT id, line FROM influx_queue ORDER BY id LIMIT ?1")
+            .map_err(sqlite_error(self.path(), action))?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                Ok(QueuedLine {
+                    id: row.get(0)?,
+                    line: row.get(1)?,
+                })
+            })
+            .map_err(sqlite_error(self.path(), action))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sqlite_error(self.path(), action))
+    }
+
+    pub(crate) fn influx_queue_state(&self) -> Result<QueueState, StoreError> {
+        let bounds: Option<(i64, i64, i64)> = self
+            .conn()
+            .prepare_cached(
+                "SELECT q.id, (SELECT max(id) FROM influx_queue), q.enqueued
+                 FROM influx_queue q ORDER BY q.id LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .optional()
+            })
+            .map_err(sqlite_error(self.path(), "measure the InfluxDB queue"))?;
+        Ok(match bounds {
+            None => QueueState::default(),
+            Some((min, max, oldest)) => QueueState {
+                depth: u64::try_from(max - min + 1).unwrap_or(0),
+                oldest_enqueued_ms: Some(oldest),
+            },
+        })
+    }
+
+    /// Deletes the rows up to and including `last_id`: a batch InfluxDB accepted.
+    pub(crate) fn influx_queue_delete_through(&mut self, last_id: i64) -> Result<u64, StoreError> {
+        let deleted = self
+            .conn()
+            .prepare_cached("DELETE FROM influx_queue WHERE id <= ?1")
+            .and_then(|mut stmt| stmt.execute([last_id]))
+            .map_err(sqlite_error(self.path(), "delete sent InfluxDB lines"))?;
+        Ok(deleted as u64)
+    }
+
+    /// Deletes the oldest rows beyond `max_rows`, returning how many went.
+    pub(crate) fn influx_queue_trim(&mut self, max_rows: u64) -> Result<u64, StoreError> {
+        let deleted = self
+            .conn()
+            .prepare_cached(
+                "DELETE FROM influx_queue
+                 WHERE id <= (SELECT max(id) FROM influx_queue) - ?1",
+            )
+            .and_then(|mut stmt| stmt.execute([i64::try_from(max_rows).unwrap_or(i64::MAX)]))
+            .map_err(sqlite_error(self.path(), "trim the InfluxDB queue"))?;
+        Ok(deleted as u64)
+    }
+}

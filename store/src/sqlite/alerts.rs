@@ -1,0 +1,1150 @@
+//! Alerts, acknowledgements, silences and the notification outbox (DESIGN.md §7), as
+//! rows. The lifecycle itself (when an alert fires, whom to tell) lives in the `alerts`
+//! crate; this module only keeps what it decides, so that a restart resumes exactly
+//! where it stopped: no ack forgotten, no notification lost or sent twice.
+//!
+//! One connection writes alert state (the alert engine); the outbox worker updates
+//! delivery state of single rows and readers (the API) list, each on its own
+//! [`Store`] of the same file.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Row, TransactionBehavior, params};
+
+use super::{from_millis, millis, sql_limit, sqlite_error};
+use crate::{Store, StoreError};
+
+/// Where an alert is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlertState {
+    /// The condition holds but not yet for the configured `for` duration.
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertState> {
+        match s {
+            "pending" => Some(AlertState::Pending),
+            "firing" => Some(AlertState::Firing),
+            "resolved" => Some(AlertState::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// Where a notification is in its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeliveryState {
+    /// Not delivered yet; tried again at `next_attempt`.
+    Pending,
+    Sent,
+    /// Given up: refused for good, or failing for longer than the retry policy allows.
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "sent" => Some(DeliveryState::Sent),
+            "failed" => Some(DeliveryState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Who acknowledged an alert, when, and what they said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRow {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub note: String,
+}
+
+/// One occurrence of a problem, as stored. Rule, severity and events are the `alerts`
+/// crate's stable ids, kept as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRow {
+    /// Assigned by [`AlertBatch::insert_alert`]; ignored there.
+    pub id: i64,
+    /// `town/family/subject`: unique among open alerts.
+    pub key: String,
+    pub town: String,
+    pub rule: String,
+    /// Category or facility id; empty when the rule has none.
+    pub subject: String,
+    pub severity: String,
+    pub state: AlertState,
+    /// The figures messages quote, as the `alerts` crate wrote them.
+    pub detail: serde_json::Value,
+    /// When the problem began (a silent facility: when it was last heard).
+    pub since: DateTime<Utc>,
+    /// When the condition was first seen: the start of the `for` duration.
+    pub created: DateTime<Utc>,
+    pub fired_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub ack: Option<AckRow>,
+    /// Contacts told so far: 0 town, 1 cluster, 2 district, 3 city.
+    pub escalation: u8,
+    pub remind_at: Option<DateTime<Utc>>,
+    pub escalate_at: Option<DateTime<Utc>>,
+    pub notified_at: Option<DateTime<Utc>>,
+    /// An event waiting for its town's group flush.
+    pub notify_event: Option<String>,
+    /// Escalation level before an escalation still waiting for its flush.
+    pub escalated_from: Option<u8>,
+    /// Notifications flushed for this alert so far; part of outbox dedup keys.
+    pub notify_seq: u32,
+    pub updated: DateTime<Utc>,
+}
+
+/// A maintenance window: alerts it matches notify nobody until `until`. A `None`
+/// matcher matches anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilenceRow {
+    /// Assigned by [`AlertBatch::insert_silence`]; ignored there.
+    pub id: i64,
+    pub town: Option<String>,
+    pub facility: Option<String>,
+    pub rule: Option<String>,
+    pub until: DateTime<Utc>,
+    pub created_by: String,
+    pub comment: String,
+    pub created: DateTime<Utc>,
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    /// Enqueuing a second message with the same key does nothing.
+    pub dedup_key: String,
+    pub town: String,
+    pub alert_ids: Vec<i64>,
+    pub event: String,
+    /// The contact's name, for people reading the outbox.
+    pub contact: String,
+    pub channel: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub html: Option<String>,
+    pub created: DateTime<Utc>,
+}
+
+/// A message in the outbox with its delivery state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub dedup_key: String,
+    pub town: String,
+    pub alert_ids: Vec<i64>,
+    pub event: String,
+    pub contact: String,
+    pub channel: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub html: Option<String>,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// Which alerts to list. Every `None` matches anything; newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertQuery {
+    pub state: Option<AlertState>,
+    /// Pending and firing alone (ignored when `state` is set).
+    pub open: bool,
+    pub town: Option<String>,
+    pub severity: Option<String>,
+    pub rule: Option<String>,
+    /// Only alerts with an id below this: the next page after the last id seen.
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Which notifications to list. Every `None` matches anything; newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationQuery {
+    pub state: Option<DeliveryState>,
+    pub town: Option<String>,
+    pub channel: Option<String>,
+    /// Notifications covering this alert.
+    pub alert_id: Option<i64>,
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Alerts per state, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlertCounts {
+    pub pending: u64,
+    pub firing: u64,
+    /// Firing and not acknowledged: what somebody should be looking at.
+    pub firing_unacknowledged: u64,
+    pub resolved: u64,
+}
+
+/// Notifications per delivery state, for metrics (DESIGN.md §6 `outbox_pending`,
+/// `outbox_failed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+const ALERT_COLUMNS: &str = "id, key, town, rule, subject, severity, state, detail, since, \
+     created, fired_at, resolved_at, acked_by, acked_at, ack_note, escalation, remind_at, \
+     escalate_at, notified_at, notify_event, escalated_from, notify_seq, updated";
+
+const OUTBOX_COLUMNS: &str = "id, dedup_key, town, alert_ids, event, contact, channel, \
+     recipient, subject, body, html, state, attempts, next_attempt, last_error, created, sent_at";
+
+impl Store {
+    /// What the alert engine resumes from, oldest first: pending and firing alerts, and
+    /// resolved ones whose resolution was not told yet.
+    pub fn load_live_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE state <> 'resolved' OR notify_event IS NOT NULL OR escalated_from IS NOT NULL
+             ORDER BY id"
+        );
+        self.query_alerts(&sql, [], "load live alerts")
+    }
+
+    pub fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError> {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1");
+        Ok(self.query_alerts(&sql, [id], "load an alert")?.pop())
+    }
+
+    /// Alerts matching `query`, newest first.
+    pub fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE (?1 IS NULL OR state = ?1)
+               AND (?1 IS NOT NULL OR ?2 = 0 OR state <> 'resolved')
+               AND (?3 IS NULL OR town = ?3)
+               AND (?4 IS NULL OR severity = ?4)
+               AND (?5 IS NULL OR rule = ?5)
+               AND (?6 IS NULL OR id < ?6)
+             ORDER BY id DESC LIMIT ?7"
+        );
+        self.query_alerts(
+            &sql,
+            params![
+                query.state.map(AlertState::as_str),
+                query.open,
+                query.town,
+                query.severity,
+                query.rule,
+                query.before_id,
+                sql_limit(query.limit),
+            ],
+            "list alerts",
+        )
+    }
+
+    fn query_alerts(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        action: &'static str,
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.sqlite(action))?;
+        let rows = stmt
+            .query_map(params, RawAlert::read)
+            .map_err(self.sqlite(action))?;
+        let mut alerts = Vec::new();
+        for row in rows {
+            let raw = row.map_err(self.sqlite(action))?;
+            alerts.push(
+                raw.decode()
+                    .map_err(|(key, problem)| self.corrupt("alerts", &key, problem))?,
+            );
+        }
+        Ok(alerts)
+    }
+
+    /// Silences in force at `now` (or every silence, `now = None`), by id.
+    pub fn list_silences(&self, now: Option<DateTime<Utc>>) -> Result<Vec<SilenceRow>, StoreError> {
+        let action = "list silences";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, town, facility, rule, until, created_by, comment, created
+                 FROM silences WHERE (?1 IS NULL OR until > ?1) ORDER BY id",
+            )
+            .map_err(self.sqlite(action))?;
+        let rows = stmt
+            .query_map([now.map(millis)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    [row.get::<_, Option<String>>(1)?, row.get(2)?, row.get(3)?],
+                    [row.get::<_, i64>(4)?, row.get(7)?],
+                    [row.get::<_, String>(5)?, row.get(6)?],
+                ))
+            })
+            .map_err(self.sqlite(action))?;
+        let mut silences = Vec::new();
+        for row in rows {
+            let (id, [town, facility, rule], [until, created], [created_by, comment]) =
+                row.map_err(self.sqlite(action))?;
+            let time = |ms: i64| {
+                from_millis(ms).ok_or_else(|| {
+                    self.corrupt("silences", &id.to_string(), format!("bad time {ms}"))
+                })
+            };
+            silences.push(SilenceRow {
+                id,
+                town,
+                facility,
+                rule,
+                until: time(until)?,
+                created_by,
+                comment,
+                created: time(created)?,
+            });
+        }
+        Ok(silences)
+    }
+
+    /// Pending notifications of `channel` due at `now`, oldest due first.
+    pub fn due_notifications(
+        &self,
+        channel: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox
+             WHERE state = 'pending' AND channel = ?1 AND next_attempt <= ?2
+             ORDER BY next_attempt, id LIMIT ?3"
+        );
+        self.query_outbox(
+            &sql,
+            params![channel, millis(now), sql_limit(limit)],
+            "load due notifications",
+        )
+    }
+
+    /// When the next pending notification of `channel` is due, if any is pending.
+    pub fn next_notification_due(
+        &self,
+        channel: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let action = "find the next due notification";
+        let next: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT min(next_attempt) FROM outbox WHERE state = 'pending' AND channel = ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([channel], |row| row.get(0)))
+            .map_err(self.sqlite(action))?;
+        next.map(|ms| {
+            from_millis(ms).ok_or_else(|| self.corrupt("outbox", channel, format!("bad time {ms}")))
+        })
+        .transpose()
+    }
+
+    pub fn notification(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1");
+        Ok(self.query_outbox(&sql, [id], "load a notification")?.pop())
+    }
+
+    /// Notifications matching `query`, newest first.
+    pub fn list_notifications(
+        &self,
+        query: &NotificationQuery,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox
+             WHERE (?1 IS NULL OR state = ?1)
+               AND (?2 IS NULL OR town = ?2)
+               AND (?3 IS NULL OR channel = ?3)
+               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(alert_ids) WHERE value = ?4))
+               AND (?5 IS NULL OR id < ?5)
+             ORDER BY id DESC LIMIT ?6"
+        );
+        self.query_outbox(
+            &sql,
+            params![
+                query.state.map(DeliveryState::as_str),
+                query.town,
+                query.channel,
+                query.alert_id,
+                query.before_id,
+                sql_limit(query.limit),
+            ],
+            "list notifications",
+        )
+    }
+
+    fn query_outbox(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        action: &'static str,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.sqlite(action))?;
+        let rows = stmt
+            .query_map(params, RawOutbox::read)
+            .map_err(self.sqlite(action))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let raw = row.map_err(self.sqlite(action))?;
+            out.push(
+                raw.decode()
+                    .map_err(|(key, problem)| self.corrupt("outbox", &key, problem))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Records a delivery.
+    pub fn mark_sent(&self, id: i64, attempts: u32, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'sent', attempts = ?2, sent_at = ?3, next_attempt = ?3
+                 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, attempts, millis(at)]))
+            .map_err(self.sqlite("mark a notification sent"))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt to be retried at `next_attempt`.
+    pub fn mark_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = ?2, next_attempt = ?3, last_error = ?4 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, attempts, millis(next_attempt), error]))
+            .map_err(self.sqlite("schedule a notification retry"))?;
+        Ok(())
+    }
+
+    /// Records that a notification will not be delivered.
+    pub fn mark_failed(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'failed', attempts = ?2, last_error = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, attempts, error]))
+            .map_err(self.sqlite("mark a notification failed"))?;
+        Ok(())
+    }
+
+    pub fn count_alerts(&self) -> Result<AlertCounts, StoreError> {
+        let action = "count alerts";
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, acked_at IS NULL, count(*) FROM alerts GROUP BY 1, 2")
+            .map_err(self.sqlite(action))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, bool>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(self.sqlite(action))?;
+        let mut counts = AlertCounts::default();
+        for row in rows {
+            let (state, unacked, n) = row.map_err(self.sqlite(action))?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match AlertState::parse(&state) {
+                Some(AlertState::Pending) => counts.pending += n,
+                Some(AlertState::Firing) => {
+                    counts.firing += n;
+                    if unacked {
+                        counts.firing_unacknowledged += n;
+                    }
+                }
+                Some(AlertState::Resolved) => counts.resolved += n,
+                // The CHECK constraint keeps other states out.
+                None => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    pub fn count_notifications(&self) -> Result<OutboxCounts, StoreError> {
+        let action = "count notifications";
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, count(*) FROM outbox GROUP BY 1")
+            .map_err(self.sqlite(action))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(self.sqlite(action))?;
+        let mut counts = OutboxCounts::default();
+        for row in rows {
+            let (state, n) = row.map_err(self.sqlite(action))?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match DeliveryState::parse(&state) {
+                Some(DeliveryState::Pending) => counts.pending += n,
+                Some(DeliveryState::Sent) => counts.sent += n,
+                Some(DeliveryState::Failed) => counts.failed += n,
+                None => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Starts a transaction of alert changes: the alert engine's state transitions and
+    /// the notifications they cause, all or nothing.
+    pub fn alert_batch(&mut self) -> Result<AlertBatch<'_>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_error(&self.path, "start an alert batch"))?;
+        Ok(AlertBatch {
+            tx,
+            path: &self.path,
+        })
+    }
+}
+
+/// One transaction of alert changes. Dropping it without [`AlertBatch::commit`] rolls
+/// back.
+#[derive(Debug)]
+pub struct AlertBatch<'s> {
+    tx: rusqlite::Transaction<'s>,
+    path: &'s std::path::Path,
+}
+
+impl AlertBatch<'_> {
+    /// Inserts `alert` (its `id` is ignored) and returns the new id.
+    pub fn insert_alert(&mut self, alert: &AlertRow) -> Result<i64, StoreError> {
+        let detail = self.encode_detail(alert)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO alerts (key, town, rule, subject, severity, state, detail, since,
+                    created, fired_at, resolved_at, acked_by, acked_at, ack_note, escalation,
+                    remind_at, escalate_at, notified_at, notify_event, escalated_from,
+                    notify_seq, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                    ?17, ?18, ?19, ?20, ?21, ?22)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    alert.key,
+                    alert.town,
+                    alert.rule,
+                    alert.subject,
+                    alert.severity,
+                    alert.state.as_str(),
+                    detail,
+                    millis(alert.since),
+                    millis(alert.created),
+                    alert.fired_at.map(millis),
+                    alert.resolved_at.map(millis),
+                    alert.ack.as_ref().map(|a| &a.by),
+                    alert.ack.as_ref().map(|a| millis(a.at)),
+                    alert.ack.as_ref().map(|a| &a.note),
+                    alert.escalation,
+                    alert.remind_at.map(millis),
+                    alert.escalate_at.map(millis),
+                    alert.notified_at.map(millis),
+                    alert.notify_event,
+                    alert.escalated_from,
+                    alert.notify_seq,
+                    millis(alert.updated),
+                ])
+            })
+            .map_err(sqlite_error(self.path, "insert an alert"))?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Writes every field of `alert` (but its key, town and subject, which never change)
+    /// over the row with its id.
+    pub fn update_alert(&mut self, alert: &AlertRow) -> Result<(), StoreError> {
+        let detail = self.encode_detail(alert)?;
+        self.tx
+            .prepare_cached(
+                "UPDATE alerts SET rule = ?2, severity = ?3, state = ?4, detail = ?5, since = ?6,
+                    created = ?7, fired_at = ?8, resolved_at = ?9, acked_by = ?10,
+                    acked_at = ?11, ack_note = ?12, escalation = ?13, remind_at = ?14,
+                    escalate_at = ?15, notified_at = ?16, notify_event = ?17,
+                    escalated_from = ?18, notify_seq = ?19, updated = ?20
+                 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    alert.id,
+                    alert.rule,
+                    alert.severity,
+                    alert.state.as_str(),
+                    detail,
+                    millis(alert.since),
+                    millis(alert.created),
+                    alert.fired_at.map(millis),
+                    alert.resolved_at.map(millis),
+                    alert.ack.as_ref().map(|a| &a.by),
+                    alert.ack.as_ref().map(|a| millis(a.at)),
+                    alert.ack.as_ref().map(|a| &a.note),
+                    alert.escalation,
+                    alert.remind_at.map(millis),
+                    alert.escalate_at.map(millis),
+                    alert.notified_at.map(millis),
+                    alert.notify_event,
+                    alert.escalated_from,
+                    alert.notify_seq,
+                    millis(alert.updated),
+                ])
+            })
+            .map_err(sqlite_error(self.path, "update an alert"))?;
+        Ok(())
+    }
+
+    /// Forgets an alert that never fired (its condition cleared while pending).
+    pub fn delete_alert(&mut self, id: i64) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("DELETE FROM alerts WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute([id]))
+            .map_err(sqlite_error(self.path, "delete an alert"))?;
+        Ok(())
+    }
+
+    /// Inserts `silence` (its `id` is ignored) and returns the new id.
+    pub fn insert_silence(&mut self, silence: &SilenceRow) -> Result<i64, StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO silences (town, facility, rule, until, created_by, comment, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    silence.town,
+                    silence.facility,
+                    silence.rule,
+                    millis(silence.until),
+                    silence.created_by,
+                    silence.comment,
+                    millis(silence.created),
+                ])
+            })
+            .map_err(sqlite_error(self.path, "insert a silence"))?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Deletes a silence; false when there was none with this id.
+    pub fn delete_silence(&mut self, id: i64) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM silences WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute([id]))
+            .map_err(sqlite_error(self.path, "delete a silence"))?;
+        Ok(n == 1)
+    }
+
+    /// Enqueues a notification, due at once. Returns false (changing nothing) when a
+    /// notification with the same dedup key was enqueued before.
+    pub fn enqueue(&mut self, n: &NewNotification) -> Result<bool, StoreError> {
+        let alert_ids =
+            serde_json::to_string(&n.alert_ids).map_err(|cause| StoreError::Encode {
+                path: self.path.to_owned(),
+                what: "notification alert ids",
+                cause,
+            })?;
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO outbox (dedup_key, town, alert_ids, event, contact, channel,
+                    recipient, subject, body, html, state, attempts, next_attempt, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', 0, ?11, ?11)
+                 ON CONFLICT (dedup_key) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    n.dedup_key,
+                    n.town,
+                    alert_ids,
+                    n.event,
+                    n.contact,
+                    n.channel,
+                    n.recipient,
+                    n.subject,
+                    n.body,
+                    n.html,
+                    millis(n.created),
+                ])
+            })
+            .map_err(sqlite_error(self.path, "enqueue a notification"))?;
+        Ok(inserted == 1)
+    }
+
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx
+            .commit()
+            .map_err(sqlite_error(self.path, "commit an alert batch"))
+    }
+
+    fn encode_detail(&self, alert: &AlertRow) -> Result<String, StoreError> {
+        serde_json::to_string(&alert.detail).map_err(|cause| StoreError::Encode {
+            path: self.path.to_owned(),
+            what: "alert detail",
+            cause,
+        })
+    }
+}
+
+/// An `alerts` row as SQLite returns it, before the checks of [`RawAlert::decode`].
+struct RawAlert {
+    id: i64,
+    /// key, town, rule, subject, severity, state, detail
+    text: [String; 7],
+    ack: (Option<String>, Option<i64>, Option<String>),
+    times: [i64; 3],
+    optional_times: [Option<i64>; 5],
+    escalation: i64,
+    notify_event: Option<String>,
+    escalated_from: Option<i64>,
+    notify_seq: i64,
+}
+
+impl RawAlert {
+    fn read(row: &Row<'_>) -> rusqlite::Result<RawAlert> {
+        Ok(RawAlert {
+            id: row.get(0)?,
+            text: [
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+            ],
+            ack: (row.get(12)?, row.get(13)?, row.get(14)?),
+            // since, created, updated
+            times: [row.get(8)?, row.get(9)?, row.get(22)?],
+            // fired_at, resolved_at, remind_at, escalate_at, notified_at
+            optional_times: [
+                row.get(10)?,
+                row.get(11)?,
+                row.get(16)?,
+                row.get(17)?,
+                row.get(18)?,
+            ],
+            escalation: row.get(15)?,
+            notify_event: row.get(19)?,
+            escalated_from: row.get(20)?,
+            notify_seq: row.get(21)?,
+        })
+    }
+
+    /// The row, or its key and what is wrong with it.
+    fn decode(self) -> Result<AlertRow, (String, String)> {
+        let key = self.id.to_string();
+        let fail = |problem: String| (key.clone(), problem);
+        let [k, town, rule, subject, severity, state, detail] = self.text;
+        let time = |ms: i64| from_millis(ms).ok_or_else(|| fail(format!("bad time {ms}")));
+        let [since, created, updated] = self.times;
+        let [fired_at, resolved_at, remind_at, escalate_at, notified_at] =
+            self.optional_times.map(|t| t.map(time).transpose());
+        let level = |n: i64| u8::try_from(n).map_err(|_| fail(format!("bad escalation level {n}")));
+        let ack = match self.ack {
+            (Some(by), Some(at), note) => Some(AckRow {
+                by,
+                at: time(at)?,
+                note: note.unwrap_or_default(),
+            }),
+            (None, None, _) => None,
+            _ => return Err(fail("acknowledgement without its author or time".into())),
+        };
+        Ok(AlertRow {
+            id: self.id,
+            key: k,
+            town,
+            rule,
+            subject,
+            severity,
+            state: AlertState::parse(&state).ok_or_else(|| fail(format!("bad state {state:?}")))?,
+            detail: serde_json::from_str(&detail)
+                .map_err(|e| fail(format!("detail is not JSON: {e}")))?,
+            since: time(since)?,
+            created: time(created)?,
+            fired_at: fired_at?,
+            resolved_at: resolved_at?,
+            ack,
+            escalation: level(self.escalation)?,
+            remind_at: remind_at?,
+            escalate_at: escalate_at?,
+            notified_at: notified_at?,
+            notify_event: self.notify_event,
+            escalated_from: self.escalated_from.map(level).transpose()?,
+            notify_seq: u32::try_from(self.notify_seq)
+                .map_err(|_| fail(format!("bad notify_seq {}", self.notify_seq)))?,
+            updated: time(updated)?,
+        })
+    }
+}
+
+/// An `outbox` row as SQLite returns it, before the checks of [`RawOutbox::decode`].
+struct RawOutbox {
+    id: i64,
+    /// dedup_key, town, alert_ids, event, contact, channel, recipient, subject, body, state
+    text: [String; 10],
+    html: Option<String>,
+    attempts: i64,
+    next_attempt: i64,
+    last_error: Option<String>,
+    created: i64,
+    sent_at: Option<i64>,
+}
+
+impl RawOutbox {
+    fn read(row: &Row<'_>) -> rusqlite::Result<RawOutbox> {
+        Ok(RawOutbox {
+            id: row.get(0)?,
+            text: [
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+                row.get(8)?,
+                row.get(9)?,
+                row.get(11)?,
+            ],
+            html: row.get(10)?,
+            attempts: row.get(12)?,
+            next_attempt: row.get(13)?,
+            last_error: row.get(14)?,
+            created: row.get(15)?,
+            sent_at: row.get(16)?,
+        })
+    }
+
+    fn decode(self) -> Result<OutboxRow, (String, String)> {
+        let key = self.id.to_string();
+        let fail = |problem: String| (key.clone(), problem);
+        let time = |ms: i64| from_millis(ms).ok_or_else(|| fail(format!("bad time {ms}")));
+        let [
+            dedup_key,
+            town,
+            alert_ids,
+            event,
+            contact,
+            channel,
+            recipient,
+            subject,
+            body,
+            state,
+        ] = self.text;
+        Ok(OutboxRow {
+            id: self.id,
+            dedup_key,
+            town,
+            alert_ids: serde_json::from_str(&alert_ids)
+                .map_err(|e| fail(format!("alert_ids is not a JSON list of ids: {e}")))?,
+            event,
+            contact,
+            channel,
+            recipient,
+            subject,
+            body,
+            html: self.html,
+            state: DeliveryState::parse(&state)
+                .ok_or_else(|| fail(format!("bad state {state:?}")))?,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| fail(format!("bad attempts {}", self.attempts)))?,
+            next_attempt: time(self.next_attempt)?,
+            last_error: self.last_error,
+            created: time(self.created)?,
+            sent_at: self.sent_at.map(time).transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::StoreOptions;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn alert(key: &str, town: &str, state: AlertState) -> AlertRow {
+        AlertRow {
+            id: 0,
+            key: key.into(),
+            town: town.into(),
+            rule: "reserve_below_target".into(),
+            subject: "water".into(),
+            severity: "critical".into(),
+            state,
+            detail: serde_json::json!({"kind": "reserve", "days": 2.5}),
+            since: t(0),
+            created: t(0),
+            fired_at: Some(t(1)),
+            resolved_at: None,
+            ack: None,
+            escalation: 0,
+            remind_at: Some(t(3600)),
+            escalate_at: None,
+            notified_at: Some(t(1)),
+            notify_event: None,
+            escalated_from: None,
+            notify_seq: 1,
+            updated: t(1),
+        }
+    }
+
+    fn notification(key: &str, channel: &str, alert_ids: Vec<i64>) -> NewNotification {
+        NewNotification {
+            dedup_key: key.into(),
+            town: "jingshan".into(),
+            alert_ids,
+            event: "fired".into(),
+            contact: "Li Wei".into(),
+            channel: channel.into(),
+            recipient: "li.wei@example.org".into(),
+            subject: "[Stockpile] 严重".into(),
+            body: "body".into(),
+            html: None,
+            created: t(10),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn alerts_round_trip_and_list_by_filter() {
+        let (_dir, mut store) = store();
+        let mut batch = store.alert_batch().unwrap();
+        let firing = alert("jingshan/reserve/water", "jingshan", AlertState::Firing);
+        let id = batch.insert_alert(&firing).unwrap();
+        let mut resolved = alert("donghua/reserve/water", "donghua", AlertState::Resolved);
+        resolved.notify_event = None;
+        let resolved_id = batch.insert_alert(&resolved).unwrap();
+        // A second open alert with the same key is refused: one open alert per key.
+        assert!(batch.insert_alert(&firing).is_err());
+        batch.commit().unwrap();
+
+        let mut acked = store.alert(id).unwrap().unwrap();
+        assert_eq!(
+            acked,
+            AlertRow {
+                id,
+                ..firing.clone()
+            }
+        );
+        acked.ack = Some(AckRow {
+            by: "Li Wei".into(),
+            at: t(20),
+            note: String::new(),
+        });
+        let mut batch = store.alert_batch().unwrap();
+        batch.update_alert(&acked).unwrap();
+        batch.commit().unwrap();
+        assert_eq!(store.alert(id).unwrap().unwrap().ack, acked.ack);
+
+        let ids = |q: AlertQuery| -> Vec<i64> {
+            store
+                .list_alerts(&AlertQuery { limit: 10, ..q })
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect()
+        };
+        assert_eq!(ids(AlertQuery::default()), vec![resolved_id, id]);
+        assert_eq!(
+            ids(AlertQuery {
+                open: true,
+                ..AlertQuery::default()
+            }),
+            vec![id]
+        );
+        assert_eq!(
+            ids(AlertQuery {
+                state: Some(AlertState::Resolved),
+                ..AlertQuery::default()
+            }),
+            vec![resolved_id]
+        );
+        assert_eq!(
+            ids(AlertQuery {
+                town: Some("jingshan".into()),
+                ..AlertQuery::default()
+            }),
+            vec![id]
+        );
+        assert_eq!(
+            ids(AlertQuery {
+                before_id: Some(resolved_id),
+                ..AlertQuery::default()
+            }),
+            vec![id]
+        );
+        assert_eq!(
+            store
+                .load_live_alerts()
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>(),
+            vec![id]
+        );
+        assert_eq!(
+            store.count_alerts().unwrap(),
+            AlertCounts {
+                pending: 0,
+                firing: 1,
+                firing_unacknowledged: 0,
+                resolved: 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_outbox_moves_from_pending_to_sent_or_failed() {
+        let (_dir, mut store) = store();
+        let mut batch = store.alert_batch().unwrap();
+        assert!(
+            batch
+                .enqueue(&notification("7.1/email/a", "email", vec![7]))
+                .unwrap()
+        );
+        assert!(
+            !batch
+                .enqueue(&notification("7.1/email/a", "email", vec![7]))
+                .unwrap()
+        );
+        assert!(
+            batch
+                .enqueue(&notification("7.1/sms/b", "sms", vec![7, 8]))
+                .unwrap()
+        );
+        assert!(
+            batch
+                .enqueue(&notification("9.1/email/a", "email", vec![9]))
+                .unwrap()
+        );
+        batch.commit().unwrap();
+
+        let due = store.due_notifications("email", t(10), 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert_eq!(store.due_notifications("email", t(9), 10).unwrap(), vec![]);
+        store
+            .mark_retry(due[0].id, 1, t(70), "smtp: connection refused")
+            .unwrap();
+        store
+            .mark_failed(due[1].id, 1, "smtp: 550 mailbox unavailable")
+            .unwrap();
+        assert_eq!(store.due_notifications("email", t(69), 10).unwrap(), vec![]);
+        assert_eq!(store.next_notification_due("email").unwrap(), Some(t(70)));
+        store.mark_sent(due[0].id, 2, t(70)).unwrap();
+        assert_eq!(store.next_notification_due("email").unwrap(), None);
+
+        let sent = store.notification(due[0].id).unwrap().unwrap();
+        assert_eq!(
+            (
+                sent.state,
+                sent.attempts,
+                sent.sent_at,
+                sent.last_error.as_deref()
+            ),
+            (
+                DeliveryState::Sent,
+                2,
+                Some(t(70)),
+                Some("smtp: connection refused")
+            )
+        );
+        let listed = |q: NotificationQuery| -> Vec<String> {
+            store
+                .list_notifications(&NotificationQuery { limit: 10, ..q })
+                .unwrap()
+                .into_iter()
+                .map(|n| n.dedup_key)
+                .collect()
+        };
+        assert_eq!(
+            listed(NotificationQuery {
+                alert_id: Some(8),
+                ..NotificationQuery::default()
+            }),
+            vec!["7.1/sms/b"]
+        );
+        assert_eq!(
+            listed(NotificationQuery {
+                state: Some(DeliveryState::Failed),
+                ..NotificationQuery::default()
+            }),
+            vec!["9.1/email/a"]
+        );
+        assert_eq!(
+            store.count_notifications().unwrap(),
+            OutboxCounts {
+                pending: 1,
+                sent: 1,
+                failed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_damaged_alert_row_is_named_not_skipped() {
+        let (_dir, mut store) = store();
+        let mut batch = store.alert_batch().unwrap();
+        let id = batch
+            .insert_alert(&alert(
+                "jingshan/reserve/water",
+                "jingshan",
+                AlertState::Firing,
+            ))
+            .unwrap();
+        batch.commit().unwrap();
+        store
+            .conn
+            .execute("UPDATE alerts SET detail = 'not json' WHERE id = ?1", [id])
+            .unwrap();
+        let err = store.load_live_alerts().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("table alerts, row {id}: detail is not JSON")),
+            "{err}"
+        );
+    }
+}
