@@ -1,1 +1,476 @@
-//! Alert lifecycle, grouping, escalation and notification channels.
+//! Alert lifecycle, grouping, escalation and notification channels (DESIGN.md §7).
+//!
+//! ```text
+//!  ingest ─(TownChanges)─► evaluator ────────► SQLite: alerts, outbox ──► delivery workers
+//!  ledger ◄─(read lock)──┘  rules → engine        (one transaction per    (email, SMS,
+//!  API ─(AlertsHandle)─► commands ─┘               step; Notify wakes)     webhook)
+//! ```
+//!
+//! - The evaluator runs on every ledger change (the change feed), not on a slow
+//!   timer; a periodic tick re-evaluates every town for what depends on time alone
+//!   (silence, the end of silences). Its steps run on the blocking pool, because all
+//!   they do is SQLite, which blocks.
+//! - [`rules`] says which problems a town has now (pure); the engine turns them into
+//!   alerts with a lifecycle and notifications, every step committed before it counts.
+//! - Each channel's worker delivers from the outbox with retries and backoff.
+//!
+//! Build with [`Alerts::open`], hand [`Alerts::handle`] to the API, then
+//! [`Alerts::run`] until the shutdown token is cancelled.
+
+mod alert;
+pub mod channel;
+mod config;
+mod engine;
+mod handle;
+mod outbox;
+mod render;
+pub mod rules;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ingest::{ChangeConsumer, SharedLedger};
+use reserve::Registry;
+use reserve::registry::TownIdx;
+use store::{Store, StoreError, StoreOptions};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use channel::{
+    Channel, ChannelError, ChannelKind, Channels, DeliveryError, EmailChannel, Notification,
+    SmsChannel, WebhookChannel,
+};
+pub use config::{
+    AlertsConfig, RetryPolicy, SmsConfig, SmsPreset, SmtpConfig, WebhookConfig, WebhookFormat,
+};
+pub use handle::{
+    AckView, AlertFilter, AlertStatus, AlertView, AlertsHandle, Counts, DEFAULT_LIMIT,
+    EscalationLevel, MAX_LIMIT, NewSilence, NotificationFilter, NotificationView, SilenceView,
+    Summary,
+};
+pub use render::{SMS_GSM_LIMIT, SMS_UCS2_LIMIT, fits_one_sms};
+pub use rules::{Rule, Severity};
+
+use engine::{Engine, Policy};
+use handle::Command;
+use outbox::BlockingStore;
+use render::Renderer;
+
+/// Commands from the API queued for the engine; a full queue makes the API wait.
+const COMMAND_QUEUE: usize = 64;
+/// Towns evaluated under one read lock of the ledger, so a full pass over a large city
+/// never holds the ingest writer up for long.
+const EVALUATE_CHUNK: usize = 500;
+/// Pause before trying again after the store failed.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("alert {0} not found")]
+    NotFound(i64),
+    /// A request that cannot be carried out as asked (a bad silence, a bad filter).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the alert engine is not running")]
+    Stopped,
+    #[error("alert engine: {0}")]
+    Engine(String),
+}
+
+/// The wake-ups of the delivery workers, one per channel.
+#[derive(Debug, Default)]
+struct Wakers {
+    email: Arc<Notify>,
+    sms: Arc<Notify>,
+    webhook: Arc<Notify>,
+}
+
+impl Wakers {
+    fn wake(&self, channel: &str) {
+        match channel {
+            "email" => self.email.notify_one(),
+            "sms" => self.sms.notify_one(),
+            "webhook" => self.webhook.notify_one(),
+            _ => {}
+        }
+    }
+}
+
+/// The alerting service, opened and ready to run.
+#[derive(Debug)]
+pub struct Alerts {
+    config: AlertsConfig,
+    engine: Engine,
+    commands: mpsc::Receiver<Command>,
+    handle: AlertsHandle,
+    channels: Channels,
+    /// One connection per delivery worker.
+    worker_stores: Vec<Store>,
+}
+
+impl Alerts {
+    /// Opens the alert state in the SQLite file at `store_path` (the same file as the
+    /// rest of the service; WAL lets each part have its own connection) and resumes
+    /// where the last run stopped.
+    pub fn open(
+        config: AlertsConfig,
+        registry: Arc<Registry>,
+        store_path: &Path,
+        store_options: StoreOptions,
+        channels: Channels,
+    ) -> Result<Alerts, AlertsError> {
+        let open = || Store::open(store_path, store_options.clone());
+        let renderer = Renderer::new(
+            config.public_url.as_deref(),
+            config.utc_offset,
+            &config.subject_prefix,
+            channels
+                .webhook
+                .as_ref()
+                .map_or(WebhookFormat::Auto, |w| w.format()),
+        );
+        let available: Vec<ChannelKind> =
+            [ChannelKind::Email, ChannelKind::Sms, ChannelKind::Webhook]
+                .into_iter()
+                .filter(|k| channels.has(*k))
+                .collect();
+        warn_unreachable_contacts(&registry, &available);
+        let engine = Engine::open(
+            Arc::clone(&registry),
+            policy(&config),
+            open()?,
+            renderer.clone(),
+            available,
+            Utc::now(),
+        )?;
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let handle =
+            AlertsHandle::new(commands_tx, BlockingStore::new(open()?), registry, renderer);
+        let worker_stores = [
+            channels.email.is_some(),
+            channels.sms.is_some(),
+            channels.webhook.is_some(),
+        ]
+        .into_iter()
+        .filter(|&has| has)
+        .map(|_| open())
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Alerts {
+            config,
+            engine,
+            commands,
+            handle,
+            channels,
+            worker_stores,
+        })
+    }
+
+    /// For the API: list, acknowledge, silence. Works while [`Alerts::run`] runs.
+    pub fn handle(&self) -> AlertsHandle {
+        self.handle.clone()
+    }
+
+    /// Evaluates on every change of the ledger and delivers notifications until
+    /// `shutdown` is cancelled. The evaluator finishes the step it is in (each step is
+    /// one transaction); a delivery cut short is not recorded as sent, so the next run
+    /// sends it.
+    pub async fn run(
+        self,
+        ledger: SharedLedger,
+        changes: Arc<ChangeConsumer>,
+        shutdown: CancellationToken,
+    ) -> Result<(), AlertsError> {
+        let Alerts {
+            config,
+            engine,
+            commands,
+            handle: _,
+            channels,
+            mut worker_stores,
+        } = self;
+        let wakers = Arc::new(Wakers::default());
+        let tracker = TaskTracker::new();
+        let retry = config.retry;
+        if let Some(email) = channels.email {
+            let store = BlockingStore::new(worker_stores.remove(0));
+            tracker.spawn(outbox::deliver(
+                email,
+                store,
+                Arc::clone(&wakers.email),
+                retry,
+                shutdown.clone(),
+            ));
+        }
+        if let Some(sms) = channels.sms {
+            let store = BlockingStore::new(worker_stores.remove(0));
+            tracker.spawn(outbox::deliver(
+                sms,
+                store,
+                Arc::clone(&wakers.sms),
+                retry,
+                shutdown.clone(),
+            ));
+        }
+        if let Some(webhook) = channels.webhook {
+            let store = BlockingStore::new(worker_stores.remove(0));
+            tracker.spawn(outbox::deliver(
+                webhook,
+                store,
+                Arc::clone(&wakers.webhook),
+                retry,
+                shutdown.clone(),
+            ));
+        }
+        tracker.close();
+
+        let evaluator = Evaluator {
+            settings: rules::RuleSettings {
+                depleting_horizon_h: config.depleting_horizon.as_secs_f64() / 3600.0,
+                started_at: Utc::now(),
+            },
+            tick: chrono_duration(config.tick),
+            engine,
+            ledger,
+            changes,
+            commands,
+            wakers,
+            shutdown: shutdown.clone(),
+        };
+        let outcome = evaluator.run().await;
+        // Whatever ended the evaluator, the workers stop with it.
+        shutdown.cancel();
+        tracker.wait().await;
+        outcome
+    }
+}
+
+/// Says once, at start, who will not be reached on a channel they asked for.
+fn warn_unreachable_contacts(registry: &Registry, available: &[ChannelKind]) {
+    for contact in &registry.contacts {
+        let missing: Vec<&str> = contact
+            .channels
+            .iter()
+            .filter(|k| !available.contains(k))
+            .map(|k| channel::channel_id(*k))
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                message = "Contact will not be notified on some channels: they are not configured.",
+                contact = %contact.name,
+                channels = ?missing
+            );
+        }
+    }
+}
+
+fn policy(config: &AlertsConfig) -> Policy {
+    Policy {
+        pending_for: chrono_duration(config.pending_for),
+        group_wait: chrono_duration(config.group_wait),
+        repeat_every: chrono_duration(config.repeat_every),
+        escalate_after: chrono_duration(config.escalate_after),
+    }
+}
+
+/// A std duration as chrono's, saturating at a century (beyond anything configured).
+pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
+    const CENTURY_S: u64 = 100 * 365 * 86_400;
+    chrono::Duration::from_std(d.min(Duration::from_secs(CENTURY_S)))
+        .unwrap_or(chrono::Duration::zero())
+}
+
+/// What wakes the evaluator.
+enum Wake {
+    Stop,
+    Changed(BTreeSet<TownIdx>),
+    Command(Command),
+    Timer,
+}
+
+/// The evaluator: waits for changes, commands and timers; each step runs the engine on
+/// the blocking pool, because all the engine does is SQLite, which blocks.
+struct Evaluator {
+    settings: rules::RuleSettings,
+    tick: chrono::Duration,
+    engine: Engine,
+    ledger: SharedLedger,
+    changes: Arc<ChangeConsumer>,
+    commands: mpsc::Receiver<Command>,
+    wakers: Arc<Wakers>,
+    shutdown: CancellationToken,
+}
+
+impl Evaluator {
+    async fn run(self) -> Result<(), AlertsError> {
+        let Evaluator {
+            settings,
+            tick,
+            mut engine,
+            ledger,
+            changes,
+            mut commands,
+            wakers,
+            shutdown,
+        } = self;
+        let all: Arc<Vec<TownIdx>> = Arc::new(engine.registry().town_indices().collect());
+        let mut next_tick = Utc::now();
+        let mut towns: BTreeSet<TownIdx> = BTreeSet::new();
+        loop {
+            let now = Utc::now();
+            let everything = now >= next_tick;
+            if everything {
+                next_tick = now + tick;
+            }
+            let ledger = Arc::clone(&ledger);
+            let all = Arc::clone(&all);
+            let changed = std::mem::take(&mut towns);
+            let (returned, outcome) = on_engine(engine, move |engine| {
+                let mut towns = changed;
+                if everything {
+                    engine.expire_silences(now);
+                    towns.extend(all.iter().copied());
+                }
+                towns.extend(engine.pending_due(now));
+                match step(engine, &ledger, &settings, &towns, now) {
+                    Ok(enqueued) => Ok((enqueued, engine.next_wake(now))),
+                    Err(error) => {
+                        if let Err(error) = engine.reload(now) {
+                            tracing::error!(message = "Reloading alert state failed.", %error);
+                        }
+                        Err(error)
+                    }
+                }
+            })
+            .await?;
+            engine = returned;
+            let wake_at = match outcome {
+                Ok((enqueued, next)) => {
+                    for channel in enqueued {
+                        wakers.wake(channel);
+                    }
+                    next.map_or(next_tick, |at| at.min(next_tick))
+                }
+                Err(error) => {
+                    tracing::error!(
+                        message = "Alert evaluation failed; alert state reloaded, retrying.",
+                        %error
+                    );
+                    // Evaluate everything again once the store answers.
+                    next_tick = now + chrono_duration(STORE_RETRY);
+                    next_tick
+                }
+            };
+            let sleep = (wake_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            let wake = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Wake::Stop,
+                // Once every handle is dropped this branch is disabled (`None`).
+                Some(command) = commands.recv() => Wake::Command(command),
+                changed = changes.changed() => Wake::Changed(changed),
+                _ = tokio::time::sleep(sleep) => Wake::Timer,
+            };
+            match wake {
+                Wake::Stop => return Ok(()),
+                Wake::Changed(changed) => towns = changed,
+                Wake::Timer => {}
+                Wake::Command(command) => {
+                    let (returned, lifted) =
+                        on_engine(engine, move |engine| carry_out(engine, command)).await?;
+                    engine = returned;
+                    if lifted {
+                        // A silence ended early: its alerts may need telling now.
+                        next_tick = Utc::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on the engine on the blocking pool and hands the engine back.
+async fn on_engine<T, F>(engine: Engine, f: F) -> Result<(Engine, T), AlertsError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Engine) -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let mut engine = engine;
+        let out = f(&mut engine);
+        (engine, out)
+    })
+    .await
+    .map_err(|e| AlertsError::Engine(format!("evaluation step failed: {e}")))
+}
+
+/// Evaluates `towns`, then runs due timers and flushes due groups. Returns the
+/// channels that got notifications.
+fn step(
+    engine: &mut Engine,
+    ledger: &SharedLedger,
+    settings: &rules::RuleSettings,
+    towns: &BTreeSet<TownIdx>,
+    now: DateTime<Utc>,
+) -> Result<engine::Enqueued, StoreError> {
+    let towns: Vec<TownIdx> = towns.iter().copied().collect();
+    for chunk in towns.chunks(EVALUATE_CHUNK) {
+        let evaluations: Vec<_> = {
+            let ledger = ledger.read().unwrap_or_else(|p| p.into_inner());
+            chunk
+                .iter()
+                .map(|&t| (t, rules::evaluate(&ledger, t, settings, now)))
+                .collect()
+        };
+        engine.observe(&evaluations, now)?;
+    }
+    engine.run_timers(now)?;
+    engine.flush_due(now)
+}
+
+/// Carries out an API command. Returns true when every town should be evaluated again
+/// (a silence was lifted).
+fn carry_out(engine: &mut Engine, command: Command) -> bool {
+    let now = Utc::now();
+    match command {
+        Command::Ack {
+            id,
+            by,
+            note,
+            reply,
+        } => {
+            let result = engine.ack(id, &by, &note, now).map_err(AlertsError::from);
+            if let Ok(Some(alert)) = &result {
+                tracing::info!(message = "Alert acknowledged.", alert = alert.id, by = %by);
+            }
+            let _ = reply.send(result);
+            false
+        }
+        Command::AddSilence { silence, reply } => {
+            let result = engine.add_silence(silence).map_err(AlertsError::from);
+            if let Ok(s) = &result {
+                tracing::info!(
+                    message = "Silence added.",
+                    silence = s.id,
+                    by = %s.created_by,
+                    until = %s.until
+                );
+            }
+            let _ = reply.send(result);
+            false
+        }
+        Command::DeleteSilence { id, reply } => {
+            let result = engine.delete_silence(id).map_err(AlertsError::from);
+            let lifted = matches!(result, Ok(true));
+            if lifted {
+                tracing::info!(message = "Silence deleted.", silence = id);
+            }
+            let _ = reply.send(result);
+            lifted
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! What the alert engine and its channels are told. Plain structs: the `server` crate
+//! parses `[alerts]`, `[smtp]`, `[sms]` and `[webhook]` (DESIGN.md §9) and converts;
+//! keys this crate has and the file does not yet name keep their defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+
+/// Beijing time: the zone the deployment this was built for reads its clocks in.
+const DEFAULT_UTC_OFFSET_S: i32 = 8 * 3600;
+
+/// The lifecycle timings of DESIGN.md §7 and how messages read.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// One message per town per this window lists all of its problems: the first
+    /// problem waits this long for others to join it.
+    pub group_wait: Duration,
+    /// Reminder while firing and unacknowledged.
+    pub repeat_every: Duration,
+    /// Unacknowledged this long after the last notice: escalate one level (town →
+    /// cluster → district → city contacts).
+    pub escalate_after: Duration,
+    /// A condition must hold this long before its alert fires (`for` in the design).
+    pub pending_for: Duration,
+    /// `reserve_depleting` fires when the target is forecast to be crossed this soon.
+    pub depleting_horizon: Duration,
+    /// How often every town is re-evaluated without a change: silence and the expiry
+    /// of silences depend on time alone. Bounds how late a silent facility is noticed
+    /// (beyond its `stale_after`); a pass over 40,000 towns costs some CPU, so not
+    /// every second.
+    pub tick: Duration,
+    /// Base URL of the HTTP API and board (`https://stockpile.example.org`), quoted in
+    /// messages so an officer can acknowledge; without it messages give the path alone.
+    pub public_url: Option<String>,
+    /// Times in messages are shown in this zone.
+    pub utc_offset: FixedOffset,
+    /// Starts every email subject.
+    pub subject_prefix: String,
+    pub retry: RetryPolicy,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            group_wait: Duration::from_secs(10),
+            repeat_every: Duration::from_secs(4 * 3600),
+            escalate_after: Duration::from_secs(30 * 60),
+            pending_for: Duration::ZERO,
+            depleting_horizon: Duration::from_secs(12 * 3600),
+            tick: Duration::from_secs(10),
+            public_url: None,
+            utc_offset: FixedOffset::east_opt(DEFAULT_UTC_OFFSET_S)
+                .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC is a valid offset")),
+            subject_prefix: "[Stockpile]".into(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// How the outbox retries a notification that failed for a reason that may pass (a
+/// server down, a timeout, a 5xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait after the first failure; doubled after each further one.
+    pub first: Duration,
+    /// The longest wait between two attempts.
+    pub max: Duration,
+    /// A notification still failing this long after it was enqueued is given up and
+    /// marked failed, which the API and metrics show.
+    pub give_up_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first: Duration::from_secs(5),
+            max: Duration::from_secs(10 * 60),
+            give_up_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Wait before the next attempt after `attempts` failed ones (≥ 1).
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(30);
+        self.first
+            .checked_mul(1 << doublings)
+            .map_or(self.max, |d| d.min(self.max))
+    }
+}
+
+/// `[smtp]`: email through an SMTP server.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// `smtp://host:port` (plain, for a local relay), `smtp://host:port?tls=required`
+    /// (STARTTLS) or `smtps://host:port` (TLS from the first byte).
+    pub url: String,
+    /// `Name <address>` or a bare address.
+    pub from: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// One delivery attempt, connection to QUIT.
+    pub timeout: Duration,
+}
+
+impl SmtpConfig {
+    pub fn new(url: impl Into<String>, from: impl Into<String>) -> SmtpConfig {
+        SmtpConfig {
+            url: url.into(),
+            from: from.into(),
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Debug for SmtpConfig {
+    // By hand, so the password never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("url", &self.url)
+            .field("from", &self.from)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Ready-made request shapes of well-known SMS gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsPreset {
+    /// Twilio's Messages API: form body `To`, `From`, `Body`, basic auth with the
+    /// account SID and auth token as `username` and `password`.
+    Twilio,
+}
+
+/// `[sms]`: an HTTP SMS gateway, a generic templated request or a preset.
+///
+/// The generic request fills `{to}`, `{text}` and `{from}` into `url` (URL-encoded)
+/// and `body` (JSON-escaped when the `Content-Type` header says JSON, form-encoded when
+/// it says `application/x-www-form-urlencoded`, as is otherwise). Without a `body`
+/// template a POST sends `{"to": …, "text": …}` as JSON.
+#[derive(Clone)]
+pub struct SmsConfig {
+    pub url: String,
+    /// `POST` unless told otherwise (`GET` sends no body: put the placeholders in the URL).
+    pub method: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub preset: Option<SmsPreset>,
+    /// Sender number or name, for gateways that need one.
+    pub from: Option<String>,
+    /// HTTP basic auth, when both are set.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub timeout: Duration,
+}
+
+impl SmsConfig {
+    pub fn new(url: impl Into<String>) -> SmsConfig {
+        SmsConfig {
+            url: url.into(),
+            method: None,
+            headers: BTreeMap::new(),
+            body: None,
+            preset: None,
+            from: None,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for SmsConfig {
+    // By hand, so the password never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body", &self.body)
+            .field("preset", &self.preset)
+            .field("from", &self.from)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The JSON a webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebhookFormat {
+    /// Robot format for WeCom (`qyapi.weixin.qq.com`) and DingTalk
+    /// (`oapi.dingtalk.com`) URLs, generic for every other.
+    #[default]
+    Auto,
+    /// `{"event", "town", "subject", "text", "alerts": [...]}`.
+    Generic,
+    /// `{"msgtype": "text", "text": {"content": "..."}}`, what WeCom and DingTalk group
+    /// robots take.
+    Robot,
+}
+
+/// `[webhook]`: settings shared by every contact's webhook.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub timeout: Duration,
+    pub format: WebhookFormat,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            timeout: Duration::from_secs(10),
+            format: WebhookFormat::Auto,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let policy = RetryPolicy {
+            first: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(3600),
+        };
+        let cases = [(1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (40, 60), (0, 5)];
+        for (attempts, want_s) in cases {
+            assert_eq!(
+                policy.backoff(attempts),
+                Duration::from_secs(want_s),
+                "after {attempts} attempts"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let mut smtp = SmtpConfig::new("smtp://relay:25", "a@example.org");
+        smtp.password = Some("hunter2".into());
+        let mut sms = SmsConfig::new("https://sms.example.org/send");
+        sms.password = Some("hunter2".into());
+        sms.headers
+            .insert("Authorization".into(), "Bearer hunter2".into());
+        for printed in [format!("{smtp:?}"), format!("{sms:?}")] {
+            assert!(!printed.contains("hunter2"), "{printed}");
+        }
+    }
+}

@@ -1,0 +1,908 @@
+//! The alert lifecycle: conditions in, alerts and notifications out, all persisted.
+//!
+//! The engine is the only writer of alert state. It keeps the open alerts in memory
+//! (a cache of the store: what it writes is committed before the cache changes) and is
+//! driven by its caller with explicit times, so the lifecycle is tested without clocks:
+//!
+//! - [`Engine::observe`]: a town's conditions now → alerts created, fired, raised,
+//!   resolved; each change worth telling becomes a *notice* on the alert.
+//! - [`Engine::run_timers`]: reminders and escalations that are due become notices.
+//! - [`Engine::flush_due`]: a town whose `group_wait` is over gets one message per
+//!   contact listing every notice of the town, enqueued in the outbox in the same
+//!   transaction that clears the notices. A restart between two steps finds the
+//!   notices still waiting (or already cleared and enqueued), never both or neither.
+//!
+//! Escalation levels: 0 town officers, 1 cluster, 2 district, 3 city contacts. Fired,
+//! raised, reminder and resolved notices go to every level the alert has reached; an
+//! escalation notice goes to the newly reached level alone.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use reserve::Registry;
+use reserve::registry::{ClusterIdx, Contact, ContactScope, DistrictIdx, TownIdx};
+use store::{AckRow, AlertState, NewNotification, SilenceRow, Store, StoreError};
+
+use crate::alert::{Alert, Event, LEVEL_CITY, LEVEL_TOWN, merge_event};
+use crate::channel::{ChannelKind, channel_id};
+use crate::render::{Item, Renderer, TownNames};
+use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
+
+/// The lifecycle timings the engine applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub pending_for: chrono::Duration,
+    pub group_wait: chrono::Duration,
+    pub repeat_every: chrono::Duration,
+    pub escalate_after: chrono::Duration,
+}
+
+/// A maintenance window, as the engine matches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silence {
+    pub id: i64,
+    pub town: Option<String>,
+    pub facility: Option<String>,
+    pub rule: Option<Rule>,
+    pub until: DateTime<Utc>,
+    pub created_by: String,
+    pub comment: String,
+    pub created: DateTime<Utc>,
+}
+
+impl Silence {
+    /// `None` for a silence of a rule this build does not know: it matches nothing.
+    pub fn from_row(row: SilenceRow) -> Option<Silence> {
+        let rule = match row.rule.as_deref() {
+            None => None,
+            Some(r) => Some(Rule::parse(r)?),
+        };
+        Some(Silence {
+            id: row.id,
+            town: row.town,
+            facility: row.facility,
+            rule,
+            until: row.until,
+            created_by: row.created_by,
+            comment: row.comment,
+            created: row.created,
+        })
+    }
+
+    pub fn to_row(&self) -> SilenceRow {
+        SilenceRow {
+            id: self.id,
+            town: self.town.clone(),
+            facility: self.facility.clone(),
+            rule: self.rule.map(|r| r.as_str().to_owned()),
+            until: self.until,
+            created_by: self.created_by.clone(),
+            comment: self.comment.clone(),
+            created: self.created,
+        }
+    }
+
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.until > now
+    }
+
+    pub fn matches(&self, town: &str, rule: Rule, facility: Option<&str>) -> bool {
+        self.town.as_deref().is_none_or(|t| t == town)
+            && self.rule.is_none_or(|r| r == rule)
+            && self.facility.as_deref().is_none_or(|f| Some(f) == facility)
+    }
+}
+
+/// Contacts by what they are responsible for, so a flush finds a town's audience
+/// without scanning every contact.
+#[derive(Debug, Default)]
+struct Audience {
+    by_town: HashMap<TownIdx, Vec<usize>>,
+    by_cluster: HashMap<ClusterIdx, Vec<usize>>,
+    by_district: HashMap<DistrictIdx, Vec<usize>>,
+    city: Vec<usize>,
+}
+
+impl Audience {
+    fn new(registry: &Registry) -> Audience {
+        let mut audience = Audience::default();
+        for (i, contact) in registry.contacts.iter().enumerate() {
+            match &contact.scope {
+                ContactScope::Towns(towns) => towns
+                    .iter()
+                    .for_each(|t| audience.by_town.entry(*t).or_default().push(i)),
+                ContactScope::Clusters(clusters) => clusters
+                    .iter()
+                    .for_each(|c| audience.by_cluster.entry(*c).or_default().push(i)),
+                ContactScope::Districts(districts) => districts
+                    .iter()
+                    .for_each(|d| audience.by_district.entry(*d).or_default().push(i)),
+                ContactScope::City => audience.city.push(i),
+            }
+        }
+        audience
+    }
+
+    /// `(level, contact index)` of everyone who may hear about `town`.
+    fn of(&self, registry: &Registry, town: TownIdx) -> Vec<(u8, usize)> {
+        let t = registry.town(town);
+        let none = Vec::new();
+        let levels: [(u8, &Vec<usize>); 4] = [
+            (LEVEL_TOWN, self.by_town.get(&town).unwrap_or(&none)),
+            (1, self.by_cluster.get(&t.cluster).unwrap_or(&none)),
+            (2, self.by_district.get(&t.district).unwrap_or(&none)),
+            (LEVEL_CITY, &self.city),
+        ];
+        levels
+            .into_iter()
+            .flat_map(|(level, contacts)| contacts.iter().map(move |&c| (level, c)))
+            .collect()
+    }
+}
+
+/// Notifications enqueued by a step, per channel, so the caller wakes those workers.
+pub type Enqueued = BTreeSet<&'static str>;
+
+#[derive(Debug)]
+pub struct Engine {
+    registry: Arc<Registry>,
+    policy: Policy,
+    store: Store,
+    renderer: Renderer,
+    audience: Audience,
+    /// Channels that can deliver; a contact's other channels are skipped.
+    channels: Vec<ChannelKind>,
+    /// Open (pending or firing) alerts by town, then key.
+    open: HashMap<TownIdx, BTreeMap<String, Alert>>,
+    /// Resolved alerts whose resolution still waits for its town's group flush.
+    resolved: HashMap<TownIdx, Vec<Alert>>,
+    /// Silences in force (expired ones are dropped by [`Engine::expire_silences`]).
+    silences: Vec<Silence>,
+    /// Towns with notices waiting, and when their group is flushed.
+    flush_at: BTreeMap<TownIdx, DateTime<Utc>>,
+}
+
+impl Engine {
+    /// Resumes from the store: open alerts, resolutions not yet told, silences. Alerts
+    /// of towns or rules no longer known are closed without a message.
+    pub fn open(
+        registry: Arc<Registry>,
+        policy: Policy,
+        store: Store,
+        renderer: Renderer,
+        channels: Vec<ChannelKind>,
+        now: DateTime<Utc>,
+    ) -> Result<Engine, StoreError> {
+        let mut engine = Engine {
+            audience: Audience::new(&registry),
+            registry,
+            policy,
+            store,
+            renderer,
+            channels,
+            open: HashMap::new(),
+            resolved: HashMap::new(),
+            silences: Vec::new(),
+            flush_at: BTreeMap::new(),
+        };
+        engine.reload(now)?;
+        Ok(engine)
+    }
+
+    /// Reads the state again from the store: after a failed write, the cache may hold
+    /// what the store does not.
+    pub fn reload(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.open.clear();
+        self.resolved.clear();
+        self.flush_at.clear();
+        let mut orphans = Vec::new();
+        for row in self.store.load_live_alerts()? {
+            match Alert::from_row(row.clone(), &self.registry) {
+                Ok(alert) if alert.is_open() => {
+                    self.open
+                        .entry(alert.town)
+                        .or_default()
+                        .insert(alert.key.clone(), alert);
+                }
+                Ok(alert) => self.resolved.entry(alert.town).or_default().push(alert),
+                Err(why) => {
+                    tracing::warn!(
+                        message = "Stored alert no longer fits the registry; closing it without a message.",
+                        alert = row.id,
+                        key = %row.key,
+                        %why
+                    );
+                    orphans.push(row);
+                }
+            }
+        }
+        if !orphans.is_empty() {
+            let mut batch = self.store.alert_batch()?;
+            for mut row in orphans {
+                row.state = AlertState::Resolved;
+                row.resolved_at.get_or_insert(now);
+                row.notify_event = None;
+                row.escalated_from = None;
+                row.remind_at = None;
+                row.escalate_at = None;
+                row.updated = now;
+                batch.update_alert(&row)?;
+            }
+            batch.commit()?;
+        }
+        // Notices that were waiting when the service stopped are told now.
+        let waiting: Vec<TownIdx> = self
+            .open
+            .iter()
+            .filter(|(_, alerts)| alerts.values().any(Alert::has_notice))
+            .map(|(t, _)| *t)
+            .chain(self.resolved.keys().copied())
+            .collect();
+        for town in waiting {
+            self.flush_at.insert(town, now);
+        }
+        self.silences = self
+            .store
+            .list_silences(Some(now))?
+            .into_iter()
+            .filter_map(Silence::from_row)
+            .filter(|s| s.is_active(now))
+            .collect();
+        Ok(())
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    fn silenced(
+        &self,
+        town: TownIdx,
+        rule: Rule,
+        facility: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        silenced(&self.silences, &self.registry, town, rule, facility, now)
+    }
+
+    /// Applies towns' conditions at `now`: creates, fires, raises and resolves alerts.
+    pub fn observe(
+        &mut self,
+        evaluations: &[(TownIdx, TownEvaluation)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let empty = BTreeMap::new();
+        let mut staged = Vec::new();
+        for (town, evaluation) in evaluations {
+            let current = self.open.get(town).unwrap_or(&empty);
+            let change = self.observe_town(*town, current, evaluation, now);
+            if change.dirty {
+                staged.push(change);
+            }
+        }
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let registry = Arc::clone(&self.registry);
+        let mut batch = self.store.alert_batch()?;
+        for change in &mut staged {
+            for alert in change.next.values_mut() {
+                if alert.id == 0 {
+                    alert.id = batch.insert_alert(&alert.to_row(&registry))?;
+                } else if change.updated.contains(&alert.key) {
+                    batch.update_alert(&alert.to_row(&registry))?;
+                }
+            }
+            for alert in &change.resolved {
+                batch.update_alert(&alert.to_row(&registry))?;
+            }
+            for id in &change.deleted {
+                batch.delete_alert(*id)?;
+            }
+        }
+        batch.commit()?;
+        for change in staged {
+            let town = change.town;
+            if change.next.is_empty() {
+                self.open.remove(&town);
+            } else {
+                self.open.insert(town, change.next);
+            }
+            let told: Vec<Alert> = change
+                .resolved
+                .into_iter()
+                .filter(Alert::has_notice)
+                .collect();
+            if !told.is_empty() {
+                self.resolved.entry(town).or_default().extend(told);
+            }
+            if change.notice {
+                self.schedule_flush(town, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn observe_town(
+        &self,
+        town: TownIdx,
+        current: &BTreeMap<String, Alert>,
+        evaluation: &TownEvaluation,
+        now: DateTime<Utc>,
+    ) -> TownChange {
+        let town_id = self.registry.town(town).id.to_string();
+        let mut change = TownChange {
+            town,
+            next: BTreeMap::new(),
+            updated: BTreeSet::new(),
+            resolved: Vec::new(),
+            deleted: Vec::new(),
+            dirty: false,
+            notice: false,
+        };
+        for condition in &evaluation.conditions {
+            let key = alert_key(&town_id, condition.rule, &condition.subject);
+            if change.next.contains_key(&key) {
+                continue; // one alert per key; the rules never produce two
+            }
+            let silenced = self.silenced(town, condition.rule, condition.detail.facility(), now);
+            let mut alert = match current.get(&key) {
+                Some(alert) => alert.clone(),
+                None => new_alert(key.clone(), condition, now),
+            };
+            let before = alert.clone();
+            change.notice |= step(&mut alert, condition, silenced, &self.policy, now);
+            if alert != before {
+                alert.updated = now;
+                change.updated.insert(key.clone());
+                change.dirty = true;
+            }
+            if alert.id == 0 {
+                change.dirty = true;
+            }
+            change.next.insert(key, alert);
+        }
+        for (key, alert) in current {
+            if change.next.contains_key(key) {
+                continue;
+            }
+            change.dirty = true;
+            match alert.state {
+                AlertState::Pending => change.deleted.push(alert.id),
+                _ => {
+                    let mut alert = alert.clone();
+                    let silenced = self.silenced(town, alert.rule, alert.facility(), now);
+                    change.notice |= resolve(&mut alert, &evaluation.reserves, silenced, now);
+                    change.resolved.push(alert);
+                }
+            }
+        }
+        change
+    }
+
+    fn schedule_flush(&mut self, town: TownIdx, now: DateTime<Utc>) {
+        self.flush_at
+            .entry(town)
+            .or_insert(now + self.policy.group_wait);
+    }
+
+    /// Towns with a pending alert whose `for` is over: evaluate them again to fire it.
+    pub fn pending_due(&self, now: DateTime<Utc>) -> Vec<TownIdx> {
+        self.open
+            .iter()
+            .filter(|(_, alerts)| {
+                alerts.values().any(|a| {
+                    a.state == AlertState::Pending && a.created + self.policy.pending_for <= now
+                })
+            })
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Turns due reminders and escalations into notices.
+    pub fn run_timers(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut changed: Vec<Alert> = Vec::new();
+        for alerts in self.open.values() {
+            for alert in alerts.values() {
+                if !alert.awaits_ack()
+                    || self.silenced(alert.town, alert.rule, alert.facility(), now)
+                {
+                    continue;
+                }
+                let mut alert = alert.clone();
+                let mut due = false;
+                if alert.remind_at.is_some_and(|t| t <= now) {
+                    alert.notify_event = merge_event(alert.notify_event, Event::Remind);
+                    alert.remind_at = None;
+                    due = true;
+                }
+                if alert.escalate_at.is_some_and(|t| t <= now) && alert.escalation < LEVEL_CITY {
+                    alert.escalated_from.get_or_insert(alert.escalation);
+                    alert.escalation += 1;
+                    alert.escalate_at = None;
+                    due = true;
+                }
+                if due {
+                    alert.updated = now;
+                    changed.push(alert);
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.store.alert_batch()?;
+        for alert in &changed {
+            batch.update_alert(&alert.to_row(&self.registry))?;
+        }
+        batch.commit()?;
+        for alert in changed {
+            let town = alert.town;
+            if let Some(alerts) = self.open.get_mut(&town) {
+                alerts.insert(alert.key.clone(), alert);
+            }
+            self.schedule_flush(town, now);
+        }
+        Ok(())
+    }
+
+    /// Flushes every town whose group is due: one message per contact and channel.
+    /// Returns the channels that got notifications.
+    pub fn flush_due(&mut self, now: DateTime<Utc>) -> Result<Enqueued, StoreError> {
+        let due: Vec<TownIdx> = self
+            .flush_at
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        let mut enqueued = Enqueued::new();
+        for town in due {
+            enqueued.extend(self.flush(town, now)?);
+        }
+        Ok(enqueued)
+    }
+
+    fn flush(&mut self, town: TownIdx, now: DateTime<Utc>) -> Result<Enqueued, StoreError> {
+        let registry = Arc::clone(&self.registry);
+        let empty = BTreeMap::new();
+        let open = self.open.get(&town).unwrap_or(&empty);
+        let resolved = self.resolved.get(&town).map_or(&[][..], Vec::as_slice);
+        // Every alert with a notice, cleared and rescheduled as it will be once told.
+        // (as it was, as it will be, whether it is told now)
+        let mut told: Vec<(Alert, Alert, bool)> = Vec::new();
+        for alert in open.values().chain(resolved) {
+            if !alert.has_notice() {
+                continue;
+            }
+            let mut after = alert.clone();
+            let silenced = self.silenced(town, alert.rule, alert.facility(), now);
+            after.notify_event = None;
+            after.escalated_from = None;
+            after.updated = now;
+            if silenced {
+                // Not told. A new alert is told once the silence ends, if it still
+                // fires; a reminder or escalation due now is due again later.
+                if alert.notify_event == Some(Event::Fired) {
+                    after.notified_at = None;
+                }
+                if alert.notify_event == Some(Event::Remind) {
+                    after.remind_at = Some(now + self.policy.repeat_every);
+                }
+                if let Some(from) = alert.escalated_from {
+                    after.escalation = from;
+                    after.escalate_at = Some(now + self.policy.escalate_after);
+                }
+            } else {
+                after.notify_seq += 1;
+                after.notified_at = Some(now);
+                reschedule(&mut after, alert, &self.policy, now);
+            }
+            told.push((alert.clone(), after, !silenced));
+        }
+
+        let mut notifications = Vec::new();
+        let mut enqueued = Enqueued::new();
+        let speaking: Vec<(&Alert, &Alert)> = told
+            .iter()
+            .filter(|(_, _, speaks)| *speaks)
+            .map(|(before, after, _)| (before, after))
+            .collect();
+        if let Some((first, first_after)) = speaking.iter().min_by_key(|(a, _)| a.id) {
+            let group = format!("{}.{}", first.id, first_after.notify_seq);
+            let names = town_names(&registry, town);
+            let others: Vec<&Alert> = open
+                .values()
+                .filter(|a| {
+                    a.state == AlertState::Firing
+                        && !a.has_notice()
+                        && !self.silenced(town, a.rule, a.facility(), now)
+                })
+                .collect();
+            for (level, c) in self.audience.of(&registry, town) {
+                let contact = &registry.contacts[c];
+                let items: Vec<Item<'_>> = speaking
+                    .iter()
+                    .filter_map(|(before, _)| item_for(before, level))
+                    .collect();
+                if items.is_empty() {
+                    continue;
+                }
+                let message = self.renderer.message(contact.lang, &names, &items, &others);
+                let alert_ids: Vec<i64> = items.iter().map(|i| i.alert.id).collect();
+                let event = items
+                    .iter()
+                    .max_by_key(|i| i.event.weight())
+                    .map_or(Event::Fired, |i| i.event);
+                for &kind in &contact.channels {
+                    if !self.channels.contains(&kind) {
+                        continue;
+                    }
+                    let Some(recipient) = address(contact, kind) else {
+                        continue;
+                    };
+                    let (body, html) = match kind {
+                        ChannelKind::Email => (message.text.clone(), Some(message.html.clone())),
+                        ChannelKind::Sms => (message.sms.clone(), None),
+                        ChannelKind::Webhook => (
+                            self.renderer
+                                .webhook_body(recipient, &names, &items, &message),
+                            None,
+                        ),
+                    };
+                    let channel = channel_id(kind);
+                    notifications.push(NewNotification {
+                        dedup_key: format!("{group}/{channel}/{recipient}"),
+                        town: names.id.clone(),
+                        alert_ids: alert_ids.clone(),
+                        event: event.as_str().to_owned(),
+                        contact: contact.name.clone(),
+                        channel: channel.to_owned(),
+                        recipient: recipient.to_owned(),
+                        subject: message.subject.clone(),
+                        body,
+                        html,
+                        created: now,
+                    });
+                    enqueued.insert(channel);
+                }
+            }
+        }
+
+        let mut batch = self.store.alert_batch()?;
+        for (_, after, _) in &told {
+            batch.update_alert(&after.to_row(&registry))?;
+        }
+        for n in &notifications {
+            batch.enqueue(n)?;
+        }
+        batch.commit()?;
+
+        for (_, after, _) in told {
+            if after.is_open()
+                && let Some(alerts) = self.open.get_mut(&town)
+            {
+                alerts.insert(after.key.clone(), after);
+            }
+        }
+        self.resolved.remove(&town);
+        self.flush_at.remove(&town);
+        if !notifications.is_empty() {
+            tracing::info!(
+                message = "Notifications enqueued.",
+                town = %registry.town(town).id,
+                count = notifications.len()
+            );
+        }
+        Ok(enqueued)
+    }
+
+    /// When the engine next has something to do by itself (a group to flush, a
+    /// pending alert to fire, a reminder, an escalation).
+    pub fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let flushes = self.flush_at.values().copied();
+        let timers = self
+            .open
+            .values()
+            .flat_map(|alerts| alerts.values())
+            .filter_map(|a| {
+                if a.state == AlertState::Pending {
+                    return Some(a.created + self.policy.pending_for);
+                }
+                if !a.awaits_ack() || self.silenced(a.town, a.rule, a.facility(), now) {
+                    return None;
+                }
+                let escalate = a.escalate_at.filter(|_| a.escalation < LEVEL_CITY);
+                match (a.remind_at, escalate) {
+                    (Some(r), Some(e)) => Some(r.min(e)),
+                    (r, e) => r.or(e),
+                }
+            });
+        flushes.chain(timers).min()
+    }
+
+    /// Records an acknowledgement: reminders and escalation stop. An alert already
+    /// acknowledged keeps its first acknowledgement. `None` when there is no such alert.
+    pub fn ack(
+        &mut self,
+        id: i64,
+        by: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StoreError> {
+        let found = self
+            .open
+            .values()
+            .flat_map(|alerts| alerts.values())
+            .find(|a| a.id == id)
+            .cloned();
+        let mut alert = match found {
+            Some(alert) => alert,
+            None => match self.store.alert(id)? {
+                None => return Ok(None),
+                Some(row) => match Alert::from_row(row, &self.registry) {
+                    Ok(alert) => alert,
+                    Err(why) => {
+                        tracing::warn!(message = "Acknowledged alert does not decode.", alert = id, %why);
+                        return Ok(None);
+                    }
+                },
+            },
+        };
+        if alert.ack.is_some() {
+            return Ok(Some(alert));
+        }
+        alert.ack = Some(AckRow {
+            by: by.to_owned(),
+            at: now,
+            note: note.to_owned(),
+        });
+        alert.remind_at = None;
+        alert.escalate_at = None;
+        if alert.notify_event == Some(Event::Remind) {
+            alert.notify_event = None;
+        }
+        if let Some(from) = alert.escalated_from.take() {
+            alert.escalation = from;
+        }
+        alert.updated = now;
+        let mut batch = self.store.alert_batch()?;
+        batch.update_alert(&alert.to_row(&self.registry))?;
+        batch.commit()?;
+        if alert.is_open()
+            && let Some(alerts) = self.open.get_mut(&alert.town)
+        {
+            alerts.insert(alert.key.clone(), alert.clone());
+        }
+        Ok(Some(alert))
+    }
+
+    pub fn add_silence(&mut self, mut silence: Silence) -> Result<Silence, StoreError> {
+        let mut batch = self.store.alert_batch()?;
+        silence.id = batch.insert_silence(&silence.to_row())?;
+        batch.commit()?;
+        self.silences.push(silence.clone());
+        Ok(silence)
+    }
+
+    pub fn delete_silence(&mut self, id: i64) -> Result<bool, StoreError> {
+        let mut batch = self.store.alert_batch()?;
+        let deleted = batch.delete_silence(id)?;
+        batch.commit()?;
+        self.silences.retain(|s| s.id != id);
+        Ok(deleted)
+    }
+
+    /// Forgets silences that ended. Returns whether any did (their alerts may now
+    /// need telling: evaluate every town again).
+    pub fn expire_silences(&mut self, now: DateTime<Utc>) -> bool {
+        let before = self.silences.len();
+        self.silences.retain(|s| s.is_active(now));
+        self.silences.len() != before
+    }
+
+    /// Open alerts, for tests and diagnostics.
+    #[cfg(test)]
+    pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.open.values().flat_map(|alerts| alerts.values())
+    }
+}
+
+/// What observing one town changes, staged until the store has it.
+#[derive(Debug)]
+struct TownChange {
+    town: TownIdx,
+    /// The town's open alerts after the observation, by key.
+    next: BTreeMap<String, Alert>,
+    /// Keys in `next` whose row changed (new rows have id 0).
+    updated: BTreeSet<String>,
+    resolved: Vec<Alert>,
+    /// Pending alerts whose condition cleared: never fired, forgotten.
+    deleted: Vec<i64>,
+    /// Something must be stored.
+    dirty: bool,
+    /// A notice was added: the town's group flush must be scheduled.
+    notice: bool,
+}
+
+fn silenced(
+    silences: &[Silence],
+    registry: &Registry,
+    town: TownIdx,
+    rule: Rule,
+    facility: Option<&str>,
+    now: DateTime<Utc>,
+) -> bool {
+    if silences.is_empty() {
+        return false;
+    }
+    let town_id = registry.town(town).id.as_str();
+    silences
+        .iter()
+        .any(|s| s.is_active(now) && s.matches(town_id, rule, facility))
+}
+
+fn new_alert(key: String, c: &Condition, now: DateTime<Utc>) -> Alert {
+    Alert {
+        id: 0,
+        key,
+        town: c.town,
+        rule: c.rule,
+        subject: c.subject.clone(),
+        severity: c.severity(),
+        state: AlertState::Pending,
+        detail: c.detail.clone(),
+        since: c.since.unwrap_or(now),
+        created: now,
+        fired_at: None,
+        resolved_at: None,
+        ack: None,
+        escalation: LEVEL_TOWN,
+        remind_at: None,
+        escalate_at: None,
+        notified_at: None,
+        notify_event: None,
+        escalated_from: None,
+        notify_seq: 0,
+        updated: now,
+    }
+}
+
+/// One observation of a condition that holds. Returns whether a notice was added.
+fn step(
+    alert: &mut Alert,
+    c: &Condition,
+    silenced: bool,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> bool {
+    alert.rule = c.rule;
+    alert.detail = c.detail.clone();
+    let severity = c.severity();
+    let mut notice = false;
+    match alert.state {
+        AlertState::Pending => {
+            alert.severity = severity;
+            if alert.created + policy.pending_for <= now {
+                alert.state = AlertState::Firing;
+                alert.fired_at = Some(now);
+            }
+        }
+        AlertState::Firing if severity > alert.severity => {
+            alert.severity = severity;
+            // An acknowledgement covers the severity it was given at: a worse problem
+            // needs somebody to take it on again, so reminders and escalation resume.
+            if alert.ack.take().is_some() {
+                alert.remind_at = Some(now + policy.repeat_every);
+                alert.escalate_at =
+                    (alert.escalation < LEVEL_CITY).then_some(now + policy.escalate_after);
+            }
+            if !silenced && (alert.notified_at.is_some() || alert.notify_event.is_some()) {
+                alert.notify_event = merge_event(alert.notify_event, Event::Raised);
+                notice = true;
+            }
+        }
+        // Severity falls silently (hysteresis already keeps it from flapping).
+        AlertState::Firing => alert.severity = severity,
+        AlertState::Resolved => {}
+    }
+    // Firing and never told (it fired now, or while silenced): tell it.
+    if alert.state == AlertState::Firing
+        && !silenced
+        && alert.notified_at.is_none()
+        && alert.notify_event.is_none()
+    {
+        alert.notify_event = Some(Event::Fired);
+        notice = true;
+    }
+    notice
+}
+
+/// A firing alert whose condition no longer holds. Returns whether a notice was added.
+fn resolve(
+    alert: &mut Alert,
+    reserves: &[ReserveDetail],
+    silenced: bool,
+    now: DateTime<Utc>,
+) -> bool {
+    alert.state = AlertState::Resolved;
+    alert.resolved_at = Some(now);
+    alert.remind_at = None;
+    alert.escalate_at = None;
+    alert.updated = now;
+    // A reserve resolves quoting the days it is back to.
+    if let Detail::Reserve(last) = &alert.detail
+        && let Some(current) = reserves.iter().find(|r| r.category == last.category)
+    {
+        alert.detail = Detail::Reserve(current.clone());
+    }
+    // Contacts an escalation waiting for its flush would have reached never heard of
+    // the alert: they need no resolution either.
+    if let Some(from) = alert.escalated_from.take() {
+        alert.escalation = from;
+    }
+    if silenced {
+        alert.notify_event = None;
+        return false;
+    }
+    if alert.notified_at.is_some() || alert.notify_event.is_some() {
+        alert.notify_event = merge_event(alert.notify_event, Event::Resolved);
+    }
+    alert.notify_event.is_some()
+}
+
+/// Timers after telling `before`'s notice.
+fn reschedule(after: &mut Alert, before: &Alert, policy: &Policy, now: DateTime<Utc>) {
+    if !after.is_open() || after.ack.is_some() {
+        return;
+    }
+    let escalate = (after.escalation < LEVEL_CITY).then_some(now + policy.escalate_after);
+    match before.notify_event {
+        Some(Event::Fired | Event::Raised) => {
+            after.remind_at = Some(now + policy.repeat_every);
+            after.escalate_at = escalate;
+        }
+        Some(Event::Remind) => after.remind_at = Some(now + policy.repeat_every),
+        _ => {}
+    }
+    if before.escalated_from.is_some() {
+        after.escalate_at = escalate;
+    }
+}
+
+/// What a contact at `level` hears about `alert`, if anything.
+fn item_for(alert: &Alert, level: u8) -> Option<Item<'_>> {
+    match (alert.escalated_from, alert.notify_event) {
+        (Some(from), event) if level > from && level <= alert.escalation => {
+            (event != Some(Event::Resolved)).then_some(Item {
+                alert,
+                event: Event::Escalate,
+            })
+        }
+        (from, Some(event)) if level <= from.unwrap_or(alert.escalation) => {
+            Some(Item { alert, event })
+        }
+        _ => None,
+    }
+}
+
+fn address(contact: &Contact, kind: ChannelKind) -> Option<&str> {
+    match kind {
+        ChannelKind::Email => contact.email.as_deref(),
+        ChannelKind::Sms => contact.phone.as_deref(),
+        ChannelKind::Webhook => contact.webhook.as_deref(),
+    }
+}
+
+pub(crate) fn town_names(registry: &Registry, town: TownIdx) -> TownNames {
+    let t = registry.town(town);
+    TownNames {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        cluster: registry.clusters[t.cluster.index()].name.clone(),
+        district: registry.districts[t.district.index()].name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,639 @@
+//! The lifecycle on a real SQLite file with explicit times: what each contact is told,
+//! and when. Delivery is not involved: these tests read the outbox.
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone};
+use reserve::registry::{Source, load_registry};
+use store::{NotificationQuery, OutboxRow, StoreOptions};
+
+use super::*;
+use crate::config::WebhookFormat;
+use crate::rules::{ReserveDetail, Severity, TownEvaluation};
+
+const REGISTRY: &str = r#"
+[[category]]
+id = "water"
+name = "饮用水"
+unit = "L"
+daily_need = 3.0
+
+[[town]]
+id = "jingshan"
+name = "景山街道"
+district = "dongcheng"
+cluster = "c01"
+population = 1000
+
+[[town]]
+id = "donghua"
+name = "东华门街道"
+district = "dongcheng"
+cluster = "c01"
+population = 1000
+
+[[facility]]
+id = "js-wh1"
+town = "jingshan"
+kind = "warehouse"
+
+[[facility]]
+id = "js-pu1"
+town = "jingshan"
+kind = "power_unit"
+fuel_capacity_l = 500
+burn_l_per_h = 5.0
+
+[[contact]]
+name = "Li Wei"
+email = "li.wei@example.org"
+phone = "+8613800000001"
+lang = "zh"
+towns = ["jingshan"]
+
+[[contact]]
+name = "Wang Fang"
+email = "wang.fang@example.org"
+lang = "en"
+clusters = ["c01"]
+
+[[contact]]
+name = "Zhao Min"
+email = "zhao.min@example.org"
+lang = "zh"
+districts = ["dongcheng"]
+
+[[contact]]
+name = "City duty officer"
+email = "duty@example.org"
+lang = "en"
+city = true
+
+[[contact]]
+name = "Donghua officer"
+email = "dh@example.org"
+lang = "zh"
+towns = ["donghua"]
+"#;
+
+const OFFICER: &str = "li.wei@example.org";
+const OFFICER_PHONE: &str = "+8613800000001";
+const CLUSTER: &str = "wang.fang@example.org";
+const DISTRICT: &str = "zhao.min@example.org";
+const CITY: &str = "duty@example.org";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap()
+}
+
+fn secs(s: i64) -> DateTime<Utc> {
+    t0() + Duration::seconds(s)
+}
+
+fn mins(m: i64) -> DateTime<Utc> {
+    t0() + Duration::minutes(m)
+}
+
+fn policy() -> Policy {
+    Policy {
+        pending_for: Duration::zero(),
+        group_wait: Duration::zero(),
+        repeat_every: Duration::hours(4),
+        escalate_after: Duration::minutes(30),
+    }
+}
+
+/// One message as the outbox holds it: (recipient, event, subject).
+type Sent = (String, String, String);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    registry: Arc<Registry>,
+    policy: Policy,
+    engine: Engine,
+    jingshan: TownIdx,
+    /// Outbox ids already looked at by [`Fixture::sent`].
+    seen: i64,
+}
+
+impl Fixture {
+    fn new(policy: Policy) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stockpile.db");
+        let source = Source {
+            name: "registry.toml".into(),
+            text: REGISTRY.into(),
+        };
+        let registry =
+            Arc::new(load_registry(&source, &[], &mut |n| Err(format!("no {n}"))).unwrap());
+        let engine = open_engine(&registry, &path, policy, t0());
+        Fixture {
+            _dir: dir,
+            path,
+            jingshan: registry.town_idx("jingshan").unwrap(),
+            registry,
+            policy,
+            engine,
+            seen: 0,
+        }
+    }
+
+    /// A restart: a new engine on the same file.
+    fn restart(&mut self, now: DateTime<Utc>) {
+        self.engine = open_engine(&self.registry, &self.path, self.policy, now);
+    }
+
+    /// What the evaluator does on a wake-up: observe, timers, flush.
+    fn step(&mut self, conditions: Vec<Condition>, now: DateTime<Utc>) {
+        let evaluation = TownEvaluation {
+            conditions,
+            reserves: vec![water_detail(4.0)],
+        };
+        self.engine
+            .observe(&[(self.jingshan, evaluation)], now)
+            .unwrap();
+        self.tick(now);
+    }
+
+    fn tick(&mut self, now: DateTime<Utc>) {
+        self.engine.run_timers(now).unwrap();
+        self.engine.flush_due(now).unwrap();
+    }
+
+    /// Email notifications enqueued since the last call, oldest first.
+    fn sent(&mut self) -> Vec<Sent> {
+        self.sent_on("email")
+    }
+
+    fn sent_on(&mut self, channel: &str) -> Vec<Sent> {
+        let rows = self.new_rows();
+        rows.into_iter()
+            .filter(|r| r.channel == channel)
+            .map(|r| (r.recipient, r.event, r.subject))
+            .collect()
+    }
+
+    fn new_rows(&mut self) -> Vec<OutboxRow> {
+        let store = Store::open(&self.path, StoreOptions::default()).unwrap();
+        let mut rows = store
+            .list_notifications(&NotificationQuery {
+                limit: 10_000,
+                ..NotificationQuery::default()
+            })
+            .unwrap();
+        rows.reverse();
+        rows.retain(|r| r.id > self.seen);
+        if let Some(last) = rows.last() {
+            self.seen = last.id;
+        }
+        rows
+    }
+
+    fn only_alert(&self) -> Alert {
+        let alerts: Vec<&Alert> = self.engine.open_alerts().collect();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        alerts[0].clone()
+    }
+}
+
+fn open_engine(
+    registry: &Arc<Registry>,
+    path: &std::path::Path,
+    policy: Policy,
+    now: DateTime<Utc>,
+) -> Engine {
+    let store = Store::open(path, StoreOptions::default()).unwrap();
+    let renderer = Renderer::new(
+        Some("https://stockpile.example.org"),
+        chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
+        "[Stockpile]",
+        WebhookFormat::Auto,
+    );
+    Engine::open(
+        Arc::clone(registry),
+        policy,
+        store,
+        renderer,
+        vec![ChannelKind::Email, ChannelKind::Sms],
+        now,
+    )
+    .unwrap()
+}
+
+fn water_detail(days: f64) -> ReserveDetail {
+    ReserveDetail {
+        category: "water".into(),
+        category_name: "饮用水".into(),
+        unit: "L".into(),
+        stock: days * 3000.0,
+        days,
+        target_days: 3.0,
+        warn_days: 3.5,
+        hours_to_target: None,
+        verified: true,
+    }
+}
+
+fn water(rule: Rule, days: f64) -> Condition {
+    Condition {
+        town: TownIdx(0),
+        rule,
+        subject: "water".into(),
+        facility: None,
+        since: None,
+        detail: Detail::Reserve(water_detail(days)),
+    }
+}
+
+fn power_not_ready() -> Condition {
+    Condition {
+        town: TownIdx(0),
+        rule: Rule::PowerNotReady,
+        subject: "js-pu1".into(),
+        facility: Some(reserve::registry::FacilityIdx(1)),
+        since: None,
+        detail: Detail::Readiness {
+            facility: "js-pu1".into(),
+            facility_name: "景山发电机".into(),
+            problems: vec!["low_fuel".into()],
+            runtime_h: Some(40.0),
+        },
+    }
+}
+
+fn to(recipient: &str, event: &str, subject: &str) -> Sent {
+    (recipient.into(), event.into(), subject.into())
+}
+
+const BELOW: &str = "[Stockpile] 严重：景山街道 饮用水仅剩 2.5 天（目标 3 天）";
+
+#[test]
+fn a_problem_is_told_once_when_it_fires_and_once_when_it_resolves() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "fired", BELOW)]);
+
+    // The condition holds reading after reading: nothing more to say.
+    for s in 1..10 {
+        fx.step(
+            vec![water(Rule::ReserveBelowTarget, 2.5 - s as f64 * 0.01)],
+            secs(s),
+        );
+    }
+    assert_eq!(fx.sent(), vec![]);
+
+    fx.step(vec![], secs(20));
+    assert_eq!(
+        fx.sent(),
+        vec![to(
+            OFFICER,
+            "resolved",
+            "[Stockpile] 已恢复：景山街道 饮用水已恢复至 4 天（目标 3 天）"
+        )]
+    );
+    assert_eq!(fx.engine.open_alerts().count(), 0);
+}
+
+#[test]
+fn an_officer_gets_email_and_sms_and_other_towns_officers_nothing() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    let rows = fx.new_rows();
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.channel.as_str(), r.recipient.as_str()))
+        .collect();
+    assert_eq!(got, vec![("email", OFFICER), ("sms", OFFICER_PHONE)]);
+    assert!(
+        rows[1]
+            .body
+            .starts_with("【Stockpile】严重：景山街道 饮用水仅剩 2.5 天"),
+        "{}",
+        rows[1].body
+    );
+    assert!(rows[0].html.as_deref().unwrap().contains("/api/v1/alerts/"));
+}
+
+#[test]
+fn one_message_per_town_lists_every_problem_that_arrived_within_group_wait() {
+    let mut fx = Fixture::new(Policy {
+        group_wait: Duration::seconds(10),
+        ..policy()
+    });
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    fx.step(
+        vec![water(Rule::ReserveBelowTarget, 2.5), power_not_ready()],
+        secs(4),
+    );
+    assert_eq!(fx.sent(), vec![], "group_wait has not passed");
+    fx.step(
+        vec![water(Rule::ReserveBelowTarget, 2.5), power_not_ready()],
+        secs(10),
+    );
+    let rows = fx.new_rows();
+    let email: Vec<&OutboxRow> = rows.iter().filter(|r| r.channel == "email").collect();
+    assert_eq!(email.len(), 1, "{rows:?}");
+    assert_eq!(email[0].subject, format!("{BELOW}（另有 1 项）"));
+    assert_eq!(email[0].alert_ids.len(), 2);
+    assert!(
+        email[0]
+            .body
+            .contains("应急电源景山发电机未就绪：燃油不足目标天数"),
+        "{}",
+        email[0].body
+    );
+}
+
+#[test]
+fn a_problem_gone_within_group_wait_is_not_told_at_all() {
+    let mut fx = Fixture::new(Policy {
+        group_wait: Duration::seconds(10),
+        ..policy()
+    });
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    fx.step(vec![], secs(3));
+    fx.tick(secs(30));
+    assert_eq!(fx.sent(), vec![]);
+}
+
+#[test]
+fn an_alert_fires_only_after_its_condition_held_for_the_for_duration() {
+    let mut fx = Fixture::new(Policy {
+        pending_for: Duration::seconds(60),
+        ..policy()
+    });
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    assert_eq!(fx.only_alert().state, AlertState::Pending);
+    assert_eq!(fx.engine.next_wake(secs(0)), Some(secs(60)));
+    // Cleared while pending: forgotten, nobody told.
+    fx.step(vec![], secs(30));
+    assert_eq!(fx.engine.open_alerts().count(), 0);
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(40));
+    assert!(fx.engine.pending_due(secs(99)).is_empty());
+    assert_eq!(fx.engine.pending_due(secs(100)), vec![fx.jingshan]);
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(100));
+    assert_eq!(fx.only_alert().state, AlertState::Firing);
+    assert_eq!(fx.sent(), vec![to(OFFICER, "fired", BELOW)]);
+}
+
+#[test]
+fn unacknowledged_alerts_are_reminded_and_escalated_level_by_level() {
+    let mut fx = Fixture::new(Policy {
+        repeat_every: Duration::minutes(50),
+        escalate_after: Duration::minutes(30),
+        ..policy()
+    });
+    let recipients = |sent: Vec<Sent>| sent.into_iter().map(|s| (s.0, s.1)).collect::<Vec<_>>();
+    let each = |who: &[&str], event: &str| {
+        who.iter()
+            .map(|r| (r.to_string(), event.to_string()))
+            .collect::<Vec<_>>()
+    };
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(0));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "fired", BELOW)]);
+    assert_eq!(fx.engine.next_wake(mins(0)), Some(mins(30)));
+
+    fx.tick(mins(29));
+    assert_eq!(fx.sent(), vec![]);
+    fx.tick(mins(30));
+    assert_eq!(
+        fx.sent(),
+        vec![to(
+            CLUSTER,
+            "escalate",
+            "[Stockpile] ESCALATED, CRITICAL: 景山街道 饮用水 2.5 days left (target 3)"
+        )]
+    );
+    // A reminder goes to everyone the alert has reached so far.
+    fx.tick(mins(50));
+    assert_eq!(recipients(fx.sent()), each(&[OFFICER, CLUSTER], "remind"));
+    fx.tick(mins(60));
+    assert_eq!(recipients(fx.sent()), each(&[DISTRICT], "escalate"));
+    fx.tick(mins(90));
+    assert_eq!(recipients(fx.sent()), each(&[CITY], "escalate"));
+    assert_eq!(fx.only_alert().escalation, LEVEL_CITY);
+    // Nobody above the city: reminders go on, escalation stops.
+    fx.tick(mins(100));
+    assert_eq!(
+        recipients(fx.sent()),
+        each(&[OFFICER, CLUSTER, DISTRICT, CITY], "remind")
+    );
+    assert_eq!(fx.engine.next_wake(mins(100)), Some(mins(150)));
+}
+
+#[test]
+fn an_acknowledgement_stops_reminders_and_escalation_and_survives_a_restart() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(0));
+    fx.sent();
+    let id = fx.only_alert().id;
+    let acked = fx
+        .engine
+        .ack(id, "Li Wei", "truck on its way", mins(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.ack.as_ref().unwrap().by, "Li Wei");
+    // A second acknowledgement keeps the first.
+    let again = fx
+        .engine
+        .ack(id, "Someone else", "", mins(6))
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.ack.as_ref().unwrap().by, "Li Wei");
+
+    fx.restart(mins(10));
+    assert_eq!(
+        fx.only_alert().ack.as_ref().unwrap().note,
+        "truck on its way"
+    );
+    for m in [30, 60, 240, 600] {
+        fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(m));
+    }
+    assert_eq!(fx.sent(), vec![]);
+    assert_eq!(fx.engine.next_wake(mins(600)), None);
+    // It still resolves, and says so.
+    fx.step(vec![], mins(700));
+    assert_eq!(
+        fx.sent().into_iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec!["resolved"]
+    );
+    assert!(fx.engine.ack(9999, "x", "", mins(701)).unwrap().is_none());
+}
+
+#[test]
+fn a_severity_rise_is_told_and_needs_a_new_acknowledgement() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![water(Rule::ReserveNearTarget, 3.3)], mins(0));
+    assert_eq!(
+        fx.sent(),
+        vec![to(
+            OFFICER,
+            "fired",
+            "[Stockpile] 警告：景山街道 饮用水剩 3.3 天，低于预警线 3.5 天（目标 3 天）"
+        )]
+    );
+    let id = fx.only_alert().id;
+    fx.engine.ack(id, "Li Wei", "", mins(1)).unwrap();
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(2));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "raised", BELOW)]);
+    let alert = fx.only_alert();
+    assert_eq!(
+        (alert.id, alert.severity, alert.ack),
+        (id, Severity::Critical, None)
+    );
+    // Falling back to a warning says nothing; escalation resumes from the rise.
+    fx.step(vec![water(Rule::ReserveNearTarget, 3.2)], mins(3));
+    fx.tick(mins(32));
+    assert_eq!(
+        fx.sent().into_iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![CLUSTER]
+    );
+}
+
+#[test]
+fn a_silence_holds_messages_back_until_it_ends() {
+    let mut fx = Fixture::new(policy());
+    fx.engine
+        .add_silence(Silence {
+            id: 0,
+            town: Some("jingshan".into()),
+            facility: None,
+            rule: None,
+            until: mins(60),
+            created_by: "ops".into(),
+            comment: "maintenance".into(),
+            created: mins(0),
+        })
+        .unwrap();
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(1));
+    assert_eq!(fx.only_alert().state, AlertState::Firing);
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(45));
+    assert_eq!(fx.sent(), vec![], "silenced: no message, no escalation");
+
+    assert!(fx.engine.expire_silences(mins(61)));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(61));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "fired", BELOW)]);
+}
+
+#[test]
+fn a_silence_matches_by_town_facility_and_rule() {
+    let silence = |town: Option<&str>, facility: Option<&str>, rule: Option<Rule>| Silence {
+        id: 1,
+        town: town.map(Into::into),
+        facility: facility.map(Into::into),
+        rule,
+        until: mins(60),
+        created_by: "ops".into(),
+        comment: String::new(),
+        created: mins(0),
+    };
+    let cases = [
+        (
+            silence(Some("jingshan"), None, None),
+            "jingshan",
+            Rule::PowerNotReady,
+            Some("js-pu1"),
+            true,
+        ),
+        (
+            silence(Some("donghua"), None, None),
+            "jingshan",
+            Rule::PowerNotReady,
+            Some("js-pu1"),
+            false,
+        ),
+        (
+            silence(None, Some("js-pu1"), None),
+            "jingshan",
+            Rule::PowerNotReady,
+            Some("js-pu1"),
+            true,
+        ),
+        (
+            silence(None, Some("js-pu1"), None),
+            "jingshan",
+            Rule::ReserveBelowTarget,
+            None,
+            false,
+        ),
+        (
+            silence(None, None, Some(Rule::FacilitySilent)),
+            "jingshan",
+            Rule::FacilitySilent,
+            Some("js-wh1"),
+            true,
+        ),
+        (
+            silence(Some("jingshan"), None, Some(Rule::FacilitySilent)),
+            "jingshan",
+            Rule::PowerNotReady,
+            Some("js-pu1"),
+            false,
+        ),
+    ];
+    for (s, town, rule, facility, want) in cases {
+        assert_eq!(
+            s.matches(town, rule, facility),
+            want,
+            "{s:?} vs {town} {rule} {facility:?}"
+        );
+    }
+}
+
+#[test]
+fn a_restart_while_firing_sends_nothing_twice_and_resumes_timers() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(0));
+    assert_eq!(fx.sent().len(), 1);
+    fx.restart(mins(5));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.4)], mins(5));
+    assert_eq!(fx.sent(), vec![]);
+    // The escalation timer set before the restart still fires.
+    fx.tick(mins(30));
+    assert_eq!(
+        fx.sent().into_iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![CLUSTER]
+    );
+}
+
+#[test]
+fn a_notice_waiting_for_its_group_when_the_service_stopped_is_told_after_the_restart() {
+    let mut fx = Fixture::new(Policy {
+        group_wait: Duration::seconds(10),
+        ..policy()
+    });
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    assert_eq!(fx.sent(), vec![]);
+    fx.restart(secs(60));
+    fx.tick(secs(60));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "fired", BELOW)]);
+    fx.restart(secs(70));
+    fx.tick(secs(70));
+    assert_eq!(fx.sent(), vec![]);
+}
+
+#[test]
+fn dedup_keys_make_enqueuing_a_message_twice_a_no_op() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    let rows = fx.new_rows();
+    let mut store = Store::open(&fx.path, StoreOptions::default()).unwrap();
+    let mut batch = store.alert_batch().unwrap();
+    let again = NewNotification {
+        dedup_key: rows[0].dedup_key.clone(),
+        town: rows[0].town.clone(),
+        alert_ids: rows[0].alert_ids.clone(),
+        event: rows[0].event.clone(),
+        contact: rows[0].contact.clone(),
+        channel: rows[0].channel.clone(),
+        recipient: rows[0].recipient.clone(),
+        subject: rows[0].subject.clone(),
+        body: rows[0].body.clone(),
+        html: None,
+        created: secs(1),
+    };
+    assert!(!batch.enqueue(&again).unwrap());
+    batch.commit().unwrap();
+    assert_eq!(fx.new_rows(), vec![]);
+}

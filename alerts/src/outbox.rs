@@ -1,0 +1,191 @@
+//! Delivery: one worker per channel takes due notifications from the outbox, sends
+//! them, and records what happened. A transient failure is retried with exponential
+//! backoff (an SMTP server down for an hour loses nothing); a permanent one, or one
+//! failing longer than the retry policy allows, is marked failed, which the API and
+//! metrics show.
+//!
+//! The engine wakes a worker as soon as it enqueued (a `Notify`), so a notification
+//! reaches its server within milliseconds; otherwise the worker sleeps until the next
+//! retry is due.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use store::{OutboxRow, Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{Channel, DeliveryError, Notification, channel_id};
+use crate::config::RetryPolicy;
+
+/// Notifications taken from the outbox at once.
+const BATCH: usize = 64;
+/// Longest sleep without a wake-up: a safety net should a wake-up be missed.
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
+/// Pause after the store failed, before trying again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// A store connection used from async code: every call runs on the blocking pool, so
+/// a write waiting for SQLite's lock never stalls the runtime. A std `Mutex` because it
+/// is only ever locked inside those blocking calls.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockingStore(Arc<Mutex<Store>>);
+
+impl BlockingStore {
+    pub(crate) fn new(store: Store) -> BlockingStore {
+        BlockingStore(Arc::new(Mutex::new(store)))
+    }
+
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.0);
+        match tokio::task::spawn_blocking(move || {
+            let guard = store.lock().unwrap_or_else(|p| p.into_inner());
+            f(&guard)
+        })
+        .await
+        {
+            Ok(result) => result,
+            // The closure panicked: a bug, surfaced where it happened.
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+}
+
+/// Delivers `channel`'s notifications until `shutdown`.
+pub(crate) async fn deliver<C: Channel>(
+    channel: Arc<C>,
+    store: BlockingStore,
+    wake: Arc<Notify>,
+    retry: RetryPolicy,
+    shutdown: CancellationToken,
+) {
+    let kind = channel_id(channel.kind());
+    loop {
+        let now = Utc::now();
+        let due = match store
+            .run(move |s| s.due_notifications(kind, now, BATCH))
+            .await
+        {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::error!(message = "Cannot read the outbox.", channel = kind, %error);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(STORE_RETRY) => continue,
+                }
+            }
+        };
+        let full = due.len() == BATCH;
+        for row in due {
+            let message = notification(&row);
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = channel.send(&message) => outcome,
+            };
+            if let Err(error) = record(&store, &row, outcome, &retry, kind).await {
+                tracing::error!(message = "Cannot record a delivery.", channel = kind, id = row.id, %error);
+            }
+        }
+        if full {
+            continue;
+        }
+        let next = store
+            .run(move |s| s.next_notification_due(kind))
+            .await
+            .unwrap_or_else(|error| {
+                tracing::error!(message = "Cannot read the outbox.", channel = kind, %error);
+                None
+            });
+        let sleep = next
+            .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(IDLE_RECHECK)
+            .min(IDLE_RECHECK);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+fn notification(row: &OutboxRow) -> Notification {
+    Notification {
+        id: row.id,
+        contact: row.contact.clone(),
+        recipient: row.recipient.clone(),
+        subject: row.subject.clone(),
+        body: row.body.clone(),
+        html: row.html.clone(),
+    }
+}
+
+async fn record(
+    store: &BlockingStore,
+    row: &OutboxRow,
+    outcome: Result<(), DeliveryError>,
+    retry: &RetryPolicy,
+    kind: &'static str,
+) -> Result<(), StoreError> {
+    let id = row.id;
+    let attempts = row.attempts + 1;
+    let now = Utc::now();
+    match outcome {
+        Ok(()) => {
+            tracing::info!(
+                message = "Notification delivered.",
+                channel = kind,
+                id,
+                contact = %row.contact,
+                attempts
+            );
+            store.run(move |s| s.mark_sent(id, attempts, now)).await
+        }
+        Err(DeliveryError::Permanent(error)) => {
+            tracing::error!(
+                message = "Notification refused; giving up.",
+                channel = kind,
+                id,
+                contact = %row.contact,
+                %error
+            );
+            store
+                .run(move |s| s.mark_failed(id, attempts, &error))
+                .await
+        }
+        Err(DeliveryError::Transient(error)) => {
+            let failing_for = (now - row.created).to_std().unwrap_or(Duration::ZERO);
+            if failing_for >= retry.give_up_after {
+                let error = format!("gave up after {attempts} attempts: {error}");
+                tracing::error!(
+                    message = "Notification undeliverable; giving up.",
+                    channel = kind,
+                    id,
+                    contact = %row.contact,
+                    %error
+                );
+                return store
+                    .run(move |s| s.mark_failed(id, attempts, &error))
+                    .await;
+            }
+            let wait = retry.backoff(attempts);
+            tracing::warn!(
+                message = "Notification not delivered; will retry.",
+                channel = kind,
+                id,
+                contact = %row.contact,
+                attempts,
+                retry_in_ms = wait.as_millis() as u64,
+                %error
+            );
+            let next = now + crate::chrono_duration(wait);
+            store
+                .run(move |s| s.mark_retry(id, attempts, next, &error))
+                .await
+        }
+    }
+}

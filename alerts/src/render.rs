@@ -1,0 +1,1257 @@
+//! Messages in the contact's language (zh, en): email subject, text and HTML bodies,
+//! SMS text, webhook JSON. Every message names the town, the problem, days left
+//! against the target, since when, and how to acknowledge (DESIGN.md §7).
+//!
+//! Messages are rendered when they are enqueued, not when delivered, so a retry sends
+//! exactly what the first attempt would have, and the outbox shows what was said.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use reserve::registry::Lang;
+use serde_json::json;
+
+use crate::alert::{Alert, Event};
+use crate::config::WebhookFormat;
+use crate::rules::{Detail, ReserveDetail, Rule, Severity};
+
+/// The HTML skeleton of every email; `{{name}}` placeholders are filled once each.
+const EMAIL_TEMPLATE: &str = include_str!("../templates/email.html");
+
+/// Longest GSM-7 SMS (one segment), in septets.
+pub const SMS_GSM_LIMIT: usize = 160;
+/// Longest UCS-2 SMS (one segment, any Chinese character makes it one), in UTF-16 units.
+pub const SMS_UCS2_LIMIT: usize = 70;
+/// Longest webhook text: WeCom robots take 2048 bytes of content.
+const WEBHOOK_TEXT_MAX_BYTES: usize = 2000;
+
+/// One alert in a grouped message and why it is there.
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    pub alert: &'a Alert,
+    pub event: Event,
+}
+
+/// Names of the town a message is about.
+#[derive(Debug, Clone)]
+pub struct TownNames {
+    pub id: String,
+    pub name: String,
+    pub cluster: String,
+    pub district: String,
+}
+
+/// One message, in every channel's form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub sms: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    /// `public_url` without a trailing slash.
+    base_url: Option<String>,
+    offset: FixedOffset,
+    subject_prefix: String,
+    webhook_format: WebhookFormat,
+}
+
+impl Renderer {
+    pub fn new(
+        public_url: Option<&str>,
+        offset: FixedOffset,
+        subject_prefix: &str,
+        webhook_format: WebhookFormat,
+    ) -> Renderer {
+        Renderer {
+            base_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            offset,
+            subject_prefix: subject_prefix.to_owned(),
+            webhook_format,
+        }
+    }
+
+    /// A message about `items` (at least one) of `town`, listing `others` (the town's
+    /// other firing alerts) as the rest of its current problems.
+    pub fn message(
+        &self,
+        lang: Lang,
+        town: &TownNames,
+        items: &[Item<'_>],
+        others: &[&Alert],
+    ) -> Message {
+        let items = sorted(items);
+        let Some(head) = items.first().copied() else {
+            return Message {
+                subject: self.subject_prefix.clone(),
+                text: String::new(),
+                html: String::new(),
+                sms: String::new(),
+            };
+        };
+        let w = Words::of(lang);
+        let more = items.len() - 1 + others.len();
+        let prefix = w.prefix(head.event, head.alert.severity);
+        let headline = self.headline(lang, head.alert, head.event);
+        let subject = format!(
+            "{} {prefix}{}{} {headline}{}",
+            self.subject_prefix,
+            w.colon,
+            town.name,
+            if more > 0 {
+                w.more(more)
+            } else {
+                String::new()
+            }
+        );
+
+        let intro = w.intro(head.event, &town.name);
+        let mut text = format!("{intro}\n\n");
+        let mut html_items = String::new();
+        for item in &items {
+            let line = self.line(lang, item.alert, item.event);
+            let marker = w.marker(item.event);
+            let severity = w.severity(item.alert.severity);
+            text.push_str(&format!("  [{marker}] [{severity}] {line}\n"));
+            let ack = self.ack_hint(lang, item);
+            if let Some(ack) = &ack {
+                text.push_str(&format!("      {ack}\n"));
+            }
+            html_items.push_str(&format!(
+                "<tr><td style=\"padding: 6px; border-bottom: 1px solid #d0d7de; white-space: nowrap; vertical-align: top;\"><b style=\"color: {}\">{}</b><br>{}</td><td style=\"padding: 6px; border-bottom: 1px solid #d0d7de;\">{}{}</td></tr>\n",
+                colour(item.event, item.alert.severity),
+                escape(marker),
+                escape(severity),
+                escape(&line),
+                ack.map(|a| format!("<br><small>{}</small>", escape(&a)))
+                    .unwrap_or_default(),
+            ));
+        }
+        let mut html_others = String::new();
+        if !others.is_empty() {
+            text.push_str(&format!("\n{}\n", w.others_title));
+            html_others.push_str(&format!("<p>{}</p>\n<ul>\n", escape(w.others_title)));
+            for alert in others {
+                let line = self.line(lang, alert, Event::Fired);
+                let severity = w.severity(alert.severity);
+                text.push_str(&format!("  [{severity}] {line}\n"));
+                html_others.push_str(&format!(
+                    "<li>[{}] {}</li>\n",
+                    escape(severity),
+                    escape(&line)
+                ));
+            }
+            html_others.push_str("</ul>");
+        }
+        let town_line = w.town_line(town);
+        let footer = self.footer(lang);
+        text.push_str(&format!("\n{town_line}\n{footer}\n"));
+        let html = fill(
+            EMAIL_TEMPLATE,
+            &[
+                ("lang", escape(w.html_lang)),
+                ("title", escape(&subject)),
+                ("intro", escape(&intro)),
+                ("items", html_items),
+                ("others", html_others),
+                ("town", escape(&town_line)),
+                ("footer", escape(&footer).replace('\n', "<br>\n")),
+            ],
+        );
+        let sms = self.sms(lang, town, head, more);
+        Message {
+            subject,
+            text,
+            html,
+            sms,
+        }
+    }
+
+    /// The JSON posted to a webhook at `url`.
+    pub fn webhook_body(
+        &self,
+        url: &str,
+        town: &TownNames,
+        items: &[Item<'_>],
+        message: &Message,
+    ) -> String {
+        let robot = match self.webhook_format {
+            WebhookFormat::Robot => true,
+            WebhookFormat::Generic => false,
+            WebhookFormat::Auto => is_robot_url(url),
+        };
+        let text = format!("{}\n\n{}", message.subject, message.text);
+        let body = if robot {
+            json!({"msgtype": "text", "text": {"content": cut_bytes(&text, WEBHOOK_TEXT_MAX_BYTES)}})
+        } else {
+            let items = sorted(items);
+            json!({
+                "event": items.first().map(|i| i.event.as_str()),
+                "town": {"id": town.id, "name": town.name, "cluster": town.cluster, "district": town.district},
+                "subject": message.subject,
+                "text": message.text,
+                "alerts": items.iter().map(|i| json!({
+                    "id": i.alert.id,
+                    "event": i.event.as_str(),
+                    "rule": i.alert.rule.as_str(),
+                    "severity": i.alert.severity.as_str(),
+                    "state": i.alert.state.as_str(),
+                    "subject": i.alert.subject,
+                    "since": i.alert.since,
+                    "detail": i.alert.detail,
+                    "ack_url": self.ack_url(i.alert.id),
+                })).collect::<Vec<_>>(),
+            })
+        };
+        body.to_string()
+    }
+
+    /// The alert in a sentence, as a message body lists it.
+    pub fn summary(&self, lang: Lang, alert: &Alert, event: Event) -> String {
+        self.line(lang, alert, event)
+    }
+
+    fn time(&self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.offset)
+            .format("%m-%d %H:%M")
+            .to_string()
+    }
+
+    fn ack_url(&self, id: i64) -> String {
+        format!(
+            "{}/api/v1/alerts/{id}/ack",
+            self.base_url.as_deref().unwrap_or("")
+        )
+    }
+
+    /// How to acknowledge an item, or `None` when there is nothing to acknowledge.
+    fn ack_hint(&self, lang: Lang, item: &Item<'_>) -> Option<String> {
+        if item.event == Event::Resolved {
+            return None;
+        }
+        if let Some(ack) = &item.alert.ack {
+            return Some(Words::of(lang).acked(&ack.by, &self.time(ack.at)));
+        }
+        let w = Words::of(lang);
+        Some(format!(
+            "{}{}POST {}",
+            w.ack_label,
+            w.colon,
+            self.ack_url(item.alert.id)
+        ))
+    }
+
+    fn footer(&self, lang: Lang) -> String {
+        let w = Words::of(lang);
+        let mut footer = w.ack_explained.to_owned();
+        if let Some(base) = &self.base_url {
+            footer.push_str(&format!("\n{}{}{base}/", w.board, w.colon));
+        }
+        footer.push_str(&format!("\n{} UTC{}.", w.times_in, self.offset));
+        footer
+    }
+
+    /// The problem in a few words, for subjects and SMS.
+    fn headline(&self, lang: Lang, alert: &Alert, event: Event) -> String {
+        let w = Words::of(lang);
+        let resolved = event == Event::Resolved;
+        match &alert.detail {
+            Detail::Reserve(r) if resolved => w.reserve_back(r),
+            Detail::Reserve(r) => match alert.rule {
+                Rule::ReserveBelowTarget => w.reserve_below(r),
+                Rule::ReserveNearTarget => w.reserve_near(r),
+                _ => w.reserve_depleting(r),
+            },
+            Detail::Readiness {
+                facility_name,
+                problems,
+                ..
+            } => {
+                let kind = w.readiness_kind(alert.rule);
+                if resolved {
+                    w.ready_again(kind, facility_name)
+                } else {
+                    let problems: Vec<&str> = problems.iter().map(|p| w.problem(p)).collect();
+                    w.not_ready(kind, facility_name, &problems.join(w.list_sep))
+                }
+            }
+            Detail::Silent {
+                facility_name,
+                last_heard,
+                ..
+            } => {
+                if resolved {
+                    w.reporting_again(facility_name)
+                } else {
+                    w.silent(facility_name, &self.time(*last_heard))
+                }
+            }
+            Detail::Offline {
+                facility_name,
+                since,
+                ..
+            } => {
+                if resolved {
+                    w.online_again(facility_name)
+                } else {
+                    w.offline(facility_name, &self.time(*since))
+                }
+            }
+        }
+    }
+
+    /// The problem in a sentence, for message bodies: the headline, since when, and
+    /// what the reader should know about the figures.
+    fn line(&self, lang: Lang, alert: &Alert, event: Event) -> String {
+        let w = Words::of(lang);
+        let mut line = self.headline(lang, alert, event);
+        let quotes_its_time =
+            matches!(alert.detail, Detail::Silent { .. } | Detail::Offline { .. });
+        if event == Event::Resolved {
+            if let Some(at) = alert.resolved_at {
+                line.push_str(&w.resolved_at(&self.time(at)));
+            }
+        } else if !quotes_its_time {
+            line.push_str(&w.since(&self.time(alert.since)));
+        }
+        if let Detail::Reserve(r) = &alert.detail
+            && !r.verified
+            && event != Event::Resolved
+        {
+            line.push_str(w.unverified);
+        }
+        line
+    }
+
+    /// One SMS segment: who sends, the problem, since when, how many more, how to
+    /// acknowledge. When it does not fit, since when goes first, then the count, then
+    /// the sender; the problem is cut last, and how to acknowledge stays.
+    fn sms(&self, lang: Lang, town: &TownNames, head: Item<'_>, more: usize) -> String {
+        let w = Words::of(lang);
+        let core = format!(
+            "{}{}{} {}",
+            w.prefix(head.event, head.alert.severity),
+            w.colon,
+            town.name,
+            self.sms_headline(lang, head.alert, head.event)
+        );
+        let since = match (&head.alert.detail, head.event) {
+            (_, Event::Resolved) | (Detail::Silent { .. } | Detail::Offline { .. }, _) => None,
+            _ => Some(w.sms_since(&self.time(head.alert.since))),
+        };
+        let more = (more > 0).then(|| w.sms_more(more));
+        let ack = (head.event != Event::Resolved && head.alert.ack.is_none())
+            .then(|| w.sms_ack(head.alert.id));
+        let parts: Vec<(String, u8)> = [
+            (Some(w.sms_brand.to_owned()), 2),
+            (Some(core), SMS_CORE),
+            (since, 0),
+            (more, 1),
+            (ack, 3),
+        ]
+        .into_iter()
+        .filter_map(|(part, rank)| part.map(|p| (p, rank)))
+        .collect();
+        compose_sms(&parts)
+    }
+
+    /// The headline, shorter where English allows (a Chinese town name leaves an
+    /// English SMS 70 characters).
+    fn sms_headline(&self, lang: Lang, alert: &Alert, event: Event) -> String {
+        let (Lang::En, Detail::Reserve(r)) = (lang, &alert.detail) else {
+            return self.headline(lang, alert, event);
+        };
+        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        match (event, alert.rule) {
+            (Event::Resolved, _) => format!("{c} back to {d}d (target {t}d)"),
+            (_, Rule::ReserveBelowTarget) => format!("{c} {d}d left (target {t}d)"),
+            (_, Rule::ReserveNearTarget) => format!("{c} {d}d left (warn {}d)", num(r.warn_days)),
+            _ => format!(
+                "{c} below {t}d target in {}h",
+                r.hours_to_target.map_or_else(|| "?".to_owned(), num)
+            ),
+        }
+    }
+}
+
+/// Items in the order a reader wants them: new problems first, the worst first.
+fn sorted<'a>(items: &[Item<'a>]) -> Vec<Item<'a>> {
+    let mut items = items.to_vec();
+    items.sort_by(|a, b| {
+        b.event
+            .weight()
+            .cmp(&a.event.weight())
+            .then(b.alert.severity.cmp(&a.alert.severity))
+            .then(a.alert.id.cmp(&b.alert.id))
+    });
+    items
+}
+
+/// WeCom and DingTalk group robots take `{"msgtype":"text",…}`.
+fn is_robot_url(url: &str) -> bool {
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', ':'])
+        .next()
+        .unwrap_or("");
+    host == "qyapi.weixin.qq.com" || host == "oapi.dingtalk.com"
+}
+
+fn colour(event: Event, severity: Severity) -> &'static str {
+    match (event, severity) {
+        (Event::Resolved, _) => "#1a7f37",
+        (_, Severity::Critical) => "#cf222e",
+        (_, Severity::Warning) => "#9a6700",
+    }
+}
+
+/// Fills `{{name}}` placeholders in one pass, so a value containing `{{…}}` is not
+/// filled again. Unknown placeholders are left as they are.
+fn fill(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let name = &after[..end];
+                match values.iter().find(|(n, _)| *n == name) {
+                    Some((_, value)) => out.push_str(value),
+                    None => out.push_str(&rest[start..start + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The longest prefix of `s` within `max` bytes, cut on a character boundary.
+fn cut_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A number as people read it: one decimal below 100, none above, no trailing `.0`.
+fn num(x: f64) -> String {
+    let s = if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    };
+    match s.strip_suffix(".0") {
+        Some(whole) => whole.to_owned(),
+        None => s,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// SMS length: one segment is 160 GSM-7 septets, or 70 UTF-16 units as soon as one
+// character is outside the GSM alphabet (every Chinese character is).
+
+const GSM_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
+¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+/// Characters of the GSM extension table: each takes two septets.
+const GSM_EXTENDED: &str = "^{}\\[~]|€\u{c}";
+
+/// Whether `s` fits in one SMS segment.
+pub fn fits_one_sms(s: &str) -> bool {
+    match gsm_septets(s) {
+        Some(n) => n <= SMS_GSM_LIMIT,
+        None => s.encode_utf16().count() <= SMS_UCS2_LIMIT,
+    }
+}
+
+/// Septets `s` takes in GSM-7, or `None` when it needs UCS-2.
+fn gsm_septets(s: &str) -> Option<usize> {
+    s.chars().try_fold(0, |n, c| {
+        if GSM_BASIC.contains(c) {
+            Some(n + 1)
+        } else if GSM_EXTENDED.contains(c) {
+            Some(n + 2)
+        } else {
+            None
+        }
+    })
+}
+
+/// Rank of the part of an SMS that is never dropped, only cut.
+const SMS_CORE: u8 = u8::MAX;
+
+/// `parts` (text, rank) joined, dropping the lowest-ranked parts until the text fits in
+/// one segment. When only the core and the best other part are left and it still does
+/// not fit, the core is cut with an ellipsis ("..." in GSM text, "…" otherwise, so the
+/// cut does not change the encoding).
+fn compose_sms(parts: &[(String, u8)]) -> String {
+    let join = |kept: &[&(String, u8)]| kept.iter().map(|(p, _)| p.as_str()).collect::<String>();
+    let mut kept: Vec<&(String, u8)> = parts.iter().collect();
+    loop {
+        let text = join(&kept);
+        if fits_one_sms(&text) {
+            return text;
+        }
+        let droppable: Vec<(usize, u8)> = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, rank))| *rank != SMS_CORE)
+            .map(|(i, (_, rank))| (i, *rank))
+            .collect();
+        if droppable.len() <= 1 {
+            break;
+        }
+        if let Some(&(lowest, _)) = droppable.iter().min_by_key(|(_, rank)| *rank) {
+            kept.remove(lowest);
+        }
+    }
+    let ellipsis = if gsm_septets(&join(&kept)).is_some() {
+        "..."
+    } else {
+        "…"
+    };
+    let Some(core_at) = kept.iter().position(|(_, rank)| *rank == SMS_CORE) else {
+        return join(&kept);
+    };
+    let mut core: Vec<char> = kept[core_at].0.chars().collect();
+    while !core.is_empty() {
+        core.pop();
+        let cut = format!("{}{ellipsis}", core.iter().collect::<String>().trim_end());
+        let text: String = kept
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| {
+                if i == core_at {
+                    cut.as_str()
+                } else {
+                    p.as_str()
+                }
+            })
+            .collect();
+        if fits_one_sms(&text) {
+            return text;
+        }
+    }
+    ellipsis.to_owned()
+}
+
+// ---------------------------------------------------------------------------------
+// The two languages. Category and facility names are the registry's, as written.
+
+struct Words {
+    lang: Lang,
+    html_lang: &'static str,
+    colon: &'static str,
+    list_sep: &'static str,
+    others_title: &'static str,
+    ack_label: &'static str,
+    ack_explained: &'static str,
+    board: &'static str,
+    times_in: &'static str,
+    unverified: &'static str,
+    sms_brand: &'static str,
+}
+
+const ZH: Words = Words {
+    lang: Lang::Zh,
+    html_lang: "zh-CN",
+    colon: "：",
+    list_sep: "、",
+    others_title: "该街镇当前的其他问题：",
+    ack_label: "确认告警",
+    ack_explained: "确认告警后，将停止提醒和逐级上报。",
+    board: "看板",
+    times_in: "时间为",
+    unverified: "（数据未核实：有设施失联或从未上报）",
+    sms_brand: "【Stockpile】",
+};
+
+const EN: Words = Words {
+    lang: Lang::En,
+    html_lang: "en",
+    colon: ": ",
+    list_sep: ", ",
+    others_title: "Other current problems of the town:",
+    ack_label: "Acknowledge",
+    ack_explained: "Acknowledging an alert stops its reminders and escalation.",
+    board: "Board",
+    times_in: "Times are",
+    unverified: " (figures unverified: a facility is silent or never reported)",
+    sms_brand: "Stockpile ",
+};
+
+impl Words {
+    fn of(lang: Lang) -> &'static Words {
+        match lang {
+            Lang::Zh => &ZH,
+            Lang::En => &EN,
+        }
+    }
+
+    fn zh(&self) -> bool {
+        self.lang == Lang::Zh
+    }
+
+    fn severity(&self, s: Severity) -> &'static str {
+        match (self.zh(), s) {
+            (true, Severity::Critical) => "严重",
+            (true, Severity::Warning) => "警告",
+            (false, Severity::Critical) => "CRITICAL",
+            (false, Severity::Warning) => "WARNING",
+        }
+    }
+
+    /// What a subject starts with.
+    fn prefix(&self, event: Event, s: Severity) -> String {
+        let sev = self.severity(s);
+        match (self.zh(), event) {
+            (_, Event::Fired | Event::Raised) => sev.to_owned(),
+            (true, Event::Remind) => format!("提醒（{sev}）"),
+            (false, Event::Remind) => format!("REMINDER, {sev}"),
+            (true, Event::Escalate) => format!("逐级上报（{sev}）"),
+            (false, Event::Escalate) => format!("ESCALATED, {sev}"),
+            (true, Event::Resolved) => "已恢复".to_owned(),
+            (false, Event::Resolved) => "RESOLVED".to_owned(),
+        }
+    }
+
+    /// What an item of a message is tagged with.
+    fn marker(&self, event: Event) -> &'static str {
+        match (self.zh(), event) {
+            (true, Event::Fired) => "新",
+            (true, Event::Raised) => "加重",
+            (true, Event::Remind) => "提醒",
+            (true, Event::Escalate) => "上报",
+            (true, Event::Resolved) => "已恢复",
+            (false, Event::Fired) => "NEW",
+            (false, Event::Raised) => "WORSE",
+            (false, Event::Remind) => "REMINDER",
+            (false, Event::Escalate) => "ESCALATED",
+            (false, Event::Resolved) => "RESOLVED",
+        }
+    }
+
+    fn intro(&self, event: Event, town: &str) -> String {
+        match (self.zh(), event) {
+            (true, Event::Fired | Event::Raised) => format!("{town}出现以下需要处理的问题："),
+            (true, Event::Remind) => format!("提醒：{town}的以下问题仍未确认："),
+            (true, Event::Escalate) => format!("{town}的以下问题一直未确认，现逐级上报给您："),
+            (true, Event::Resolved) => format!("{town}的以下问题已恢复："),
+            (false, Event::Fired | Event::Raised) => {
+                format!("{town} has problems that need attention:")
+            }
+            (false, Event::Remind) => {
+                format!("Reminder: these problems of {town} are still unacknowledged:")
+            }
+            (false, Event::Escalate) => {
+                format!("Escalated to you: these problems of {town} have not been acknowledged:")
+            }
+            (false, Event::Resolved) => format!("Problems of {town} resolved:"),
+        }
+    }
+
+    fn more(&self, n: usize) -> String {
+        if self.zh() {
+            format!("（另有 {n} 项）")
+        } else {
+            format!(" (+{n} more)")
+        }
+    }
+
+    fn since(&self, t: &str) -> String {
+        if self.zh() {
+            format!("，自 {t} 起")
+        } else {
+            format!(", since {t}")
+        }
+    }
+
+    fn resolved_at(&self, t: &str) -> String {
+        if self.zh() {
+            format!("，{t} 恢复")
+        } else {
+            format!(", resolved {t}")
+        }
+    }
+
+    fn acked(&self, by: &str, t: &str) -> String {
+        if self.zh() {
+            format!("已由 {by} 于 {t} 确认")
+        } else {
+            format!("Acknowledged by {by} at {t}")
+        }
+    }
+
+    fn town_line(&self, town: &TownNames) -> String {
+        if self.zh() {
+            format!(
+                "街镇：{}（{}），组团 {}，区 {}",
+                town.name, town.id, town.cluster, town.district
+            )
+        } else {
+            format!(
+                "Town: {} ({}), cluster {}, district {}",
+                town.name, town.id, town.cluster, town.district
+            )
+        }
+    }
+
+    fn reserve_below(&self, r: &ReserveDetail) -> String {
+        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        if self.zh() {
+            format!("{c}仅剩 {d} 天（目标 {t} 天）")
+        } else {
+            format!("{c} {d} days left (target {t})")
+        }
+    }
+
+    fn reserve_near(&self, r: &ReserveDetail) -> String {
+        let (c, d, w, t) = (
+            &r.category_name,
+            num(r.days),
+            num(r.warn_days),
+            num(r.target_days),
+        );
+        if self.zh() {
+            format!("{c}剩 {d} 天，低于预警线 {w} 天（目标 {t} 天）")
+        } else {
+            format!("{c} {d} days left, below the {w}-day warning line (target {t})")
+        }
+    }
+
+    fn reserve_depleting(&self, r: &ReserveDetail) -> String {
+        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        let h = r.hours_to_target.map_or_else(|| "?".to_owned(), num);
+        if self.zh() {
+            format!("{c}预计 {h} 小时后低于目标 {t} 天（现剩 {d} 天）")
+        } else {
+            format!("{c} forecast below the {t}-day target in {h} h ({d} days left)")
+        }
+    }
+
+    fn reserve_back(&self, r: &ReserveDetail) -> String {
+        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        if self.zh() {
+            format!("{c}已恢复至 {d} 天（目标 {t} 天）")
+        } else {
+            format!("{c} back to {d} days (target {t})")
+        }
+    }
+
+    fn readiness_kind(&self, rule: Rule) -> &'static str {
+        match (self.zh(), rule) {
+            (true, Rule::PowerNotReady) => "应急电源",
+            (true, _) => "供水点",
+            (false, Rule::PowerNotReady) => "power unit",
+            (false, _) => "water point",
+        }
+    }
+
+    fn not_ready(&self, kind: &str, name: &str, problems: &str) -> String {
+        if self.zh() {
+            format!("{kind}{name}未就绪：{problems}")
+        } else {
+            format!("{kind} {name} not ready: {problems}")
+        }
+    }
+
+    fn ready_again(&self, kind: &str, name: &str) -> String {
+        if self.zh() {
+            format!("{kind}{name}已恢复就绪")
+        } else {
+            format!("{kind} {name} ready again")
+        }
+    }
+
+    fn problem<'a>(&self, id: &'a str) -> &'a str {
+        let zh = self.zh();
+        match id {
+            "pump_fault" if zh => "水泵故障",
+            "pump_off" if zh => "水泵关闭",
+            "not_potable" if zh => "水质不可饮用",
+            "power_fault" if zh => "故障",
+            "maintenance" if zh => "检修中",
+            "low_fuel" if zh => "燃油不足目标天数",
+            "low_battery" if zh => "电池电量低",
+            "pump_fault" => "pump fault",
+            "pump_off" => "pump off",
+            "not_potable" => "water not potable",
+            "power_fault" => "fault",
+            "maintenance" => "in maintenance",
+            "low_fuel" => "fuel short of the target days",
+            "low_battery" => "battery low",
+            other => other,
+        }
+    }
+
+    fn silent(&self, name: &str, t: &str) -> String {
+        if self.zh() {
+            format!("{name}自 {t} 起无数据")
+        } else {
+            format!("{name} silent since {t}")
+        }
+    }
+
+    fn reporting_again(&self, name: &str) -> String {
+        if self.zh() {
+            format!("{name}已恢复上报")
+        } else {
+            format!("{name} reporting again")
+        }
+    }
+
+    fn offline(&self, name: &str, t: &str) -> String {
+        if self.zh() {
+            format!("{name}网关自 {t} 起离线")
+        } else {
+            format!("{name} gateway offline since {t}")
+        }
+    }
+
+    fn online_again(&self, name: &str) -> String {
+        if self.zh() {
+            format!("{name}网关已恢复在线")
+        } else {
+            format!("{name} gateway back online")
+        }
+    }
+
+    fn sms_since(&self, t: &str) -> String {
+        if self.zh() {
+            format!("，{t}起")
+        } else {
+            format!(", since {t}")
+        }
+    }
+
+    fn sms_more(&self, n: usize) -> String {
+        if self.zh() {
+            format!("；另有{n}项")
+        } else {
+            format!("; +{n} more")
+        }
+    }
+
+    fn sms_ack(&self, id: i64) -> String {
+        if self.zh() {
+            format!("。请在看板确认#{id}")
+        } else {
+            format!(". Ack #{id} on board")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use store::{AckRow, AlertState};
+
+    use super::*;
+    use crate::alert::Alert;
+    use reserve::registry::TownIdx;
+
+    fn t(h: u32, m: u32) -> DateTime<Utc> {
+        // 06:05 UTC is 14:05 in Beijing.
+        Utc.with_ymd_and_hms(2026, 11, 24, h, m, 0).unwrap()
+    }
+
+    fn renderer() -> Renderer {
+        Renderer::new(
+            Some("https://stockpile.example.org/"),
+            FixedOffset::east_opt(8 * 3600).unwrap(),
+            "[Stockpile]",
+            WebhookFormat::Auto,
+        )
+    }
+
+    fn town(name: &str) -> TownNames {
+        TownNames {
+            id: "jingshan".into(),
+            name: name.into(),
+            cluster: "c01".into(),
+            district: "dongcheng".into(),
+        }
+    }
+
+    fn reserve(id: i64, rule: Rule, category_name: &str, days: f64) -> Alert {
+        Alert {
+            id,
+            key: format!("jingshan/reserve/{category_name}"),
+            town: TownIdx(0),
+            rule,
+            subject: "water".into(),
+            severity: rule.severity(),
+            state: AlertState::Firing,
+            detail: Detail::Reserve(ReserveDetail {
+                category: "water".into(),
+                category_name: category_name.into(),
+                unit: "L".into(),
+                stock: days * 90_000.0,
+                days,
+                target_days: 3.0,
+                warn_days: 3.5,
+                hours_to_target: Some(6.0),
+                verified: true,
+            }),
+            since: t(6, 5),
+            created: t(6, 5),
+            fired_at: Some(t(6, 5)),
+            resolved_at: None,
+            ack: None,
+            escalation: 0,
+            remind_at: None,
+            escalate_at: None,
+            notified_at: None,
+            notify_event: None,
+            escalated_from: None,
+            notify_seq: 0,
+            updated: t(6, 5),
+        }
+    }
+
+    fn silent(id: i64) -> Alert {
+        Alert {
+            rule: Rule::FacilitySilent,
+            severity: Severity::Warning,
+            key: "jingshan/facility_silent/js-pu1".into(),
+            subject: "js-pu1".into(),
+            detail: Detail::Silent {
+                facility: "js-pu1".into(),
+                facility_name: "景山发电机1".into(),
+                last_heard: t(5, 58),
+            },
+            ..reserve(id, Rule::FacilitySilent, "", 0.0)
+        }
+    }
+
+    #[test]
+    fn subjects_name_town_problem_days_and_target() {
+        let water_zh = reserve(12, Rule::ReserveBelowTarget, "饮用水", 2.14);
+        let water_en = reserve(12, Rule::ReserveBelowTarget, "Drinking water", 2.14);
+        let mut resolved = reserve(12, Rule::ReserveNearTarget, "Drinking water", 3.62);
+        resolved.state = AlertState::Resolved;
+        resolved.resolved_at = Some(t(7, 0));
+        let near = reserve(13, Rule::ReserveNearTarget, "Food", 3.2);
+        let quiet = silent(14);
+        let cases: Vec<(Lang, &str, Vec<Item<'_>>, &str)> = vec![
+            (
+                Lang::Zh,
+                "景山街道",
+                vec![Item {
+                    alert: &water_zh,
+                    event: Event::Fired,
+                }],
+                "[Stockpile] 严重：景山街道 饮用水仅剩 2.1 天（目标 3 天）",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                vec![Item {
+                    alert: &water_en,
+                    event: Event::Fired,
+                }],
+                "[Stockpile] CRITICAL: Jingshan Drinking water 2.1 days left (target 3)",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                vec![
+                    Item {
+                        alert: &near,
+                        event: Event::Fired,
+                    },
+                    Item {
+                        alert: &water_en,
+                        event: Event::Raised,
+                    },
+                    Item {
+                        alert: &quiet,
+                        event: Event::Fired,
+                    },
+                ],
+                "[Stockpile] CRITICAL: Jingshan Drinking water 2.1 days left (target 3) (+2 more)",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                vec![Item {
+                    alert: &resolved,
+                    event: Event::Resolved,
+                }],
+                "[Stockpile] RESOLVED: Jingshan Drinking water back to 3.6 days (target 3)",
+            ),
+            (
+                Lang::Zh,
+                "景山街道",
+                vec![Item {
+                    alert: &water_zh,
+                    event: Event::Escalate,
+                }],
+                "[Stockpile] 逐级上报（严重）：景山街道 饮用水仅剩 2.1 天（目标 3 天）",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                vec![Item {
+                    alert: &quiet,
+                    event: Event::Remind,
+                }],
+                "[Stockpile] REMINDER, WARNING: Jingshan 景山发电机1 silent since 11-24 13:58",
+            ),
+        ];
+        for (lang, name, items, want) in cases {
+            let message = renderer().message(lang, &town(name), &items, &[]);
+            assert_eq!(message.subject, want);
+        }
+    }
+
+    #[test]
+    fn a_body_lists_every_problem_since_when_and_how_to_acknowledge() {
+        let water = reserve(12, Rule::ReserveBelowTarget, "饮用水", 2.14);
+        let mut food = reserve(9, Rule::ReserveNearTarget, "食品", 3.3);
+        food.ack = Some(AckRow {
+            by: "李伟".into(),
+            at: t(6, 30),
+            note: String::new(),
+        });
+        let message = renderer().message(
+            Lang::Zh,
+            &town("景山街道"),
+            &[Item {
+                alert: &water,
+                event: Event::Fired,
+            }],
+            &[&food],
+        );
+        for want in [
+            "景山街道出现以下需要处理的问题：",
+            "[新] [严重] 饮用水仅剩 2.1 天（目标 3 天），自 11-24 14:05 起",
+            "确认告警：POST https://stockpile.example.org/api/v1/alerts/12/ack",
+            "该街镇当前的其他问题：",
+            "[警告] 食品剩 3.3 天，低于预警线 3.5 天（目标 3 天），自 11-24 14:05 起",
+            "看板：https://stockpile.example.org/",
+            "时间为 UTC+08:00.",
+        ] {
+            assert!(
+                message.text.contains(want),
+                "{want:?} not in\n{}",
+                message.text
+            );
+        }
+        for want in [
+            "<html lang=\"zh-CN\">",
+            "饮用水仅剩 2.1 天（目标 3 天），自 11-24 14:05 起",
+            "/api/v1/alerts/12/ack",
+            "<li>[警告] 食品剩 3.3 天",
+        ] {
+            assert!(
+                message.html.contains(want),
+                "{want:?} not in\n{}",
+                message.html
+            );
+        }
+        assert!(!message.html.contains("{{"), "{}", message.html);
+    }
+
+    #[test]
+    fn html_escapes_registry_names() {
+        let water = reserve(1, Rule::ReserveBelowTarget, "<b>water</b> & co", 1.0);
+        let message = renderer().message(
+            Lang::En,
+            &town("A <town>"),
+            &[Item {
+                alert: &water,
+                event: Event::Fired,
+            }],
+            &[],
+        );
+        assert!(message.html.contains("&lt;b&gt;water&lt;/b&gt; &amp; co"));
+        assert!(message.html.contains("A &lt;town&gt;"));
+        assert!(!message.html.contains("<b>water"));
+    }
+
+    #[test]
+    fn sms_fits_one_segment_in_either_alphabet() {
+        let water_zh = reserve(12, Rule::ReserveBelowTarget, "饮用水", 2.14);
+        let water_en = reserve(12, Rule::ReserveBelowTarget, "Drinking water", 2.14);
+        let long_name = "Drinking water ".repeat(10);
+        let long_en = reserve(12, Rule::ReserveNearTarget, long_name.trim(), 3.2);
+        let cases: Vec<(Lang, &str, &Alert, usize, &str)> = vec![
+            (
+                Lang::Zh,
+                "景山街道",
+                &water_zh,
+                0,
+                "【Stockpile】严重：景山街道 饮用水仅剩 2.1 天（目标 3 天），11-24 14:05起。请在看板确认#12",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                &water_en,
+                2,
+                "Stockpile CRITICAL: Jingshan Drinking water 2.1d left (target 3d), since 11-24 14:05; +2 more. Ack #12 on board",
+            ),
+            // A Chinese town name makes an English SMS UCS-2, 70 units: since when, the
+            // count of other problems and the sender go; the problem and the ack stay.
+            (
+                Lang::En,
+                "景山街道",
+                &water_en,
+                2,
+                "CRITICAL: 景山街道 Drinking water 2.1d left (target 3d). Ack #12 on board",
+            ),
+        ];
+        for (lang, name, alert, more, want) in cases {
+            let message = renderer().message(
+                lang,
+                &town(name),
+                &[Item {
+                    alert,
+                    event: Event::Fired,
+                }],
+                &vec![alert; more],
+            );
+            assert_eq!(message.sms, want);
+            assert!(fits_one_sms(&message.sms));
+        }
+        // Too long even alone: the problem is cut, in GSM-7 with "...", the ack kept.
+        let message = renderer().message(
+            Lang::En,
+            &town("Jingshan"),
+            &[Item {
+                alert: &long_en,
+                event: Event::Fired,
+            }],
+            &[],
+        );
+        assert!(fits_one_sms(&message.sms), "{}", message.sms);
+        assert!(
+            message
+                .sms
+                .starts_with("WARNING: Jingshan Drinking water Drinking water")
+                && message.sms.ends_with("... Ack #12 on board")
+                && message.sms.chars().count() >= 150,
+            "{}",
+            message.sms
+        );
+    }
+
+    #[test]
+    fn sms_length_counts_gsm_septets_and_ucs2_units() {
+        let cases: &[(String, bool)] = &[
+            ("a".repeat(160), true),
+            ("a".repeat(161), false),
+            // € is an extension character: two septets.
+            (format!("{}€", "a".repeat(158)), true),
+            (format!("{}€", "a".repeat(159)), false),
+            ("景".repeat(70), true),
+            ("景".repeat(71), false),
+            // One Chinese character turns the whole text UCS-2.
+            (format!("景{}", "a".repeat(69)), true),
+            (format!("景{}", "a".repeat(70)), false),
+        ];
+        for (text, fits) in cases {
+            assert_eq!(fits_one_sms(text), *fits, "{} chars", text.chars().count());
+        }
+        assert_eq!(
+            compose_sms(&[("景".repeat(80), SMS_CORE)]),
+            format!("{}…", "景".repeat(69))
+        );
+        assert_eq!(
+            compose_sms(&[("a".repeat(200), SMS_CORE), (" ack".into(), 3)]),
+            format!("{}... ack", "a".repeat(153))
+        );
+    }
+
+    #[test]
+    fn webhook_bodies_fit_robots_and_generic_receivers() {
+        let water = reserve(12, Rule::ReserveBelowTarget, "饮用水", 2.14);
+        let r = renderer();
+        let items = [Item {
+            alert: &water,
+            event: Event::Fired,
+        }];
+        let message = r.message(Lang::Zh, &town("景山街道"), &items, &[]);
+        let robot: serde_json::Value = serde_json::from_str(&r.webhook_body(
+            "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc",
+            &town("景山街道"),
+            &items,
+            &message,
+        ))
+        .unwrap();
+        assert_eq!(robot["msgtype"], "text");
+        let content = robot["text"]["content"].as_str().unwrap();
+        assert!(
+            content.starts_with("[Stockpile] 严重：景山街道 饮用水仅剩 2.1 天"),
+            "{content}"
+        );
+
+        let generic: serde_json::Value = serde_json::from_str(&r.webhook_body(
+            "https://hooks.example.org/stockpile",
+            &town("景山街道"),
+            &items,
+            &message,
+        ))
+        .unwrap();
+        assert_eq!(generic["event"], "fired");
+        assert_eq!(generic["town"]["id"], "jingshan");
+        assert_eq!(generic["alerts"][0]["rule"], "reserve_below_target");
+        assert_eq!(generic["alerts"][0]["detail"]["days"], 2.14);
+        assert_eq!(
+            generic["alerts"][0]["ack_url"],
+            "https://stockpile.example.org/api/v1/alerts/12/ack"
+        );
+    }
+
+    #[test]
+    fn numbers_read_like_people_write_them() {
+        let cases = [
+            (2.14, "2.1"),
+            (3.0, "3"),
+            (0.04, "0"),
+            (12.96, "13"),
+            (123.4, "123"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(num(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn fill_substitutes_once() {
+        assert_eq!(
+            fill(
+                "a {{x}} b {{y}} {{z}}",
+                &[("x", "{{y}}".into()), ("y", "Y".into())]
+            ),
+            "a {{y}} b Y {{z}}"
+        );
+    }
+}

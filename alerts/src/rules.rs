@@ -1,0 +1,700 @@
+//! The rules of DESIGN.md §7 as a pure function of the ledger: which problems a town
+//! has right now. No I/O and no memory beyond what the ledger keeps; the lifecycle
+//! (pending, firing, resolved, who is told) is the engine's.
+//!
+//! Choices made here:
+//! - Reserve rules of one category are one alert whose rule moves with the level:
+//!   `reserve_depleting` (forecast) → `reserve_near_target` → `reserve_below_target` is
+//!   a severity rise of the same alert, not one alert resolving as another fires. The
+//!   days hysteresis is the ledger's [`Level`], so the line is not crossed back and forth.
+//! - A facility that has never reported raises nothing of its own: on a fresh deployment
+//!   that would be every facility whose gateway is not installed yet. It already counts
+//!   as zero stock (so a town relying on it is below target) and marks the figures
+//!   unverified, which messages say.
+//! - Silence is judged here, at `now`, from when each facility was last heard, not from
+//!   the ledger's cached figures; and not before `stale_after` has passed since the
+//!   service started, so a restart after downtime does not call every gateway silent.
+//! - A gateway whose Last Will said `offline` is `gateway_offline`, immediately; it is
+//!   not also `facility_silent`, which would say the same thing again.
+//! - Readiness problems `silent` and `never_reported` are left to the rules above.
+
+use chrono::{DateTime, Utc};
+use reserve::Ledger;
+use reserve::coverage::{Level, NotReady};
+use reserve::ledger::{Link, Readiness};
+use reserve::registry::{FacilityIdx, TownIdx};
+use serde::{Deserialize, Serialize};
+
+/// Rule ids of DESIGN.md §7; API-stable.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    ReserveBelowTarget,
+    ReserveNearTarget,
+    ReserveDepleting,
+    PowerNotReady,
+    WaterPointNotReady,
+    FacilitySilent,
+    GatewayOffline,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 7] = [
+        Rule::ReserveBelowTarget,
+        Rule::ReserveNearTarget,
+        Rule::ReserveDepleting,
+        Rule::PowerNotReady,
+        Rule::WaterPointNotReady,
+        Rule::FacilitySilent,
+        Rule::GatewayOffline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::ReserveBelowTarget => "reserve_below_target",
+            Rule::ReserveNearTarget => "reserve_near_target",
+            Rule::ReserveDepleting => "reserve_depleting",
+            Rule::PowerNotReady => "power_not_ready",
+            Rule::WaterPointNotReady => "water_point_not_ready",
+            Rule::FacilitySilent => "facility_silent",
+            Rule::GatewayOffline => "gateway_offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Rules of one family and subject are one alert (see the module docs).
+    pub fn family(self) -> &'static str {
+        match self {
+            Rule::ReserveBelowTarget | Rule::ReserveNearTarget | Rule::ReserveDepleting => {
+                "reserve"
+            }
+            other => other.as_str(),
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            Rule::ReserveBelowTarget => Severity::Critical,
+            _ => Severity::Warning,
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// The figures a message quotes about a problem, kept with the alert (as JSON) so that
+/// messages and the API show them after a restart too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Detail {
+    Reserve(ReserveDetail),
+    Readiness {
+        facility: String,
+        facility_name: String,
+        /// [`NotReady`] ids, e.g. `low_fuel`, `pump_fault`.
+        problems: Vec<String>,
+        /// Power units: hours of fuel at the burn rate.
+        runtime_h: Option<f64>,
+    },
+    Silent {
+        facility: String,
+        facility_name: String,
+        last_heard: DateTime<Utc>,
+    },
+    Offline {
+        facility: String,
+        facility_name: String,
+        since: DateTime<Utc>,
+    },
+}
+
+impl Detail {
+    /// The facility the problem is about, if it is about one.
+    pub fn facility(&self) -> Option<&str> {
+        match self {
+            Detail::Reserve(_) => None,
+            Detail::Readiness { facility, .. }
+            | Detail::Silent { facility, .. }
+            | Detail::Offline { facility, .. } => Some(facility),
+        }
+    }
+}
+
+/// A category's coverage in a town, as messages quote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReserveDetail {
+    pub category: String,
+    pub category_name: String,
+    pub unit: String,
+    pub stock: f64,
+    pub days: f64,
+    pub target_days: f64,
+    pub warn_days: f64,
+    /// Forecast hours until the stock falls below the target, at the current drawdown.
+    pub hours_to_target: Option<f64>,
+    /// False when a contributing facility is silent or has never reported.
+    pub verified: bool,
+}
+
+/// One problem a town has now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub town: TownIdx,
+    pub rule: Rule,
+    /// Category id for reserve rules, facility id for the others.
+    pub subject: String,
+    pub facility: Option<FacilityIdx>,
+    /// When the problem began, when the ledger knows (last heard, went offline).
+    pub since: Option<DateTime<Utc>>,
+    pub detail: Detail,
+}
+
+impl Condition {
+    pub fn severity(&self) -> Severity {
+        self.rule.severity()
+    }
+}
+
+/// Identity of an alert: `town/family/subject`, e.g. `jingshan/reserve/water`.
+pub fn alert_key(town: &str, rule: Rule, subject: &str) -> String {
+    format!("{town}/{}/{subject}", rule.family())
+}
+
+/// A town's problems now, plus every category's coverage (what a resolved reserve
+/// alert quotes: "back to 3.6 days").
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TownEvaluation {
+    pub conditions: Vec<Condition>,
+    pub reserves: Vec<ReserveDetail>,
+}
+
+/// Settings the rules take.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSettings {
+    /// `reserve_depleting` when the target is forecast to be crossed within this.
+    pub depleting_horizon_h: f64,
+    /// When the service started: no facility is silent before `stale_after` from here.
+    pub started_at: DateTime<Utc>,
+}
+
+/// The problems of `town` at `now`, from the ledger's last figures and live facility
+/// states.
+pub fn evaluate(
+    ledger: &Ledger,
+    town: TownIdx,
+    settings: &RuleSettings,
+    now: DateTime<Utc>,
+) -> TownEvaluation {
+    let registry = ledger.registry();
+    let figures = ledger.figures(town);
+    let mut out = TownEvaluation::default();
+
+    for coverage in &figures.categories {
+        let Some(days) = coverage.days else {
+            continue; // nobody in the town needs this category
+        };
+        let category = registry.category(coverage.category);
+        let detail = ReserveDetail {
+            category: category.id.to_string(),
+            category_name: category.name.clone(),
+            unit: category.unit.clone(),
+            stock: coverage.stock,
+            days,
+            target_days: coverage.target_days,
+            warn_days: coverage.warn_days,
+            hours_to_target: coverage.hours_to_target,
+            verified: coverage.verified,
+        };
+        let depleting = coverage
+            .hours_to_target
+            .is_some_and(|h| h <= settings.depleting_horizon_h);
+        let rule = match coverage.level {
+            Level::Critical => Some(Rule::ReserveBelowTarget),
+            Level::Warning => Some(Rule::ReserveNearTarget),
+            Level::Ok if depleting => Some(Rule::ReserveDepleting),
+            Level::Ok => None,
+        };
+        if let Some(rule) = rule {
+            out.conditions.push(Condition {
+                town,
+                rule,
+                subject: detail.category.clone(),
+                facility: None,
+                since: None,
+                detail: Detail::Reserve(detail.clone()),
+            });
+        }
+        out.reserves.push(detail);
+    }
+
+    let readiness = figures
+        .power_units
+        .iter()
+        .map(|r| (Rule::PowerNotReady, r))
+        .chain(
+            figures
+                .water_points
+                .iter()
+                .map(|r| (Rule::WaterPointNotReady, r)),
+        );
+    for (rule, r) in readiness {
+        if let Some(condition) = not_ready(ledger, town, rule, r) {
+            out.conditions.push(condition);
+        }
+    }
+
+    for &f in &registry.town(town).facilities {
+        let facility = registry.facility(f);
+        let state = ledger.facility(f);
+        let id = facility.id.to_string();
+        if let Some((Link::Offline, at)) = state.link {
+            out.conditions.push(Condition {
+                town,
+                rule: Rule::GatewayOffline,
+                subject: id.clone(),
+                facility: Some(f),
+                since: Some(at),
+                detail: Detail::Offline {
+                    facility: id,
+                    facility_name: facility.name.clone(),
+                    since: at,
+                },
+            });
+            continue;
+        }
+        let Some(heard) = state.heard_at else {
+            continue; // never reported: see the module docs
+        };
+        let quiet_since = heard.max(settings.started_at);
+        let silent = (now - quiet_since)
+            .to_std()
+            .is_ok_and(|quiet| quiet > facility.stale_after);
+        if silent {
+            out.conditions.push(Condition {
+                town,
+                rule: Rule::FacilitySilent,
+                subject: id.clone(),
+                facility: Some(f),
+                since: Some(heard),
+                detail: Detail::Silent {
+                    facility: id,
+                    facility_name: facility.name.clone(),
+                    last_heard: heard,
+                },
+            });
+        }
+    }
+    out
+}
+
+fn not_ready(ledger: &Ledger, town: TownIdx, rule: Rule, r: &Readiness) -> Option<Condition> {
+    let problems: Vec<String> = r
+        .problems
+        .iter()
+        .filter(|p| !matches!(p, NotReady::Silent | NotReady::NeverReported))
+        .map(|p| not_ready_id(*p).to_owned())
+        .collect();
+    if problems.is_empty() {
+        return None;
+    }
+    let facility = ledger.registry().facility(r.facility);
+    let id = facility.id.to_string();
+    Some(Condition {
+        town,
+        rule,
+        subject: id.clone(),
+        facility: Some(r.facility),
+        since: None,
+        detail: Detail::Readiness {
+            facility: id,
+            facility_name: facility.name.clone(),
+            problems,
+            runtime_h: r.runtime_h,
+        },
+    })
+}
+
+/// The stable id of a readiness problem, as `reserve` serialises it.
+pub fn not_ready_id(problem: NotReady) -> &'static str {
+    match problem {
+        NotReady::NeverReported => "never_reported",
+        NotReady::Silent => "silent",
+        NotReady::PumpFault => "pump_fault",
+        NotReady::PumpOff => "pump_off",
+        NotReady::NotPotable => "not_potable",
+        NotReady::PowerFault => "power_fault",
+        NotReady::Maintenance => "maintenance",
+        NotReady::LowFuel => "low_fuel",
+        NotReady::LowBattery => "low_battery",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+    use reserve::reading::{
+        Observation, PowerObservation, PowerState, PumpState, WaterObservation,
+    };
+    use reserve::registry::{Source, load_registry};
+    use reserve::{Reading, Registry};
+
+    use super::*;
+
+    const REGISTRY: &str = r#"
+[target]
+days = 3.0
+warn_days = 3.5
+
+[[category]]
+id = "water"
+name = "Drinking water"
+unit = "L"
+daily_need = 3.0
+
+[[town]]
+id = "jingshan"
+name = "景山街道"
+district = "dongcheng"
+cluster = "c01"
+population = 1000
+
+[[facility]]
+id = "js-wh1"
+town = "jingshan"
+kind = "warehouse"
+report_every = "60s"
+
+[[facility]]
+id = "js-wp1"
+town = "jingshan"
+kind = "water_point"
+
+[[facility]]
+id = "js-pu1"
+town = "jingshan"
+kind = "power_unit"
+fuel_capacity_l = 500
+burn_l_per_h = 5.0
+min_battery_pct = 50
+"#;
+
+    fn registry() -> Arc<Registry> {
+        let source = Source {
+            name: "registry.toml".into(),
+            text: REGISTRY.into(),
+        };
+        Arc::new(load_registry(&source, &[], &mut |n| Err(format!("no {n}"))).unwrap())
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn settings() -> RuleSettings {
+        RuleSettings {
+            depleting_horizon_h: 12.0,
+            started_at: t(-3600),
+        }
+    }
+
+    /// Water in liters for a town of 1000 needing 3 L each: days × 3000.
+    fn water_days(days: f64) -> f64 {
+        days * 3000.0
+    }
+
+    struct Town {
+        ledger: Ledger,
+        town: TownIdx,
+        settings: RuleSettings,
+    }
+
+    impl Town {
+        fn new() -> Town {
+            let registry = registry();
+            let town = registry.town_idx("jingshan").unwrap();
+            Town {
+                ledger: Ledger::new(registry),
+                town,
+                settings: settings(),
+            }
+        }
+
+        fn read(&mut self, facility: &str, at: i64, observation: Observation) {
+            let f = self.ledger.registry().facility_idx(facility).unwrap();
+            let reading = Reading {
+                facility: f,
+                ts: t(at),
+                seq: None,
+                observation,
+            };
+            self.ledger.apply(&reading, t(at));
+            self.ledger.refresh(self.town, t(at));
+        }
+
+        fn stock(&mut self, at: i64, liters: f64) {
+            let water = self.ledger.registry().category_idx("water").unwrap();
+            self.read("js-wh1", at, Observation::Stock(vec![(water, liters)]));
+        }
+
+        fn healthy(&mut self, at: i64) {
+            self.stock(at, water_days(5.0));
+            self.read("js-wp1", at, water(PumpState::Ok, true, 0.0));
+            self.read("js-pu1", at, power(PowerState::Standby, 400.0));
+        }
+
+        fn rules(&self, now: i64) -> Vec<(Rule, String)> {
+            evaluate(&self.ledger, self.town, &self.settings, t(now))
+                .conditions
+                .into_iter()
+                .map(|c| (c.rule, c.subject))
+                .collect()
+        }
+    }
+
+    fn water(pump: PumpState, potable: bool, level_l: f64) -> Observation {
+        Observation::Water(WaterObservation {
+            level_l,
+            pump,
+            potable,
+        })
+    }
+
+    fn power(state: PowerState, fuel_l: f64) -> Observation {
+        Observation::Power(PowerObservation {
+            fuel_l,
+            battery_pct: Some(90.0),
+            state,
+            burn_l_per_h: None,
+        })
+    }
+
+    fn rule(r: Rule, subject: &str) -> (Rule, String) {
+        (r, subject.to_owned())
+    }
+
+    #[test]
+    fn a_healthy_town_has_no_problems() {
+        let mut town = Town::new();
+        town.healthy(0);
+        assert_eq!(town.rules(1), vec![]);
+    }
+
+    #[test]
+    fn reserve_rule_follows_the_level_with_hysteresis() {
+        // (liters as days, expected rule) in sequence: levels remember the last one.
+        let steps: &[(f64, Option<Rule>)] = &[
+            (5.0, None),
+            (3.4, Some(Rule::ReserveNearTarget)),
+            (2.9, Some(Rule::ReserveBelowTarget)),
+            (3.05, Some(Rule::ReserveBelowTarget)), // inside the 0.1-day band
+            (3.2, Some(Rule::ReserveNearTarget)),
+            (3.55, Some(Rule::ReserveNearTarget)),
+            (3.7, None),
+        ];
+        let mut town = Town::new();
+        // Steps this fast are a huge consumption rate: keep the forecast out of it.
+        town.settings.depleting_horizon_h = 0.0;
+        town.healthy(0);
+        for (i, (days, want)) in steps.iter().enumerate() {
+            let at = 10 * (i as i64 + 1);
+            town.stock(at, water_days(*days));
+            let got: Vec<_> = town
+                .rules(at)
+                .into_iter()
+                .filter(|(r, _)| r.family() == "reserve")
+                .collect();
+            let want: Vec<_> = want.iter().map(|r| rule(*r, "water")).collect();
+            assert_eq!(got, want, "at {days} days");
+        }
+    }
+
+    #[test]
+    fn reserve_depleting_fires_on_the_forecast_before_the_warning_line() {
+        let mut town = Town::new();
+        // 4.5 days, consumed at 1000 L/h: 1.5 days × 3000 L above target = 4.5 h away.
+        town.stock(3600, water_days(4.5) + 1000.0);
+        town.stock(7200, water_days(4.5));
+        let evaluation = evaluate(&town.ledger, town.town, &settings(), t(7200));
+        assert_eq!(
+            evaluation
+                .conditions
+                .iter()
+                .filter(|c| c.rule.family() == "reserve")
+                .map(|c| (c.rule, c.severity()))
+                .collect::<Vec<_>>(),
+            vec![(Rule::ReserveDepleting, Severity::Warning)]
+        );
+        let Detail::Reserve(detail) = &evaluation.conditions[0].detail else {
+            panic!("reserve detail expected");
+        };
+        assert!((detail.hours_to_target.unwrap() - 4.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn readiness_problems_raise_not_ready_rules() {
+        // (water point, power unit, expected)
+        type Case = (Observation, Observation, Vec<(Rule, String)>);
+        let cases: &[Case] = &[
+            (
+                water(PumpState::Fault, true, 100.0),
+                power(PowerState::Standby, 400.0),
+                vec![rule(Rule::WaterPointNotReady, "js-wp1")],
+            ),
+            (
+                water(PumpState::Ok, false, 100.0),
+                power(PowerState::Fault, 400.0),
+                vec![
+                    rule(Rule::PowerNotReady, "js-pu1"),
+                    rule(Rule::WaterPointNotReady, "js-wp1"),
+                ],
+            ),
+            (
+                water(PumpState::Ok, true, 100.0),
+                // 300 L at 5 L/h is 60 h, short of 72.
+                power(PowerState::Standby, 300.0),
+                vec![rule(Rule::PowerNotReady, "js-pu1")],
+            ),
+        ];
+        for (w, p, want) in cases {
+            let mut town = Town::new();
+            town.healthy(0);
+            town.read("js-wp1", 10, w.clone());
+            town.read("js-pu1", 10, p.clone());
+            assert_eq!(&town.rules(11), want, "{w:?} {p:?}");
+        }
+    }
+
+    #[test]
+    fn a_silent_facility_is_one_problem_not_two() {
+        let mut town = Town::new();
+        town.healthy(0);
+        // Every facility reports every 60 s; silent after 180 s without a reading.
+        town.stock(200, water_days(5.0));
+        town.read("js-wp1", 200, water(PumpState::Ok, true, 0.0));
+        town.ledger.refresh(town.town, t(379));
+        assert_eq!(town.rules(180), vec![], "not yet silent");
+        // The power unit's readiness now lists `silent`; that is not power_not_ready.
+        assert_eq!(town.rules(379), vec![rule(Rule::FacilitySilent, "js-pu1")]);
+    }
+
+    #[test]
+    fn silence_is_not_judged_before_stale_after_from_start() {
+        let mut town = Town::new();
+        town.healthy(0);
+        let just_started = RuleSettings {
+            started_at: t(10_000),
+            ..settings()
+        };
+        let at = |s| {
+            evaluate(&town.ledger, town.town, &just_started, t(s))
+                .conditions
+                .len()
+        };
+        assert_eq!(at(10_100), 0, "within stale_after of the start");
+        assert_eq!(
+            at(10_181),
+            3,
+            "every facility silent once stale_after has passed"
+        );
+    }
+
+    #[test]
+    fn an_offline_gateway_is_reported_at_once_and_not_as_silent() {
+        let mut town = Town::new();
+        town.healthy(0);
+        let f = town.ledger.registry().facility_idx("js-wh1").unwrap();
+        town.ledger.set_link(f, Link::Offline, t(5));
+        let conditions = evaluate(&town.ledger, town.town, &settings(), t(1000)).conditions;
+        let offline: Vec<_> = conditions
+            .iter()
+            .filter(|c| c.subject == "js-wh1")
+            .map(|c| (c.rule, c.since))
+            .collect();
+        assert_eq!(offline, vec![(Rule::GatewayOffline, Some(t(5)))]);
+    }
+
+    #[test]
+    fn never_reported_facilities_raise_nothing_of_their_own() {
+        let mut town = Town::new();
+        town.stock(0, water_days(5.0));
+        // The water point and power unit never reported: the town is unverified, but
+        // no readiness or silence alert is raised for them.
+        assert_eq!(
+            town.rules(10_000_000),
+            vec![rule(Rule::FacilitySilent, "js-wh1")]
+        );
+        assert_eq!(town.rules(10), vec![]);
+    }
+
+    #[test]
+    fn alert_keys_group_reserve_rules() {
+        assert_eq!(
+            alert_key("jingshan", Rule::ReserveBelowTarget, "water"),
+            alert_key("jingshan", Rule::ReserveDepleting, "water"),
+        );
+        assert_eq!(
+            alert_key("jingshan", Rule::PowerNotReady, "js-pu1"),
+            "jingshan/power_not_ready/js-pu1"
+        );
+        for r in Rule::ALL {
+            assert_eq!(Rule::parse(r.as_str()), Some(r));
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The alerting service against real parts: an SMTP server process, HTTP receivers for
+//! the SMS gateway and webhooks, a real SQLite file, and (end to end) a real Mosquitto
+//! with ingest in front. One binary for all scenarios.
+
+mod channels;
+mod end_to_end;
+mod helpers;
+mod scenarios;
