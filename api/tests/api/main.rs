@@ -3,6 +3,7 @@
 
 mod auth;
 mod board;
+mod board_chromium;
 mod clusters;
 mod facilities;
 mod helpers;
