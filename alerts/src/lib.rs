@@ -250,22 +250,26 @@ impl Alerts {
     }
 }
 
-/// Says once, at start, who will not be reached on a channel they asked for.
+/// Says once, at start, who will not be reached on a channel they asked for: one line
+/// per unconfigured channel (a city has hundreds of contacts; a line each would bury
+/// the log), naming a few of them.
 fn warn_unreachable_contacts(registry: &Registry, available: &[ChannelKind]) {
+    let mut missing: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for contact in &registry.contacts {
-        let missing: Vec<&str> = contact
-            .channels
-            .iter()
-            .filter(|k| !available.contains(k))
-            .map(|k| channel::channel_id(*k))
-            .collect();
-        if !missing.is_empty() {
-            tracing::warn!(
-                message = "Contact will not be notified on some channels: they are not configured.",
-                contact = %contact.name,
-                channels = ?missing
-            );
+        for kind in contact.channels.iter().filter(|k| !available.contains(k)) {
+            missing
+                .entry(channel::channel_id(*kind))
+                .or_default()
+                .push(contact.name.as_str());
         }
+    }
+    for (channel, contacts) in missing {
+        tracing::warn!(
+            message = "Contacts will not be notified on a channel that is not configured.",
+            channel,
+            contacts = contacts.len(),
+            first = ?contacts.iter().take(3).collect::<Vec<_>>()
+        );
     }
 }
 

@@ -31,8 +31,8 @@ use crate::error::ApiError;
 pub enum Role {
     /// Reads everything, runs what-if scenarios.
     Viewer,
-    /// A town officer: also reports sheltered people (and, later, acknowledges alerts)
-    /// for the towns of its token.
+    /// A town officer: also reports sheltered people, acknowledges alerts and silences
+    /// them, for the towns of its token.
     Officer,
     /// Everything, for every town.
     Admin,
@@ -116,8 +116,8 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may change figures of `town` (sheltered count; later, ack
-    /// its alerts).
+    /// Whether the caller may change figures of `town` (sheltered count, its
+    /// alerts and silences).
     pub fn require_town(&self, town: &TownId) -> Result<(), ApiError> {
         match self {
             Caller::Public => Err(ApiError::MissingToken),

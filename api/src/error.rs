@@ -13,6 +13,9 @@ pub enum Entity {
     Town,
     Cluster,
     Facility,
+    Category,
+    Alert,
+    Silence,
 }
 
 impl Entity {
@@ -21,6 +24,9 @@ impl Entity {
             Entity::Town => "unknown_town",
             Entity::Cluster => "unknown_cluster",
             Entity::Facility => "unknown_facility",
+            Entity::Category => "unknown_category",
+            Entity::Alert => "unknown_alert",
+            Entity::Silence => "unknown_silence",
         }
     }
 
@@ -29,6 +35,9 @@ impl Entity {
             Entity::Town => "town",
             Entity::Cluster => "cluster",
             Entity::Facility => "facility",
+            Entity::Category => "category",
+            Entity::Alert => "alert",
+            Entity::Silence => "silence",
         }
     }
 }
@@ -65,6 +74,14 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// A well-formed request the service will not carry out as asked (a history range
+    /// holding too many readings).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// A part the request needs is not running (the alert engine) or not reachable
+    /// (InfluxDB); the message is for clients and names no address.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("{0}")]
@@ -80,9 +97,10 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, snake_case: `unauthorized`, `invalid_token`, `forbidden`, `unknown_town`,
-    /// `unknown_cluster`, `unknown_facility`, `no_route`, `method_not_allowed`,
-    /// `unsupported_media_type`, `invalid_json`, `invalid_query`, `invalid_body`,
-    /// `store_error`, `internal`.
+    /// `unknown_cluster`, `unknown_facility`, `unknown_category`, `unknown_alert`,
+    /// `unknown_silence`, `no_route`, `method_not_allowed`, `unsupported_media_type`,
+    /// `invalid_json`, `invalid_query`, `invalid_body`, `invalid_request`, `empty_range`,
+    /// `too_many_readings`, `unavailable`, `store_error`, `internal`.
     pub code: String,
     /// For people; may change between versions.
     pub message: String,
@@ -115,7 +133,10 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::InvalidBody { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidBody { .. } | ApiError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,6 +152,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadRequest { code, .. } => code,
             ApiError::InvalidBody { .. } => "invalid_body",
+            ApiError::Unprocessable { code, .. } => code,
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Store(_) => "store_error",
             ApiError::Internal(_) => "internal",
         }
@@ -154,6 +177,66 @@ impl ApiError {
             },
         }
     }
+}
+
+impl From<alerts::AlertsError> for ApiError {
+    fn from(e: alerts::AlertsError) -> Self {
+        use alerts::AlertsError;
+        match e {
+            AlertsError::Store(e) => ApiError::Store(e),
+            AlertsError::NotFound(id) => ApiError::not_found(Entity::Alert, &id.to_string()),
+            // The alerts crate starts a message about one field with `field: `.
+            AlertsError::Invalid(message) => match field_named(&message) {
+                Some(field) => ApiError::InvalidBody {
+                    field: Some(field.to_owned()),
+                    message,
+                },
+                None => ApiError::BadRequest {
+                    code: "invalid_request",
+                    message,
+                    field: None,
+                },
+            },
+            AlertsError::Stopped => ApiError::Unavailable(e.to_string()),
+            AlertsError::Engine(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<store::history::HistoryError> for ApiError {
+    fn from(e: store::history::HistoryError) -> Self {
+        use store::history::HistoryError;
+        match e {
+            HistoryError::EmptyRange { .. } => ApiError::BadRequest {
+                code: "empty_range",
+                message: e.to_string(),
+                field: None,
+            },
+            HistoryError::TooManyReadings => ApiError::Unprocessable {
+                code: "too_many_readings",
+                message: e.to_string(),
+            },
+            HistoryError::Store(e) => ApiError::Store(e),
+            HistoryError::Influx(e) => {
+                // Logged here: the error names the InfluxDB address, the answer does not.
+                tracing::error!(message = "History query failed.", error = %e);
+                ApiError::Unavailable(
+                    "history is unavailable: InfluxDB did not answer; see the service log".into(),
+                )
+            }
+            HistoryError::Task(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The field a message of the form `field: why` is about.
+fn field_named(message: &str) -> Option<&str> {
+    let (field, _) = message.split_once(": ")?;
+    let is_name = !field.is_empty()
+        && field
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    is_name.then_some(field)
 }
 
 impl IntoResponse for ApiError {

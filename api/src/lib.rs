@@ -33,8 +33,10 @@ mod scenario;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
+use alerts::AlertsHandle;
 use ingest::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::Ledger;
+use store::history::HistorySource;
 use store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,14 +44,15 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{AuthConfig, Caller, Role, TokenEntry};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
-/// What every handler shares. Cheap to clone (one `Arc`).
+/// What every handler shares. Cheap to clone (a few `Arc`s).
 ///
-/// Later parts plug in here as further fields set by `with_…` methods (alerts and
-/// silences, issue #4; InfluxDB history, issue #5), and their routes are added only
-/// when they are present.
+/// Optional parts plug in through `with_…` methods (alerts, silences and
+/// notifications; stock history), and their routes are added only when they are present.
 #[derive(Clone)]
 pub struct AppState {
     shared: Arc<Shared>,
+    alerts: Option<AlertsHandle>,
+    history: Option<Arc<HistorySource>>,
 }
 
 struct Shared {
@@ -92,7 +95,35 @@ impl AppState {
                 changes,
                 auth,
             }),
+            alerts: None,
+            history: None,
         }
+    }
+
+    /// Plugs in alerting: routes `/api/v1/alerts`, `/api/v1/alerts/{id}/ack`,
+    /// `/api/v1/silences` and `/api/v1/notifications`, and adds alert and notification
+    /// counts to `/metrics`. `handle` is [`alerts::Alerts::handle`] of the running service.
+    pub fn with_alerts(self, handle: AlertsHandle) -> AppState {
+        AppState {
+            alerts: Some(handle),
+            ..self
+        }
+    }
+
+    /// Plugs in stock history: routes `/api/v1/towns/{id}/history`.
+    pub fn with_history(self, source: HistorySource) -> AppState {
+        AppState {
+            history: Some(Arc::new(source)),
+            ..self
+        }
+    }
+
+    pub(crate) fn alerts(&self) -> Option<&AlertsHandle> {
+        self.alerts.as_ref()
+    }
+
+    pub(crate) fn history(&self) -> Option<&HistorySource> {
+        self.history.as_deref()
     }
 
     /// The ledger for reading. A poisoned lock is still read: the writer's panic is
@@ -146,7 +177,8 @@ pub fn router(state: AppState) -> axum::Router {
     routes::router(state)
 }
 
-/// The OpenAPI document the router serves at `/api/openapi.json`.
+/// The OpenAPI document of every endpoint, optional parts included. The router serves
+/// at `/api/openapi.json` the part of it that it routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::openapi()
 }

@@ -20,7 +20,8 @@ struct LedgerTally {
     never_reported_facilities: u64,
 }
 
-pub(crate) fn render(state: &AppState) -> String {
+/// `alerts`: the alert service's counts, when it is plugged in and answered.
+pub(crate) fn render(state: &AppState, alerts: Option<&alerts::Counts>) -> String {
     let tally = {
         let ledger = state.ledger();
         let mut tally = LedgerTally::default();
@@ -33,10 +34,14 @@ pub(crate) fn render(state: &AppState) -> String {
         }
         tally
     };
-    exposition(&state.ingest().counts(), &tally)
+    exposition(&state.ingest().counts(), &tally, alerts)
 }
 
-fn exposition(ingest: &IngestCounts, ledger: &LedgerTally) -> String {
+fn exposition(
+    ingest: &IngestCounts,
+    ledger: &LedgerTally,
+    alerts: Option<&alerts::Counts>,
+) -> String {
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         // Writing to a String cannot fail.
@@ -123,6 +128,34 @@ fn exposition(ingest: &IngestCounts, ledger: &LedgerTally) -> String {
             ),
         ],
     );
+    if let Some(counts) = alerts {
+        metric(
+            "stockpile_alerts",
+            "gauge",
+            "Alerts by state.",
+            &[
+                ("{state=\"pending\"}", counts.alerts_pending),
+                ("{state=\"firing\"}", counts.alerts_firing),
+                ("{state=\"resolved\"}", counts.alerts_resolved),
+            ],
+        );
+        metric(
+            "stockpile_alerts_firing_unacknowledged",
+            "gauge",
+            "Firing alerts nobody has acknowledged.",
+            &[("", counts.alerts_firing_unacknowledged)],
+        );
+        metric(
+            "stockpile_notifications",
+            "gauge",
+            "Notifications in the outbox by delivery state.",
+            &[
+                ("{state=\"pending\"}", counts.notifications_pending),
+                ("{state=\"sent\"}", counts.notifications_sent),
+                ("{state=\"failed\"}", counts.notifications_failed),
+            ],
+        );
+    }
     out
 }
 
@@ -159,7 +192,16 @@ mod tests {
             silent_facilities: 2,
             never_reported_facilities: 0,
         };
-        let text = exposition(&ingest, &tally);
+        let alerts = alerts::Counts {
+            alerts_pending: 1,
+            alerts_firing: 3,
+            alerts_firing_unacknowledged: 2,
+            alerts_resolved: 9,
+            notifications_pending: 0,
+            notifications_sent: 4,
+            notifications_failed: 1,
+        };
+        let text = exposition(&ingest, &tally, Some(&alerts));
         for line in [
             "# TYPE stockpile_ingest_received_total counter",
             "stockpile_ingest_received_total 7",
@@ -175,6 +217,13 @@ mod tests {
             "stockpile_towns{status=\"unknown\"} 0",
             "stockpile_towns_unverified 1",
             "stockpile_facilities{state=\"silent\"} 2",
+            "# TYPE stockpile_alerts gauge",
+            "stockpile_alerts{state=\"pending\"} 1",
+            "stockpile_alerts{state=\"firing\"} 3",
+            "stockpile_alerts{state=\"resolved\"} 9",
+            "stockpile_alerts_firing_unacknowledged 2",
+            "stockpile_notifications{state=\"sent\"} 4",
+            "stockpile_notifications{state=\"failed\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -186,6 +235,13 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<u64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn alert_series_appear_only_with_alerting() {
+        let text = exposition(&IngestCounts::default(), &LedgerTally::default(), None);
+        assert!(!text.contains("stockpile_alerts"), "{text}");
+        assert!(!text.contains("stockpile_notifications"), "{text}");
     }
 
     #[test]

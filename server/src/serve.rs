@@ -115,6 +115,86 @@ impl Service {
             }
         };
 
+        // Consumers subscribe before ingest starts, so they miss no change.
+        let alerts = alerts::Alerts::open(
+            alerts_config(&config),
+            Arc::clone(&registry),
+            &config.store.path,
+            store_options(&config),
+            channels(&config)?,
+        )
+        .context("start alerting")?;
+        let alerts_handle = alerts.handle();
+        tracker.spawn({
+            let (ledger, changes) = (Arc::clone(&shared.ledger), shared.changes.subscribe());
+            let shutdown = shutdown.clone();
+            let fail = fail.clone();
+            async move {
+                if let Err(e) = alerts.run(ledger, changes, shutdown).await {
+                    fail(anyhow::Error::new(e).context("alerts"));
+                }
+            }
+        });
+        let history = match &config.influx {
+            Some(influx) => {
+                let endpoint = influx_endpoint(influx)?;
+                let sink_changes = shared.changes.subscribe();
+                let metrics = Arc::clone(&shared.ingest_metrics);
+                let handle = alerts_handle.clone();
+                let ops_counts = Arc::new(std::sync::Mutex::new(alerts::Counts::default()));
+                // The ops series wants outbox counts; the sink asks synchronously, so a
+                // small task keeps a recent copy.
+                tracker.spawn({
+                    let ops_counts = Arc::clone(&ops_counts);
+                    let shutdown = shutdown.clone();
+                    async move {
+                        loop {
+                            if let Ok(c) = handle.counts().await {
+                                *ops_counts.lock().unwrap_or_else(|p| p.into_inner()) = c;
+                            }
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            }
+                        }
+                    }
+                });
+                store::influx::Sink::start(
+                    store::influx::InfluxSinkConfig::new(
+                        endpoint.clone(),
+                        config.mqtt.client_id.clone(),
+                    ),
+                    &config.store.path,
+                    Arc::clone(&shared.ledger),
+                    move || {
+                        let c = Arc::clone(&sink_changes);
+                        async move { Some(c.changed().await) }
+                    },
+                    move || {
+                        let i = metrics.counts();
+                        let a = *ops_counts.lock().unwrap_or_else(|p| p.into_inner());
+                        store::influx::OpsCounts {
+                            received: i.received,
+                            accepted: i.accepted,
+                            rejected: i.rejected_total(),
+                            duplicates: i.duplicates,
+                            outbox_pending: a.notifications_pending,
+                            outbox_failed: a.notifications_failed,
+                        }
+                    },
+                    &tracker,
+                    shutdown.clone(),
+                )
+                .context("start the InfluxDB sink")?;
+                store::history::HistorySource::Influx(
+                    store::history::InfluxHistory::new(&endpoint).context("influx history")?,
+                )
+            }
+            None => store::history::HistorySource::Sqlite(Arc::new(std::sync::Mutex::new(
+                open_store(&config)?,
+            ))),
+        };
+
         let ingest_config = ingest_config(&config)?;
         tracker.spawn({
             let (ledger, metrics, changes) = (
@@ -138,7 +218,9 @@ impl Service {
             Arc::clone(&shared.ingest_metrics),
             Arc::clone(&shared.changes),
             auth_config(&config, &registry)?,
-        );
+        )
+        .with_alerts(alerts_handle)
+        .with_history(history);
         let listener = tokio::net::TcpListener::bind(&config.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
@@ -189,11 +271,17 @@ impl Service {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let options = StoreOptions {
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
         retention: config.store.retention,
+        // Per-reading InfluxDB lines are queued in the ingest transaction itself.
+        influx_queue: config.influx.is_some(),
         ..StoreOptions::default()
-    };
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let options = store_options(config);
     Store::open(&config.store.path, options)
         .with_context(|| format!("open the store {}", config.store.path.display()))
 }
@@ -227,6 +315,76 @@ fn auth_config(config: &Config, registry: &Registry) -> anyhow::Result<api::Auth
         public_read: config.api.public_read,
         tokens,
     })
+}
+
+fn alerts_config(config: &Config) -> alerts::AlertsConfig {
+    let a = &config.alerts;
+    alerts::AlertsConfig {
+        group_wait: a.group_wait,
+        repeat_every: a.repeat_every,
+        escalate_after: a.escalate_after,
+        pending_for: a.pending_for,
+        depleting_horizon: a.depleting_horizon,
+        public_url: Some(format!("http://{}", config.api.listen)),
+        ..alerts::AlertsConfig::default()
+    }
+}
+
+fn channels(config: &Config) -> anyhow::Result<alerts::Channels> {
+    let smtp = config.smtp.as_ref().map(|s| {
+        let mut smtp = alerts::SmtpConfig::new(s.url.clone(), s.from.clone());
+        smtp.username = s.username.clone();
+        smtp.password = s.password.as_ref().map(|p| p.expose().to_owned());
+        smtp
+    });
+    let sms = config.sms.as_ref().map(|s| {
+        let mut sms = alerts::SmsConfig::new(s.url.clone());
+        sms.method = s.method.clone();
+        sms.headers = s.headers.clone();
+        sms.body = s.body.clone();
+        sms.preset = s.preset.map(|p| match p {
+            crate::config::SmsPreset::Twilio => alerts::SmsPreset::Twilio,
+        });
+        sms.from = s.from.clone();
+        sms.username = s.username.clone();
+        sms.password = s.password.as_ref().map(|p| p.expose().to_owned());
+        sms
+    });
+    let webhook = alerts::WebhookConfig {
+        timeout: config.webhook.timeout,
+        ..alerts::WebhookConfig::default()
+    };
+    alerts::Channels::from_config(smtp.as_ref(), sms.as_ref(), &webhook)
+        .context("notification channels")
+}
+
+fn influx_endpoint(
+    influx: &crate::config::InfluxConfig,
+) -> anyhow::Result<store::influx::InfluxEndpoint> {
+    use crate::config::InfluxApi;
+    let secret = |s: &Option<crate::config::Secret>| s.as_ref().map(|s| s.expose().to_owned());
+    let api = match influx.api {
+        InfluxApi::V1 => store::influx::InfluxApi::V1 {
+            database: influx
+                .database
+                .clone()
+                .context("influx.database is required for api = \"v1\"")?,
+            username: influx.username.clone(),
+            password: secret(&influx.password),
+        },
+        InfluxApi::V2 => store::influx::InfluxApi::V2 {
+            org: influx
+                .org
+                .clone()
+                .context("influx.org is required for api = \"v2\"")?,
+            bucket: influx
+                .bucket
+                .clone()
+                .context("influx.bucket is required for api = \"v2\"")?,
+            token: secret(&influx.token).context("influx.token is required for api = \"v2\"")?,
+        },
+    };
+    Ok(store::influx::InfluxEndpoint::new(influx.url.clone(), api))
 }
 
 fn ingest_config(config: &Config) -> anyhow::Result<IngestConfig> {

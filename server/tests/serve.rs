@@ -180,3 +180,87 @@ fn serve_exits_non_zero_when_the_store_cannot_be_opened() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("open the store"), "{stderr}");
 }
+
+/// The production path end to end: a reading below target published to Mosquitto
+/// becomes an email received by a real SMTP server, an alert in the API, and points in
+/// a real InfluxDB 1.6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_town_below_target_reaches_smtp_the_api_and_influxdb() {
+    let broker = testkit::Mosquitto::start();
+    let smtp = testkit::SmtpServer::start();
+    let influx = testkit::Influx1::start();
+    influx.create_database("stockpile");
+    let deployment = Deployment::with_sections(
+        &format!(
+            "url = \"{}\"\nclient_id = \"stockpile-e2e\"\n",
+            broker.url()
+        ),
+        &format!(
+            "[alerts]\ngroup_wait = \"0s\"\n[smtp]\nurl = \"{}\"\nfrom = \"Stockpile <alerts@example.org>\"\n\
+             [influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"stockpile\"\n",
+            smtp.url(),
+            influx.url()
+        ),
+    );
+    let service = tokio::task::block_in_place(|| Service::start(&deployment.config()));
+    let api = service.api_url();
+
+    // 30,000 people need 90,000 L a day; 60,000 L is two thirds of a day.
+    let ts = Utc::now().timestamp_millis();
+    let port: u16 = broker.port();
+    let mut options = MqttOptions::new("gw-js", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    client
+        .publish(
+            "stockpile/v1/jingshan/js-wh0/reading",
+            QoS::AtLeastOnce,
+            false,
+            format!(r#"{{"ts": {ts}, "stock": {{"water": 60000}}}}"#),
+        )
+        .await
+        .unwrap();
+    loop {
+        if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
+            break;
+        }
+    }
+
+    let mails = tokio::task::block_in_place(|| smtp.wait_for(1, Duration::from_secs(30)));
+    assert_eq!(mails[0].to, vec!["li.wei@example.org".to_string()]);
+    assert!(
+        mails[0].subject.to_lowercase().contains("critical"),
+        "{}",
+        mails[0].subject
+    );
+    assert!(
+        mails[0].body_text.contains("0.7"),
+        "days left in the body: {}",
+        mails[0].body_text
+    );
+
+    let alerts = testkit::http::get(&format!("{api}/api/v1/alerts"), &[("state", "firing")]).json();
+    let text = alerts.to_string();
+    assert!(
+        text.contains("reserve_below_target") && text.contains("jingshan"),
+        "{text}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = influx.query(
+            "stockpile",
+            "SELECT last(\"quantity\") FROM \"stock\" WHERE \"town\" = 'jingshan'",
+        );
+        if rows.to_string().contains("60000") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stock point in InfluxDB: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.wait(Duration::from_secs(15)), Some(0));
+}

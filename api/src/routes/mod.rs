@@ -1,9 +1,11 @@
 //! The route table: every route is a handler with `#[utoipa::path]`, registered with
 //! `routes!`, so the router and the OpenAPI document come from the same declarations.
 
+mod alerts;
 mod board;
 mod clusters;
 mod facilities;
+mod history;
 mod ops;
 mod overview;
 mod rejects;
@@ -38,6 +40,7 @@ const BEARER: &str = "bearer";
         (name = "towns", description = "Towns (街镇), their coverage and sheltered population"),
         (name = "clusters", description = "Resilient-city clusters (组团) and mutual aid"),
         (name = "facilities", description = "Warehouses, water points and power units"),
+        (name = "alerts", description = "Alerts, acknowledgements, silences and notifications (when alerting is configured)"),
         (name = "ingest", description = "What ingest rejected"),
         (name = "scenarios", description = "What-if stress tests on a copy of the ledger"),
         (name = "ops", description = "Health, readiness, metrics, this document and the wall board"),
@@ -69,11 +72,65 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
 }
 
+/// Protected routes of the alert service, when it is plugged in.
+fn alert_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::ack_alert))
+        .routes(routes!(alerts::list_silences, alerts::add_silence))
+        .routes(routes!(alerts::delete_silence))
+        .routes(routes!(alerts::list_notifications))
+}
+
+/// Protected routes of stock history, when a source is plugged in.
+fn history_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(history::town_history))
+}
+
+/// Which optional parts are routed.
+#[derive(Debug, Clone, Copy)]
+struct Parts {
+    alerts: bool,
+    history: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        alerts: true,
+        history: true,
+    };
+
+    fn of(state: &AppState) -> Parts {
+        Parts {
+            alerts: state.alerts().is_some(),
+            history: state.history().is_some(),
+        }
+    }
+
+    /// The protected routes with these parts.
+    fn protected(self) -> OpenApiRouter<AppState> {
+        let mut routes = protected_routes();
+        if self.alerts {
+            routes = routes.merge(alert_routes());
+        }
+        if self.history {
+            routes = routes.merge(history_routes());
+        }
+        routes
+    }
+}
+
+/// Every endpoint, optional parts included.
 pub(crate) fn openapi() -> OpenApi {
-    let protected = protected_routes().into_openapi();
+    openapi_of(Parts::ALL)
+}
+
+/// The document of what a router with `parts` serves.
+fn openapi_of(parts: Parts) -> OpenApi {
+    let protected = parts.protected().into_openapi();
     let mut doc = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(public_routes())
-        .merge(protected_routes())
+        .merge(parts.protected())
         .into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     document_security(&mut doc, &protected);
@@ -117,17 +174,20 @@ fn document_security(doc: &mut OpenApi, protected: &OpenApi) {
 pub(crate) struct OpenApiJson(pub Arc<str>);
 
 pub(crate) fn router(state: AppState) -> axum::Router {
-    let protected = protected_routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::authenticate,
-    ));
+    let parts = Parts::of(&state);
+    let protected = parts
+        .protected()
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     let (router, _) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(public_routes())
         .merge(protected)
         .split_for_parts();
     // Serialising a document built from our own types cannot fail; if it ever did, the
     // endpoint says so instead of the service refusing to start.
-    let json = serde_json::to_string(&openapi())
+    let json = serde_json::to_string(&openapi_of(parts))
         .unwrap_or_else(|e| format!(r#"{{"error":"cannot serialise the document: {e}"}}"#));
     router
         .fallback(no_route)

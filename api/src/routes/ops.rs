@@ -102,7 +102,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
     (status, Json(Readiness { ready, checks }))
 }
 
-/// Prometheus metrics: ingest counters, towns by status, broker connection.
+/// Prometheus metrics: ingest counters, towns by status, broker connection; with
+/// alerting, alerts and notifications by state.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
@@ -110,6 +111,17 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
     ))]
 #[tracing::instrument(skip(state))]
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = crate::metrics::render(&state);
+    let alerts = match state.alerts() {
+        Some(alerts) => match alerts.counts().await {
+            Ok(counts) => Some(counts),
+            Err(e) => {
+                // The other metrics still answer; a gap in the alert series shows it.
+                tracing::warn!(message = "Alert counts unavailable for /metrics.", error = %e);
+                None
+            }
+        },
+        None => None,
+    };
+    let text = crate::metrics::render(&state, alerts.as_ref());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

@@ -107,7 +107,11 @@ async fn refusals_have_the_right_status_code_and_field() {
 
 #[tokio::test]
 async fn without_public_read_every_read_needs_a_token() {
-    let app = spawn_app_with(AppOptions { public_read: false }).await;
+    let app = spawn_app_with(AppOptions {
+        public_read: false,
+        ..AppOptions::default()
+    })
+    .await;
     for path in [
         "/api/v1/overview",
         "/api/v1/towns",

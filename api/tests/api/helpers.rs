@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use alerts::{Alerts, AlertsConfig, Channels, RetryPolicy, WebhookConfig};
 use api::{AppState, AuthConfig, Role, TokenEntry};
 use chrono::{DateTime, Duration, Utc};
 use ingest::{IngestMetrics, SharedLedger, TownChanges};
@@ -13,6 +14,7 @@ use reserve::reading::{
 use reserve::registry::{Source, load_registry};
 use reserve::{Ledger, TownId};
 use serde_json::Value;
+use store::history::HistorySource;
 use store::{Store, StoreOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,8 @@ pub const ADMIN: &str = "admin-token-7f3a9c";
 /// Officer of jingshan only.
 pub const OFFICER: &str = "officer-jingshan-51be0d";
 pub const VIEWER: &str = "viewer-token-c4d2e8";
+/// Officer of donghua only.
+pub const DONGHUA_OFFICER: &str = "officer-donghua-9a07e2";
 
 /// Two clusters. In c01 jingshan is short of water, donghua (near) and jianguo (far)
 /// have some to spare; jianguo is a warning town for food. longtan never reports.
@@ -147,16 +151,59 @@ kind = "warehouse"
 id = "lt-wh1"
 town = "longtan"
 kind = "warehouse"
+
+# Nobody listens there: notifications to it stay in the outbox, pending or failed.
+[[contact]]
+name = "Jingshan duty desk"
+webhook = "http://127.0.0.1:9/stockpile"
+lang = "en"
+towns = ["jingshan"]
 "#;
 
 #[derive(Debug, Clone)]
 pub struct AppOptions {
     pub public_read: bool,
+    /// Run the alert service and plug it in (`AppState::with_alerts`).
+    pub alerts: bool,
+    /// Plug in history from the SQLite readings (`AppState::with_history`).
+    pub history: bool,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { public_read: true }
+        AppOptions {
+            public_read: true,
+            alerts: false,
+            history: false,
+        }
+    }
+}
+
+impl AppOptions {
+    /// Every optional part plugged in.
+    pub fn full() -> AppOptions {
+        AppOptions {
+            alerts: true,
+            history: true,
+            ..AppOptions::default()
+        }
+    }
+}
+
+/// Alert settings for tests: an alert fires at once, the engine looks every 100 ms.
+fn quick_alerts() -> AlertsConfig {
+    AlertsConfig {
+        group_wait: std::time::Duration::ZERO,
+        pending_for: std::time::Duration::ZERO,
+        tick: std::time::Duration::from_millis(100),
+        // Test readings milliseconds apart are a consumption rate no town has.
+        depleting_horizon: std::time::Duration::ZERO,
+        retry: RetryPolicy {
+            first: std::time::Duration::from_millis(100),
+            max: std::time::Duration::from_millis(400),
+            give_up_after: std::time::Duration::from_secs(3600),
+        },
+        ..AlertsConfig::default()
     }
 }
 
@@ -173,6 +220,7 @@ pub struct TestApp {
     pub db: PathBuf,
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    alerts: Option<JoinHandle<Result<(), alerts::AlertsError>>>,
     /// Last reading time per facility, so successive readings are always newer.
     last_ts: Mutex<Option<DateTime<Utc>>>,
     _dir: tempfile::TempDir,
@@ -205,21 +253,46 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             token("ops", Role::Admin, ADMIN, &[]),
             token("li-wei", Role::Officer, OFFICER, &["jingshan"]),
             token("wall", Role::Viewer, VIEWER, &[]),
+            token("zhao-min", Role::Officer, DONGHUA_OFFICER, &["donghua"]),
         ],
     };
     let changes = Arc::new(TownChanges::default());
-    let state = AppState::new(
+    let shutdown = CancellationToken::new();
+    let mut state = AppState::new(
         Arc::clone(&ledger),
         store,
         Arc::clone(&metrics),
         Arc::clone(&changes),
         auth,
     );
+    let mut alerts_task = None;
+    if options.alerts {
+        let registry = Arc::clone(ledger.read().unwrap().registry());
+        let channels =
+            Channels::from_config(None, None, &WebhookConfig::default()).expect("channels build");
+        let alerts = Alerts::open(
+            quick_alerts(),
+            registry,
+            &db,
+            StoreOptions::default(),
+            channels,
+        )
+        .expect("alerts open");
+        state = state.with_alerts(alerts.handle());
+        alerts_task = Some(tokio::spawn(alerts.run(
+            Arc::clone(&ledger),
+            changes.subscribe(),
+            shutdown.clone(),
+        )));
+    }
+    if options.history {
+        let reader = Store::open(&db, StoreOptions::default()).expect("history store opens");
+        state = state.with_history(HistorySource::Sqlite(Arc::new(Mutex::new(reader))));
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
     let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
     TestApp {
         address,
@@ -230,6 +303,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         db,
         shutdown,
         server: Some(server),
+        alerts: alerts_task,
         last_ts: Mutex::new(None),
         _dir: dir,
     }
@@ -464,6 +538,67 @@ impl TestApp {
         self.stock("tt-wh1", &[("water", 12_000.0), ("food", 12_000.0)]);
     }
 
+    /// Announces a change of `town`, as ingest does after applying a reading.
+    pub fn publish(&self, town: &str) {
+        let t = self
+            .ledger
+            .read()
+            .unwrap()
+            .registry()
+            .town_idx(town)
+            .unwrap_or_else(|| panic!("no town {town}"));
+        self.changes.publish([t]);
+    }
+
+    /// GETs `path` until `done` holds for the JSON body (10 s at most); the last body.
+    pub async fn eventually(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let body = self.get_ok(path).await;
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GET {path}: still {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stores a warehouse reading measured at `ts` in the SQLite history, as ingest
+    /// does (the ledger is left alone).
+    pub fn store_stock(&self, facility: &str, stock: &[(&str, f64)], ts: DateTime<Utc>) {
+        let registry = Arc::clone(self.ledger.read().unwrap().registry());
+        let f = registry
+            .facility_idx(facility)
+            .unwrap_or_else(|| panic!("no facility {facility}"));
+        let mut lines: Vec<_> = stock
+            .iter()
+            .map(|(c, q)| (registry.category_idx(c).expect("category"), *q))
+            .collect();
+        lines.sort_by_key(|(c, _)| *c);
+        let reading = Reading {
+            facility: f,
+            ts,
+            seq: None,
+            observation: Observation::Stock(lines),
+        };
+        let mut store = Store::open(&self.db, StoreOptions::default()).expect("store opens");
+        let mut batch = store.batch().expect("batch");
+        assert!(
+            batch
+                .insert_reading(&registry, &reading, ts)
+                .expect("reading stored")
+        );
+        batch.commit().expect("batch commits");
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Answer {
+        self.request(reqwest::Method::DELETE, path, token, None)
+            .await
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -473,6 +608,13 @@ impl TestApp {
                 .expect("API stops within 10 s")
                 .expect("API task joins")
                 .expect("API ends without error");
+        }
+        if let Some(alerts) = self.alerts.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(10), alerts)
+                .await
+                .expect("alerts stop within 10 s")
+                .expect("alerts task joins")
+                .expect("alerts end without error");
         }
     }
 }

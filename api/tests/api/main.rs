@@ -1,12 +1,14 @@
 //! API tests: the whole app on a random port with a real SQLite file, driven over real
 //! HTTP. One binary (modules below), so everything links once.
 
+mod alerts;
 mod auth;
 mod board;
 mod board_chromium;
 mod clusters;
 mod facilities;
 mod helpers;
+mod history;
 mod mqtt;
 mod openapi;
 mod ops;

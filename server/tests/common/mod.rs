@@ -29,6 +29,11 @@ impl Deployment {
 
     /// The same registry, with the given `[mqtt]` section body.
     pub fn with_mqtt(mqtt: &str) -> Deployment {
+        Deployment::with_sections(mqtt, "")
+    }
+
+    /// The same registry, with the given `[mqtt]` section body and more sections.
+    pub fn with_sections(mqtt: &str, extra: &str) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let mut registry = String::from(
             "[[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n\n\
@@ -41,13 +46,14 @@ impl Deployment {
         }
         registry.push_str(
             "\n[[town]]\nid = \"donghua\"\nname = \"东华门街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\npopulation = 20000\n\
-             \n[[facility]]\nid = \"dh-wh1\"\ntown = \"donghua\"\nkind = \"warehouse\"\n",
+             \n[[facility]]\nid = \"dh-wh1\"\ntown = \"donghua\"\nkind = \"warehouse\"\n\
+             \n[[contact]]\nname = \"Li Wei\"\nemail = \"li.wei@example.org\"\nlang = \"en\"\ntowns = [\"jingshan\"]\n",
         );
         std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
         let config = format!(
             "registry = \"registry.toml\"\n[mqtt]\n{mqtt}\
              [store]\npath = \"stockpile.db\"\n[api]\nlisten = \"127.0.0.1:0\"\npublic_read = true\n\
-             [log]\nlevel = \"info\"\n"
+             [log]\nlevel = \"info\"\n{extra}"
         );
         std::fs::write(dir.path().join("stockpile.toml"), config).unwrap();
         Deployment { dir }
