@@ -100,6 +100,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    let start_days = scenario.start_days;
     let mut sim = device_sim::SimConfig::new(mqtt_url.clone(), scenario);
     sim.speed = options.speed;
     sim.seed = options.seed;
@@ -127,9 +128,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         data.path().join("stockpile-demo.db").display(),
         options.scenario,
         options.speed,
-        device_sim::Scenario::builtin(&options.scenario)
-            .map(|s| s.start_days)
-            .unwrap_or(4.0),
+        start_days,
     );
     tokio::spawn(console(shared, shutdown.clone()));
 
