@@ -39,6 +39,9 @@ pub struct AlertsConfig {
     /// Starts every email subject.
     pub subject_prefix: String,
     pub retry: RetryPolicy,
+    /// Queue the `alert` series for the InfluxDB sink with every transition (set when
+    /// an `[influx]` section is configured; otherwise nobody would drain the queue).
+    pub influx_series: bool,
 }
 
 impl Default for AlertsConfig {
@@ -55,6 +58,7 @@ impl Default for AlertsConfig {
                 .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC is a valid offset")),
             subject_prefix: "[Stockpile]".into(),
             retry: RetryPolicy::default(),
+            influx_series: false,
         }
     }
 }

@@ -161,6 +161,8 @@ pub struct Engine {
     silences: Vec<Silence>,
     /// Towns with notices waiting, and when their group is flushed.
     flush_at: BTreeMap<TownIdx, DateTime<Utc>>,
+    /// Write the `alert` series (DESIGN.md §6) to the InfluxDB queue with each change.
+    influx_series: bool,
 }
 
 impl Engine {
@@ -185,6 +187,7 @@ impl Engine {
             resolved: HashMap::new(),
             silences: Vec::new(),
             flush_at: BTreeMap::new(),
+            influx_series: false,
         };
         engine.reload(now)?;
         Ok(engine)
@@ -252,6 +255,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Also queue the `alert` series for InfluxDB, in the same transaction as the
+    /// alert changes it reports (on when an `[influx]` section is configured).
+    pub fn with_influx_series(mut self, on: bool) -> Engine {
+        self.influx_series = on;
+        self
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -276,8 +286,12 @@ impl Engine {
         let mut staged = Vec::new();
         for (town, evaluation) in evaluations {
             let current = self.open.get(town).unwrap_or(&empty);
-            let change = self.observe_town(*town, current, evaluation, now);
+            let mut change = self.observe_town(*town, current, evaluation, now);
             if change.dirty {
+                if self.influx_series {
+                    change.series =
+                        firing_series(&self.registry, *town, current, &change.next, now);
+                }
                 staged.push(change);
             }
         }
@@ -299,6 +313,9 @@ impl Engine {
             }
             for id in &change.deleted {
                 batch.delete_alert(*id)?;
+            }
+            for line in &change.series {
+                batch.enqueue_influx_line(line, now)?;
             }
         }
         batch.commit()?;
@@ -340,6 +357,7 @@ impl Engine {
             deleted: Vec::new(),
             dirty: false,
             notice: false,
+            series: Vec::new(),
         };
         for condition in &evaluation.conditions {
             let key = alert_key(&town_id, condition.rule, &condition.subject);
@@ -723,6 +741,41 @@ struct TownChange {
     dirty: bool,
     /// A notice was added: the town's group flush must be scheduled.
     notice: bool,
+    /// `alert` lines for InfluxDB, stored with the change.
+    series: Vec<String>,
+}
+
+/// The `alert` lines of a town's change: for each (rule, severity) whose number of
+/// firing alerts changed, that number. The series has no subject tag (DESIGN.md §6),
+/// and a town can have two alerts of one rule (water and food below target), so
+/// `firing` counts them: the first resolving leaves `1i`, not a false `0i`. A rise in
+/// severity moves an alert from one series to the other: the old one drops.
+fn firing_series(
+    registry: &Registry,
+    town: TownIdx,
+    before: &BTreeMap<String, Alert>,
+    after: &BTreeMap<String, Alert>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let count = |alerts: &BTreeMap<String, Alert>| {
+        let mut counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+        for a in alerts.values().filter(|a| a.state == AlertState::Firing) {
+            *counts
+                .entry((a.rule.as_str(), a.severity.as_str()))
+                .or_default() += 1;
+        }
+        counts
+    };
+    let (before, after) = (count(before), count(after));
+    let keys: BTreeSet<_> = before.keys().chain(after.keys()).copied().collect();
+    let town = &registry.town(town).id;
+    keys.into_iter()
+        .filter(|k| before.get(k) != after.get(k))
+        .map(|(rule, severity)| {
+            let firing = after.get(&(rule, severity)).copied().unwrap_or(0);
+            store::influx::alert_line(town, rule, severity, firing, now)
+        })
+        .collect()
 }
 
 fn silenced(

@@ -148,7 +148,8 @@ impl Alerts {
             renderer.clone(),
             available,
             Utc::now(),
-        )?;
+        )?
+        .with_influx_series(config.influx_series);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let handle =
             AlertsHandle::new(commands_tx, BlockingStore::new(open()?), registry, renderer);

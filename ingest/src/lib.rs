@@ -19,13 +19,13 @@
 mod broker;
 mod changes;
 mod metrics;
+mod restore;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::Utc;
 use reserve::Ledger;
 use rumqttc::{AsyncClient, Event, Incoming, Publish, QoS};
 use store::Store;
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use changes::{ChangeConsumer, TownChanges};
 pub use metrics::{IngestCounts, IngestMetrics};
 pub use reserve::broker_url::{BrokerUrl, BrokerUrlError};
+pub use restore::{Restored, restore_ledger};
 
 /// The ledger shared between the writer (the only writer) and readers (API, alerts).
 /// A std `RwLock`: it is held for microseconds and never across an `.await`.
@@ -68,6 +69,11 @@ pub struct IngestConfig {
     pub retention: Duration,
     /// Payloads above this are rejected as `too_large`.
     pub max_payload_bytes: usize,
+    /// How often the writer saves the snapshots of facilities the ledger changed.
+    /// Readings are durable with every batch regardless; a start-up after a crash
+    /// replays the ones stored since the last save. Saving with every batch cost
+    /// half the writer's time at high rates (BENCHMARKS.md).
+    pub snapshot_every: Duration,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -95,6 +101,7 @@ impl IngestConfig {
             batch_max: 1000,
             retention: Duration::from_secs(90 * 24 * 3600),
             max_payload_bytes: reserve::wire::MAX_PAYLOAD_BYTES,
+            snapshot_every: Duration::from_secs(1),
         }
     }
 }
@@ -116,29 +123,6 @@ pub(crate) struct Delivery {
     /// Connection generation it arrived on: an ack for an older connection would
     /// acknowledge whatever the broker now holds under that packet id.
     pub generation: u64,
-}
-
-/// Rebuilds the ledger from the store: facility snapshots and sheltered counts, then
-/// refreshes every town. Returns how many facilities were restored.
-pub fn restore_ledger(store: &Store, ledger: &mut Ledger) -> Result<usize, IngestError> {
-    let mut restored = 0;
-    for snapshot in store.load_snapshots()? {
-        if ledger.restore(&snapshot) {
-            restored += 1;
-        } else {
-            tracing::warn!(
-                message = "Stored facility state not restored: facility gone from the registry or its kind changed.",
-                facility = %snapshot.facility
-            );
-        }
-    }
-    for (town, sheltered) in store.load_sheltered()? {
-        if let Some(t) = ledger.registry().town_idx(town.as_str()) {
-            ledger.set_sheltered(t, sheltered);
-        }
-    }
-    ledger.refresh_all(Utc::now());
-    Ok(restored)
 }
 
 /// Runs ingest until `shutdown` is cancelled or the store fails. On shutdown the poll
@@ -195,7 +179,6 @@ pub async fn run(
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 let g = generation.fetch_add(1, Ordering::AcqRel) + 1;
                 backoff = BACKOFF_MIN;
-                metrics.set_connected(true);
                 tracing::info!(
                     message = "Connected to the broker.",
                     broker = %config.broker,
@@ -225,7 +208,22 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                tracing::info!(message = "Subscribed.", return_codes = ?ack.return_codes);
+                // Connected means subscribed: until the broker grants the filters, a
+                // first-time session has no subscription and readings published now
+                // would not be kept for us (readiness and tests wait on this).
+                let granted = ack
+                    .return_codes
+                    .iter()
+                    .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+                if granted {
+                    metrics.set_connected(true);
+                    tracing::info!(message = "Subscribed.", return_codes = ?ack.return_codes);
+                } else {
+                    tracing::error!(
+                        message = "The broker refused a subscription; check the service user's ACL.",
+                        return_codes = ?ack.return_codes
+                    );
+                }
             }
             Ok(_) => {}
             Err(error) => {

@@ -64,7 +64,8 @@ impl IngestMetrics {
         *map.entry(reason).or_default() += 1;
     }
 
-    /// Whether the subscriber is connected to the broker now (for `/readyz`).
+    /// Whether the subscriber is connected to the broker and its subscriptions are
+    /// granted now (for `/readyz`).
     pub fn connected(&self) -> bool {
         self.connected.load(Relaxed)
     }

@@ -27,6 +27,9 @@ pub(crate) struct Writer {
     metrics: Arc<IngestMetrics>,
     changes: Arc<TownChanges>,
     last_reject_log: HashMap<String, Instant>,
+    /// Facilities the ledger changed since their snapshots were last saved.
+    unsaved: BTreeSet<FacilityIdx>,
+    last_snapshot_save: Instant,
 }
 
 /// What one batch did, for the counters.
@@ -52,6 +55,8 @@ impl Writer {
             metrics,
             changes,
             last_reject_log: HashMap::new(),
+            unsaved: BTreeSet::new(),
+            last_snapshot_save: Instant::now(),
         }
     }
 
@@ -92,13 +97,27 @@ impl Writer {
                 }
             }
         }
+        // A clean stop leaves nothing to replay.
+        if !self.unsaved.is_empty() {
+            let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
+            let mut tx = self.store.batch()?;
+            for &f in &self.unsaved {
+                tx.save_snapshot(&ledger.snapshot(f))?;
+            }
+            tx.mark_snapshots_saved()?;
+            tx.commit()?;
+        }
         Ok(())
     }
 
     fn commit_batch(&mut self, batch: &[Delivery]) -> Result<(), StoreError> {
         let now = Utc::now();
         let mut tally = BatchTally::default();
-        let mut changed_facilities = BTreeSet::<FacilityIdx>::new();
+        // Status changes (online/offline) are not in `readings`, so a replay cannot
+        // restore them: their snapshots are saved with the batch.
+        let mut linked_facilities = BTreeSet::<FacilityIdx>::new();
+        // The earliest `ts` this batch applied to the ledger.
+        let mut earliest_applied = None;
         let mut changed_towns = BTreeSet::<TownIdx>::new();
         let mut rejects: Vec<(RejectRecord, &'static str, Option<String>)> = Vec::new();
 
@@ -142,7 +161,7 @@ impl Writer {
                             Connectivity::Offline => Link::Offline,
                         };
                         ledger.set_link(facility, link, now);
-                        changed_facilities.insert(facility);
+                        linked_facilities.insert(facility);
                         changed_towns.insert(registry.facility(facility).town);
                     }
                     Err(rejected) => reject(rejected, gateway),
@@ -161,7 +180,10 @@ impl Writer {
                             tally.accepted += 1;
                             match ledger.apply(&reading, now) {
                                 Applied::Updated => {
-                                    changed_facilities.insert(reading.facility);
+                                    self.unsaved.insert(reading.facility);
+                                    earliest_applied = Some(
+                                        earliest_applied.map_or(reading.ts, |t| reading.ts.min(t)),
+                                    );
                                     changed_towns.insert(registry.facility(reading.facility).town);
                                 }
                                 Applied::Older => tally.older += 1,
@@ -174,13 +196,26 @@ impl Writer {
                 },
             }
         }
-        for &f in &changed_facilities {
+        for &f in &linked_facilities {
             tx.save_snapshot(&ledger.snapshot(f))?;
+        }
+        let save_due = self.last_snapshot_save.elapsed() >= self.config.snapshot_every;
+        if save_due && !self.unsaved.is_empty() {
+            for &f in &self.unsaved {
+                tx.save_snapshot(&ledger.snapshot(f))?;
+            }
+            tx.mark_snapshots_saved()?;
+        } else if let Some(ts) = earliest_applied {
+            tx.mark_unsaved_since(ts)?;
         }
         for (record, _, _) in &rejects {
             tx.insert_reject(record)?;
         }
         tx.commit()?;
+        if save_due && !self.unsaved.is_empty() {
+            self.unsaved.clear();
+            self.last_snapshot_save = Instant::now();
+        }
         for &t in &changed_towns {
             ledger.refresh(t, now);
         }

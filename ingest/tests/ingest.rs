@@ -88,9 +88,9 @@ struct Service {
 impl Service {
     async fn start(broker: &str, db: &Path) -> Service {
         let registry = registry();
-        let store = Store::open(db, StoreOptions::default()).expect("store opens");
+        let mut store = Store::open(db, StoreOptions::default()).expect("store opens");
         let mut ledger = Ledger::new(registry);
-        ingest::restore_ledger(&store, &mut ledger).expect("ledger restores");
+        ingest::restore_ledger(&mut store, &mut ledger).expect("ledger restores");
         let ledger: SharedLedger = Arc::new(RwLock::new(ledger));
         let metrics = Arc::new(IngestMetrics::default());
         let shutdown = CancellationToken::new();

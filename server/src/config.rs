@@ -116,6 +116,11 @@ pub struct StoreConfig {
     /// How long readings history is kept; older readings are rejected (DESIGN.md §5).
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
+    /// How often live facility state is saved beside the readings. Readings are
+    /// durable before their ack either way; after a crash the readings since the last
+    /// save are replayed at start-up, so a longer interval costs start-up time, not data.
+    #[serde(deserialize_with = "duration")]
+    pub snapshot_every: Duration,
 }
 
 impl Default for StoreConfig {
@@ -123,6 +128,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: "stockpile.db".into(),
             retention: Duration::from_secs(90 * 86_400),
+            snapshot_every: Duration::from_secs(1),
         }
     }
 }

@@ -83,13 +83,14 @@ impl Service {
             facilities = registry.facilities.len()
         );
 
-        let store = open_store(&config)?;
+        let mut store = open_store(&config)?;
         let mut ledger = Ledger::new(Arc::clone(&registry));
-        let restored = ingest::restore_ledger(&store, &mut ledger)
+        let restored = ingest::restore_ledger(&mut store, &mut ledger)
             .with_context(|| format!("rebuild the ledger from {}", config.store.path.display()))?;
         tracing::info!(
             message = "Ledger rebuilt from the store.",
-            facilities = restored,
+            facilities = restored.facilities,
+            replayed = restored.replayed,
             store = %config.store.path.display()
         );
 
@@ -326,6 +327,7 @@ fn alerts_config(config: &Config) -> alerts::AlertsConfig {
         pending_for: a.pending_for,
         depleting_horizon: a.depleting_horizon,
         public_url: Some(format!("http://{}", config.api.listen)),
+        influx_series: config.influx.is_some(),
         ..alerts::AlertsConfig::default()
     }
 }
@@ -397,6 +399,7 @@ fn ingest_config(config: &Config) -> anyhow::Result<IngestConfig> {
             Some(std::fs::read(ca).with_context(|| format!("mqtt.ca_file {}", ca.display()))?);
     }
     ingest.retention = config.store.retention;
+    ingest.snapshot_every = config.store.snapshot_every;
     Ok(ingest)
 }
 

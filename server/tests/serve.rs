@@ -246,21 +246,141 @@ async fn a_town_below_target_reaches_smtp_the_api_and_influxdb() {
         "{text}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let wait_for_point = async |what: &str, query: &str, expected: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = influx.query("stockpile", query);
+            if rows.to_string().contains(expected) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {what} in InfluxDB: {rows}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    wait_for_point(
+        "stock point",
+        "SELECT last(\"quantity\") FROM \"stock\" WHERE \"town\" = 'jingshan'",
+        "60000",
+    )
+    .await;
+    // The `alert` series the wall display counts: one critical alert firing...
+    let firing = "SELECT last(\"firing\") FROM \"alert\" WHERE \"town\" = 'jingshan' \
+                  AND \"rule\" = 'reserve_below_target' AND \"severity\" = 'critical'";
+    wait_for_point("firing alert", firing, ",1]").await;
+
+    // ...and none once the warehouse is restocked to 4.4 days.
+    client
+        .publish(
+            "stockpile/v1/jingshan/js-wh0/reading",
+            QoS::AtLeastOnce,
+            false,
+            format!(r#"{{"ts": {}, "stock": {{"water": 400000}}}}"#, ts + 1000),
+        )
+        .await
+        .unwrap();
     loop {
-        let rows = influx.query(
-            "stockpile",
-            "SELECT last(\"quantity\") FROM \"stock\" WHERE \"town\" = 'jingshan'",
-        );
-        if rows.to_string().contains("60000") {
+        if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
             break;
+        }
+    }
+    wait_for_point("resolved alert", firing, ",0]").await;
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.wait(Duration::from_secs(15)), Some(0));
+}
+
+/// Publishes one reading with QoS 1 and returns once the broker acknowledged it.
+async fn publish_one(broker: &testkit::Mosquitto, topic: &str, payload: String) {
+    let mut options = MqttOptions::new("gw-one", "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "the broker did not acknowledge {topic}");
+}
+
+/// The water stock the API shows for jingshan, once it is `expected`.
+fn wait_for_water_stock(api: &str, expected: f64) {
+    let url = format!("{api}/api/v1/towns/jingshan");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let town = testkit::http::get(&url, &[]).json();
+        if town["categories"][0]["stock"].as_f64() == Some(expected) {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "no stock point in InfluxDB: {rows}"
+            "water stock {expected} never shown: {town}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::thread::sleep(Duration::from_millis(50));
     }
-    service.signal(Signal::SIGTERM);
-    assert_eq!(service.wait(Duration::from_secs(15)), Some(0));
+}
+
+/// Live state is saved about once a second (here: once an hour), readings with every
+/// batch. A reading acknowledged and applied but not yet in a snapshot when the
+/// process is killed is replayed from the readings table at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_not_yet_in_a_snapshot_is_replayed_after_sigkill() {
+    let broker = testkit::Mosquitto::start();
+    let deployment = Deployment::new(&broker.url());
+    let child = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+        .args(["serve", "--config"])
+        .arg(deployment.config())
+        .env_remove("RUST_LOG")
+        .env("STOCKPILE__STORE__SNAPSHOT_EVERY", "1h")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start stockpile serve");
+    let first = Service::from_child(child);
+    first.wait_for_log("Subscribed", Duration::from_secs(20));
+
+    let ts = Utc::now().timestamp_millis();
+    publish_one(
+        &broker,
+        "stockpile/v1/jingshan/js-wh0/reading",
+        format!(r#"{{"ts": {ts}, "stock": {{"water": 60000}}}}"#),
+    )
+    .await;
+    let api = first.api_url();
+    tokio::task::block_in_place(|| wait_for_water_stock(&api, 60_000.0));
+    {
+        let store = Store::open(&deployment.db(), StoreOptions::default()).unwrap();
+        assert_eq!(
+            store.load_snapshots().unwrap(),
+            vec![],
+            "no snapshot saved yet"
+        );
+        assert!(
+            store.replay_from().unwrap().is_some(),
+            "the replay mark is set"
+        );
+    }
+    first.signal(Signal::SIGKILL);
+    assert_eq!(first.wait(Duration::from_secs(5)), None);
+
+    let second = tokio::task::block_in_place(|| Service::start(&deployment.config()));
+    let api = second.api_url();
+    tokio::task::block_in_place(|| wait_for_water_stock(&api, 60_000.0));
+    assert!(
+        second.output().contains("Replayed readings"),
+        "{}",
+        second.output()
+    );
+
+    // A clean stop saves every snapshot: the next start has nothing to replay.
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.wait(Duration::from_secs(10)), Some(0));
+    let store = Store::open(&deployment.db(), StoreOptions::default()).unwrap();
+    assert_eq!(store.replay_from().unwrap(), None);
+    assert_eq!(store.load_snapshots().unwrap().len(), 1);
 }

@@ -293,7 +293,7 @@ fn alert_and_ops_lines_parse_back_with_the_schema() {
     let town = TownId::parse("jingshan").unwrap();
     let cases = [
         (
-            alert_line(&town, "reserve_below_target", "critical", true, at),
+            alert_line(&town, "reserve_below_target", "critical", 1, at),
             Point {
                 measurement: "alert".into(),
                 tags: tags(&[
@@ -306,7 +306,7 @@ fn alert_and_ops_lines_parse_back_with_the_schema() {
             },
         ),
         (
-            alert_line(&town, "facility_silent", "warning", false, at),
+            alert_line(&town, "facility_silent", "warning", 0, at),
             Point {
                 measurement: "alert".into(),
                 tags: tags(&[

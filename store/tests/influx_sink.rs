@@ -62,7 +62,7 @@ async fn v1_points_land_with_the_schemas_tags_and_fields() {
     let jingshan = TownId::parse("jingshan").unwrap();
     batch
         .enqueue_influx_line(
-            &alert_line(&jingshan, "reserve_below_target", "critical", true, mins(2)),
+            &alert_line(&jingshan, "reserve_below_target", "critical", 1, mins(2)),
             Utc::now(),
         )
         .unwrap();

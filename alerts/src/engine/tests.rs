@@ -266,6 +266,28 @@ fn to(recipient: &str, event: &str, subject: &str) -> Sent {
     (recipient.into(), event.into(), subject.into())
 }
 
+/// The `alert` series queued for InfluxDB, without timestamps.
+fn alert_series(fx: &Fixture) -> Vec<String> {
+    let store = Store::open(&fx.path, StoreOptions::default()).unwrap();
+    store
+        .influx_queue_lines(100)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+        .collect()
+}
+
+fn food(rule: Rule, days: f64) -> Condition {
+    Condition {
+        subject: "food".into(),
+        detail: Detail::Reserve(ReserveDetail {
+            category: "food".into(),
+            ..water_detail(days)
+        }),
+        ..water(rule, days)
+    }
+}
+
 const BELOW: &str = "[Stockpile] 严重：景山街道 饮用水仅剩 2.5 天（目标 3 天）";
 
 #[test]
@@ -636,4 +658,34 @@ fn dedup_keys_make_enqueuing_a_message_twice_a_no_op() {
     assert!(!batch.enqueue(&again).unwrap());
     batch.commit().unwrap();
     assert_eq!(fx.new_rows(), vec![]);
+}
+
+#[test]
+fn the_alert_series_counts_a_towns_firing_alerts_of_each_rule() {
+    let mut fx = Fixture::new(policy());
+    fx.engine = open_engine(&fx.registry, &fx.path, fx.policy, t0()).with_influx_series(true);
+    let below = "alert,town=jingshan,rule=reserve_below_target,severity=critical firing=";
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    fx.step(
+        vec![
+            water(Rule::ReserveBelowTarget, 2.4),
+            food(Rule::ReserveBelowTarget, 2.0),
+        ],
+        secs(1),
+    );
+    // Water recovers while food is still short: one alert of the rule still fires.
+    fx.step(vec![food(Rule::ReserveBelowTarget, 2.0)], secs(2));
+    fx.step(vec![], secs(3));
+    assert_eq!(
+        alert_series(&fx),
+        ["1i", "2i", "1i", "0i"].map(|n| format!("{below}{n}"))
+    );
+}
+
+#[test]
+fn without_influxdb_no_alert_series_is_queued() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    fx.step(vec![], secs(1));
+    assert_eq!(alert_series(&fx), Vec::<String>::new());
 }

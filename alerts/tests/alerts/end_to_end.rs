@@ -17,13 +17,17 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A gateway publishing one stock reading with QoS 1; returns once the broker has it.
-async fn publish_water(broker: &str, liters: f64) {
+/// A gateway publishing its `n`th stock reading with QoS 1; returns once the broker
+/// has it. Readings are a second apart: two readings of one facility in the same
+/// millisecond are one reading sent twice (a duplicate), which is not what this
+/// gateway means.
+async fn publish_water(broker: &str, n: i64, liters: f64) {
     let url = BrokerUrl::parse(broker).unwrap();
     let mut options = MqttOptions::new(format!("gw-js-wh1-{}", liters as u64), url.host, url.port);
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut eventloop) = AsyncClient::new(options, 10);
-    let payload = serde_json::json!({"ts": Utc::now().to_rfc3339(), "stock": {"water": liters}});
+    let ts = Utc::now() - chrono::Duration::minutes(1) + chrono::Duration::seconds(n);
+    let payload = serde_json::json!({"ts": ts.to_rfc3339(), "stock": {"water": liters}});
     client
         .publish(
             "stockpile/v1/jingshan/js-wh1/reading",
@@ -96,29 +100,29 @@ async fn a_reading_below_three_days_reaches_the_officer_by_email_and_sms() {
     ));
     wait_until("ingest connects", WAIT, async || metrics.connected()).await;
 
-    publish_water(&broker.url(), liters(5.0)).await;
-    publish_water(&broker.url(), liters(2.5)).await;
+    publish_water(&broker.url(), 0, liters(5.0)).await;
+    publish_water(&broker.url(), 1, liters(2.5)).await;
 
-    let mails = smtp.wait_for(1, WAIT);
+    let mails = tokio::task::block_in_place(|| smtp.wait_for(1, WAIT));
     assert_eq!(mails[0].to, vec![OFFICER]);
     assert_eq!(
         mails[0].subject,
         "[Stockpile] 严重：景山街道 饮用水仅剩 2.5 天（目标 3 天）"
     );
-    let sms = gateway.wait_for(1, WAIT);
+    let sms = tokio::task::block_in_place(|| gateway.wait_for(1, WAIT));
     assert_eq!(sms[0].json()["mobile"], OFFICER_PHONE);
 
-    publish_water(&broker.url(), liters(2.4)).await;
+    publish_water(&broker.url(), 2, liters(2.4)).await;
     settle(Duration::from_millis(600)).await;
     assert_eq!((smtp.messages().len(), gateway.requests().len()), (1, 1));
 
-    publish_water(&broker.url(), liters(4.0)).await;
-    let mails = smtp.wait_for(2, WAIT);
+    publish_water(&broker.url(), 3, liters(4.0)).await;
+    let mails = tokio::task::block_in_place(|| smtp.wait_for(2, WAIT));
     assert_eq!(
         mails[1].subject,
         "[Stockpile] 已恢复：景山街道 饮用水已恢复至 4 天（目标 3 天）"
     );
-    gateway.wait_for(2, WAIT);
+    tokio::task::block_in_place(|| gateway.wait_for(2, WAIT));
     let counts = handle.counts().await.unwrap();
     assert_eq!((counts.alerts_resolved, counts.notifications_sent), (1, 4));
 

@@ -282,21 +282,22 @@ pub fn town_status_line(registry: &Registry, figures: &TownFigures, ts_ms: i64) 
     line.finish(ts_ms).unwrap_or_default()
 }
 
-/// The `alert` line of an alert's transition: `firing=1i` when it fires (or rises in
-/// severity), `firing=0i` when it resolves. `rule` and `severity` are the API-stable ids
-/// of DESIGN.md §7 (`reserve_below_target`, `critical`).
+/// The `alert` line written when the number of a town's firing alerts of one rule and
+/// severity changes: `firing` is that number (`1i` when one fires, `0i` when the last
+/// resolves; two categories below target make `2i`). `rule` and `severity` are the
+/// API-stable ids of DESIGN.md §7 (`reserve_below_target`, `critical`).
 pub fn alert_line(
     town: &TownId,
     rule: &str,
     severity: &str,
-    firing: bool,
+    firing: u64,
     ts: DateTime<Utc>,
 ) -> String {
     Line::new("alert")
         .tag("town", town.as_str())
         .tag("rule", rule)
         .tag("severity", severity)
-        .flag("firing", firing)
+        .count("firing", firing)
         .finish(ts.timestamp_millis())
         .unwrap_or_default()
 }

@@ -3,7 +3,7 @@
 //!
 //! Producers append rows (the ingest writer inside its batch, the sink's derived series
 //! through [`Store::enqueue_influx_lines`], alerts through
-//! [`crate::WriteBatch::enqueue_influx_line`]); the sink reads the oldest rows, sends
+//! [`crate::AlertBatch::enqueue_influx_line`]); the sink reads the oldest rows, sends
 //! them and deletes them once InfluxDB accepted them. Only ever a prefix is deleted (a
 //! batch sent, or the oldest rows over the bound), and SQLite hands out ids one above
 //! the largest, one writer at a time, so the ids in the table stay contiguous: the depth
@@ -59,6 +59,16 @@ impl Store {
     /// Lines waiting in the InfluxDB queue.
     pub fn influx_queue_depth(&self) -> Result<u64, StoreError> {
         Ok(self.influx_queue_state()?.depth)
+    }
+
+    /// The oldest `limit` lines waiting to be sent, oldest first (what an operator
+    /// looks at when InfluxDB refuses a batch).
+    pub fn influx_queue_lines(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .influx_queue_head(limit)?
+            .into_iter()
+            .map(|q| q.line)
+            .collect())
     }
 
     /// The oldest `limit` lines, oldest first.

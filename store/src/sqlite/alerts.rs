@@ -705,6 +705,18 @@ impl AlertBatch<'_> {
         Ok(inserted == 1)
     }
 
+    /// Enqueues one line for the InfluxDB sink in this transaction (the `alert` series,
+    /// built with [`crate::influx::alert_line`]), so the series records a transition
+    /// if and only if the transition is stored.
+    pub fn enqueue_influx_line(
+        &mut self,
+        line: &str,
+        enqueued_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        crate::influx::queue::insert(&self.tx, line, millis(enqueued_at))
+            .map_err(sqlite_error(self.path, "enqueue an InfluxDB line"))
+    }
+
     pub fn commit(self) -> Result<(), StoreError> {
         self.tx
             .commit()

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use reserve::ledger::FacilitySnapshot;
 use reserve::registry::Registry;
 use reserve::{FacilityId, Reading, TownId};
-use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 pub use alerts::{
     AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
@@ -233,6 +233,68 @@ impl Store {
             snapshots.push(snapshot);
         }
         Ok(snapshots)
+    }
+
+    /// Where a start-up must replay stored readings from to bring the snapshots up to
+    /// date (see [`WriteBatch::mark_unsaved_since`]); `None` when they are current.
+    pub fn replay_from(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let action = "read the replay mark";
+        let ms: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT value FROM ledger_meta WHERE key = 'replay_from'")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+            .map_err(self.sqlite(action))?;
+        ms.map(|ms| {
+            from_millis(ms)
+                .ok_or_else(|| self.corrupt("ledger_meta", "replay_from", format!("bad time {ms}")))
+        })
+        .transpose()
+    }
+
+    /// Calls `each` with every stored reading measured at or after `from`, all
+    /// facilities, in `ts` order (the primary key's), for the start-up replay.
+    pub fn for_each_reading_since(
+        &self,
+        from: DateTime<Utc>,
+        mut each: impl FnMut(StoredReading),
+    ) -> Result<u64, StoreError> {
+        let action = "replay readings";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT facility, ts, seq, received, body FROM readings
+                 WHERE ts >= ?1 ORDER BY ts, facility",
+            )
+            .map_err(self.sqlite(action))?;
+        let mut rows = stmt.query([millis(from)]).map_err(self.sqlite(action))?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(self.sqlite(action))? {
+            let read = || -> rusqlite::Result<_> {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            };
+            let (facility, ts_ms, seq, received, body) = read().map_err(self.sqlite(action))?;
+            let key = format!("({facility}, {ts_ms})");
+            let corrupt = |problem: String| self.corrupt("readings", &key, problem);
+            let facility = FacilityId::parse(&facility)
+                .map_err(|e| corrupt(format!("bad facility id: {e}")))?;
+            each(StoredReading {
+                facility,
+                ts: from_millis(ts_ms).ok_or_else(|| corrupt("bad ts".into()))?,
+                seq: seq.map(seq_from_sql),
+                received_at: from_millis(received)
+                    .ok_or_else(|| corrupt(format!("bad received time {received}")))?,
+                body: serde_json::from_str(&body)
+                    .map_err(|e| corrupt(format!("body is not JSON: {e}")))?,
+            });
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The sheltered population last reported for each town.
@@ -527,8 +589,7 @@ impl WriteBatch<'_> {
     }
 
     /// Enqueues one line of line protocol for the InfluxDB sink in this transaction, so
-    /// it is sent if and only if the batch commits (e.g. an alert's transition, built
-    /// with [`crate::influx::alert_line`]). Enqueued whatever
+    /// it is sent if and only if the batch commits. Enqueued whatever
     /// [`StoreOptions::influx_queue`] says: the caller knows InfluxDB is configured.
     pub fn enqueue_influx_line(
         &mut self,
@@ -537,6 +598,30 @@ impl WriteBatch<'_> {
     ) -> Result<(), StoreError> {
         crate::influx::queue::insert(&self.tx, line, millis(enqueued_at))
             .map_err(sqlite_error(self.path, "enqueue an InfluxDB line"))
+    }
+
+    /// Records that readings from `ts` on were applied to the ledger but their
+    /// facilities' snapshots are not saved yet: a start-up replays stored readings
+    /// from the earliest such `ts` ([`Store::replay_from`]).
+    pub fn mark_unsaved_since(&mut self, ts: DateTime<Utc>) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO ledger_meta (key, value) VALUES ('replay_from', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = min(value, excluded.value)",
+            )
+            .and_then(|mut stmt| stmt.execute([millis(ts)]))
+            .map_err(sqlite_error(self.path, "mark unsaved ledger state"))?;
+        Ok(())
+    }
+
+    /// Records that every facility the ledger changed has its snapshot saved (in this
+    /// batch or before): nothing to replay.
+    pub fn mark_snapshots_saved(&mut self) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("DELETE FROM ledger_meta WHERE key = 'replay_from'")
+            .and_then(|mut stmt| stmt.execute([]))
+            .map_err(sqlite_error(self.path, "mark ledger state saved"))?;
+        Ok(())
     }
 
     /// Saves a facility's live state, replacing what was saved before.

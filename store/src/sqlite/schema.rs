@@ -139,6 +139,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_due ON outbox (channel, next_attempt) WHERE state = 'pending';
     CREATE INDEX outbox_state ON outbox (state, id);
     CREATE INDEX outbox_town ON outbox (town, id);",
+    // The ingest writer saves facility snapshots about once a second, not with every
+    // batch; `replay_from` (epoch ms) is set while readings applied to the ledger are
+    // not yet in a snapshot: the earliest `ts` among them. A start-up finding it
+    // replays the readings stored from there.
+    "CREATE TABLE ledger_meta (
+        key TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is

@@ -1,0 +1,111 @@
+//! Rebuilding the ledger at start-up: facility snapshots, sheltered counts, then the
+//! readings stored after the last snapshot save (the writer saves snapshots about once
+//! a second; see [`crate::IngestConfig::snapshot_every`]).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use reserve::Ledger;
+use reserve::registry::FacilityIdx;
+use reserve::wire::{self, DecodeContext, Topic, TopicKind};
+use store::{Store, StoredReading};
+
+use crate::IngestError;
+
+/// What a start-up restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restored {
+    /// Facilities whose snapshot was restored.
+    pub facilities: usize,
+    /// Stored readings applied again because the process stopped before their
+    /// facilities' snapshots were saved (0 after a clean shutdown).
+    pub replayed: u64,
+}
+
+/// A replayed reading was accepted once; judging its age again against a retention
+/// that may since have shrunk would only lose it. Pruning deletes what is too old.
+const REPLAY_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Rebuilds the ledger from the store: facility snapshots and sheltered counts, then
+/// the readings stored since the last snapshot save (whose facilities' snapshots are
+/// then saved, so the next start need not replay them again), then refreshes every
+/// town.
+pub fn restore_ledger(store: &mut Store, ledger: &mut Ledger) -> Result<Restored, IngestError> {
+    let mut restored = Restored::default();
+    for snapshot in store.load_snapshots()? {
+        if ledger.restore(&snapshot) {
+            restored.facilities += 1;
+        } else {
+            tracing::warn!(
+                message = "Stored facility state not restored: facility gone from the registry or its kind changed.",
+                facility = %snapshot.facility
+            );
+        }
+    }
+    for (town, sheltered) in store.load_sheltered()? {
+        if let Some(t) = ledger.registry().town_idx(town.as_str()) {
+            ledger.set_sheltered(t, sheltered);
+        }
+    }
+    if let Some(from) = store.replay_from()? {
+        let mut skipped = 0u64;
+        let mut replayed = BTreeSet::new();
+        restored.replayed =
+            store.for_each_reading_since(from, |stored| match replay(ledger, &stored) {
+                Some(facility) => {
+                    replayed.insert(facility);
+                }
+                None => skipped += 1,
+            })?;
+        let mut batch = store.batch()?;
+        for &f in &replayed {
+            batch.save_snapshot(&ledger.snapshot(f))?;
+        }
+        batch.mark_snapshots_saved()?;
+        batch.commit()?;
+        tracing::info!(
+            message = "Replayed readings stored after the last snapshot save.",
+            from = %from,
+            readings = restored.replayed,
+            skipped
+        );
+    }
+    ledger.refresh_all(Utc::now());
+    Ok(restored)
+}
+
+/// Applies one stored reading to the ledger. A reading at or before what a snapshot
+/// already holds changes nothing ([`Ledger::apply`] keeps the latest), so replaying
+/// from a mark that is too early is harmless. Returns the facility, or `None` when
+/// the reading no longer fits the registry (a facility or category removed since): it
+/// stays in history only.
+fn replay(ledger: &mut Ledger, stored: &StoredReading) -> Option<FacilityIdx> {
+    let registry = std::sync::Arc::clone(ledger.registry());
+    let facility = registry.facility_idx(stored.facility.as_str())?;
+    // The stored body is a §5 payload without `ts` and `seq` (store's `body` module):
+    // put them back and decode it as the wire would.
+    let serde_json::Value::Object(mut payload) = stored.body.clone() else {
+        return None;
+    };
+    payload.insert("ts".into(), stored.ts.timestamp_millis().into());
+    if let Some(seq) = stored.seq {
+        payload.insert("seq".into(), seq.into());
+    }
+    let bytes = serde_json::to_vec(&payload).ok()?;
+    let topic = Topic {
+        town: registry.town(registry.facility(facility).town).id.as_str(),
+        facility: stored.facility.as_str(),
+        kind: TopicKind::Reading,
+    };
+    let context = DecodeContext {
+        retention: REPLAY_RETENTION,
+        max_payload_bytes: usize::MAX,
+        ..DecodeContext::new(&registry, Utc::now())
+    };
+    let decoded = wire::decode_readings(&topic, &bytes, &context).ok()?;
+    for reading in &decoded.readings {
+        ledger.apply(reading, stored.received_at);
+    }
+    (!decoded.readings.is_empty()).then_some(facility)
+}
