@@ -74,6 +74,9 @@ pub struct IngestConfig {
     /// replays the ones stored since the last save. Saving with every batch cost
     /// half the writer's time at high rates (BENCHMARKS.md).
     pub snapshot_every: Duration,
+    /// Subscribe town by town to these towns only (a shard, DESIGN.md §10); `None`
+    /// subscribes to every town with wildcards.
+    pub towns: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -85,6 +88,7 @@ impl std::fmt::Debug for IngestConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("batch_max", &self.batch_max)
+            .field("towns", &self.towns.as_ref().map(Vec::len))
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +106,7 @@ impl IngestConfig {
             retention: Duration::from_secs(90 * 24 * 3600),
             max_payload_bytes: reserve::wire::MAX_PAYLOAD_BYTES,
             snapshot_every: Duration::from_secs(1),
+            towns: None,
         }
     }
 }
@@ -170,6 +175,7 @@ pub async fn run(
 
     let mut backoff = BACKOFF_MIN;
     let mut writer_failed = false;
+    let mut subscription = Subscription::new(config.towns.as_deref());
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -185,11 +191,11 @@ pub async fn run(
                     session_present = ack.session_present,
                     generation = g
                 );
-                // try_: never await a client call inside the poll loop.
-                let filters = [reserve::wire::READING_FILTER, reserve::wire::STATUS_FILTER]
-                    .map(|f| rumqttc::SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(filters) {
-                    tracing::error!(message = "Could not queue the subscription.", error = %e);
+                subscription.restart(ack.session_present);
+                subscription.send(&client);
+                if subscription.complete() {
+                    // Nothing to subscribe to: a shard without towns.
+                    metrics.set_connected(true);
                 }
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
@@ -215,17 +221,27 @@ pub async fn run(
                     .return_codes
                     .iter()
                     .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
-                if granted {
-                    metrics.set_connected(true);
-                    tracing::info!(message = "Subscribed.", return_codes = ?ack.return_codes);
-                } else {
+                if !granted {
                     tracing::error!(
                         message = "The broker refused a subscription; check the service user's ACL.",
                         return_codes = ?ack.return_codes
                     );
                 }
+                if subscription.acknowledged(granted) {
+                    metrics.set_connected(true);
+                    tracing::info!(
+                        message = "Subscribed.",
+                        filters = subscription.filters(),
+                        packets = subscription.packets.len()
+                    );
+                }
             }
-            Ok(_) => {}
+            Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(_))) => {
+                subscription.written();
+                subscription.send(&client);
+            }
+            // Any event may have made room in the client's request queue.
+            Ok(_) => subscription.send(&client),
             Err(error) => {
                 metrics.set_connected(false);
                 tracing::warn!(
@@ -275,4 +291,108 @@ pub async fn run(
         return Err(IngestError::Writer("writer stopped".into()));
     }
     Ok(())
+}
+
+/// Most filters in one SUBSCRIBE packet. Brokers cap a packet's size (EMQX at 1 MiB by
+/// default, some far lower) and a large shard has two filters per town; 256 filters
+/// with 64-character town ids make about 25 KiB.
+const FILTERS_PER_SUBSCRIBE: usize = 256;
+
+/// What ingest subscribes to, as SUBSCRIBE packets, and how far each connection got.
+/// Connected means every packet granted: a filter not yet granted to a first-time
+/// session loses the readings published meanwhile.
+#[derive(Debug)]
+struct Subscription {
+    packets: Vec<Vec<rumqttc::SubscribeFilter>>,
+    /// Packets handed to the client on this connection.
+    queued: usize,
+    /// Packets handed to the client and not yet written to the socket. rumqttc keeps
+    /// them across a reconnect and writes them first when the session is resumed, so
+    /// their SUBACKs arrive on the next connection.
+    unsent: usize,
+    /// SUBACKs still due on this connection.
+    awaiting: usize,
+    refused: bool,
+}
+
+impl Subscription {
+    fn new(towns: Option<&[String]>) -> Subscription {
+        use reserve::wire::{TopicKind, town_filter};
+        let filters: Vec<String> = match towns {
+            None => vec![
+                reserve::wire::READING_FILTER.to_owned(),
+                reserve::wire::STATUS_FILTER.to_owned(),
+            ],
+            Some(towns) => towns
+                .iter()
+                .flat_map(|t| {
+                    [
+                        town_filter(t, TopicKind::Reading),
+                        town_filter(t, TopicKind::Status),
+                    ]
+                })
+                .collect(),
+        };
+        let packets = filters
+            .chunks(FILTERS_PER_SUBSCRIBE)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+                    .collect()
+            })
+            .collect();
+        Subscription {
+            packets,
+            queued: 0,
+            unsent: 0,
+            awaiting: 0,
+            refused: false,
+        }
+    }
+
+    fn filters(&self) -> usize {
+        self.packets.iter().map(Vec::len).sum()
+    }
+
+    /// A new connection: subscribe again from the first packet (a resumed session has
+    /// the filters already; subscribing again is harmless and covers a lost one).
+    fn restart(&mut self, session_present: bool) {
+        if !session_present {
+            self.unsent = 0; // rumqttc dropped them with the old session
+        }
+        self.awaiting = self.unsent;
+        self.queued = 0;
+        self.refused = false;
+    }
+
+    /// Hands the client every packet its request queue takes now; the rest go on a later
+    /// event, as the poll loop drains the queue. `try_`: the poll loop never awaits a
+    /// client call.
+    fn send(&mut self, client: &AsyncClient) {
+        while let Some(packet) = self.packets.get(self.queued) {
+            if client.try_subscribe_many(packet.iter().cloned()).is_err() {
+                break;
+            }
+            self.queued += 1;
+            self.unsent += 1;
+            self.awaiting += 1;
+        }
+    }
+
+    /// rumqttc wrote a SUBSCRIBE to the socket.
+    fn written(&mut self) {
+        self.unsent = self.unsent.saturating_sub(1);
+    }
+
+    /// A SUBACK came; true when it completes the subscription with everything granted.
+    fn acknowledged(&mut self, granted: bool) -> bool {
+        self.refused |= !granted;
+        self.awaiting = self.awaiting.saturating_sub(1);
+        self.complete()
+    }
+
+    fn complete(&self) -> bool {
+        !self.refused && self.awaiting == 0 && self.queued == self.packets.len()
+    }
 }

@@ -33,15 +33,23 @@ const REPLAY_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// town.
 pub fn restore_ledger(store: &mut Store, ledger: &mut Ledger) -> Result<Restored, IngestError> {
     let mut restored = Restored::default();
+    // One line for all of them: after a registry edit or a change of shards there may
+    // be thousands.
+    let mut not_restored = Vec::new();
     for snapshot in store.load_snapshots()? {
         if ledger.restore(&snapshot) {
             restored.facilities += 1;
         } else {
-            tracing::warn!(
-                message = "Stored facility state not restored: facility gone from the registry or its kind changed.",
-                facility = %snapshot.facility
-            );
+            not_restored.push(snapshot.facility);
         }
+    }
+    if !not_restored.is_empty() {
+        let first: Vec<&str> = not_restored.iter().take(10).map(|f| f.as_str()).collect();
+        tracing::warn!(
+            message = "Stored facility state not restored: facilities gone from the registry (or this shard's towns) or of another kind now.",
+            facilities = not_restored.len(),
+            first = ?first
+        );
     }
     for (town, sheltered) in store.load_sheltered()? {
         if let Some(t) = ledger.registry().town_idx(town.as_str()) {

@@ -13,6 +13,7 @@ pub mod id;
 pub mod ledger;
 pub mod reading;
 pub mod registry;
+pub mod shard;
 pub mod wire;
 
 pub use duration::parse_duration;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use reserve::registry::FacilityKindName;
+use reserve::shard::Shard;
 
 use crate::config::{self, ConfigErrors, Loaded};
 
@@ -26,6 +27,9 @@ pub enum Command {
     CheckConfig {
         /// The config file, or a registry file alone
         file: PathBuf,
+        /// Also show which towns instance i of N would run (as `serve --shard i/N`)
+        #[arg(long, value_name = "i/N")]
+        shard: Option<Shard>,
     },
     /// Try Stockpile: embedded broker, the synthetic demo registry, the simulator,
     /// the API and the wall board in one process, SQLite in a temp dir
@@ -51,6 +55,10 @@ pub enum Command {
         /// The config file (or a registry file alone, with every config default)
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Run as instance i of N (numbered from 0), with only the towns that hash to
+        /// it; overrides `[mqtt] shard` of the config
+        #[arg(long, value_name = "i/N")]
+        shard: Option<Shard>,
     },
 }
 
@@ -71,13 +79,32 @@ pub fn stockpile_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Loads `file` as `check-config` does; the summary prints as DESIGN.md §9 shows.
-pub fn check_config(file: &Path, env: &[(String, String)]) -> Result<Summary, ConfigErrors> {
-    let loaded = config::load(file, env)?;
+/// Loads `file` as `check-config` does; the summary prints as DESIGN.md §9 shows, with
+/// the shard's share of the registry when there is a shard.
+pub fn check_config(
+    file: &Path,
+    shard: Option<Shard>,
+    env: &[(String, String)],
+) -> Result<Summary, ConfigErrors> {
+    let loaded = load(file, shard, env)?;
     Ok(Summary {
         file: file.to_owned(),
         loaded,
     })
+}
+
+/// Loads `file` for `serve` or `check-config`; a `--shard` from the command line wins
+/// over the config's `[mqtt] shard`.
+pub fn load(
+    file: &Path,
+    shard: Option<Shard>,
+    env: &[(String, String)],
+) -> Result<Loaded, ConfigErrors> {
+    let mut loaded = config::load(file, env)?;
+    if shard.is_some() {
+        loaded.config.mqtt.shard = shard;
+    }
+    Ok(loaded)
 }
 
 /// What `check-config` prints when everything is in order.
@@ -131,6 +158,22 @@ impl fmt::Display for Summary {
             format!("{} ({})", categories.len(), categories.join(", ")),
         )?;
         row(f, "contacts", thousands(r.contacts.len() as u64))?;
+        if let Some(shard) = config.mqtt.shard {
+            let towns: Vec<_> = r.towns.iter().filter(|t| shard.contains(&t.id)).collect();
+            let population: u64 = towns.iter().map(|t| t.population).sum();
+            let facilities: usize = towns.iter().map(|t| t.facilities.len()).sum();
+            row(
+                f,
+                "shard",
+                format!(
+                    "{shard}: towns {} (population {}), facilities {}, client id {}",
+                    thousands(towns.len() as u64),
+                    thousands(population),
+                    thousands(facilities as u64),
+                    config.mqtt.instance_client_id()
+                ),
+            )?;
+        }
         if !source.is_config {
             return Ok(());
         }

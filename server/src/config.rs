@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use reserve::Registry;
 use reserve::registry::{Source, load_registry};
+use reserve::shard::Shard;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
@@ -91,6 +92,11 @@ pub struct MqttConfig {
     pub ca_file: Option<PathBuf>,
     /// Run the embedded broker on `url`'s port instead of connecting to one.
     pub embedded_broker: bool,
+    /// `"i/N"`: run as instance `i` of `N`, with only the towns that hash to it
+    /// (DESIGN.md §10). `stockpile serve --shard` overrides it. `-shard-i-of-N` is
+    /// appended to `client_id`, so the instances' broker sessions stay apart.
+    #[serde(deserialize_with = "shard")]
+    pub shard: Option<Shard>,
 }
 
 impl Default for MqttConfig {
@@ -103,6 +109,25 @@ impl Default for MqttConfig {
             password_file: None,
             ca_file: None,
             embedded_broker: false,
+            shard: None,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The client id this instance connects with: `client_id`, and `-shard-i-of-N` when
+    /// sharded. Two instances with one client id would take turns kicking each other off
+    /// the broker, and the suffix naming `N` gives every layout its own sessions, so a
+    /// session never holds the subscriptions of another layout's towns.
+    pub fn instance_client_id(&self) -> String {
+        match self.shard {
+            Some(shard) => format!(
+                "{}-shard-{}-of-{}",
+                self.client_id,
+                shard.index(),
+                shard.count()
+            ),
+            None => self.client_id.clone(),
         }
     }
 }
@@ -321,6 +346,11 @@ impl Default for LogConfig {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     reserve::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn shard<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Shard>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// One problem: `demo/stockpile.toml:4: mqtt.url: …`, or `env STOCKPILE__MQTT__URL: …`

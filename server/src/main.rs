@@ -11,13 +11,15 @@ use tokio_util::sync::CancellationToken;
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match cli::check_config(&file, &cli::stockpile_env()) {
-            Ok(summary) => {
-                print!("{summary}");
-                Ok(ExitCode::SUCCESS)
+        Command::CheckConfig { file, shard } => {
+            match cli::check_config(&file, shard, &cli::stockpile_env()) {
+                Ok(summary) => {
+                    print!("{summary}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => Ok(report_config_errors(&errors)),
             }
-            Err(errors) => Ok(report_config_errors(&errors)),
-        },
+        }
         Command::Demo {
             scenario,
             speed,
@@ -40,8 +42,8 @@ fn main() -> anyhow::Result<ExitCode> {
             };
             run_until_signal(|shutdown| server::demo::run(options, shutdown))
         }
-        Command::Serve { config } => {
-            let loaded = match config::load(&config, &cli::stockpile_env()) {
+        Command::Serve { config, shard } => {
+            let loaded = match cli::load(&config, shard, &cli::stockpile_env()) {
                 Ok(loaded) => loaded,
                 Err(errors) => return Ok(report_config_errors(&errors)),
             };

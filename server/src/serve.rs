@@ -60,7 +60,7 @@ impl Service {
     pub async fn start(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<Service> {
         install_crypto_provider();
         let Loaded {
-            config,
+            mut config,
             registry,
             registry_source,
         } = loaded;
@@ -75,7 +75,10 @@ impl Service {
                 %addr
             );
         }
-        let registry = Arc::new(registry);
+        // Officer tokens may name towns of other shards: resolve them against the whole
+        // registry, before it is narrowed to this instance's towns.
+        let auth = auth_config(&config, &registry)?;
+        let registry = Arc::new(shard_registry(&mut config, registry));
         tracing::info!(
             message = "Registry loaded.",
             registry = %registry_source.path.display(),
@@ -196,7 +199,7 @@ impl Service {
             ))),
         };
 
-        let ingest_config = ingest_config(&config)?;
+        let ingest_config = ingest_config(&config, &registry)?;
         tracker.spawn({
             let (ledger, metrics, changes) = (
                 Arc::clone(&shared.ledger),
@@ -218,7 +221,7 @@ impl Service {
             open_store(&config)?,
             Arc::clone(&shared.ingest_metrics),
             Arc::clone(&shared.changes),
-            auth_config(&config, &registry)?,
+            auth,
         )
         .with_alerts(alerts_handle)
         .with_history(history);
@@ -389,7 +392,31 @@ fn influx_endpoint(
     Ok(store::influx::InfluxEndpoint::new(influx.url.clone(), api))
 }
 
-fn ingest_config(config: &Config) -> anyhow::Result<IngestConfig> {
+/// With a shard (DESIGN.md §10): the registry narrowed to the shard's towns, and the
+/// config's client id made the instance's own. Without one, both unchanged.
+fn shard_registry(config: &mut Config, registry: Registry) -> Registry {
+    let Some(shard) = config.mqtt.shard else {
+        return registry;
+    };
+    config.mqtt.client_id = config.mqtt.instance_client_id();
+    let part = shard.registry(&registry);
+    tracing::info!(
+        message = "Running as one shard of the towns.",
+        %shard,
+        towns = part.towns.len(),
+        of_towns = registry.towns.len(),
+        client_id = %config.mqtt.client_id
+    );
+    if part.towns.is_empty() {
+        tracing::warn!(
+            message = "No town of the registry hashes to this shard; it will receive nothing.",
+            %shard
+        );
+    }
+    part
+}
+
+fn ingest_config(config: &Config, registry: &Registry) -> anyhow::Result<IngestConfig> {
     let broker = BrokerUrl::parse(&config.mqtt.url).context("mqtt.url")?;
     let mut ingest = IngestConfig::new(broker, config.mqtt.client_id.clone());
     ingest.username = config.mqtt.username.clone();
@@ -400,6 +427,10 @@ fn ingest_config(config: &Config) -> anyhow::Result<IngestConfig> {
     }
     ingest.retention = config.store.retention;
     ingest.snapshot_every = config.store.snapshot_every;
+    // A whole shard (`0/1`) keeps the two wildcard filters instead of one per town.
+    if config.mqtt.shard.is_some_and(|s| !s.is_whole()) {
+        ingest.towns = Some(registry.towns.iter().map(|t| t.id.to_string()).collect());
+    }
     Ok(ingest)
 }
 
