@@ -237,6 +237,13 @@ async fn ingest_round(
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let elapsed = first.unwrap().elapsed();
+    // How much each commit carried: small batches mean per-transaction costs dominate.
+    let c = metrics.counts();
+    println!(
+        r#"{{"round":{round},"path":"ingest","batches":{},"readings_per_batch":{:.1}}}"#,
+        c.batches,
+        c.accepted as f64 / c.batches.max(1) as f64
+    );
     publisher.await.unwrap();
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -405,6 +405,56 @@ async fn a_burst_of_10000_readings_is_stored_once_each() {
     service.stop().await;
 }
 
+/// QoS 0 (a gateway that accepts losing a reading on the way): nothing waits for an
+/// ack, and the writer gathers a couple of milliseconds' worth per transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_readings_are_stored_and_applied_too() {
+    let broker = testkit::Mosquitto::builder().max_queued(0).start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_path(&dir);
+    let service = Service::start(&broker.url(), &db).await;
+
+    const TOTAL: u64 = 3_000;
+    let url = BrokerUrl::parse(&broker.url()).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("gw-qos0", url.host, url.port), 100);
+    let start = ms_ago(60_000);
+    let sender = tokio::spawn(async move {
+        for i in 0..TOTAL {
+            let ts = start + chrono::Duration::milliseconds(i as i64);
+            let payload = stock_payload(ts, i, 10_000.0 - i as f64, 9_000.0);
+            client
+                .publish(topic("jingshan", "js-wh1"), QoS::AtMostOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let mut written = 0;
+    while written < TOTAL {
+        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_)))) => written += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("publisher: {e}"),
+            Err(_) => panic!("publisher stalled after {written} of {TOTAL}"),
+        }
+    }
+    let _client = sender.await.unwrap();
+
+    let m = Arc::clone(&service.metrics);
+    wait_until("every QoS 0 reading accepted", || {
+        m.counts().accepted == TOTAL
+    })
+    .await;
+    assert_eq!(store_at(&db).count_readings().unwrap(), TOTAL);
+    {
+        let ledger = service.ledger.read().unwrap();
+        let wh = ledger.registry().facility_idx("js-wh1").unwrap();
+        assert_eq!(ledger.facility(wh).last_seq, Some(TOTAL - 1));
+    }
+    service.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_and_late_readings_are_acknowledged_not_applied() {
     let broker = testkit::Mosquitto::start();
