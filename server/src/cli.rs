@@ -49,6 +49,11 @@ pub enum Command {
         /// Seed of the simulator's random choices
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Send the alert emails through this SMTP server (smtp://host:port,
+        /// smtp://host:port?tls=required, smtps://host:port) or into this directory
+        /// (file:///dir) instead of the mailbox in the demo's temp dir
+        #[arg(long, value_name = "URL")]
+        smtp: Option<String>,
     },
     /// Run the service: MQTT ingest into the ledger and the SQLite store
     Serve {

@@ -233,7 +233,8 @@ impl Default for ApiConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
     /// `smtp://host:port` (plain, for a local relay), `smtp://host:port?tls=required`
-    /// (STARTTLS) or `smtps://host:port` (TLS).
+    /// (STARTTLS), `smtps://host:port` (TLS), or `file:///dir` (each message written
+    /// there as an `.eml` file: a relay's drop directory, or the demo's mailbox).
     pub url: String,
     /// `Name <address>` or a bare address.
     pub from: String,
@@ -749,11 +750,14 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
     }
 
     if let Some(smtp) = &mut config.smtp {
-        if !(has_scheme(&smtp.url, "smtp://") || has_scheme(&smtp.url, "smtps://")) {
+        if !(has_scheme(&smtp.url, "smtp://")
+            || has_scheme(&smtp.url, "smtps://")
+            || has_scheme(&smtp.url, "file://"))
+        {
             c.field(
                 "smtp.url",
                 format!(
-                    "expected smtp://host:port or smtps://host:port, got {:?}",
+                    "expected smtp://host:port, smtps://host:port or file:///dir, got {:?}",
                     smtp.url
                 ),
             );

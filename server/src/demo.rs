@@ -1,18 +1,22 @@
 //! `stockpile demo`: everything in one process on embedded defaults, so a newcomer sees
 //! Stockpile work within a minute: the embedded broker, the synthetic demo registry
 //! (compiled in), the simulator on an accelerated clock with a scenario that drives
-//! towns below target, ingest, SQLite in a temp dir, the API and the board.
+//! towns below target, ingest, SQLite in a temp dir, the API and the board. Alerts go
+//! out as email into a mailbox directory in the temp dir (or through `--smtp`), and
+//! the console shows each message as it is delivered.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use alerts::NotificationView;
 use anyhow::Context as _;
 use reserve::coverage::TownStatus;
 use reserve::registry::{Registry, Source, load_registry};
+use store::{DeliveryState, NotificationQuery, Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Loaded, RegistrySource};
+use crate::config::{Config, Loaded, RegistrySource, SmtpConfig};
 use crate::serve::{Service, Shared};
 
 /// The demo registry, compiled in so the binary runs from any directory.
@@ -26,6 +30,17 @@ const DEMO_FILES: &[(&str, &str)] = &[
 /// How often the console prints the city's state.
 const CONSOLE_EVERY: Duration = Duration::from_secs(10);
 
+/// The sender of the demo's alert emails.
+const DEMO_FROM: &str = "Stockpile demo <alerts@example.org>";
+/// How often the console looks for notifications delivered since it last looked.
+const NOTICE_POLL: Duration = Duration::from_secs(1);
+/// At most this many notification lines per [`NOTICE_WINDOW`]: when hundreds of towns
+/// go red at once, the lines must not scroll the URLs away.
+const NOTICE_LINES: usize = 10;
+const NOTICE_WINDOW: Duration = Duration::from_secs(10);
+/// Outbox rows read at once while catching up.
+const NOTICE_PAGE: usize = 500;
+
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub scenario: String,
@@ -33,6 +48,9 @@ pub struct DemoOptions {
     pub port: u16,
     pub mqtt_port: u16,
     pub seed: u64,
+    /// Send alert emails through this SMTP server (`smtp://…`, `smtps://…`) instead
+    /// of writing them into the demo's mailbox directory.
+    pub smtp: Option<String>,
 }
 
 /// The synthetic demo registry (demo/), as compiled into the binary.
@@ -81,6 +99,20 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     config.store.path = data.path().join("stockpile-demo.db");
     config.api.listen = format!("127.0.0.1:{}", options.port);
     config.api.public_read = true;
+    let smtp_url = options
+        .smtp
+        .clone()
+        .unwrap_or_else(|| format!("file://{}", data.path().join("mail").display()));
+    config.smtp = Some(SmtpConfig {
+        url: smtp_url.clone(),
+        from: DEMO_FROM.into(),
+        ..SmtpConfig::default()
+    });
+    // `[alerts] group_wait` keeps its 10 s although a shorter one would show messages
+    // sooner: in the first seconds only some of a town's warehouses have reported, and
+    // the others count as empty until they do (DESIGN.md §4). Within 10 s every
+    // facility reports and those false alarms clear before anyone is told.
+    let store_path = config.store.path.clone();
     let loaded = Loaded {
         config,
         registry,
@@ -95,6 +127,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         },
     };
     let service = Service::start(loaded, shutdown.clone()).await?;
+    let outbox = Outbox::open(&store_path)?;
     let shared = service.shared.clone();
     while !shared.ingest_metrics.connected() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -115,22 +148,33 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
 
     let url = format!("http://{}", service.api_addr);
     let hours_per_minute = options.speed / 60.0;
+    let email = match smtp_url.strip_prefix("file://") {
+        Some(mailbox) => {
+            format!("Mailbox      {mailbox}   (alerts go out as mail files, one .eml per message)")
+        }
+        None => format!("Email        through {}", without_credentials(&smtp_url)),
+    };
     println!(
         "Stockpile demo: synthetic registry of {} towns and {} facilities (demo/, not real data).\n\
          \n  Wall board   {url}/\n  API          {url}/api/v1/overview   (OpenAPI: {url}/api/openapi.json)\n  \
          MQTT broker  {mqtt_url}   (embedded, in memory: for trying, not for production)\n  \
-         SQLite       {}\n\
+         SQLite       {}\n  \
+         {email}\n\
          \nScenario {:?} at speed {}: {hours_per_minute:.0} simulated hours per minute. Every town starts\n\
          with about {:.1} days of supplies and no restocks come; watch towns turn amber below 3.5\n\
-         days and red below the 3-day target. Ctrl-C stops.\n",
+         days and red below the 3-day target. Each alert email to a town officer is shown below\n\
+         as it goes out (at most {NOTICE_LINES} every {} s; all of them: {url}/api/v1/notifications).\n\
+         The temp dir goes when the demo stops. Ctrl-C stops.\n",
         shared.registry.towns.len(),
         shared.registry.facilities.len(),
-        data.path().join("stockpile-demo.db").display(),
+        store_path.display(),
         options.scenario,
         options.speed,
         start_days,
+        NOTICE_WINDOW.as_secs(),
     );
     tokio::spawn(console(shared, shutdown.clone()));
+    tokio::spawn(notices(outbox, url.clone(), shutdown.clone()));
 
     let outcome = service.wait().await;
     match sim_task.await {
@@ -181,5 +225,196 @@ async fn console(shared: Shared, shutdown: CancellationToken) {
             counts.accepted,
             counts.rejected_total(),
         );
+    }
+}
+
+/// The demo's read of the notification outbox, on a store connection of its own (as
+/// `alerts::AlertsHandle` reads it), because `serve::Shared` does not carry that handle.
+#[derive(Debug, Clone)]
+struct Outbox(Arc<Mutex<Store>>);
+
+impl Outbox {
+    fn open(path: &Path) -> anyhow::Result<Outbox> {
+        let store = Store::open(path, StoreOptions::default())
+            .with_context(|| format!("open the store {} for the console", path.display()))?;
+        Ok(Outbox(Arc::new(Mutex::new(store))))
+    }
+
+    /// Notifications delivered with an id above `after`, oldest first.
+    async fn sent_after(&self, after: i64) -> anyhow::Result<Vec<NotificationView>> {
+        let store = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            let store = store.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sent = Vec::new();
+            let mut before_id = None;
+            loop {
+                let page = store.list_notifications(&NotificationQuery {
+                    state: Some(DeliveryState::Sent),
+                    before_id,
+                    limit: NOTICE_PAGE,
+                    ..NotificationQuery::default()
+                })?;
+                let full = page.len() == NOTICE_PAGE;
+                before_id = page.last().map(|row| row.id);
+                let before = sent.len();
+                sent.extend(page.into_iter().filter(|row| row.id > after));
+                if !full || sent.len() - before < NOTICE_PAGE {
+                    break;
+                }
+            }
+            sent.reverse();
+            Ok(sent.into_iter().map(NotificationView::from).collect())
+        })
+        .await?
+    }
+}
+
+/// Prints each notification as it is delivered, one line each, at most
+/// [`NOTICE_LINES`] per [`NOTICE_WINDOW`]; the rest are counted and pointed to.
+async fn notices(outbox: Outbox, url: String, shutdown: CancellationToken) {
+    let mut last_id = 0;
+    let mut window = NoticeWindow::default();
+    let mut interval = tokio::time::interval(NOTICE_POLL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        if let Some(held_back) = window.close_if_over(Instant::now()) {
+            print_held_back(held_back, &url);
+        }
+        let sent = match outbox.sent_after(last_id).await {
+            Ok(sent) => sent,
+            Err(error) => {
+                tracing::warn!(message = "Cannot read the notifications for the console.", error = %format!("{error:#}"));
+                continue;
+            }
+        };
+        for n in sent {
+            last_id = last_id.max(n.id);
+            if window.admit(Instant::now()) {
+                println!("{}", notice_line(&n));
+            }
+        }
+    }
+    if let Some(held_back) = window.close() {
+        print_held_back(held_back, &url);
+    }
+}
+
+fn print_held_back(count: u64, url: &str) {
+    println!(
+        "{}  … and {count} more (GET {url}/api/v1/notifications)",
+        chrono::Local::now().format("%H:%M:%S")
+    );
+}
+
+/// The rate limit of the notification lines: a window opens with the first line and
+/// lets [`NOTICE_LINES`] through; what comes after is counted until it closes.
+#[derive(Debug, Default)]
+struct NoticeWindow {
+    opened: Option<Instant>,
+    printed: usize,
+    held_back: u64,
+}
+
+impl NoticeWindow {
+    /// Whether a notification delivered `now` gets its line.
+    fn admit(&mut self, now: Instant) -> bool {
+        self.opened.get_or_insert(now);
+        if self.printed < NOTICE_LINES {
+            self.printed += 1;
+            true
+        } else {
+            self.held_back += 1;
+            false
+        }
+    }
+
+    /// Closes the window once [`NOTICE_WINDOW`] has passed; returns how many lines it
+    /// held back, if any.
+    fn close_if_over(&mut self, now: Instant) -> Option<u64> {
+        match self.opened {
+            Some(opened) if now.duration_since(opened) >= NOTICE_WINDOW => self.close(),
+            _ => None,
+        }
+    }
+
+    fn close(&mut self) -> Option<u64> {
+        let held_back = std::mem::take(&mut self.held_back);
+        *self = NoticeWindow::default();
+        (held_back > 0).then_some(held_back)
+    }
+}
+
+/// `22:41:07  ✉ email to li.wei@example.org (Li Wei): [Stockpile] 严重：景山街道 …`
+fn notice_line(n: &NotificationView) -> String {
+    let at = n
+        .sent_at
+        .unwrap_or(n.created)
+        .with_timezone(&chrono::Local)
+        .format("%H:%M:%S");
+    let (mark, recipient, what) = match n.channel.as_str() {
+        "email" => ("✉", n.recipient.clone(), n.subject.as_str()),
+        "sms" => ("✆", n.recipient.clone(), n.body.as_str()),
+        // A webhook URL may carry its token: show where it goes, not the whole of it.
+        _ => ("↗", without_credentials(&n.recipient), n.subject.as_str()),
+    };
+    let what = what.lines().next().unwrap_or_default();
+    format!(
+        "{at}  {mark} {} to {recipient} ({}): {what}",
+        n.channel, n.contact
+    )
+}
+
+/// `smtp://user:secret@relay:587?x=y` → `smtp://relay:587`: for printing a URL that
+/// may hold credentials or a token.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_notifications_prints_ten_lines_a_window_and_counts_the_rest() {
+        let start = Instant::now();
+        let mut window = NoticeWindow::default();
+        let printed = (0..25).filter(|_| window.admit(start)).count();
+        assert_eq!(printed, NOTICE_LINES);
+        assert_eq!(window.close_if_over(start + NOTICE_WINDOW / 2), None);
+        assert_eq!(window.close_if_over(start + NOTICE_WINDOW), Some(15));
+        assert!(
+            window.admit(start + NOTICE_WINDOW),
+            "a new window prints again"
+        );
+        assert_eq!(window.close(), None, "nothing held back");
+    }
+
+    #[test]
+    fn printed_urls_keep_no_credentials() {
+        for (url, shown) in [
+            ("smtp://127.0.0.1:2525", "smtp://127.0.0.1:2525"),
+            (
+                "smtps://user:s3cret@smtp.example.org:465",
+                "smtps://smtp.example.org:465",
+            ),
+            ("smtp://relay:587?tls=required", "smtp://relay:587"),
+            (
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=secret",
+                "https://qyapi.weixin.qq.com",
+            ),
+        ] {
+            assert_eq!(without_credentials(url), shown, "{url}");
+        }
     }
 }

@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<ExitCode> {
             port,
             mqtt_port,
             seed,
+            smtp,
         } => {
             init_logging(&config::LogConfig {
                 // rumqttd reports every client that goes away at shutdown as an error; the demo
@@ -39,6 +40,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 port,
                 mqtt_port,
                 seed,
+                smtp,
             };
             run_until_signal(|shutdown| server::demo::run(options, shutdown))
         }

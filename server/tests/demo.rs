@@ -1,14 +1,47 @@
 //! `stockpile demo` as a newcomer runs it: the built binary, nothing else installed
 //! (embedded broker, compiled-in registry). Within a minute all 343 towns report and
-//! some fall below target; SIGINT stops it cleanly.
+//! some fall below target, their officers' alert emails show on the console and land
+//! in the mailbox directory it names; SIGINT stops it cleanly.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Service;
 use nix::sys::signal::Signal;
+
+/// What the console prints before a notification's subject.
+const EMAIL_LINE: &str = "✉ email to ";
+
+/// The mailbox directory named in the demo's startup text.
+fn mailbox(output: &str) -> PathBuf {
+    let line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("Mailbox"))
+        .unwrap_or_else(|| panic!("the startup text names the mailbox:\n{output}"));
+    let path = line.trim_start()["Mailbox".len()..]
+        .split("   (")
+        .next()
+        .unwrap()
+        .trim();
+    PathBuf::from(path)
+}
+
+/// Subjects of the `.eml` files in `dir`, decoded (RFC 2047) as a mail client shows them.
+fn mail_subjects(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read the mailbox {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .filter_map(|p| {
+            let raw = std::fs::read(&p).unwrap();
+            let message = mail_parser::MessageParser::default().parse(&raw)?;
+            message.subject().map(str::to_owned)
+        })
+        .collect()
+}
 
 #[test]
 fn the_demo_shows_every_town_and_some_below_target_then_stops_on_sigint() {
@@ -34,6 +67,7 @@ fn the_demo_shows_every_town_and_some_below_target_then_stops_on_sigint() {
         demo.output().contains(&format!("{base}/")),
         "prints the board URL"
     );
+    let mailbox = mailbox(&demo.output());
 
     // Every town reporting, and the flood scenario driving some below three days.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -63,6 +97,33 @@ fn the_demo_shows_every_town_and_some_below_target_then_stops_on_sigint() {
     assert!(
         below.iter().any(|d| *d < 3.0),
         "some town below target: {below:?}"
+    );
+
+    // Officers' alert emails: a line on the console for each, and the mail itself in
+    // the mailbox, its subject naming the town.
+    demo.wait_for_output(EMAIL_LINE, Duration::from_secs(60));
+    let output = demo.output();
+    let printed: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains(EMAIL_LINE))
+        .map(|l| l.split_once("): ").map_or(l, |(_, subject)| subject))
+        .collect();
+    let subjects = mail_subjects(&mailbox);
+    assert!(
+        subjects.iter().any(|s| s == printed[0]),
+        "the console's first email {:?} is a mail in {}: {subjects:?}",
+        printed[0],
+        mailbox.display()
+    );
+    let towns: Vec<&str> = overview
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        subjects
+            .iter()
+            .all(|s| s.starts_with("[Stockpile]") && towns.iter().any(|t| s.contains(t))),
+        "every subject names a town: {subjects:?}"
     );
 
     // The board is served by the binary itself.

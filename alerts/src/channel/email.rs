@@ -1,55 +1,88 @@
 //! Email through SMTP with lettre: plain for a local relay (`smtp://`), STARTTLS
 //! (`smtp://…?tls=required`) or TLS from the first byte (`smtps://`), with optional
 //! authentication. Text and HTML bodies as `multipart/alternative`.
+//!
+//! Or into a directory (`file:///var/spool/stockpile-mail`): each message is written
+//! there as an `.eml` file instead of being sent, for a mail relay's drop directory and
+//! for the demo's mailbox.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{
+    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+};
 
 use super::{Channel, ChannelError, ChannelKind, DeliveryError, Notification};
 use crate::config::SmtpConfig;
 
 pub struct EmailChannel {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     from: Mailbox,
     /// The whole attempt, connect to QUIT: lettre's own timeout is per socket operation.
     timeout: Duration,
 }
 
+/// Where messages go.
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// One `<uuid>.eml` file per message in `dir`.
+    Directory {
+        dir: PathBuf,
+        files: AsyncFileTransport<Tokio1Executor>,
+    },
+}
+
 impl std::fmt::Debug for EmailChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmailChannel")
-            .field("from", &self.from.to_string())
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("EmailChannel");
+        debug.field("from", &self.from.to_string());
+        // Not the SMTP transport: its URL may hold a password.
+        if let Some(dir) = self.mail_dir() {
+            debug.field("dir", &dir);
+        }
+        debug.finish_non_exhaustive()
     }
 }
 
 impl EmailChannel {
+    /// Builds the channel `config.url` describes. A `file://` directory is created if
+    /// it does not exist, so a path that cannot be written fails here, at start.
     pub fn new(config: &SmtpConfig) -> Result<EmailChannel, ChannelError> {
         let url = config.url.as_str();
-        if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+        let transport = if let Some(path) = url.strip_prefix("file://") {
+            let dir = mail_dir(url, path)?;
+            Transport::Directory {
+                files: AsyncFileTransport::new(&dir),
+                dir,
+            }
+        } else if url.starts_with("smtp://") || url.starts_with("smtps://") {
+            Transport::Smtp(smtp_transport(config)?)
+        } else {
             return Err(ChannelError::SmtpUrl(format!(
-                "expected smtp://host:port, smtp://host:port?tls=required or smtps://host:port, got {url:?}"
+                "expected smtp://host:port, smtp://host:port?tls=required, smtps://host:port or file:///directory, got {url:?}"
             )));
-        }
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| ChannelError::SmtpUrl(format!("{url:?}: {e}")))?
-            .timeout(Some(config.timeout));
-        if let Some(user) = &config.username {
-            let password = config.password.clone().unwrap_or_default();
-            builder = builder.credentials(Credentials::new(user.clone(), password));
-        }
+        };
         let from: Mailbox = config
             .from
             .parse()
             .map_err(|e| ChannelError::SmtpFrom(format!("{:?}: {e}", config.from)))?;
         Ok(EmailChannel {
-            transport: builder.build(),
+            transport,
             from,
             timeout: config.timeout * 2,
         })
+    }
+
+    /// The directory messages are written to (a `file://` URL); `None` when they go
+    /// through SMTP.
+    pub fn mail_dir(&self) -> Option<&Path> {
+        match &self.transport {
+            Transport::Directory { dir, .. } => Some(dir),
+            Transport::Smtp(_) => None,
+        }
     }
 
     fn message(&self, n: &Notification) -> Result<Message, DeliveryError> {
@@ -70,16 +103,13 @@ impl EmailChannel {
         };
         built.map_err(|e| DeliveryError::Permanent(format!("cannot build the message: {e}")))
     }
-}
 
-impl Channel for EmailChannel {
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::Email
-    }
-
-    async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
-        let message = self.message(n)?;
-        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+    async fn send_smtp(
+        &self,
+        smtp: &AsyncSmtpTransport<Tokio1Executor>,
+        message: Message,
+    ) -> Result<(), DeliveryError> {
+        match tokio::time::timeout(self.timeout, smtp.send(message)).await {
             Err(_) => Err(DeliveryError::Transient(format!(
                 "no answer from the SMTP server within {:?}",
                 self.timeout
@@ -89,6 +119,52 @@ impl Channel for EmailChannel {
             // (4xx, connection refused, TLS, timeouts) may pass.
             Ok(Err(e)) if e.is_permanent() => Err(DeliveryError::Permanent(format!("smtp: {e}"))),
             Ok(Err(e)) => Err(DeliveryError::Transient(format!("smtp: {e}"))),
+        }
+    }
+}
+
+fn smtp_transport(config: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, ChannelError> {
+    let url = config.url.as_str();
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map_err(|e| ChannelError::SmtpUrl(format!("{url:?}: {e}")))?
+        .timeout(Some(config.timeout));
+    if let Some(user) = &config.username {
+        let password = config.password.clone().unwrap_or_default();
+        builder = builder.credentials(Credentials::new(user.clone(), password));
+    }
+    Ok(builder.build())
+}
+
+/// The directory of `file:///dir` (`path` is what follows `file://`), created if
+/// missing. Only local absolute paths: `file://host/…` names another machine. Taken
+/// literally, without percent-decoding.
+fn mail_dir(url: &str, path: &str) -> Result<PathBuf, ChannelError> {
+    if !path.starts_with('/') {
+        return Err(ChannelError::SmtpUrl(format!(
+            "expected file:///absolute/directory, got {url:?}"
+        )));
+    }
+    let dir = PathBuf::from(path);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ChannelError::SmtpUrl(format!("{url:?}: cannot create the directory: {e}")))?;
+    Ok(dir)
+}
+
+impl Channel for EmailChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Email
+    }
+
+    async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
+        let message = self.message(n)?;
+        match &self.transport {
+            Transport::Smtp(smtp) => self.send_smtp(smtp, message).await,
+            // A full disk or a directory gone may be put right while the outbox retries.
+            Transport::Directory { dir, files } => {
+                files.send(message).await.map(drop).map_err(|e| {
+                    DeliveryError::Transient(format!("cannot write to {}: {e}", dir.display()))
+                })
+            }
         }
     }
 }
@@ -123,5 +199,22 @@ mod tests {
         let err =
             EmailChannel::new(&SmtpConfig::new("smtp://relay:25", "not an address")).unwrap_err();
         assert!(err.to_string().starts_with("smtp.from"), "{err}");
+    }
+
+    #[test]
+    fn a_file_url_names_a_local_directory_made_at_start() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spool").join("mail");
+        let url = format!("file://{}", dir.display());
+        let channel = EmailChannel::new(&SmtpConfig::new(url, "alerts@example.org")).unwrap();
+        assert_eq!(channel.mail_dir(), Some(dir.as_path()));
+        assert!(dir.is_dir());
+
+        for url in ["file://relay.example.org/spool", "file://spool/mail"] {
+            let err = EmailChannel::new(&SmtpConfig::new(url, "alerts@example.org")).unwrap_err();
+            assert!(err.to_string().contains("file:///absolute"), "{url}: {err}");
+        }
+        let smtp = EmailChannel::new(&SmtpConfig::new("smtp://127.0.0.1:2525", "a@example.org"));
+        assert_eq!(smtp.unwrap().mail_dir(), None);
     }
 }

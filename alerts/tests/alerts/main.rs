@@ -3,6 +3,7 @@
 //! with ingest in front. One binary for all scenarios.
 
 mod channels;
+mod channels_file;
 mod end_to_end;
 mod helpers;
 mod scenarios;
