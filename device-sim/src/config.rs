@@ -24,6 +24,11 @@ pub struct SimConfig {
     pub clients: ClientMode,
     /// Overrides every facility's `report_every` (wall-clock time between readings).
     pub report_every: Option<Duration>,
+    /// Every gateway's first reading comes at a random moment within this long of the
+    /// start (default: within its first `report_every`). Short, so a town's
+    /// facilities all report at once and the town is not shown short of the ones not
+    /// heard yet, which count as empty (DESIGN.md §4).
+    pub first_report_within: Option<Duration>,
     /// Stop after this long (wall clock); `None`: run until the shutdown token fires.
     /// A load run has its own [`LoadConfig::duration`].
     pub duration: Option<Duration>,
@@ -51,6 +56,7 @@ impl SimConfig {
             seed: 1,
             clients: ClientMode::PerFacility,
             report_every: None,
+            first_report_within: None,
             duration: None,
             faults: Vec::new(),
             targets: Targets::default(),

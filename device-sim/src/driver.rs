@@ -44,6 +44,8 @@ pub(crate) struct Run {
     pub(crate) people: Vec<(f64, f64)>,
     pub(crate) broker: Broker,
     pub(crate) client_id_prefix: String,
+    /// See [`crate::SimConfig::first_report_within`].
+    pub(crate) first_report_within: Option<std::time::Duration>,
     pub(crate) counters: Arc<LinkCounters>,
     pub(crate) stats: Stats,
     pub(crate) tracker: TaskTracker,
@@ -124,7 +126,10 @@ impl Connection {
             .map(|mut gateway| {
                 // A random phase within the first interval, so a thousand gateways
                 // started together do not all report in the same instant.
-                let phase = gateway.report_every.mul_f64(gateway.rng.f64());
+                let spread = run
+                    .first_report_within
+                    .map_or(gateway.report_every, |w| w.min(gateway.report_every));
+                let phase = spread.mul_f64(gateway.rng.f64());
                 Slot {
                     gateway,
                     phase: Phase::Live,

@@ -224,6 +224,7 @@ impl Simulator {
                 people: plan.people.clone(),
                 broker: self.broker.clone(),
                 client_id_prefix: config.client_id_prefix.clone(),
+                first_report_within: config.first_report_within,
                 counters: counters.clone(),
                 stats: Stats::default(),
                 tracker: tracker.clone(),

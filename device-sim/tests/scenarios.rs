@@ -404,3 +404,25 @@ async fn drill_runs_generators_and_switches_pumps_off_then_returns_to_normal() {
         }
     }
 }
+
+/// With readings a minute apart, a run of two seconds hears every gateway once when the
+/// first readings are spread over 300 ms (the demo spreads them over a second, so no
+/// town shows red for warehouses not heard from yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_readings_come_together_when_asked() {
+    let broker = testkit::Mosquitto::start();
+    let registry = tiny_registry();
+    let recorder = Recorder::start(&broker.url()).await;
+    let mut config = config(&broker, Scenario::normal(), 60.0, 2000);
+    config.report_every = Some(Duration::from_secs(60));
+    config.first_report_within = Some(Duration::from_millis(300));
+    let (_, heard) = run(&registry, config, &recorder).await;
+    let readings = clean_readings(&registry, &heard);
+    let mut ids = facility_ids(&registry);
+    ids.sort();
+    assert_eq!(readings.keys().cloned().collect::<Vec<_>>(), ids);
+    assert!(
+        readings.values().all(|list| list.len() == 1),
+        "{readings:?}"
+    );
+}

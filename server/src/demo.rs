@@ -142,6 +142,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     sim.clients = device_sim::ClientMode::Multiplexed(16);
     // Every facility reports within seconds, so the board fills at once.
     sim.report_every = Some(Duration::from_secs(10));
+    // ...and all of a town's facilities within the first second, so towns do not show
+    // red for the warehouses not heard from yet (they count as empty).
+    sim.first_report_within = Some(Duration::from_secs(1));
     sim.client_id_prefix = "demo-sim".into();
     let simulator = device_sim::Simulator::new(Arc::clone(&shared.registry), sim)?;
     let sim_task = tokio::spawn(simulator.run(shutdown.clone()));
