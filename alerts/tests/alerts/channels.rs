@@ -302,3 +302,56 @@ async fn a_generic_webhook_gets_structured_json() {
     assert_eq!(body["alerts"][0]["detail"]["target_days"], 3.0);
     service.stop().await;
 }
+
+/// A city-wide crossing: thirty towns fall below target at once. The email worker sends
+/// to several officers at a time; each still gets exactly one message, about its town.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_towns_crossing_at_once_reach_thirty_officers_once_each() {
+    let mut registry = String::from(
+        "[[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n",
+    );
+    for i in 0..30 {
+        registry.push_str(&format!(
+            "\n[[town]]\nid = \"town-{i}\"\nname = \"Town {i}\"\ndistrict = \"d1\"\ncluster = \"c1\"\npopulation = 1000\n\
+             \n[[facility]]\nid = \"wh-{i}\"\ntown = \"town-{i}\"\nkind = \"warehouse\"\n\
+             \n[[contact]]\nname = \"Officer {i}\"\nemail = \"officer-{i}@example.org\"\nlang = \"en\"\ntowns = [\"town-{i}\"]\n"
+        ));
+    }
+    let world = World::with_registry(&registry);
+    let smtp = SmtpServer::start();
+    for i in 0..30 {
+        world.stock(&format!("wh-{i}"), liters(5.0));
+    }
+    let service = Service::start(&world, quick_config(), Some(&smtp.url()), None).await;
+    for i in 0..30 {
+        world.stock(&format!("wh-{i}"), liters(2.0));
+    }
+    let mails = tokio::task::block_in_place(|| smtp.wait_for(30, WAIT));
+    settle(Duration::from_millis(500)).await;
+    assert_eq!(smtp.messages().len(), 30, "no second message to anyone");
+    let mut recipients: Vec<String> = mails.iter().map(|m| m.to.join(",")).collect();
+    recipients.sort();
+    let mut expected: Vec<String> = (0..30)
+        .map(|i| format!("officer-{i}@example.org"))
+        .collect();
+    expected.sort();
+    assert_eq!(recipients, expected);
+    for mail in &mails {
+        let officer: usize = mail.to[0]
+            .trim_start_matches("officer-")
+            .trim_end_matches("@example.org")
+            .parse()
+            .unwrap();
+        assert!(
+            mail.subject.contains(&format!("Town {officer} ")),
+            "{} got {:?}",
+            mail.to[0],
+            mail.subject
+        );
+    }
+    assert_eq!(
+        service.handle.counts().await.unwrap().notifications_sent,
+        30
+    );
+    service.stop().await;
+}
