@@ -222,6 +222,13 @@ const ALERT_COLUMNS: &str = "id, key, town, rule, subject, severity, state, deta
 const OUTBOX_COLUMNS: &str = "id, dedup_key, town, alert_ids, event, contact, channel, \
      recipient, subject, body, html, state, attempts, next_attempt, last_error, created, sent_at";
 
+/// SQL condition on an `outbox` row: no older notification to the same recipient on
+/// the same channel is still pending (see [`Store::due_notifications`]).
+const FIRST_FOR_RECIPIENT: &str = "NOT EXISTS (
+    SELECT 1 FROM outbox AS older
+    WHERE older.state = 'pending' AND older.channel = outbox.channel
+      AND older.recipient = outbox.recipient AND older.id < outbox.id)";
+
 impl Store {
     /// What the alert engine resumes from, oldest first: pending and firing alerts, and
     /// resolved ones whose resolution was not told yet.
@@ -330,7 +337,10 @@ impl Store {
         Ok(silences)
     }
 
-    /// Pending notifications of `channel` due at `now`, oldest due first.
+    /// Pending notifications of `channel` due at `now`, oldest due first. A message
+    /// waits while an older one to the same recipient is still pending: after an
+    /// outage the "resolved" must not arrive before the "critical" it answers, or the
+    /// officer's last word would be the wrong one.
     pub fn due_notifications(
         &self,
         channel: &str,
@@ -340,6 +350,7 @@ impl Store {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox
              WHERE state = 'pending' AND channel = ?1 AND next_attempt <= ?2
+               AND {FIRST_FOR_RECIPIENT}
              ORDER BY next_attempt, id LIMIT ?3"
         );
         self.query_outbox(
@@ -357,9 +368,10 @@ impl Store {
         let action = "find the next due notification";
         let next: Option<i64> = self
             .conn
-            .prepare_cached(
-                "SELECT min(next_attempt) FROM outbox WHERE state = 'pending' AND channel = ?1",
-            )
+            .prepare_cached(&format!(
+                "SELECT min(next_attempt) FROM outbox
+                 WHERE state = 'pending' AND channel = ?1 AND {FIRST_FOR_RECIPIENT}"
+            ))
             .and_then(|mut stmt| stmt.query_row([channel], |row| row.get(0)))
             .map_err(self.sqlite(action))?;
         next.map(|ms| {
@@ -1069,9 +1081,13 @@ mod tests {
                 .enqueue(&notification("7.1/sms/b", "sms", vec![7, 8]))
                 .unwrap()
         );
+        // To another officer: a message to the same one would wait for the first.
         assert!(
             batch
-                .enqueue(&notification("9.1/email/a", "email", vec![9]))
+                .enqueue(&NewNotification {
+                    recipient: "wang.fang@example.org".into(),
+                    ..notification("9.1/email/a", "email", vec![9])
+                })
                 .unwrap()
         );
         batch.commit().unwrap();
@@ -1134,6 +1150,48 @@ mod tests {
                 sent: 1,
                 failed: 1
             }
+        );
+    }
+
+    #[test]
+    fn a_message_waits_for_an_older_one_to_the_same_recipient() {
+        let (_dir, mut store) = store();
+        let mut batch = store.alert_batch().unwrap();
+        let fired = notification("k1", "email", vec![1]);
+        let resolved = NewNotification {
+            dedup_key: "k2".into(),
+            event: "resolved".into(),
+            created: t(20),
+            ..notification("k2", "email", vec![1])
+        };
+        let other = NewNotification {
+            recipient: "wang.fang@example.org".into(),
+            created: t(20),
+            ..notification("k3", "email", vec![1])
+        };
+        for n in [&fired, &resolved, &other] {
+            assert!(batch.enqueue(n).unwrap());
+        }
+        batch.commit().unwrap();
+        let ids = |rows: Vec<OutboxRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+        // The "fired" failed (SMTP down) and is retried at t(60); the "resolved" to the
+        // same officer is due now but waits for it; another officer's mail does not.
+        store.mark_retry(1, 1, t(60), "connection refused").unwrap();
+        assert_eq!(
+            ids(store.due_notifications("email", t(30), 10).unwrap()),
+            [3]
+        );
+        store.mark_sent(3, 1, t(30)).unwrap();
+        assert_eq!(store.next_notification_due("email").unwrap(), Some(t(60)));
+        assert_eq!(
+            ids(store.due_notifications("email", t(60), 10).unwrap()),
+            [1]
+        );
+        store.mark_sent(1, 2, t(60)).unwrap();
+        assert_eq!(
+            ids(store.due_notifications("email", t(60), 10).unwrap()),
+            [2]
         );
     }
 

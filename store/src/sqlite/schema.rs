@@ -147,6 +147,10 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY NOT NULL,
         value INTEGER NOT NULL
     ) STRICT;",
+    // A notification waits while an older one to the same recipient is pending
+    // (`Store::due_notifications`): this finds that older one without a scan.
+    "CREATE INDEX outbox_pending_recipient ON outbox (channel, recipient, id)
+        WHERE state = 'pending';",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is
