@@ -223,6 +223,10 @@ pub struct TestApp {
     alerts: Option<JoinHandle<Result<(), alerts::AlertsError>>>,
     /// Last reading time per facility, so successive readings are always newer.
     last_ts: Mutex<Option<DateTime<Utc>>>,
+    /// "Now" for warehouse readings measured some time ago: one instant for the whole
+    /// test, so a reading an hour before another is exactly an hour before it (rates and
+    /// forecasts come out exact, however slow the machine).
+    base: DateTime<Utc>,
     _dir: tempfile::TempDir,
 }
 
@@ -305,6 +309,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         server: Some(server),
         alerts: alerts_task,
         last_ts: Mutex::new(None),
+        base: Utc::now(),
         _dir: dir,
     }
 }
@@ -469,7 +474,7 @@ impl TestApp {
         measured_ago: Duration,
         heard_ago: Duration,
     ) {
-        let ts = self.next_ts(Utc::now() - measured_ago);
+        let ts = self.next_ts(self.base - measured_ago);
         let heard_at = Utc::now() - heard_ago;
         self.apply(
             facility,
