@@ -5,15 +5,14 @@
 //! out as email into a mailbox directory in the temp dir (or through `--smtp`), and
 //! the console shows each message as it is delivered.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alerts::NotificationView;
+use alerts::{NotificationFilter, NotificationView};
 use anyhow::Context as _;
 use reserve::coverage::TownStatus;
 use reserve::registry::{Registry, Source, load_registry};
-use store::{DeliveryState, NotificationQuery, Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Loaded, RegistrySource, SmtpConfig};
@@ -127,7 +126,6 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         },
     };
     let service = Service::start(loaded, shutdown.clone()).await?;
-    let outbox = Outbox::open(&store_path)?;
     let shared = service.shared.clone();
     while !shared.ingest_metrics.connected() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -176,8 +174,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         start_days,
         NOTICE_WINDOW.as_secs(),
     );
+    tokio::spawn(notices(
+        shared.alerts.clone(),
+        url.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(console(shared, shutdown.clone()));
-    tokio::spawn(notices(outbox, url.clone(), shutdown.clone()));
 
     let outcome = service.wait().await;
     match sim_task.await {
@@ -231,50 +233,38 @@ async fn console(shared: Shared, shutdown: CancellationToken) {
     }
 }
 
-/// The demo's read of the notification outbox, on a store connection of its own (as
-/// `alerts::AlertsHandle` reads it), because `serve::Shared` does not carry that handle.
-#[derive(Debug, Clone)]
-struct Outbox(Arc<Mutex<Store>>);
-
-impl Outbox {
-    fn open(path: &Path) -> anyhow::Result<Outbox> {
-        let store = Store::open(path, StoreOptions::default())
-            .with_context(|| format!("open the store {} for the console", path.display()))?;
-        Ok(Outbox(Arc::new(Mutex::new(store))))
+/// Notifications delivered with an id above `after`, oldest first, read page by page
+/// (newest first) through the alerts handle, as the API reads them.
+async fn sent_after(
+    alerts: &alerts::AlertsHandle,
+    after: i64,
+) -> Result<Vec<NotificationView>, alerts::AlertsError> {
+    let mut sent = Vec::new();
+    let mut before_id = None;
+    loop {
+        let page = alerts
+            .list_notifications(&NotificationFilter {
+                state: Some("sent".into()),
+                before_id,
+                limit: NOTICE_PAGE,
+                ..NotificationFilter::default()
+            })
+            .await?;
+        let full = page.len() == NOTICE_PAGE;
+        before_id = page.last().map(|n| n.id);
+        let reached_after = page.last().is_some_and(|n| n.id <= after);
+        sent.extend(page.into_iter().filter(|n| n.id > after));
+        if !full || reached_after {
+            break;
+        }
     }
-
-    /// Notifications delivered with an id above `after`, oldest first.
-    async fn sent_after(&self, after: i64) -> anyhow::Result<Vec<NotificationView>> {
-        let store = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || {
-            let store = store.lock().unwrap_or_else(|p| p.into_inner());
-            let mut sent = Vec::new();
-            let mut before_id = None;
-            loop {
-                let page = store.list_notifications(&NotificationQuery {
-                    state: Some(DeliveryState::Sent),
-                    before_id,
-                    limit: NOTICE_PAGE,
-                    ..NotificationQuery::default()
-                })?;
-                let full = page.len() == NOTICE_PAGE;
-                before_id = page.last().map(|row| row.id);
-                let before = sent.len();
-                sent.extend(page.into_iter().filter(|row| row.id > after));
-                if !full || sent.len() - before < NOTICE_PAGE {
-                    break;
-                }
-            }
-            sent.reverse();
-            Ok(sent.into_iter().map(NotificationView::from).collect())
-        })
-        .await?
-    }
+    sent.reverse();
+    Ok(sent)
 }
 
 /// Prints each notification as it is delivered, one line each, at most
 /// [`NOTICE_LINES`] per [`NOTICE_WINDOW`]; the rest are counted and pointed to.
-async fn notices(outbox: Outbox, url: String, shutdown: CancellationToken) {
+async fn notices(alerts: alerts::AlertsHandle, url: String, shutdown: CancellationToken) {
     let mut last_id = 0;
     let mut window = NoticeWindow::default();
     let mut interval = tokio::time::interval(NOTICE_POLL);
@@ -287,10 +277,10 @@ async fn notices(outbox: Outbox, url: String, shutdown: CancellationToken) {
         if let Some(held_back) = window.close_if_over(Instant::now()) {
             print_held_back(held_back, &url);
         }
-        let sent = match outbox.sent_after(last_id).await {
+        let sent = match sent_after(&alerts, last_id).await {
             Ok(sent) => sent,
             Err(error) => {
-                tracing::warn!(message = "Cannot read the notifications for the console.", error = %format!("{error:#}"));
+                tracing::warn!(message = "Cannot read the notifications for the console.", %error);
                 continue;
             }
         };

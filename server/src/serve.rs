@@ -27,6 +27,8 @@ pub struct Shared {
     pub ledger: SharedLedger,
     pub ingest_metrics: Arc<IngestMetrics>,
     pub changes: Arc<TownChanges>,
+    /// Alerts, acks, silences and notifications, as the API sees them.
+    pub alerts: alerts::AlertsHandle,
 }
 
 /// A started service: its tasks run until the shutdown token is cancelled.
@@ -97,12 +99,22 @@ impl Service {
             store = %config.store.path.display()
         );
 
+        let alerts = alerts::Alerts::open(
+            alerts_config(&config),
+            Arc::clone(&registry),
+            &config.store.path,
+            store_options(&config),
+            channels(&config)?,
+        )
+        .context("start alerting")?;
         let shared = Shared {
             registry: Arc::clone(&registry),
             ledger: Arc::new(RwLock::new(ledger)),
             ingest_metrics: Arc::new(IngestMetrics::default()),
             changes: Arc::new(TownChanges::default()),
+            alerts: alerts.handle(),
         };
+        let alerts_handle = shared.alerts.clone();
         let tracker = TaskTracker::new();
         // A part that fails cancels everything; `failure` remembers why.
         let failure: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
@@ -120,15 +132,6 @@ impl Service {
         };
 
         // Consumers subscribe before ingest starts, so they miss no change.
-        let alerts = alerts::Alerts::open(
-            alerts_config(&config),
-            Arc::clone(&registry),
-            &config.store.path,
-            store_options(&config),
-            channels(&config)?,
-        )
-        .context("start alerting")?;
-        let alerts_handle = alerts.handle();
         tracker.spawn({
             let (ledger, changes) = (Arc::clone(&shared.ledger), shared.changes.subscribe());
             let shutdown = shutdown.clone();
