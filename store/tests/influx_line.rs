@@ -262,6 +262,7 @@ fn derived_series_parse_back_with_the_schema() {
                 ("lat", F(39.93)),
                 ("lon", F(116.4)),
                 ("name", S(JINGSHAN_NAME.into())),
+                ("worst_category", S("water".into())), // the category's name
             ]),
             ts: Some(ts),
         }

@@ -260,10 +260,12 @@ pub fn coverage_lines(registry: &Registry, figures: &TownFigures, ts_ms: i64) ->
 }
 
 /// The `town_status` line of a town's figures at `ts_ms`; `status` is
-/// [`reserve::coverage::TownStatus::code`], `name` the registry's name.
+/// [`reserve::coverage::TownStatus::code`], `name` the registry's name, and
+/// `worst_category` the name of the category with the fewest days (what a wall display
+/// says the town is short of; absent with `worst_days`).
 pub fn town_status_line(registry: &Registry, figures: &TownFigures, ts_ms: i64) -> String {
     let town = registry.town(figures.town);
-    let line = Line::new("town_status")
+    let mut line = Line::new("town_status")
         .tag("town", town.id.as_str())
         .tag(
             "cluster",
@@ -278,6 +280,12 @@ pub fn town_status_line(registry: &Registry, figures: &TownFigures, ts_ms: i64) 
         .float_opt("lat", town.lat)
         .float_opt("lon", town.lon)
         .string("name", &town.name);
+    if let Some(c) = figures
+        .worst_category
+        .filter(|_| figures.worst_days.is_some())
+    {
+        line = line.string("worst_category", &registry.category(c).name);
+    }
     // `status` is always there, so the line always has a field.
     line.finish(ts_ms).unwrap_or_default()
 }
