@@ -163,6 +163,8 @@ pub struct Engine {
     flush_at: BTreeMap<TownIdx, DateTime<Utc>>,
     /// Write the `alert` series (DESIGN.md §6) to the InfluxDB queue with each change.
     influx_series: bool,
+    /// When every firing alert's series point was last written again.
+    series_refreshed_at: Option<DateTime<Utc>>,
 }
 
 impl Engine {
@@ -188,6 +190,7 @@ impl Engine {
             silences: Vec::new(),
             flush_at: BTreeMap::new(),
             influx_series: false,
+            series_refreshed_at: None,
         };
         engine.reload(now)?;
         Ok(engine)
@@ -260,6 +263,34 @@ impl Engine {
     pub fn with_influx_series(mut self, on: bool) -> Engine {
         self.influx_series = on;
         self
+    }
+
+    /// Writes the `alert` series again for every town's firing alerts, once a minute
+    /// (as `town_status` is), so a wall display's "firing now" reads the last minutes
+    /// with the dashboard's time range instead of all of history.
+    pub fn refresh_series(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if !self.influx_series
+            || self
+                .series_refreshed_at
+                .is_some_and(|at| now - at < chrono::Duration::minutes(1))
+        {
+            return Ok(());
+        }
+        let none = BTreeMap::new();
+        let lines: Vec<String> = self
+            .open
+            .iter()
+            .flat_map(|(&town, alerts)| firing_series(&self.registry, town, &none, alerts, now))
+            .collect();
+        if !lines.is_empty() {
+            let mut batch = self.store.alert_batch()?;
+            for line in &lines {
+                batch.enqueue_influx_line(line, now)?;
+            }
+            batch.commit()?;
+        }
+        self.series_refreshed_at = Some(now);
+        Ok(())
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

@@ -434,6 +434,7 @@ fn step(
         engine.observe(&evaluations, now)?;
     }
     engine.run_timers(now)?;
+    engine.refresh_series(now)?;
     engine.flush_due(now)
 }
 

@@ -689,3 +689,23 @@ fn without_influxdb_no_alert_series_is_queued() {
     fx.step(vec![], secs(1));
     assert_eq!(alert_series(&fx), Vec::<String>::new());
 }
+
+#[test]
+fn firing_alerts_are_written_again_once_a_minute() {
+    let mut fx = Fixture::new(policy());
+    fx.engine = open_engine(&fx.registry, &fx.path, fx.policy, t0()).with_influx_series(true);
+    let below = "alert,town=jingshan,rule=reserve_below_target,severity=critical firing=1i";
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(0));
+    fx.engine.refresh_series(secs(1)).unwrap(); // the first refresh writes at once
+    fx.engine.refresh_series(secs(30)).unwrap(); // not yet a minute since
+    fx.engine.refresh_series(secs(61)).unwrap();
+    assert_eq!(alert_series(&fx), [below, below, below]);
+    // Resolved: nothing left to write again.
+    fx.step(vec![], secs(62));
+    fx.engine.refresh_series(secs(130)).unwrap();
+    assert_eq!(
+        alert_series(&fx).last().map(String::as_str),
+        Some("alert,town=jingshan,rule=reserve_below_target,severity=critical firing=0i")
+    );
+    assert_eq!(alert_series(&fx).len(), 4);
+}
