@@ -58,15 +58,19 @@ async fn v1_points_land_with_the_schemas_tags_and_fields() {
             stock(DH_WH1, mins(1), &[(FOOD, 100.0)]),
         ],
     );
-    let mut batch = store.batch().unwrap();
     let jingshan = TownId::parse("jingshan").unwrap();
-    batch
-        .enqueue_influx_line(
-            &alert_line(&jingshan, "reserve_below_target", "critical", 1, mins(2)),
+    store
+        .enqueue_influx_lines(
+            &[alert_line(
+                &jingshan,
+                "reserve_below_target",
+                "critical",
+                1,
+                mins(2),
+            )],
             Utc::now(),
         )
         .unwrap();
-    batch.commit().unwrap();
 
     let (changes, changed) = tokio::sync::mpsc::channel(4);
     let sink = RunningSink::start(&fx, sink_config(v1(&influx, DB)), changed);

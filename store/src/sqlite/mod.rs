@@ -588,18 +588,6 @@ impl WriteBatch<'_> {
         Ok(inserted == 1)
     }
 
-    /// Enqueues one line of line protocol for the InfluxDB sink in this transaction, so
-    /// it is sent if and only if the batch commits. Enqueued whatever
-    /// [`StoreOptions::influx_queue`] says: the caller knows InfluxDB is configured.
-    pub fn enqueue_influx_line(
-        &mut self,
-        line: &str,
-        enqueued_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        crate::influx::queue::insert(&self.tx, line, millis(enqueued_at))
-            .map_err(sqlite_error(self.path, "enqueue an InfluxDB line"))
-    }
-
     /// Records that readings from `ts` on were applied to the ledger but their
     /// facilities' snapshots are not saved yet: a start-up replays stored readings
     /// from the earliest such `ts` ([`Store::replay_from`]).
