@@ -227,8 +227,9 @@ impl Writer {
         for &f in &linked_facilities {
             tx.save_snapshot(&ledger.snapshot(f))?;
         }
-        let save_due = self.last_snapshot_save.elapsed() >= self.config.snapshot_every;
-        if save_due && !self.unsaved.is_empty() {
+        let saving = !self.unsaved.is_empty()
+            && self.last_snapshot_save.elapsed() >= self.config.snapshot_every;
+        if saving {
             for &f in &self.unsaved {
                 tx.save_snapshot(&ledger.snapshot(f))?;
             }
@@ -240,7 +241,7 @@ impl Writer {
             tx.insert_reject(record)?;
         }
         tx.commit()?;
-        if save_due && !self.unsaved.is_empty() {
+        if saving {
             self.unsaved.clear();
             self.last_snapshot_save = Instant::now();
         }

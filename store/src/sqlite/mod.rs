@@ -279,19 +279,11 @@ impl Store {
                 ))
             };
             let (facility, ts_ms, seq, received, body) = read().map_err(self.sqlite(action))?;
-            let key = format!("({facility}, {ts_ms})");
-            let corrupt = |problem: String| self.corrupt("readings", &key, problem);
-            let facility = FacilityId::parse(&facility)
-                .map_err(|e| corrupt(format!("bad facility id: {e}")))?;
-            each(StoredReading {
-                facility,
-                ts: from_millis(ts_ms).ok_or_else(|| corrupt("bad ts".into()))?,
-                seq: seq.map(seq_from_sql),
-                received_at: from_millis(received)
-                    .ok_or_else(|| corrupt(format!("bad received time {received}")))?,
-                body: serde_json::from_str(&body)
-                    .map_err(|e| corrupt(format!("body is not JSON: {e}")))?,
-            });
+            let id = FacilityId::parse(&facility).map_err(|e| {
+                let key = format!("({facility}, {ts_ms})");
+                self.corrupt("readings", &key, format!("bad facility id: {e}"))
+            })?;
+            each(self.stored_reading(id, ts_ms, seq, received, &body)?);
             n += 1;
         }
         Ok(n)
@@ -451,20 +443,32 @@ impl Store {
         let mut readings = Vec::new();
         for row in rows {
             let (ts_ms, seq, received, body) = row.map_err(self.sqlite(action))?;
-            let corrupt = |problem: String| {
-                self.corrupt("readings", &format!("({facility}, {ts_ms})"), problem)
-            };
-            readings.push(StoredReading {
-                facility: facility.clone(),
-                ts: from_millis(ts_ms).ok_or_else(|| corrupt("bad ts".into()))?,
-                seq: seq.map(seq_from_sql),
-                received_at: from_millis(received)
-                    .ok_or_else(|| corrupt(format!("bad received time {received}")))?,
-                body: serde_json::from_str(&body)
-                    .map_err(|e| corrupt(format!("body is not JSON: {e}")))?,
-            });
+            readings.push(self.stored_reading(facility.clone(), ts_ms, seq, received, &body)?);
         }
         Ok(readings)
+    }
+
+    /// A `readings` row's columns as a [`StoredReading`]; a value that cannot be
+    /// stored by this code is a corrupt row, named by its key.
+    fn stored_reading(
+        &self,
+        facility: FacilityId,
+        ts_ms: i64,
+        seq: Option<i64>,
+        received: i64,
+        body: &str,
+    ) -> Result<StoredReading, StoreError> {
+        let corrupt =
+            |problem: String| self.corrupt("readings", &format!("({facility}, {ts_ms})"), problem);
+        Ok(StoredReading {
+            ts: from_millis(ts_ms).ok_or_else(|| corrupt("bad ts".into()))?,
+            seq: seq.map(seq_from_sql),
+            received_at: from_millis(received)
+                .ok_or_else(|| corrupt(format!("bad received time {received}")))?,
+            body: serde_json::from_str(body)
+                .map_err(|e| corrupt(format!("body is not JSON: {e}")))?,
+            facility,
+        })
     }
 
     /// Readings held, all facilities together. Counts every row: for tests and tools,
