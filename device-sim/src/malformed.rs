@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use reserve::reading::{PowerState, PumpState};
 use reserve::registry::{FacilityIdx, FacilityKindName, Registry};
 use reserve::wire::{
-    MAX_PAYLOAD_BYTES, RejectReason, TOPIC_PREFIX, WirePower, WireReading, WireTs, WireWater,
+    MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE, RejectReason, TOPIC_PREFIX, WirePower, WireReading,
+    WireTs, WireWater,
     encode, reading_topic, status_topic,
 };
 
@@ -105,6 +106,9 @@ pub(crate) fn malformed_messages(registry: &Registry, now: DateTime<Utc>) -> Vec
         })
         .collect();
     add(RejectReason::TooLarge, topic.clone(), encode(&backlog));
+    // Under the size limit, over the count limit: one reading too many.
+    let long = &backlog[..MAX_READINGS_PER_MESSAGE + 1];
+    add(RejectReason::TooManyReadings, topic.clone(), encode(long));
 
     let mut truncated = valid(now);
     truncated.truncate(truncated.len() / 2);

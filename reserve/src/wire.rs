@@ -65,6 +65,11 @@ pub const STATUS_FILTER: &str = "stockpile/v1/+/+/status";
 /// Largest reading payload accepted. A day's backlog at one reading a minute is about
 /// 100 KiB; anything much larger is a misbehaving gateway, not data.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// Most readings one message may carry (`[mqtt] max_readings_per_message`): a day's
+/// backlog at one reading a minute is 1,440, so a gateway sends a long backlog in several
+/// messages. More is rejected whole as `too_many_readings`, before any element is
+/// examined: the work and memory one message can cost stay bounded whatever it holds.
+pub const MAX_READINGS_PER_MESSAGE: usize = 1000;
 /// Largest status payload accepted; a status is one word.
 pub const MAX_STATUS_BYTES: usize = 1024;
 /// How far ahead of the server's clock a `ts` may be (gateway clocks drift).
@@ -118,11 +123,17 @@ pub enum RejectReason {
     BadPayload,
     /// A status payload that is neither online nor offline.
     BadStatus,
+    /// An array with more readings than `max_readings_per_message`.
+    TooManyReadings,
+    /// A value above the facility's declared capacity (`capacity_l`, `fuel_capacity_l`,
+    /// a warehouse's `max` for the category): a sensor misreading or wrong units, not
+    /// stock to count on.
+    OverCapacity,
 }
 
 impl RejectReason {
     /// Every reason, so metrics can be registered at zero and dashboards stay stable.
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::TooLarge,
         RejectReason::NotJson,
         RejectReason::BadTopic,
@@ -136,6 +147,8 @@ impl RejectReason {
         RejectReason::TsTooOld,
         RejectReason::BadPayload,
         RejectReason::BadStatus,
+        RejectReason::TooManyReadings,
+        RejectReason::OverCapacity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -153,6 +166,8 @@ impl RejectReason {
             RejectReason::TsTooOld => "ts_too_old",
             RejectReason::BadPayload => "bad_payload",
             RejectReason::BadStatus => "bad_status",
+            RejectReason::TooManyReadings => "too_many_readings",
+            RejectReason::OverCapacity => "over_capacity",
         }
     }
 }
@@ -655,6 +670,8 @@ pub struct DecodeContext<'r> {
     /// The server's clock when the message arrived.
     pub now: DateTime<Utc>,
     pub max_payload_bytes: usize,
+    /// Most readings in one array ([`MAX_READINGS_PER_MESSAGE`] by default).
+    pub max_readings: usize,
     pub max_future: Duration,
     /// The history retention; older readings are `ts_too_old`.
     pub retention: Duration,
@@ -667,6 +684,7 @@ impl<'r> DecodeContext<'r> {
             registry,
             now,
             max_payload_bytes: MAX_PAYLOAD_BYTES,
+            max_readings: MAX_READINGS_PER_MESSAGE,
             max_future: MAX_FUTURE,
             retention: DEFAULT_RETENTION,
         }
@@ -728,8 +746,19 @@ pub fn decode_readings(
         });
     }
 
-    let elements: Vec<&RawValue> =
-        serde_json::from_slice(payload).map_err(|e| explain_json_error(payload, &e, None))?;
+    let elements = match bounded_array(payload, ctx.max_readings) {
+        Ok(BoundedArray::Within(elements)) => elements,
+        Ok(BoundedArray::Over) => {
+            return Err(Rejected::new(
+                RejectReason::TooManyReadings,
+                format!(
+                    "the array holds more than {} readings; send a long backlog in several messages",
+                    ctx.max_readings
+                ),
+            ));
+        }
+        Err(e) => return Err(explain_json_error(payload, &e, None)),
+    };
     if elements.is_empty() {
         return Err(Rejected::new(
             RejectReason::BadPayload,
@@ -755,6 +784,41 @@ pub fn decode_readings(
         readings,
         rejected,
     })
+}
+
+/// A JSON array of raw elements, collected only up to a cap: past it the rest is
+/// skipped (its syntax still checked) without being kept, so a message of 130,000 tiny
+/// elements costs one scan, not 130,000 of anything.
+enum BoundedArray<'a> {
+    Within(Vec<&'a RawValue>),
+    Over,
+}
+
+/// Parses `payload` as a [`BoundedArray`] of at most `cap` elements.
+fn bounded_array(payload: &[u8], cap: usize) -> Result<BoundedArray<'_>, serde_json::Error> {
+    struct ArrayVisitor(usize);
+    impl<'de> Visitor<'de> for ArrayVisitor {
+        type Value = BoundedArray<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of readings")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let cap = self.0;
+            let mut elements = Vec::with_capacity(cap.min(64));
+            while let Some(element) = seq.next_element::<&'de RawValue>()? {
+                if elements.len() == cap {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    return Ok(BoundedArray::Over);
+                }
+                elements.push(element);
+            }
+            Ok(BoundedArray::Within(elements))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let array = de.deserialize_seq(ArrayVisitor(cap))?;
+    de.end()?;
+    Ok(array)
 }
 
 fn first_byte(json: &[u8]) -> Option<u8> {

@@ -496,7 +496,11 @@ fn every_reject_reason_has_a_row_that_says_what_is_wrong() {
     let covered: std::collections::BTreeSet<RejectReason> = rows.iter().map(|r| r.2).collect();
     let missing: Vec<_> = RejectReason::ALL
         .into_iter()
-        .filter(|r| *r != RejectReason::BadStatus && !covered.contains(r))
+        // Status payloads and over-long arrays have tests of their own.
+        .filter(|r| {
+            ![RejectReason::BadStatus, RejectReason::TooManyReadings].contains(r)
+                && !covered.contains(r)
+        })
         .collect();
     assert!(missing.is_empty(), "no row for {missing:?}");
 }
@@ -719,6 +723,37 @@ fn a_backlog_is_applied_in_ts_order_and_one_bad_reading_loses_only_itself() {
             "element [6]: stock.water is -1; it must be ≥ 0"
         )
     );
+}
+
+#[test]
+fn an_array_over_the_reading_limit_is_rejected_whole_and_at_the_limit_accepted() {
+    let registry = registry();
+    let topic = wire::parse_topic(WH1_TOPIC).unwrap();
+    let ctx = DecodeContext {
+        max_readings: 3,
+        ..DecodeContext::new(&registry, now())
+    };
+    let element = |i: usize| {
+        format!(r#"{{"ts": "2026-11-24T05:0{i}:00Z", "stock": {{"water": 10}}}}"#)
+    };
+    let array = |n: usize| format!("[{}]", (0..n).map(element).collect::<Vec<_>>().join(","));
+    let at_limit = wire::decode_readings(&topic, array(3).as_bytes(), &ctx).unwrap();
+    assert_eq!(at_limit.readings.len(), 3);
+    let over = wire::decode_readings(&topic, array(4).as_bytes(), &ctx).unwrap_err();
+    assert_eq!(over.reason, RejectReason::TooManyReadings);
+    assert!(over.detail.contains("more than 3 readings"), "{}", over.detail);
+
+    // The flood of the issue: a 256 KiB array of 1s, at the default limit of 1000. One
+    // rejection for the message, not one per element.
+    let flood = format!("[{}1]", "1,".repeat(130_000));
+    let ctx = DecodeContext::new(&registry, now());
+    assert!(flood.len() <= ctx.max_payload_bytes);
+    let got = wire::decode_readings(&topic, flood.as_bytes(), &ctx).unwrap_err();
+    assert_eq!(got.reason, RejectReason::TooManyReadings);
+    // Broken syntax past the limit is still not JSON: the scan goes to the end.
+    let broken = format!("[{}1,]", "1,".repeat(2_000));
+    let got = wire::decode_readings(&topic, broken.as_bytes(), &ctx).unwrap_err();
+    assert_eq!(got.reason, RejectReason::NotJson);
 }
 
 #[test]
