@@ -38,7 +38,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             }
         };
         rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(value * seconds);
+        // Checked: `99999999999999999999d` or a sum past `Duration::MAX` is an error for
+        // whoever wrote it (a config file, an HTTP query), never a panic.
+        let too_long = || format!("duration {s:?} is too long");
+        let part = Duration::try_from_secs_f64(value * seconds).map_err(|_| too_long())?;
+        total = total.checked_add(part).ok_or_else(too_long)?;
     }
     Ok(total)
 }
@@ -66,7 +70,16 @@ mod tests {
                 "{input}"
             );
         }
-        for bad in ["", "90", "s", "4x", "h4", "1..2s"] {
+        for bad in [
+            "",
+            "90",
+            "s",
+            "4x",
+            "h4",
+            "1..2s",
+            "99999999999999999999d",
+            "10000000000000000000s10000000000000000000s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
         }
     }
