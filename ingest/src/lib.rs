@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use changes::{ChangeConsumer, TownChanges};
-pub use metrics::{IngestCounts, IngestMetrics};
+pub use metrics::{IngestCounts, IngestMetrics, StoreFault};
 pub use reserve::broker_url::{BrokerUrl, BrokerUrlError};
 pub use restore::{Restored, restore_ledger};
 
@@ -44,6 +44,11 @@ pub type SharedLedger = Arc<RwLock<Ledger>>;
 /// Deliveries queued between the poll loop and the writer. Enough for several batches,
 /// few enough that a stalled writer pushes back on the broker within milliseconds.
 const DELIVERY_QUEUE: usize = 4096;
+/// Payload bytes held between the poll loop and the acks (queued, in the writer's
+/// batch, awaiting an ack): the queue's bound in bytes, since 4096 messages of the
+/// largest accepted payload would be a gigabyte. A payload over the size limit is cut
+/// to its head before it is queued, so it counts for a few hundred bytes.
+const DELIVERY_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest payload rumqttc accepts before dropping the connection. Far above
 /// [`reserve::wire`]'s own limit, so an oversize reading is rejected with a reason and
 /// acknowledged instead of breaking the connection on every redelivery.
@@ -69,6 +74,8 @@ pub struct IngestConfig {
     pub retention: Duration,
     /// Payloads above this are rejected as `too_large`.
     pub max_payload_bytes: usize,
+    /// Arrays with more readings are rejected whole as `too_many_readings`.
+    pub max_readings_per_message: usize,
     /// How often the writer saves the snapshots of facilities the ledger changed.
     /// Readings are durable with every batch regardless; a start-up after a crash
     /// replays the ones stored since the last save. Saving with every batch cost
@@ -105,6 +112,7 @@ impl IngestConfig {
             batch_max: 1000,
             retention: Duration::from_secs(90 * 24 * 3600),
             max_payload_bytes: reserve::wire::MAX_PAYLOAD_BYTES,
+            max_readings_per_message: reserve::wire::MAX_READINGS_PER_MESSAGE,
             snapshot_every: Duration::from_secs(1),
             towns: None,
         }
@@ -128,6 +136,47 @@ pub(crate) struct Delivery {
     /// Connection generation it arrived on: an ack for an older connection would
     /// acknowledge whatever the broker now holds under that packet id.
     pub generation: u64,
+    /// The payload's length when it was over the size limit: `publish.payload` then
+    /// holds only its head (for the reject log), the rest was freed before queueing.
+    pub oversize: Option<usize>,
+    /// Its share of [`DELIVERY_QUEUE_BYTES`], given back when the delivery is dropped
+    /// (after its ack, or after the commit for QoS 0).
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Delivery {
+    /// Wraps a publish for the writer, cutting an oversize payload down to its head
+    /// first, and waits for room in the queue's byte budget.
+    async fn admit(
+        mut publish: Publish,
+        generation: u64,
+        max_payload_bytes: usize,
+        budget: &Arc<tokio::sync::Semaphore>,
+    ) -> Option<Delivery> {
+        let limit = if publish.topic.ends_with("/status") {
+            reserve::wire::MAX_STATUS_BYTES
+        } else {
+            max_payload_bytes
+        };
+        let mut oversize = None;
+        if publish.payload.len() > limit {
+            oversize = Some(publish.payload.len());
+            // A copy, not a slice: a slice would keep the whole buffer alive.
+            let head = publish.payload.len().min(store::MAX_REJECT_PAYLOAD);
+            publish.payload = bytes::Bytes::copy_from_slice(&publish.payload[..head]);
+        }
+        let cost = publish.payload.len().clamp(1, DELIVERY_QUEUE_BYTES);
+        let permit = Arc::clone(budget)
+            .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+            .await
+            .ok()?;
+        Some(Delivery {
+            publish,
+            generation,
+            oversize,
+            _bytes: permit,
+        })
+    }
 }
 
 /// Runs ingest until `shutdown` is cancelled or the store fails. On shutdown the poll
@@ -149,7 +198,15 @@ pub async fn run(
     let (delivery_tx, delivery_rx) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Delivery>();
 
-    let writer = writer::Writer::new(config.clone(), ledger, store, Arc::clone(&metrics), changes);
+    let budget = Arc::new(tokio::sync::Semaphore::new(DELIVERY_QUEUE_BYTES));
+    let writer = writer::Writer::new(
+        config.clone(),
+        ledger,
+        store,
+        Arc::clone(&metrics),
+        changes,
+        shutdown.clone(),
+    );
     let runtime = tokio::runtime::Handle::current();
     let writer_thread = std::thread::Builder::new()
         .name("ingest-writer".into())
@@ -200,14 +257,17 @@ pub async fn run(
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
                 metrics.received();
-                let delivery = Delivery {
-                    publish,
-                    generation: generation.load(Ordering::Acquire),
-                };
-                // Backpressure: when the writer is behind we stop reading the socket.
+                let generation = generation.load(Ordering::Acquire);
+                // Backpressure: when the writer is behind (in messages or in bytes) we
+                // stop reading the socket.
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    sent = delivery_tx.send(delivery) => if sent.is_err() {
+                    sent = async {
+                        let delivery =
+                            Delivery::admit(publish, generation, config.max_payload_bytes, &budget)
+                                .await?;
+                        delivery_tx.send(delivery).await.ok()
+                    } => if sent.is_none() {
                         writer_failed = true;
                         break;
                     },

@@ -16,6 +16,19 @@ pub struct IngestMetrics {
     /// Rejects by reason id. A mutex: rejects are the exception, and the reasons are
     /// few; counting them must not cost the happy path anything.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Failed attempts to commit a batch (each one retried).
+    store_failures: AtomicU64,
+    /// Set while ingest is paused on a store fault; cleared when a batch commits.
+    store_fault: Mutex<Option<StoreFault>>,
+}
+
+/// Why ingest is paused: the store failed and the batch is being retried.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoreFault {
+    /// When the first attempt of this pause failed.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// The latest error, which names the file and what failed (never a secret).
+    pub error: String,
 }
 
 /// A point-in-time copy of the counters.
@@ -59,9 +72,35 @@ impl IngestMetrics {
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Relaxed);
     }
-    pub(crate) fn rejected(&self, reason: &'static str) {
+    pub(crate) fn rejected(&self, reason: &'static str, n: u64) {
         let mut map = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry(reason).or_default() += 1;
+        *map.entry(reason).or_default() += n;
+    }
+    pub(crate) fn store_failed(&self, error: &store::StoreError) {
+        self.store_failures.fetch_add(1, Relaxed);
+        let mut fault = self.store_fault.lock().unwrap_or_else(|p| p.into_inner());
+        let since = fault.as_ref().map_or_else(chrono::Utc::now, |f| f.since);
+        *fault = Some(StoreFault {
+            since,
+            error: error.to_string(),
+        });
+    }
+    pub(crate) fn store_recovered(&self) {
+        *self.store_fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Why ingest is paused, when it is: the store is failing and the writer retries
+    /// (for `/readyz`, `/metrics` and the `ops` series).
+    pub fn store_fault(&self) -> Option<StoreFault> {
+        self.store_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Failed commit attempts since start (each retried).
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures.load(Relaxed)
     }
 
     /// Whether the subscriber is connected to the broker and its subscriptions are

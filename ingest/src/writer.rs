@@ -1,16 +1,30 @@
-//! The writer thread: turns batches of deliveries into one SQLite transaction and a
-//! ledger update, then hands the deliveries to the acker.
+//! The writer thread: turns each batch of deliveries into one SQLite transaction, then a
+//! ledger update, then acks. One call per layer:
+//!
+//! ```text
+//!  gather ─► decode ─► persist ─────────► apply ─────────► publish
+//!  (batch)   (no lock) (SQLite, no lock;   (ledger write    (town changes, counters,
+//!                       retried while the   lock, µs)        acks, reject log lines)
+//!                       store is down)
+//! ```
+//!
+//! The ledger's write lock is never held across SQLite I/O: a slow or locked store
+//! delays ingest, never the API, the board or the alert engine, which read the ledger.
+//! Readings are committed before they are applied, so the ledger never shows a reading
+//! that a crash could lose.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use reserve::ledger::{Applied, Link};
-use reserve::registry::{FacilityIdx, TownIdx};
-use reserve::wire::{self, Connectivity, DecodeContext, Rejected, TopicKind};
+use chrono::{DateTime, Utc};
+use reserve::Reading;
+use reserve::ledger::{Applied, FacilitySnapshot, Link};
+use reserve::registry::{FacilityIdx, Registry, TownIdx};
+use reserve::wire::{self, Connectivity, DecodeContext, RejectReason, Rejected, TopicKind};
 use store::{RejectRecord, Store, StoreError};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Delivery, IngestConfig, IngestError, IngestMetrics, SharedLedger, TownChanges};
 
@@ -22,9 +36,14 @@ const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
 /// batch holding a QoS 1 delivery never waits: the broker's window of unacknowledged
 /// messages moves only as fast as we commit.
 const QOS0_LINGER: Duration = Duration::from_millis(2);
-/// Bound on the per-gateway log throttle table (a flood of random topics must not
-/// grow it without limit).
-const REJECT_LOG_KEYS: usize = 10_000;
+/// How many rejected elements of one array are spelled out in its reject record; the
+/// rest are counted.
+const REJECTS_SPELLED_OUT: usize = 3;
+/// Backoff between attempts to commit a batch while the store fails (locked by another
+/// process, disk full, I/O errors). Short at first, since most locks are brief; capped
+/// so ingest resumes within a couple of seconds of the cause going away.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 pub(crate) struct Writer {
     config: IngestConfig,
@@ -32,10 +51,53 @@ pub(crate) struct Writer {
     store: Store,
     metrics: Arc<IngestMetrics>,
     changes: Arc<TownChanges>,
-    last_reject_log: HashMap<String, Instant>,
+    shutdown: CancellationToken,
+    /// When each gateway's rejects were last logged. Keyed by registry facility, with
+    /// one shared key (`None`) for topics that name no facility of ours, so its size is
+    /// bounded by the registry whatever ids a sender invents, and each message costs
+    /// one hash lookup.
+    last_reject_log: HashMap<Option<FacilityIdx>, Instant>,
     /// Facilities the ledger changed since their snapshots were last saved.
     unsaved: BTreeSet<FacilityIdx>,
     last_snapshot_save: Instant,
+}
+
+/// One MQTT message, decoded and validated against the registry: what persisting and
+/// applying need, nothing borrowed from the delivery.
+#[derive(Debug, Default)]
+struct Message {
+    readings: Vec<Reading>,
+    /// A gateway's `online`/`offline` status.
+    link: Option<(FacilityIdx, Link)>,
+    /// The message's rejects as one record, however many elements failed.
+    rejects: Option<MessageRejects>,
+}
+
+/// What a message's rejections amount to: one record for the reject log, and a count
+/// per reason for the counters (an array may fail for several reasons).
+#[derive(Debug)]
+struct MessageRejects {
+    record: RejectRecord,
+    /// The facility the topic names, when it is one of ours (the log throttle's key).
+    gateway: Option<FacilityIdx>,
+    counts: Vec<(RejectReason, u64)>,
+}
+
+/// The facility snapshots one batch saves.
+#[derive(Debug, Default)]
+struct SnapshotSave {
+    /// Every facility changed since the last save is among `snapshots`: the commit
+    /// clears the replay mark.
+    all_unsaved: bool,
+    snapshots: Vec<FacilitySnapshot>,
+}
+
+/// What persisting a batch found, reading by reading, for the apply step.
+struct Persisted {
+    /// Per message, per reading: stored now (false: already stored, a duplicate).
+    inserted: Vec<Vec<bool>>,
+    /// Whether this commit saved the snapshots of every facility in `unsaved`.
+    saved_snapshots: bool,
 }
 
 /// What one batch did, for the counters.
@@ -53,6 +115,7 @@ impl Writer {
         store: Store,
         metrics: Arc<IngestMetrics>,
         changes: Arc<TownChanges>,
+        shutdown: CancellationToken,
     ) -> Writer {
         Writer {
             config,
@@ -60,13 +123,14 @@ impl Writer {
             store,
             metrics,
             changes,
+            shutdown,
             last_reject_log: HashMap::new(),
             unsaved: BTreeSet::new(),
             last_snapshot_save: Instant::now(),
         }
     }
 
-    /// Runs until the delivery channel closes (shutdown) or the store fails.
+    /// Runs until the delivery channel closes (shutdown) or the store fails for good.
     pub(crate) fn run(
         mut self,
         runtime: tokio::runtime::Handle,
@@ -74,215 +138,434 @@ impl Writer {
         acks: mpsc::UnboundedSender<Delivery>,
     ) -> Result<(), IngestError> {
         let mut batch = Vec::with_capacity(self.config.batch_max);
-        let mut last_prune = Instant::now();
-        while let Some(first) = runtime.block_on(deliveries.recv()) {
-            let linger_until = Instant::now() + QOS0_LINGER;
-            let mut awaits_ack = first.publish.qos != rumqttc::QoS::AtMostOnce;
-            batch.push(first);
-            loop {
-                while batch.len() < self.config.batch_max {
-                    match deliveries.try_recv() {
-                        Ok(d) => {
-                            awaits_ack |= d.publish.qos != rumqttc::QoS::AtMostOnce;
-                            batch.push(d);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let left = linger_until.saturating_duration_since(Instant::now());
-                if batch.len() >= self.config.batch_max || awaits_ack || left.is_zero() {
-                    break;
-                }
-                // The timeout is made inside the runtime: its timer needs the context.
-                let next =
-                    runtime.block_on(async { tokio::time::timeout(left, deliveries.recv()).await });
-                match next {
-                    Ok(Some(d)) => {
-                        awaits_ack |= d.publish.qos != rumqttc::QoS::AtMostOnce;
-                        batch.push(d);
-                    }
-                    // Closed (shutdown: commit what we hold) or the linger is over.
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            if let Err(error) = self.commit_batch(&batch) {
-                // Nothing of this batch is acknowledged: the broker redelivers it to
-                // the next run. Stop loudly rather than drop readings quietly.
-                tracing::error!(message = "Store commit failed; ingest stops.", %error);
-                return Err(error.into());
-            }
-            self.metrics.batch();
+        while self.gather(&runtime, &mut deliveries, &mut batch) {
+            let now = Utc::now();
+            let registry = Arc::clone(self.read_ledger().registry());
+            let messages: Vec<Message> = batch
+                .iter()
+                .map(|d| decode(d, &registry, &self.config, now))
+                .collect();
+            let Some(persisted) = self.persist_until_committed(&runtime, &messages, now)? else {
+                // Shutting down while the store is unavailable: nothing of this batch
+                // was committed or acknowledged, so the broker redelivers it.
+                return Ok(());
+            };
+            let changed = self.apply(&messages, &persisted, now);
+            self.publish(messages, &changed);
             for d in batch.drain(..) {
                 if d.publish.qos != rumqttc::QoS::AtMostOnce {
                     let _ = acks.send(d);
                 }
             }
-            if last_prune.elapsed() > Duration::from_secs(3600) {
-                last_prune = Instant::now();
-                match self.store.prune(Utc::now()) {
-                    Ok(outcome) => tracing::info!(message = "Pruned history.", ?outcome),
-                    Err(error) => tracing::warn!(message = "Pruning history failed.", %error),
-                }
-            }
         }
-        // A clean stop leaves nothing to replay.
-        if !self.unsaved.is_empty() {
-            let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
-            let mut tx = self.store.batch()?;
-            for &f in &self.unsaved {
-                tx.save_snapshot(&ledger.snapshot(f))?;
-            }
-            tx.mark_snapshots_saved()?;
-            tx.commit()?;
-        }
-        Ok(())
+        self.save_all_snapshots()
     }
 
-    fn commit_batch(&mut self, batch: &[Delivery]) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let mut tally = BatchTally::default();
-        // Status changes (online/offline) are not in `readings`, so a replay cannot
-        // restore them: their snapshots are saved with the batch.
-        let mut linked_facilities = BTreeSet::<FacilityIdx>::new();
-        // The earliest `ts` this batch applied to the ledger.
-        let mut earliest_applied = None;
-        let mut changed_towns = BTreeSet::<TownIdx>::new();
-        let mut rejects: Vec<(RejectRecord, &'static str, Option<String>)> = Vec::new();
-
-        // The write lock is held for the batch: readers see a batch whole or not at all.
-        let mut ledger = self.ledger.write().unwrap_or_else(|p| p.into_inner());
-        let registry = Arc::clone(ledger.registry());
-        let context = DecodeContext {
-            registry: &registry,
-            now,
-            max_payload_bytes: self.config.max_payload_bytes,
-            max_future: wire::MAX_FUTURE,
-            retention: self.config.retention,
+    /// Waits for the next batch: whatever is queued, up to `batch_max`, lingering a
+    /// little for more only when nothing in it awaits an ack. False when the channel
+    /// closed and nothing is left (shutdown).
+    fn gather(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        deliveries: &mut mpsc::Receiver<Delivery>,
+        batch: &mut Vec<Delivery>,
+    ) -> bool {
+        let Some(first) = runtime.block_on(deliveries.recv()) else {
+            return false;
         };
-        let mut tx = self.store.batch()?;
-        for d in batch {
-            let topic_name = d.publish.topic.as_str();
-            let payload = &d.publish.payload[..];
-            let mut reject = |rejected: Rejected, gateway: Option<String>| {
-                let reason = rejected.reason.as_str();
-                rejects.push((
-                    RejectRecord::new(now, topic_name, reason, &rejected.detail, payload),
-                    reason,
-                    gateway,
-                ));
-            };
-            let topic = match wire::parse_topic(topic_name) {
-                Ok(topic) => topic,
-                Err(rejected) => {
-                    reject(rejected, None);
-                    continue;
+        let linger_until = Instant::now() + QOS0_LINGER;
+        let mut awaits_ack = first.publish.qos != rumqttc::QoS::AtMostOnce;
+        batch.push(first);
+        loop {
+            while batch.len() < self.config.batch_max {
+                match deliveries.try_recv() {
+                    Ok(d) => {
+                        awaits_ack |= d.publish.qos != rumqttc::QoS::AtMostOnce;
+                        batch.push(d);
+                    }
+                    Err(_) => break,
                 }
-            };
-            let gateway = Some(format!("{}/{}", topic.town, topic.facility));
-            match topic.kind {
-                TopicKind::Status => match wire::resolve_topic(&topic, &registry)
-                    .and_then(|f| Ok((f, wire::decode_status(payload)?)))
-                {
-                    Ok((facility, connectivity)) => {
-                        let link = match connectivity {
-                            Connectivity::Online => Link::Online,
-                            Connectivity::Offline => Link::Offline,
-                        };
-                        ledger.set_link(facility, link, now);
-                        linked_facilities.insert(facility);
-                        changed_towns.insert(registry.facility(facility).town);
-                    }
-                    Err(rejected) => reject(rejected, gateway),
-                },
-                TopicKind::Reading => match wire::decode_readings(&topic, payload, &context) {
-                    Err(rejected) => reject(rejected, gateway),
-                    Ok(decoded) => {
-                        for rejected in decoded.rejected {
-                            reject(rejected, gateway.clone());
-                        }
-                        for reading in decoded.readings {
-                            if !tx.insert_reading(&registry, &reading, now)? {
-                                tally.duplicates += 1;
-                                continue;
-                            }
-                            tally.accepted += 1;
-                            match ledger.apply(&reading, now) {
-                                Applied::Updated => {
-                                    self.unsaved.insert(reading.facility);
-                                    earliest_applied = Some(
-                                        earliest_applied.map_or(reading.ts, |t| reading.ts.min(t)),
-                                    );
-                                    changed_towns.insert(registry.facility(reading.facility).town);
-                                }
-                                Applied::Older => tally.older += 1,
-                                // Stored now but the ledger already had this instant:
-                                // a redelivery after a crash between apply and commit.
-                                Applied::Duplicate => {}
-                            }
-                        }
-                    }
-                },
+            }
+            let left = linger_until.saturating_duration_since(Instant::now());
+            if batch.len() >= self.config.batch_max || awaits_ack || left.is_zero() {
+                return true;
+            }
+            // The timeout is made inside the runtime: its timer needs the context.
+            let next =
+                runtime.block_on(async { tokio::time::timeout(left, deliveries.recv()).await });
+            match next {
+                Ok(Some(d)) => {
+                    awaits_ack |= d.publish.qos != rumqttc::QoS::AtMostOnce;
+                    batch.push(d);
+                }
+                // Closed (shutdown: commit what we hold) or the linger is over.
+                Ok(None) | Err(_) => return true,
             }
         }
-        for &f in &linked_facilities {
-            tx.save_snapshot(&ledger.snapshot(f))?;
+    }
+
+    /// Commits the batch, waiting out store faults: a locked file, a full disk, an I/O
+    /// error pause ingest (nothing is acknowledged, the queue fills, the broker holds
+    /// the rest) and the same batch is tried again with backoff until it commits.
+    /// `Ok(None)` when shutdown came first; `Err` only for a store that cannot recover
+    /// by waiting (a corrupt file, a schema from a newer version).
+    fn persist_until_committed(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        messages: &[Message],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Persisted>, IngestError> {
+        let save = self.snapshots_to_save(messages, now);
+        let mut backoff = RETRY_MIN;
+        let mut paused_since: Option<Instant> = None;
+        let mut attempts = 0u64;
+        loop {
+            match self.persist(messages, &save, now) {
+                Ok(persisted) => {
+                    if let Some(since) = paused_since {
+                        self.metrics.store_recovered();
+                        tracing::info!(
+                            message = "Store available again; ingest resumed.",
+                            paused_s = since.elapsed().as_secs_f64(),
+                            attempts
+                        );
+                    }
+                    return Ok(Some(persisted));
+                }
+                Err(error) if !error.is_recoverable() => {
+                    tracing::error!(
+                        message = "Store unusable; ingest stops. Restore the file from a backup or run the stockpile version that wrote it.",
+                        %error
+                    );
+                    return Err(error.into());
+                }
+                Err(error) => {
+                    attempts += 1;
+                    self.metrics.store_failed(&error);
+                    if paused_since.is_none() {
+                        paused_since = Some(Instant::now());
+                        // Once per pause, not per retry.
+                        tracing::error!(
+                            message = "Store unavailable; ingest paused, nothing acknowledged until it commits. Retrying.",
+                            %error
+                        );
+                    }
+                }
+            }
+            let cancelled = runtime.block_on(async {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => true,
+                    _ = tokio::time::sleep(backoff) => false,
+                }
+            });
+            if cancelled {
+                return Ok(None);
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
         }
-        let saving = !self.unsaved.is_empty()
+    }
+
+    /// The snapshots this batch's transaction saves: every facility changed since the
+    /// last save when one is due, and those whose link this batch changes (status is
+    /// not in `readings`, so a replay could not restore it). Copied under a brief read
+    /// lock, before any I/O; decided once, so every retry of the batch saves the same.
+    fn snapshots_to_save(&self, messages: &[Message], now: DateTime<Utc>) -> SnapshotSave {
+        let all_unsaved = !self.unsaved.is_empty()
             && self.last_snapshot_save.elapsed() >= self.config.snapshot_every;
-        if saving {
+        let links: Vec<(FacilityIdx, Link)> = messages.iter().filter_map(|m| m.link).collect();
+        if !all_unsaved && links.is_empty() {
+            return SnapshotSave::default();
+        }
+        let ledger = self.read_ledger();
+        let mut snapshots: HashMap<FacilityIdx, FacilitySnapshot> = HashMap::new();
+        if all_unsaved {
             for &f in &self.unsaved {
-                tx.save_snapshot(&ledger.snapshot(f))?;
+                snapshots.insert(f, ledger.snapshot(f));
             }
+        }
+        for (f, link) in links {
+            snapshots
+                .entry(f)
+                .or_insert_with(|| ledger.snapshot(f))
+                .link = Some((link, now));
+        }
+        SnapshotSave {
+            all_unsaved,
+            snapshots: snapshots.into_values().collect(),
+        }
+    }
+
+    /// One attempt at the batch's transaction: readings, rejects, snapshots, and where a
+    /// start-up must replay from. Rolled back on any error.
+    fn persist(
+        &mut self,
+        messages: &[Message],
+        save: &SnapshotSave,
+        now: DateTime<Utc>,
+    ) -> Result<Persisted, StoreError> {
+        let registry = Arc::clone(self.read_ledger().registry());
+        let mut tx = self.store.batch()?;
+        let mut inserted = Vec::with_capacity(messages.len());
+        let mut earliest_inserted: Option<DateTime<Utc>> = None;
+        for message in messages {
+            let mut flags = Vec::with_capacity(message.readings.len());
+            for reading in &message.readings {
+                let new = tx.insert_reading(&registry, reading, now)?;
+                if new {
+                    earliest_inserted = Some(earliest_inserted.map_or(reading.ts, |t| t.min(reading.ts)));
+                }
+                flags.push(new);
+            }
+            inserted.push(flags);
+            if let Some(rejects) = &message.rejects {
+                tx.insert_reject(&rejects.record)?;
+            }
+        }
+        for snapshot in &save.snapshots {
+            tx.save_snapshot(snapshot)?;
+        }
+        if save.all_unsaved {
             tx.mark_snapshots_saved()?;
-        } else if let Some(ts) = earliest_applied {
+        }
+        // This batch's readings are applied only after the commit, so no snapshot holds
+        // them yet: a start-up after a crash replays them.
+        if let Some(ts) = earliest_inserted {
             tx.mark_unsaved_since(ts)?;
         }
-        for (record, _, _) in &rejects {
-            tx.insert_reject(record)?;
-        }
         tx.commit()?;
-        if saving {
+        Ok(Persisted {
+            inserted,
+            saved_snapshots: save.all_unsaved,
+        })
+    }
+
+    /// Applies what was committed to the ledger under its write lock (microseconds: no
+    /// I/O), and returns the towns that changed.
+    fn apply(
+        &mut self,
+        messages: &[Message],
+        persisted: &Persisted,
+        now: DateTime<Utc>,
+    ) -> BTreeSet<TownIdx> {
+        if persisted.saved_snapshots {
             self.unsaved.clear();
             self.last_snapshot_save = Instant::now();
         }
-        for &t in &changed_towns {
+        let mut tally = BatchTally::default();
+        let mut changed = BTreeSet::new();
+        let mut ledger = self.ledger.write().unwrap_or_else(|p| p.into_inner());
+        let registry = Arc::clone(ledger.registry());
+        for (message, inserted) in messages.iter().zip(&persisted.inserted) {
+            if let Some((facility, link)) = message.link {
+                ledger.set_link(facility, link, now);
+                changed.insert(registry.facility(facility).town);
+            }
+            for (reading, &new) in message.readings.iter().zip(inserted) {
+                if !new {
+                    tally.duplicates += 1;
+                    continue;
+                }
+                tally.accepted += 1;
+                match ledger.apply(reading, now) {
+                    Applied::Updated => {
+                        self.unsaved.insert(reading.facility);
+                        changed.insert(registry.facility(reading.facility).town);
+                    }
+                    Applied::Older => tally.older += 1,
+                    // Stored now but the ledger already had this instant: a redelivery
+                    // after a crash between commit and snapshot save.
+                    Applied::Duplicate => {}
+                }
+            }
+        }
+        for &t in &changed {
             ledger.refresh(t, now);
         }
         drop(ledger);
-        if !changed_towns.is_empty() {
-            self.changes.publish(changed_towns.iter().copied());
-        }
-
         self.metrics.accepted(tally.accepted);
         self.metrics.duplicates(tally.duplicates);
         self.metrics.older(tally.older);
-        for (record, reason, gateway) in rejects {
-            self.metrics.rejected(reason);
-            self.log_reject(&record, gateway);
-        }
-        Ok(())
+        changed
     }
 
-    fn log_reject(&mut self, record: &RejectRecord, gateway: Option<String>) {
-        let key = gateway.unwrap_or_else(|| record.topic.clone());
+    /// Tells everyone downstream: changed towns, counters, the reject log lines.
+    fn publish(&mut self, messages: Vec<Message>, changed: &BTreeSet<TownIdx>) {
+        if !changed.is_empty() {
+            self.changes.publish(changed.iter().copied());
+        }
+        self.metrics.batch();
+        for rejects in messages.into_iter().filter_map(|m| m.rejects) {
+            for &(reason, n) in &rejects.counts {
+                self.metrics.rejected(reason.as_str(), n);
+            }
+            self.log_reject(&rejects);
+        }
+    }
+
+    fn log_reject(&mut self, rejects: &MessageRejects) {
         let due = self
             .last_reject_log
-            .get(&key)
+            .get(&rejects.gateway)
             .is_none_or(|t| t.elapsed() >= REJECT_LOG_EVERY);
         if due {
-            if self.last_reject_log.len() >= REJECT_LOG_KEYS {
-                self.last_reject_log
-                    .retain(|_, t| t.elapsed() < REJECT_LOG_EVERY);
-            }
+            let record = &rejects.record;
             tracing::warn!(
                 message = "Reading rejected.",
                 reason = %record.reason,
                 detail = %record.detail,
                 topic = %record.topic,
-                gateway = %key,
-                note = "further rejects from this gateway are counted, logged once a minute"
+                note = if rejects.gateway.is_some() {
+                    "further rejects from this gateway are counted, logged once a minute"
+                } else {
+                    "further rejects for topics naming no known facility are counted, logged once a minute"
+                }
             );
-            self.last_reject_log.insert(key, Instant::now());
+            self.last_reject_log.insert(rejects.gateway, Instant::now());
         }
+    }
+
+    fn read_ledger(&self) -> std::sync::RwLockReadGuard<'_, reserve::Ledger> {
+        self.ledger.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A clean stop leaves nothing to replay. Best effort when the store is down: a
+    /// start-up replays the readings instead.
+    fn save_all_snapshots(mut self) -> Result<(), IngestError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        let snapshots: Vec<FacilitySnapshot> = {
+            let ledger = self.read_ledger();
+            self.unsaved.iter().map(|&f| ledger.snapshot(f)).collect()
+        };
+        let saved = (|| {
+            let mut tx = self.store.batch()?;
+            for snapshot in &snapshots {
+                tx.save_snapshot(snapshot)?;
+            }
+            tx.mark_snapshots_saved()?;
+            tx.commit()
+        })();
+        if let Err(error) = saved {
+            tracing::warn!(
+                message = "Could not save the ledger's state at shutdown; the next start replays stored readings instead.",
+                %error
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Decodes one delivery into a [`Message`]. Never fails: what does not decode becomes
+/// the message's reject record.
+fn decode(delivery: &Delivery, registry: &Registry, config: &IngestConfig, now: DateTime<Utc>) -> Message {
+    let topic_name = delivery.publish.topic.as_str();
+    let payload = &delivery.publish.payload[..];
+    let reject = |gateway: Option<FacilityIdx>, rejected: &[Rejected], total: usize| Message {
+        rejects: Some(message_rejects(now, topic_name, payload, delivery.oversize, gateway, rejected, total)),
+        ..Message::default()
+    };
+    let topic = match wire::parse_topic(topic_name) {
+        Ok(topic) => topic,
+        Err(rejected) => return reject(None, &[rejected], 1),
+    };
+    let facility = match wire::resolve_topic(&topic, registry) {
+        Ok(facility) => facility,
+        Err(rejected) => return reject(None, &[rejected], 1),
+    };
+    if let Some(len) = delivery.oversize {
+        // Cut down before it was queued; only its head is here.
+        let limit = match topic.kind {
+            TopicKind::Reading => config.max_payload_bytes,
+            TopicKind::Status => wire::MAX_STATUS_BYTES,
+        };
+        let rejected = Rejected::new(
+            RejectReason::TooLarge,
+            format!("payload is {len} bytes, the limit is {limit}; send a long backlog in several messages"),
+        );
+        return reject(Some(facility), &[rejected], 1);
+    }
+    match topic.kind {
+        TopicKind::Status => match wire::decode_status(payload) {
+            Ok(connectivity) => Message {
+                link: Some((
+                    facility,
+                    match connectivity {
+                        Connectivity::Online => Link::Online,
+                        Connectivity::Offline => Link::Offline,
+                    },
+                )),
+                ..Message::default()
+            },
+            Err(rejected) => reject(Some(facility), &[rejected], 1),
+        },
+        TopicKind::Reading => {
+            let context = DecodeContext {
+                registry,
+                now,
+                max_payload_bytes: config.max_payload_bytes,
+                max_readings: config.max_readings_per_message,
+                max_future: wire::MAX_FUTURE,
+                retention: config.retention,
+            };
+            match wire::decode_readings(&topic, payload, &context) {
+                Err(rejected) => reject(Some(facility), &[rejected], 1),
+                Ok(decoded) => {
+                    let total = decoded.rejected.len() + decoded.readings.len();
+                    let rejects = (!decoded.rejected.is_empty()).then(|| {
+                        message_rejects(now, topic_name, payload, None, Some(facility), &decoded.rejected, total)
+                    });
+                    Message {
+                        readings: decoded.readings,
+                        link: None,
+                        rejects,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One reject record for a message, whatever number of its elements failed: the first
+/// reason is the record's, the first few details are spelled out, the rest counted.
+fn message_rejects(
+    now: DateTime<Utc>,
+    topic: &str,
+    payload: &[u8],
+    oversize: Option<usize>,
+    gateway: Option<FacilityIdx>,
+    rejected: &[Rejected],
+    elements: usize,
+) -> MessageRejects {
+    let mut counts: Vec<(RejectReason, u64)> = Vec::new();
+    for r in rejected {
+        match counts.iter_mut().find(|(reason, _)| *reason == r.reason) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r.reason, 1)),
+        }
+    }
+    let detail = match rejected {
+        [one] if elements <= 1 => one.detail.clone(),
+        many => {
+            let mut detail = format!("{} of {elements} readings rejected", many.len());
+            for r in many.iter().take(REJECTS_SPELLED_OUT) {
+                detail.push_str(&format!("; {}: {}", r.reason, r.detail));
+            }
+            if many.len() > REJECTS_SPELLED_OUT {
+                let by_reason: Vec<String> = counts.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
+                detail.push_str(&format!("; in all: {}", by_reason.join(", ")));
+            }
+            detail
+        }
+    };
+    let reason = rejected.first().map_or(RejectReason::BadPayload, |r| r.reason);
+    let mut record = RejectRecord::new(now, topic, reason.as_str(), &detail, payload);
+    if let Some(len) = oversize {
+        record.payload_len = len;
+    }
+    MessageRejects {
+        record,
+        gateway,
+        counts,
     }
 }

@@ -57,3 +57,29 @@ pub enum StoreError {
         value: u64,
     },
 }
+
+impl StoreError {
+    /// Whether waiting can cure it: another process holding the lock (`SQLITE_BUSY`,
+    /// `SQLITE_LOCKED`), a full disk, an I/O error, a file that cannot be opened right
+    /// now. Ingest pauses and retries these. Not recoverable: a file that is not a
+    /// database or is corrupt, a schema from a newer version, a missing directory —
+    /// retrying would only hide them, so the service stops and says what to do.
+    pub fn is_recoverable(&self) -> bool {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::MissingDirectory { .. }
+            | StoreError::NotADatabase { .. }
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::NoWal { .. }
+            | StoreError::CorruptRow { .. } => false,
+            StoreError::Sqlite { cause, .. } => !matches!(
+                cause.sqlite_error_code(),
+                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+            ),
+            // A value that does not encode or fit will not fit next time either, but it
+            // is one batch of one message: retrying keeps the fault visible (readyz,
+            // metrics) instead of stopping the whole service over it.
+            StoreError::Encode { .. } | StoreError::OutOfRange { .. } => true,
+        }
+    }
+}
