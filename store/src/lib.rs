@@ -15,14 +15,17 @@
 
 mod error;
 pub mod influx;
+pub mod maintenance;
 mod sqlite;
 
 pub use error::StoreError;
 pub use influx::history;
+pub use maintenance::{Maintenance, MaintenanceConfig, MaintenanceCounts, MaintenanceStats};
 pub use sqlite::{
     AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
     NewNotification, NotificationQuery, OutboxCounts, OutboxRow, SilenceRow,
 };
+pub use sqlite::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use sqlite::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_REJECTS, DEFAULT_PRUNE_CHUNK, DEFAULT_RETENTION,
     MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, PruneOutcome, RejectRecord, Store,

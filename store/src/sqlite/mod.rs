@@ -12,6 +12,7 @@
 
 mod alerts;
 mod body;
+mod prune;
 mod reject;
 mod schema;
 
@@ -28,6 +29,7 @@ pub use alerts::{
     AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
     NewNotification, NotificationQuery, OutboxCounts, OutboxRow, SilenceRow,
 };
+pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 
 use crate::StoreError;
