@@ -265,7 +265,12 @@ pub(crate) fn towns_of_cluster(ledger: &Ledger, cluster: ClusterIdx) -> Vec<Town
         .collect()
 }
 
-/// Residents plus sheltered.
+/// Residents plus sheltered. Saturating: the registry's population is an operator's
+/// number, the sheltered count a client's.
 pub(crate) fn people(ledger: &Ledger, t: TownIdx) -> u64 {
-    ledger.registry().town(t).population + ledger.sheltered(t)
+    ledger
+        .registry()
+        .town(t)
+        .population
+        .saturating_add(ledger.sheltered(t))
 }

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::model::MAX_SHELTERED;
+use crate::model::{MAX_SHELTERED, people};
 
 /// More litres per person per day than any household draws: a typo.
 const MAX_WATER_NEED_L: f64 = 1000.0;
@@ -292,13 +292,15 @@ fn scenario_ledger(live: &Ledger, request: &ScenarioRequest, now: DateTime<Utc>)
     let factor = surge.and_then(|s| s.factor).unwrap_or(1.0);
     for t in registry.town_indices() {
         let town = registry.town(t);
-        let people = (town.population + live.sheltered(t)) as f64;
+        let live_people = people(live, t) as f64;
         let extra = surge
             .and_then(|s| s.towns.get(town.id.as_str()))
             .copied()
             .unwrap_or(0);
-        // Factor ≥ 1, so the result is never below the residents.
-        let surged = (people * factor).round() as u64 + extra;
+        // Factor ≥ 1, so the result is never below the residents. The float-to-int
+        // cast saturates and the sum too: a surge past u64 is a very large town, not a
+        // panic.
+        let surged = ((live_people * factor).round() as u64).saturating_add(extra);
         ledger.set_sheltered(t, surged.saturating_sub(town.population));
     }
     ledger.refresh_all(now);
@@ -450,7 +452,7 @@ pub(crate) fn run(
             name: town.name.clone(),
             cluster,
             district: registry.districts[town.district.index()].id.to_string(),
-            people: town.population + ledger.sheltered(t),
+            people: people(&ledger, t),
             verified: figures.verified && !assumed,
             worst_days: figures.worst_days,
             power_days: figures.power_days,

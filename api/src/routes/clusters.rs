@@ -35,7 +35,7 @@ impl ClusterSummary {
         for &t in towns {
             let figures = ledger.figures(t);
             counts.add(Status::from(figures.status));
-            population += people(ledger, t);
+            population = people(ledger, t).saturating_add(population);
             if let Some(d) = figures.worst_days
                 && worst.is_none_or(|(w, _)| d < w)
             {

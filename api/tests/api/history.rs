@@ -161,3 +161,67 @@ async fn bad_requests_are_named() {
     }
     app.stop().await;
 }
+
+/// Steps and ranges that panicked the service (issue 12) or would make an answer of
+/// millions of points: each a 400 naming the parameter, and the service still answers.
+#[tokio::test]
+async fn steps_and_ranges_out_of_bounds_are_refused_by_name() {
+    let (app, first) = app_with_readings().await;
+    let from = rfc3339(first);
+    let eight_days_later = rfc3339(first + Duration::days(8));
+    for (query, field) in [
+        // Under a millisecond: divided by zero.
+        ("step=0.5ms".to_owned(), "step"),
+        ("step=999ms".to_owned(), "step"),
+        // Past Duration's range: Duration::from_secs_f64 panicked.
+        ("step=99999999999999999999d".to_owned(), "step"),
+        // A sum past Duration::MAX: adding durations overflowed.
+        (
+            "step=10000000000000000000s10000000000000000000s".to_owned(),
+            "step",
+        ),
+        ("step=-1s".to_owned(), "step"),
+        ("step=NaNs".to_owned(), "step"),
+        // A day of 1 s steps is 86,400 steps: more than 10,000.
+        ("step=1s".to_owned(), "step"),
+        // Without a step, at most 7 days.
+        (format!("from={from}&to={eight_days_later}"), "from"),
+        (
+            "from=0000-01-01T00:00:00Z&to=9999-12-31T23:59:59Z".to_owned(),
+            "from",
+        ),
+        (
+            "from=0000-01-01T00:00:00Z&to=9999-12-31T23:59:59Z&step=1d".to_owned(),
+            "step",
+        ),
+        ("to=99999-01-01T00:00:00Z".to_owned(), "to"),
+    ] {
+        let path = format!("/api/v1/towns/jingshan/history?{query}");
+        let answer = app.get(&path, Some(VIEWER)).await;
+        assert_eq!(answer.error(), (400, "invalid_query".into()), "{path}");
+        assert_eq!(answer.json()["error"]["field"], field, "{path}");
+    }
+    // The earliest time there is, with the default day before it: no overflow either.
+    let answer = app
+        .get(
+            "/api/v1/towns/jingshan/history?to=0000-01-01T00:00:00Z",
+            Some(VIEWER),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+
+    // At the bounds, an answer: 10,000 steps of 1 min, 7 days without a step.
+    let ok = app
+        .get_ok(&format!(
+            "/api/v1/towns/jingshan/history?category=water&from={from}&to={}&step=1m",
+            rfc3339(first + Duration::minutes(10_000))
+        ))
+        .await;
+    assert_eq!(points(&ok, "water").len(), 3, "{ok}");
+    app.get_ok(&format!(
+        "/api/v1/towns/jingshan/history?from={from}&to={}",
+        rfc3339(first + Duration::days(7))
+    ))
+    .await;
+    app.stop().await;
+}

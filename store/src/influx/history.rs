@@ -525,7 +525,8 @@ impl<'q> Plan<'q> {
             .query
             .step
             .filter(|s| !s.is_zero())
-            .map(|s| i64::try_from(s.as_millis()).unwrap_or(i64::MAX));
+            // At least 1 ms: a step under a millisecond must not divide by zero.
+            .map(|s| i64::try_from(s.as_millis()).unwrap_or(i64::MAX).max(1));
         let bucket = |ts: i64| match step_ms {
             Some(step) => (ts - self.from_ms) / step,
             None => ts,
