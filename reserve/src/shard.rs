@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use crate::id::TownId;
 use crate::registry::{
-    ClusterIdx, Contact, ContactScope, DistrictIdx, Facility, Registry, RegistryParts,
+    ClusterIdx, Contact, ContactScope, DistrictIdx, Facility, FacilityIdx, Registry, RegistryParts,
     TargetOverride, Town, TownIdx,
 };
 
@@ -177,7 +177,8 @@ impl Registry {
     /// - A town-scoped contact keeps only the kept towns among its towns and is dropped
     ///   when none is left; cluster- and district-scoped contacts likewise; city contacts
     ///   are always kept (they hear about every town, whichever shard it is on).
-    /// - Categories, the water category and the default target are unchanged.
+    /// - Categories, the water category and the default target are unchanged; kept
+    ///   warehouses keep their declared `max`.
     pub fn only_towns(&self, keep: impl Fn(&TownId) -> bool) -> Registry {
         let town_map = remap(self.towns.iter().map(|t| keep(&t.id)));
         let kept = |t: TownIdx| town_map[t.index()].is_some();
@@ -249,6 +250,15 @@ impl Registry {
             })
             .collect();
 
+        // Facilities keep their order, so a kept facility's new index is its rank.
+        let facility_map = remap(self.facilities.iter().map(|f| kept(f.town)));
+        let warehouse_max: Vec<_> = self
+            .warehouse_maxima()
+            .filter_map(|((f, c), max)| {
+                facility_map[f.index()].map(|f| ((FacilityIdx::from_index(f), c), max))
+            })
+            .collect();
+
         let keep_at = |map: &[Option<usize>], i: usize| map[i].is_some();
         Registry::build(RegistryParts {
             target: self.target,
@@ -267,6 +277,7 @@ impl Registry {
             facilities,
             contacts,
         })
+        .with_warehouse_max(warehouse_max)
     }
 }
 
@@ -475,11 +486,13 @@ kind = "warehouse"
 id = "b1-wh"
 town = "b1"
 kind = "warehouse"
+max = { water = 7000 }
 [[facility]]
 id = "a2-wh"
 town = "a2"
 kind = "warehouse"
 report_every = "10s"
+max = { water = 5000 }
 [[facility]]
 id = "a1-wp"
 town = "a1"
@@ -568,6 +581,11 @@ city = true
             whole
                 .facility(whole.facility_idx("a2-wh").unwrap())
                 .stale_after
+        );
+        // a2-wh moved from index 2 to 1; its declared max moved with it, b1-wh's is gone.
+        assert_eq!(
+            part.warehouse_maxima().collect::<Vec<_>>(),
+            [((a2, water), 5000.0)]
         );
     }
 

@@ -24,6 +24,12 @@
 //!   `1e999`, are `bad_number` rather than `not_json`: the vendor learns which value is
 //!   wrong. So are negative quantities, quantities above [`MAX_QUANTITY`] and a battery
 //!   above 100 %. Any other syntax error is `not_json`.
+//! - **Capacity.** A value above what the facility's registry entry declares it can hold
+//!   is `over_capacity`, not counted: a water point's `level_l` above its `capacity_l`, a
+//!   power unit's `fuel_l` above its `fuel_capacity_l`, a warehouse's stock of a category
+//!   above its `max` for that category. Equal is fine; with nothing declared there is no
+//!   check beyond [`MAX_QUANTITY`]. It is checked after the number itself (a negative
+//!   level is `bad_number` whatever the capacity).
 //! - **A `burn_l_per_h` of 0** (a unit in standby measuring no flow) is read as "no
 //!   measured burn": runtime is then judged at the rated burn, not as infinite.
 //! - **A single object** that fails validation rejects the message; **an array** is
@@ -53,7 +59,7 @@ use crate::id::check_slug;
 use crate::reading::{
     Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
 };
-use crate::registry::{FacilityIdx, FacilityKindName, Registry};
+use crate::registry::{FacilityIdx, FacilityKind, FacilityKindName, Registry};
 
 /// Every v1 topic starts with this.
 pub const TOPIC_PREFIX: &str = "stockpile/v1/";
@@ -1065,12 +1071,30 @@ impl<'r> ReadingChecker<'r> {
         match observation {
             Section::Stock => self.check_stock(wire.stock.as_ref()),
             Section::Water(w) => Ok(Observation::Water(WaterObservation {
-                level_l: quantity("water.level_l", w.level_l, MAX_QUANTITY)?,
+                level_l: within_capacity(
+                    "water.level_l",
+                    quantity("water.level_l", w.level_l, MAX_QUANTITY)?,
+                    match facility.kind {
+                        FacilityKind::WaterPoint { capacity_l } => capacity_l,
+                        _ => None,
+                    },
+                    "capacity_l",
+                )?,
                 pump: w.pump,
                 potable: w.potable,
             })),
             Section::Power(p) => Ok(Observation::Power(PowerObservation {
-                fuel_l: quantity("power.fuel_l", p.fuel_l, MAX_QUANTITY)?,
+                fuel_l: within_capacity(
+                    "power.fuel_l",
+                    quantity("power.fuel_l", p.fuel_l, MAX_QUANTITY)?,
+                    match facility.kind {
+                        FacilityKind::PowerUnit {
+                            fuel_capacity_l, ..
+                        } => Some(fuel_capacity_l),
+                        _ => None,
+                    },
+                    "fuel_capacity_l",
+                )?,
                 battery_pct: p
                     .battery_pct
                     .map(|v| quantity("power.battery_pct", v, MAX_BATTERY_PCT))
@@ -1107,6 +1131,13 @@ impl<'r> ReadingChecker<'r> {
             };
             let value = check_number(*value, MAX_QUANTITY)
                 .map_err(|why| bad_number(format_args!("stock.{key}"), *value, why))?;
+            let max = self.registry.warehouse_max(self.facility, category);
+            let value = within_capacity(
+                format_args!("stock.{key}"),
+                value,
+                max,
+                format_args!("max.{key}"),
+            )?;
             out.push((category, value));
         }
         out.sort_unstable_by_key(|&(c, _)| c);
@@ -1160,6 +1191,28 @@ fn check_number(value: f64, max: f64) -> Result<f64, NumberProblem> {
 
 fn quantity(field: &str, value: f64, max: f64) -> Result<f64, Rejected> {
     check_number(value, max).map_err(|why| bad_number(field, value, why))
+}
+
+/// A value no more than the facility's declared capacity (`declared` names the registry
+/// key: `capacity_l`, `fuel_capacity_l`, `max.water`), if it declares one: more is a
+/// sensor in the wrong units or misreading, not stock to count on (`over_capacity`).
+fn within_capacity(
+    field: impl fmt::Display,
+    value: f64,
+    capacity: Option<f64>,
+    declared: impl fmt::Display,
+) -> Result<f64, Rejected> {
+    match capacity {
+        Some(capacity) if value > capacity => Err(Rejected::new(
+            RejectReason::OverCapacity,
+            format!(
+                "{field} is {}, above the facility's {declared} {} (sensor units?)",
+                fmt_number(value),
+                fmt_number(capacity)
+            ),
+        )),
+        _ => Ok(value),
+    }
 }
 
 fn bad_number(field: impl fmt::Display, value: f64, why: NumberProblem) -> Rejected {

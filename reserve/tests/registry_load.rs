@@ -737,3 +737,110 @@ fn registry_inline_in_a_config_file() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_warehouse_declares_its_most_per_category_in_toml_or_csv() {
+    let main = format!(
+        "{SKELETON}[[category]]\nid = \"food\"\nname = \"Food\"\nunit = \"ration\"\ndaily_need = 3\n\
+         [[facility]]\nid = \"wh1\"\ntown = \"jingshan\"\nkind = \"warehouse\"\nmax = {{ water = 50000, food = 20000.5 }}\n\
+         [csv]\nfacilities = \"facilities.csv\"\n"
+    );
+    let facilities = "id,town,kind,max\n\
+                      wh2,jingshan,warehouse, water=7000 ; \n\
+                      wh3,jingshan,warehouse,\n";
+    let r =
+        load_files(&main, &[], &[("facilities.csv", facilities)]).unwrap_or_else(|e| panic!("{e}"));
+    let (water, food) = (
+        r.category_idx("water").unwrap(),
+        r.category_idx("food").unwrap(),
+    );
+    let max = |f: &str, c| r.warehouse_max(r.facility_idx(f).unwrap(), c);
+    // (facility, category, declared max)
+    let rows = [
+        ("wh1", water, Some(50_000.0)),
+        ("wh1", food, Some(20_000.5)),
+        ("wh2", water, Some(7_000.0)),
+        ("wh2", food, None),
+        ("wh3", water, None),
+    ];
+    for (facility, category, want) in rows {
+        assert_eq!(max(facility, category), want, "{facility} {category:?}");
+    }
+}
+
+#[test]
+fn a_warehouse_max_names_known_categories_with_positive_numbers() {
+    let facility = |kind: &str, fields: &str| {
+        format!("[[facility]]\nid = \"f\"\ntown = \"jingshan\"\nkind = \"{kind}\"\n{fields}")
+    };
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            facility("warehouse", "max = { watr = 1, water = 0 } #!!"),
+            &[
+                "facility \"f\": max.watr: unknown category \"watr\"",
+                "facility \"f\": max.water: must be > 0, got 0",
+            ],
+        ),
+        (
+            facility("warehouse", "max = { water = nan } #!"),
+            &["facility \"f\": max.water: must be a finite number, got NaN"],
+        ),
+        (
+            facility("warehouse", "max = { water = -inf } #!"),
+            &["facility \"f\": max.water: must be a finite number, got -inf"],
+        ),
+        (
+            facility("warehouse", "max = { water = \"lots\" } #!"),
+            &["facility \"f\": max: invalid type: string \"lots\", expected a number"],
+        ),
+        (
+            facility("warehouse", "max = 50000 #!"),
+            &["facility \"f\": max: invalid type: integer `50000`, expected a map"],
+        ),
+        (
+            facility("water_point", "capacity_l = 100\nmax = { water = 1 } #!"),
+            &["facility \"f\": max: not allowed on a water_point (only on warehouse)"],
+        ),
+        (
+            facility(
+                "power_unit",
+                "fuel_capacity_l = 1\nburn_l_per_h = 1\nmax = { water = 1 } #!",
+            ),
+            &["facility \"f\": max: not allowed on a power_unit (only on warehouse)"],
+        ),
+        (
+            facility("warehouse", "report_every = \"400d\" #!"),
+            &["facility \"f\": report_every: must be at most 365d, got \"400d\""],
+        ),
+        (
+            "[target]\nstale_after = \"99999999999999999d\" #!".into(),
+            &["target: stale_after: duration \"99999999999999999d\" is too long"],
+        ),
+    ];
+    for (case, expected) in &cases {
+        assert_errors(case, expected);
+    }
+
+    // The CSV spelling: `category=number` pairs separated by `;`.
+    let main = format!("{SKELETON}[csv]\nfacilities = \"facilities.csv\"\n");
+    let facilities = "id,town,kind,max,capacity_l\n\
+                      w1,jingshan,warehouse,water=1;water=2,\n\
+                      w2,jingshan,warehouse,water,\n\
+                      w3,jingshan,warehouse,water=lots,\n\
+                      w4,jingshan,warehouse,food=5;water=-1,\n\
+                      w5,jingshan,water_point,water=5,100\n\
+                      w6,jingshan,warehouse,water=NaN,\n";
+    let errors = load_files(&main, &[], &[("facilities.csv", facilities)]).unwrap_err();
+    assert_eq!(
+        rendered(&errors),
+        [
+            "facilities.csv:2: facility \"w1\": max: \"water\" appears twice",
+            "facilities.csv:3: facility \"w2\": max: expected category=number, e.g. \"water=50000\", got \"water\"",
+            "facilities.csv:4: facility \"w3\": max: expected category=number, e.g. \"water=50000\", got \"water=lots\"",
+            "facilities.csv:5: facility \"w4\": max.food: unknown category \"food\"",
+            "facilities.csv:5: facility \"w4\": max.water: must be > 0, got -1",
+            "facilities.csv:6: facility \"w5\": max: not allowed on a water_point (only on warehouse)",
+            "facilities.csv:7: facility \"w6\": max.water: must be a finite number, got NaN",
+        ]
+    );
+}

@@ -59,8 +59,9 @@ fn town(id: &str) -> Town {
     }
 }
 
-/// Jingshan has a warehouse, a water point and a power unit; Donghuamen a warehouse.
-/// Twelve categories, so "known:" lists are capped.
+/// Jingshan has a warehouse (at most 50,000 of water), a 60,000 L water point and a
+/// power unit with a 500 L tank; Donghuamen a warehouse. Twelve categories, so "known:"
+/// lists are capped.
 fn registry() -> Registry {
     let mut categories = ["water", "food", "blanket", "formula", "medkit"].to_vec();
     categories.extend(["c6", "c7", "c8", "c9", "c10", "c11", "c12"]);
@@ -91,7 +92,9 @@ fn registry() -> Registry {
             facility(
                 "wp-1",
                 JINGSHAN,
-                FacilityKind::WaterPoint { capacity_l: None },
+                FacilityKind::WaterPoint {
+                    capacity_l: Some(60_000.0),
+                },
             ),
             facility(
                 "pu-1",
@@ -106,6 +109,7 @@ fn registry() -> Registry {
         ],
         ..Default::default()
     })
+    .with_warehouse_max([((WH1, WATER), 50_000.0)])
 }
 
 fn at(rfc3339: &str) -> DateTime<Utc> {
@@ -475,6 +479,24 @@ fn every_reject_reason_has_a_row_that_says_what_is_wrong() {
             RejectReason::BadPayload,
             "empty array; send at least one reading",
         ),
+        (
+            WP1_TOPIC,
+            r#"{"ts": "2026-11-24T05:00:00Z", "water": {"level_l": 52000000, "pump": "ok", "potable": true}}"#,
+            RejectReason::OverCapacity,
+            "water.level_l is 52000000, above the facility's capacity_l 60000 (sensor units?)",
+        ),
+        (
+            PU1_TOPIC,
+            r#"{"ts": "2026-11-24T05:00:00Z", "power": {"fuel_l": 380000, "battery_pct": 96, "state": "standby"}}"#,
+            RejectReason::OverCapacity,
+            "power.fuel_l is 380000, above the facility's fuel_capacity_l 500 (sensor units?)",
+        ),
+        (
+            WH1_TOPIC,
+            r#"{"ts": "2026-11-24T05:00:00Z", "stock": {"food": 9e11, "water": 50000.5}}"#,
+            RejectReason::OverCapacity,
+            "stock.water is 50000.5, above the facility's max.water 50000 (sensor units?)",
+        ),
     ];
     for (topic, payload, reason, detail) in rows {
         let got = decode(&registry, topic, payload);
@@ -524,6 +546,8 @@ fn reject_reason_ids_are_stable_snake_case() {
             "ts_too_old",
             "bad_payload",
             "bad_status",
+            "too_many_readings",
+            "over_capacity",
         ]
     );
     for reason in RejectReason::ALL {
@@ -733,15 +757,18 @@ fn an_array_over_the_reading_limit_is_rejected_whole_and_at_the_limit_accepted()
         max_readings: 3,
         ..DecodeContext::new(&registry, now())
     };
-    let element = |i: usize| {
-        format!(r#"{{"ts": "2026-11-24T05:0{i}:00Z", "stock": {{"water": 10}}}}"#)
-    };
+    let element =
+        |i: usize| format!(r#"{{"ts": "2026-11-24T05:0{i}:00Z", "stock": {{"water": 10}}}}"#);
     let array = |n: usize| format!("[{}]", (0..n).map(element).collect::<Vec<_>>().join(","));
     let at_limit = wire::decode_readings(&topic, array(3).as_bytes(), &ctx).unwrap();
     assert_eq!(at_limit.readings.len(), 3);
     let over = wire::decode_readings(&topic, array(4).as_bytes(), &ctx).unwrap_err();
     assert_eq!(over.reason, RejectReason::TooManyReadings);
-    assert!(over.detail.contains("more than 3 readings"), "{}", over.detail);
+    assert!(
+        over.detail.contains("more than 3 readings"),
+        "{}",
+        over.detail
+    );
 
     // The flood of the issue: a 256 KiB array of 1s, at the default limit of 1000. One
     // rejection for the message, not one per element.
@@ -754,6 +781,70 @@ fn an_array_over_the_reading_limit_is_rejected_whole_and_at_the_limit_accepted()
     let broken = format!("[{}1,]", "1,".repeat(2_000));
     let got = wire::decode_readings(&topic, broken.as_bytes(), &ctx).unwrap_err();
     assert_eq!(got.reason, RejectReason::NotJson);
+}
+
+#[test]
+fn a_value_up_to_the_declared_capacity_counts_and_one_above_loses_only_its_reading() {
+    let registry = registry();
+    // (topic, array payload, quantities accepted, details of the rejected elements)
+    let rows: &[(&str, &str, &[f64], &[&str])] = &[
+        (
+            WH1_TOPIC,
+            // Food has no declared max: only MAX_QUANTITY bounds it.
+            r#"[{"ts": 1795496400000, "stock": {"water": 50000, "food": 1e11}},
+                {"ts": 1795496460000, "stock": {"water": 52000000}},
+                {"ts": 1795496520000, "stock": {"water": 49999.5}}]"#,
+            &[50_000.0, 1e11, 49_999.5],
+            &[
+                "element [1]: stock.water is 52000000, above the facility's max.water 50000 (sensor units?)",
+            ],
+        ),
+        (
+            WP1_TOPIC,
+            r#"[{"ts": 1795496400000, "water": {"level_l": 60000, "pump": "ok", "potable": true}},
+                {"ts": 1795496460000, "water": {"level_l": 60000.01, "pump": "ok", "potable": true}}]"#,
+            &[60_000.0],
+            &[
+                "element [1]: water.level_l is 60000.01, above the facility's capacity_l 60000 (sensor units?)",
+            ],
+        ),
+        (
+            PU1_TOPIC,
+            r#"[{"ts": 1795496400000, "power": {"fuel_l": 501, "state": "standby"}},
+                {"ts": 1795496460000, "power": {"fuel_l": 500, "state": "standby"}}]"#,
+            &[500.0],
+            &[
+                "element [0]: power.fuel_l is 501, above the facility's fuel_capacity_l 500 (sensor units?)",
+            ],
+        ),
+        (
+            // A warehouse without a declared max takes any plausible quantity.
+            "stockpile/v1/donghuamen/wh-2/reading",
+            r#"[{"ts": 1795496400000, "stock": {"water": 52000000}}]"#,
+            &[52_000_000.0],
+            &[],
+        ),
+    ];
+    for (topic, payload, accepted, rejected) in rows {
+        let got = decode(&registry, topic, payload).unwrap_or_else(|r| panic!("{payload}: {r}"));
+        let quantities: Vec<f64> = got
+            .readings
+            .iter()
+            .flat_map(|r| match &r.observation {
+                Observation::Stock(items) => items.iter().map(|i| i.1).collect(),
+                Observation::Water(w) => vec![w.level_l],
+                Observation::Power(p) => vec![p.fuel_l],
+            })
+            .collect();
+        assert_eq!(&quantities, accepted, "{payload}");
+        let details: Vec<&str> = got.rejected.iter().map(|r| r.detail.as_str()).collect();
+        assert_eq!(&details, rejected, "{payload}");
+        assert!(
+            got.rejected
+                .iter()
+                .all(|r| r.reason == RejectReason::OverCapacity)
+        );
+    }
 }
 
 #[test]

@@ -90,13 +90,13 @@ pub fn load_registry(
     let mut doc = read_document(root, ignore_keys, &mut problems);
     read_csv_tables(&mut doc, &mut locator, read, &mut problems);
 
-    let parts = Checker::new(&locator, &mut problems).check(doc);
+    let checked = Checker::new(&locator, &mut problems).check(doc);
     // Only a registry without problems is built: `Registry::build` trusts every index.
-    let Some((parts, override_at)) = parts.filter(|_| problems.0.is_empty()) else {
+    let Some(checked) = checked.filter(|_| problems.0.is_empty()) else {
         return Err(problems.into_errors(&locator));
     };
-    let registry = Registry::build(parts);
-    check::check_combined_targets(&registry, &override_at, &mut problems);
+    let registry = Registry::build(checked.parts).with_warehouse_max(checked.warehouse_max);
+    check::check_combined_targets(&registry, &checked.override_at, &mut problems);
     if problems.0.is_empty() {
         Ok(registry)
     } else {

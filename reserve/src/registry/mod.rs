@@ -285,6 +285,11 @@ pub struct Registry {
     district_index: HashMap<DistrictId, DistrictIdx>,
     /// Resolved target per (town, category): `towns.len() × categories.len()` entries.
     resolved_targets: Vec<Target>,
+    /// Warehouses' declared maxima (`max = { water = 50000 }`): the most a warehouse can
+    /// hold of a category, in the category's unit. Sparse (most warehouses declare none),
+    /// and kept beside the facilities rather than in [`FacilityKind::Warehouse`] so that
+    /// code matching on the kind does not change. Set with [`Registry::with_warehouse_max`].
+    warehouse_max: BTreeMap<(FacilityIdx, CategoryIdx), f64>,
 }
 
 /// The parts a registry is built from; references must already resolve.
@@ -360,7 +365,7 @@ impl Registry {
             }
             f.stale_after = town_target
                 .stale_after
-                .unwrap_or(f.report_every * STALE_AFTER_REPORTS);
+                .unwrap_or(f.report_every.saturating_mul(STALE_AFTER_REPORTS));
         }
         Registry {
             town_index: towns
@@ -398,7 +403,32 @@ impl Registry {
             facilities,
             contacts,
             resolved_targets,
+            warehouse_max: BTreeMap::new(),
         }
+    }
+
+    /// The registry with these warehouse maxima (replacing any it had). The caller (the
+    /// loader, a test) guarantees each facility is a warehouse and each maximum is finite
+    /// and > 0.
+    pub fn with_warehouse_max(
+        mut self,
+        maxima: impl IntoIterator<Item = ((FacilityIdx, CategoryIdx), f64)>,
+    ) -> Registry {
+        self.warehouse_max = maxima.into_iter().collect();
+        self
+    }
+
+    /// The most warehouse `facility` can hold of `category`, if its entry says.
+    pub fn warehouse_max(&self, facility: FacilityIdx, category: CategoryIdx) -> Option<f64> {
+        if self.warehouse_max.is_empty() {
+            return None;
+        }
+        self.warehouse_max.get(&(facility, category)).copied()
+    }
+
+    /// Every declared warehouse maximum, by facility then category.
+    pub fn warehouse_maxima(&self) -> impl Iterator<Item = ((FacilityIdx, CategoryIdx), f64)> + '_ {
+        self.warehouse_max.iter().map(|(&key, &max)| (key, max))
     }
 
     pub fn town_idx(&self, id: &str) -> Option<TownIdx> {

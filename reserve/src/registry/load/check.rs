@@ -19,6 +19,11 @@ use crate::registry::{
     Registry, RegistryParts, Target, TargetOverride, Town, TownIdx,
 };
 
+/// Longest `report_every` or `stale_after`: a facility heard from less than once a year
+/// is not being monitored, and the bound keeps every sum and multiple of these far from
+/// overflow (silence is `3 × report_every`).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 /// The problem has been reported; whatever depended on the value is left out.
 #[derive(Debug, Clone, Copy)]
 struct Reported;
@@ -146,6 +151,11 @@ impl Entry<'_> {
             Ok(d) if d.is_zero() => {
                 Err(self.report(at, name, format!("must be > 0, got {:?}", v.get_ref())))
             }
+            Ok(d) if d > MAX_DURATION => Err(self.report(
+                at,
+                name,
+                format!("must be at most 365d, got {:?}", v.get_ref()),
+            )),
             Ok(d) => Ok(Some(d)),
             Err(message) => Err(self.report(at, name, message)),
         }
@@ -238,9 +248,15 @@ struct Implied {
     clusters: bool,
 }
 
-/// The registry's parts, and where each target override was written (for the check
-/// that needs the built registry).
-pub(super) type CheckedParts = (RegistryParts, Vec<usize>);
+/// What the checker hands back when every entry made it.
+pub(super) struct CheckedParts {
+    pub parts: RegistryParts,
+    /// Where each target override was written (for the check that needs the built
+    /// registry).
+    pub override_at: Vec<usize>,
+    /// Warehouses' declared maxima, for [`Registry::with_warehouse_max`].
+    pub warehouse_max: Vec<((FacilityIdx, CategoryIdx), f64)>,
+}
 
 /// Turns raw entries into registry parts, reporting everything that does not fit. An
 /// entry with a problem still takes its index, so that one fault is reported once and
@@ -253,6 +269,8 @@ pub(super) struct Checker<'a> {
     categories: Ids<CategoryIdx>,
     towns: Ids<TownIdx>,
     facilities: Ids<FacilityIdx>,
+    /// Warehouse maxima found so far, by facility and category.
+    warehouse_max: Vec<((FacilityIdx, CategoryIdx), f64)>,
 }
 
 impl<'a> Checker<'a> {
@@ -265,6 +283,7 @@ impl<'a> Checker<'a> {
             categories: Ids::new("category"),
             towns: Ids::new("town"),
             facilities: Ids::new("facility"),
+            warehouse_max: Vec::new(),
         }
     }
 
@@ -378,7 +397,11 @@ impl<'a> Checker<'a> {
             facilities: facility_slots.into_iter().collect::<Option<_>>()?,
             contacts: contact_slots.into_iter().collect::<Option<_>>()?,
         };
-        Some((parts, override_at))
+        Some(CheckedParts {
+            parts,
+            override_at,
+            warehouse_max: std::mem::take(&mut self.warehouse_max),
+        })
     }
 
     fn district(&mut self, raw: Spanned<RawArea>, idx: DistrictIdx) -> Option<District> {
@@ -578,7 +601,16 @@ impl<'a> Checker<'a> {
         let kind = e
             .required(&raw.kind, "kind")
             .and_then(|k| facility_kind(&mut e, k, &raw));
+        let max = match &raw.max {
+            Some(max) if matches!(kind, Ok(FacilityKind::Warehouse)) => {
+                warehouse_max(&mut e, max.get_ref(), &self.categories)
+            }
+            // Reported by `facility_kind` for other kinds.
+            _ => Ok(Vec::new()),
+        };
         let id = id.ok()?;
+        self.warehouse_max
+            .extend(max.ok()?.into_iter().map(|(c, max)| ((idx, c), max)));
         Some(Facility {
             name: name.ok()?.unwrap_or_else(|| id.to_string()),
             id,
@@ -776,6 +808,7 @@ fn facility_kind(
 ) -> Checked<FacilityKind> {
     const POWER: &str = "power_unit";
     const WATER: &str = "water_point";
+    const WAREHOUSE: &str = "warehouse";
     let name = kind.get_ref().as_str();
     match name {
         "warehouse" => {
@@ -793,6 +826,7 @@ fn facility_kind(
                 e.forbid(&raw.fuel_capacity_l, "fuel_capacity_l", name, POWER),
                 e.forbid(&raw.burn_l_per_h, "burn_l_per_h", name, POWER),
                 e.forbid(&raw.min_battery_pct, "min_battery_pct", name, POWER),
+                e.forbid(&raw.max, "max", name, WAREHOUSE),
             ];
             let capacity_l = e.number(&raw.capacity_l, "capacity_l", Bounds::Positive);
             checks.into_iter().collect::<Checked<Vec<()>>>()?;
@@ -801,7 +835,10 @@ fn facility_kind(
             })
         }
         "power_unit" => {
-            let forbidden = e.forbid(&raw.capacity_l, "capacity_l", name, WATER);
+            let forbidden = [
+                e.forbid(&raw.capacity_l, "capacity_l", name, WATER),
+                e.forbid(&raw.max, "max", name, WAREHOUSE),
+            ];
             let fuel_capacity_l =
                 e.required_number(&raw.fuel_capacity_l, "fuel_capacity_l", Bounds::Positive);
             let burn_l_per_h =
@@ -811,7 +848,7 @@ fn facility_kind(
                 "min_battery_pct",
                 Bounds::Between(0.0, 100.0),
             );
-            forbidden?;
+            forbidden.into_iter().collect::<Checked<Vec<()>>>()?;
             Ok(FacilityKind::PowerUnit {
                 fuel_capacity_l: fuel_capacity_l?,
                 burn_l_per_h: burn_l_per_h?,
@@ -824,6 +861,38 @@ fn facility_kind(
             format!("unknown kind {other:?} (expected warehouse, water_point or power_unit)"),
         )),
     }
+}
+
+/// A warehouse's `max = { water = 50000 }`: each key a category, each value finite and > 0
+/// (in the category's unit). Every bad pair is reported.
+fn warehouse_max(
+    e: &mut Entry<'_>,
+    max: &BTreeMap<String, Spanned<f64>>,
+    categories: &Ids<CategoryIdx>,
+) -> Checked<Vec<(CategoryIdx, f64)>> {
+    let mut out = Vec::with_capacity(max.len());
+    let mut result = Ok(());
+    for (category, value) in max {
+        let field = format!("max.{category}");
+        let at = value.span().start;
+        let checked = e
+            .resolve(
+                categories,
+                &Spanned::new(value.span(), category.clone()),
+                &field,
+            )
+            .and_then(|c| {
+                Bounds::Positive
+                    .check(*value.get_ref())
+                    .map(|()| (c, *value.get_ref()))
+                    .map_err(|message| e.report(at, &field, message))
+            });
+        match checked {
+            Ok(pair) => out.push(pair),
+            Err(reported) => result = Err(reported),
+        }
+    }
+    result.map(|()| out)
 }
 
 /// A power unit is not ready below this battery charge unless its entry says otherwise.

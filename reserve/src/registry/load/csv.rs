@@ -2,6 +2,11 @@
 //! forms TOML entries deserialise into, so one checker serves both. Every value of a row
 //! is spanned at the row's first byte, which the [`Locator`](super::Locator) turns into
 //! the row's line (the header is line 1).
+//!
+//! Cells hold what a TOML value would: a list (`towns`, `channels`) is `a;b;c`, and a
+//! table of numbers is `name=number` pairs separated by `;`: a town's `groups` is
+//! `infants=420;elderly=5100`, a warehouse's `max` (the most it can hold per category,
+//! in the category's unit) is `water=50000;food=20000`. An empty cell is an absent value.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -47,6 +52,7 @@ pub(super) const FACILITY_COLUMNS: &[&str] = &[
     "fuel_capacity_l",
     "burn_l_per_h",
     "min_battery_pct",
+    "max",
 ];
 const FACILITY_REQUIRED: &[&str] = &["id", "town", "kind"];
 
@@ -107,6 +113,7 @@ pub(super) fn facilities(text: &str, base: usize, problems: &mut Problems) -> Ta
                 fuel_capacity_l: row.parse(&who, "fuel_capacity_l", "a number"),
                 burn_l_per_h: row.parse(&who, "burn_l_per_h", "a number"),
                 min_battery_pct: row.parse(&who, "min_battery_pct", "a number"),
+                max: row.pairs(&who, "max", "category=number, e.g. \"water=50000\""),
             }
         },
     )
@@ -192,28 +199,39 @@ impl Row<'_> {
 
     /// `infants=420;elderly=5100`, the CSV spelling of `groups = { infants = 420, … }`.
     fn groups(&mut self, who: &str) -> Field<BTreeMap<String, Spanned<i64>>> {
-        let cell = self.cell("groups")?.to_owned();
-        let mut groups = BTreeMap::new();
+        self.pairs(who, "groups", "name=count, e.g. \"infants=420\"")
+    }
+
+    /// `name=value;name=value`, the CSV spelling of an inline table of numbers
+    /// (`shape` says what one pair looks like). A name given twice is an error, as in TOML.
+    fn pairs<T: FromStr>(
+        &mut self,
+        who: &str,
+        column: &str,
+        shape: &str,
+    ) -> Field<BTreeMap<String, Spanned<T>>> {
+        let cell = self.cell(column)?.to_owned();
+        let mut pairs = BTreeMap::new();
         for item in cell.split(';').map(str::trim).filter(|i| !i.is_empty()) {
             let parsed = item
                 .split_once('=')
-                .map(|(name, count)| (name.trim(), count.trim()))
+                .map(|(name, value)| (name.trim(), value.trim()))
                 .filter(|(name, _)| !name.is_empty())
-                .and_then(|(name, count)| Some((name, count.parse::<i64>().ok()?)));
-            match parsed {
-                Some((name, count)) => {
-                    groups.insert(name.to_owned(), self.spanned(count));
+                .and_then(|(name, value)| Some((name, value.parse::<T>().ok()?)));
+            let problem = match parsed {
+                Some((name, _)) if pairs.contains_key(name) => {
+                    format!("{who}: {column}: {name:?} appears twice")
                 }
-                None => {
-                    let message = format!(
-                        "{who}: groups: expected name=count, e.g. \"infants=420\", got {item:?}"
-                    );
-                    self.problems.add(self.span.start, message);
-                    self.broken = true;
+                Some((name, value)) => {
+                    pairs.insert(name.to_owned(), self.spanned(value));
+                    continue;
                 }
-            }
+                None => format!("{who}: {column}: expected {shape}, got {item:?}"),
+            };
+            self.problems.add(self.span.start, problem);
+            self.broken = true;
         }
-        Some(self.spanned(groups))
+        Some(self.spanned(pairs))
     }
 
     /// `true`, `false` or empty; a spreadsheet's idea of an optional boolean.

@@ -83,6 +83,8 @@ pub(super) struct RawFacility {
     pub fuel_capacity_l: Field<f64>,
     pub burn_l_per_h: Field<f64>,
     pub min_battery_pct: Field<f64>,
+    /// A warehouse's most per category: `max = { water = 50000, food = 20000 }`.
+    pub max: Field<BTreeMap<String, Spanned<f64>>>,
 }
 
 #[derive(Debug, Deserialize)]
