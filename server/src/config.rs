@@ -138,9 +138,24 @@ impl MqttConfig {
 pub struct StoreConfig {
     /// After loading, relative paths are resolved against the config file's directory.
     pub path: PathBuf,
-    /// How long readings history is kept; older readings are rejected (DESIGN.md §5).
+    /// How long readings history is kept; older readings are rejected (DESIGN.md §5)
+    /// and pruned.
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
+    /// How long sent and failed notifications are kept after their last attempt.
+    /// Pending ones are kept until delivered or given up.
+    #[serde(deserialize_with = "duration")]
+    pub outbox_retention: Duration,
+    /// How long resolved alerts, with their acknowledgements, are kept after they
+    /// resolved. Open alerts are always kept.
+    #[serde(deserialize_with = "duration")]
+    pub alert_retention: Duration,
+    /// How long silences are kept after they ended.
+    #[serde(deserialize_with = "duration")]
+    pub silence_retention: Duration,
+    /// Time between two pruning passes (the first runs shortly after start).
+    #[serde(deserialize_with = "duration")]
+    pub prune_every: Duration,
     /// How often live facility state is saved beside the readings. Readings are
     /// durable before their ack either way; after a crash the readings since the last
     /// save are replayed at start-up, so a longer interval costs start-up time, not data.
@@ -150,10 +165,29 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
+        let defaults = store::MaintenanceConfig::default();
         StoreConfig {
             path: "stockpile.db".into(),
-            retention: Duration::from_secs(90 * 86_400),
+            retention: defaults.retention,
+            outbox_retention: defaults.outbox_retention,
+            alert_retention: defaults.alert_retention,
+            silence_retention: defaults.silence_retention,
+            prune_every: defaults.every,
             snapshot_every: Duration::from_secs(1),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// What the store's maintenance keeps and how often it runs.
+    pub fn maintenance(&self) -> store::MaintenanceConfig {
+        store::MaintenanceConfig {
+            retention: self.retention,
+            outbox_retention: self.outbox_retention,
+            alert_retention: self.alert_retention,
+            silence_retention: self.silence_retention,
+            every: self.prune_every,
+            ..store::MaintenanceConfig::default()
         }
     }
 }
@@ -660,8 +694,17 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
         c.field("store.path", "must not be empty".into());
     }
     config.store.path = dir.join(&config.store.path);
-    if config.store.retention.is_zero() {
-        c.field("store.retention", "must be > 0".into());
+    let store = &config.store;
+    for (field, value) in [
+        ("store.retention", store.retention),
+        ("store.outbox_retention", store.outbox_retention),
+        ("store.alert_retention", store.alert_retention),
+        ("store.silence_retention", store.silence_retention),
+        ("store.prune_every", store.prune_every),
+    ] {
+        if value.is_zero() {
+            c.field(field, "must be > 0".into());
+        }
     }
 
     if let Some(influx) = &mut config.influx {

@@ -29,6 +29,8 @@ pub struct Shared {
     pub changes: Arc<TownChanges>,
     /// Alerts, acks, silences and notifications, as the API sees them.
     pub alerts: alerts::AlertsHandle,
+    /// What store maintenance pruned and when, and the WAL's size, for metrics.
+    pub store_maintenance: Arc<store::MaintenanceStats>,
 }
 
 /// A started service: its tasks run until the shutdown token is cancelled.
@@ -77,6 +79,9 @@ impl Service {
                 %addr
             );
         }
+        for warning in crate::cli::warnings(&config, &registry) {
+            tracing::warn!(message = "The configuration leaves a gap.", %warning);
+        }
         // Officer tokens may name towns of other shards: resolve them against the whole
         // registry, before it is narrowed to this instance's towns.
         let auth = auth_config(&config, &registry)?;
@@ -107,12 +112,25 @@ impl Service {
             channels(&config)?,
         )
         .context("start alerting")?;
+        // Retention and WAL checkpoints, on a connection of its own.
+        let maintenance = store::Maintenance::open(
+            &config.store.path,
+            store_options(&config),
+            config.store.maintenance(),
+        )
+        .with_context(|| {
+            format!(
+                "open the store {} for maintenance",
+                config.store.path.display()
+            )
+        })?;
         let shared = Shared {
             registry: Arc::clone(&registry),
             ledger: Arc::new(RwLock::new(ledger)),
             ingest_metrics: Arc::new(IngestMetrics::default()),
             changes: Arc::new(TownChanges::default()),
             alerts: alerts.handle(),
+            store_maintenance: maintenance.stats(),
         };
         let alerts_handle = shared.alerts.clone();
         let tracker = TaskTracker::new();
@@ -187,6 +205,7 @@ impl Service {
                             duplicates: i.duplicates,
                             outbox_pending: a.notifications_pending,
                             outbox_failed: a.notifications_failed,
+                            store_paused: u64::from(i.store_paused),
                         }
                     },
                     &tracker,
@@ -242,6 +261,7 @@ impl Service {
                 }
             }
         });
+        maintenance.spawn(&tracker, shutdown.clone());
         tracker.spawn(tick(
             Arc::clone(&shared.ledger),
             Arc::clone(&shared.changes),
