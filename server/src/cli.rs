@@ -4,10 +4,11 @@ use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use reserve::registry::FacilityKindName;
+use reserve::Registry;
+use reserve::registry::{Channel, Contact, FacilityKindName};
 use reserve::shard::Shard;
 
-use crate::config::{self, ConfigErrors, Loaded};
+use crate::config::{self, Config, ConfigErrors, Loaded};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,10 +93,92 @@ pub fn check_config(
     env: &[(String, String)],
 ) -> Result<Summary, ConfigErrors> {
     let loaded = load(file, shard, env)?;
+    // A registry alone is checked as a registry; its config is every default.
+    let warnings = if loaded.registry_source.is_config {
+        warnings(&loaded.config, &loaded.registry)
+    } else {
+        Vec::new()
+    };
     Ok(Summary {
         file: file.to_owned(),
         loaded,
+        warnings,
     })
+}
+
+/// Contacts named in a warning before "and N more".
+const NAMED_CONTACTS: usize = 5;
+
+/// What a config that loads can still get wrong: alerts that reach nobody, an API
+/// nobody may read. `check-config` prints these after its summary and still succeeds;
+/// `serve` logs them at start.
+pub fn warnings(config: &Config, registry: &Registry) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let (email, sms) = (config.smtp.is_some(), config.sms.is_some());
+    // The webhook channel needs no section: a contact's URL is enough.
+    let delivers = |contact: &Contact, channel: Channel| match channel {
+        Channel::Email => email && contact.email.is_some(),
+        Channel::Sms => sms && contact.phone.is_some(),
+        Channel::Webhook => contact.webhook.is_some(),
+    };
+    let any_webhook = registry
+        .contacts
+        .iter()
+        .any(|c| delivers(c, Channel::Webhook));
+    if registry.contacts.is_empty() {
+        warnings.push("registry has no contacts: alerts notify nobody".to_owned());
+    } else if !email && !sms && !any_webhook {
+        warnings.push(
+            "no notification channel: no [smtp] or [sms] section and no contact has a webhook, so alerts notify nobody"
+                .to_owned(),
+        );
+    } else {
+        let unreachable: Vec<String> = registry
+            .contacts
+            .iter()
+            .filter(|c| !c.channels.iter().any(|&ch| delivers(c, ch)))
+            .map(|c| format!("{} ({})", c.name, missing_channels(c, email, sms)))
+            .collect();
+        if !unreachable.is_empty() {
+            let mut named = unreachable[..unreachable.len().min(NAMED_CONTACTS)].join(", ");
+            if unreachable.len() > NAMED_CONTACTS {
+                write!(named, " and {} more", unreachable.len() - NAMED_CONTACTS)
+                    .expect("writing to a String");
+            }
+            warnings.push(format!(
+                "{} of {} contacts have no channel this config can deliver, so their alerts reach nobody: {named}",
+                unreachable.len(),
+                registry.contacts.len()
+            ));
+        }
+    }
+    if !config.api.public_read && config.api.tokens.is_empty() {
+        warnings.push(
+            "nobody can read the API or the wall board: api.public_read is false and api.tokens is empty"
+                .to_owned(),
+        );
+    }
+    warnings
+}
+
+/// Why a contact's channels deliver nothing: `email needs [smtp], sms needs [sms]`.
+fn missing_channels(contact: &Contact, email: bool, sms: bool) -> String {
+    let why: Vec<&str> = contact
+        .channels
+        .iter()
+        .map(|channel| match channel {
+            Channel::Email if !email => "email needs [smtp]",
+            Channel::Sms if !sms => "sms needs [sms]",
+            Channel::Email => "no email address",
+            Channel::Sms => "no phone",
+            Channel::Webhook => "no webhook URL",
+        })
+        .collect();
+    if why.is_empty() {
+        "no channels".to_owned()
+    } else {
+        why.join(", ")
+    }
 }
 
 /// Loads `file` for `serve` or `check-config`; a `--shard` from the command line wins
@@ -117,6 +200,9 @@ pub fn load(
 pub struct Summary {
     pub file: PathBuf,
     pub loaded: Loaded,
+    /// What the config loads with but should not ([`warnings`]); printed apart from
+    /// the summary, on stderr.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for Summary {

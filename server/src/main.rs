@@ -15,6 +15,9 @@ fn main() -> anyhow::Result<ExitCode> {
             match cli::check_config(&file, shard, &cli::stockpile_env()) {
                 Ok(summary) => {
                     print!("{summary}");
+                    for warning in &summary.warnings {
+                        eprintln!("warning: {}: {warning}", file.display());
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => Ok(report_config_errors(&errors)),

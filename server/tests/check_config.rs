@@ -86,7 +86,14 @@ ok/registry.toml: ok
 #[test]
 fn config_with_inline_registry_is_accepted() {
     let out = check_config_in(&fixtures().join("inline"), "stockpile.toml", &[]);
-    assert_eq!(out.stderr, "");
+    // It loads, but as a deployment it is deaf and mute: said, and still a success.
+    assert_eq!(
+        out.stderr,
+        "\
+warning: stockpile.toml: registry has no contacts: alerts notify nobody
+warning: stockpile.toml: nobody can read the API or the wall board: api.public_read is false and api.tokens is empty
+"
+    );
     assert_eq!(
         out.stdout,
         "\
@@ -293,7 +300,11 @@ fn secrets_are_read_from_files_and_never_printed() {
 fn demo_config_loads_the_demo_registry() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo");
     let out = check_config_in(&demo, "stockpile.toml", &[]);
-    assert_eq!(out.stderr, "");
+    // `stockpile demo` brings its own mailbox; served as it is, this file mails nobody.
+    assert_eq!(
+        out.stderr,
+        "warning: stockpile.toml: no notification channel: no [smtp] or [sms] section and no contact has a webhook, so alerts notify nobody\n"
+    );
     for line in [
         "stockpile.toml: ok",
         "  registry    registry.toml (+ towns.csv, facilities.csv, contacts.csv)",
@@ -312,4 +323,115 @@ fn demo_config_loads_the_demo_registry() {
         out.stdout
     );
     assert_eq!(out.code, Some(0));
+}
+
+/// A config with `sections`, carrying inline a registry of one town and `contacts`.
+fn config_with_contacts(sections: &str, contacts: &str) -> String {
+    format!(
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n{sections}\
+         [[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n\
+         [[town]]\nid = \"jingshan\"\nname = \"景山街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\npopulation = 30000\n\
+         {contacts}"
+    )
+}
+
+#[test]
+fn configs_that_notify_or_serve_nobody_are_warned_about_not_refused() {
+    const SMTP: &str = "[smtp]\nurl = \"smtp://127.0.0.1:2525\"\nfrom = \"alerts@example.org\"\n";
+    const SMS: &str = "[sms]\nurl = \"https://sms.example.org/send\"\n";
+    const PUBLIC: &str = "[api]\npublic_read = true\n";
+    const VIEWER: &str =
+        "[api]\ntokens = [{ name = \"wall\", role = \"viewer\", token = \"t\" }]\n";
+    const LI_EMAIL: &str =
+        "[[contact]]\nname = \"Li Wei\"\nemail = \"li.wei@example.org\"\ntowns = [\"jingshan\"]\n";
+    const WANG_PHONE: &str =
+        "[[contact]]\nname = \"Wang Fang\"\nphone = \"+8613800000001\"\ntowns = [\"jingshan\"]\n";
+    const ZHAO_WEBHOOK: &str = "[[contact]]\nname = \"Zhao Lei\"\nwebhook = \"https://hooks.example.org/x\"\ncity = true\n";
+    const NO_CHANNEL: &str = "warning: stockpile.toml: no notification channel: no [smtp] or [sms] section and no contact has a webhook, so alerts notify nobody\n";
+    const NO_READER: &str = "warning: stockpile.toml: nobody can read the API or the wall board: api.public_read is false and api.tokens is empty\n";
+    let both = format!("{NO_CHANNEL}{NO_READER}");
+    let li_and_wang = format!("{LI_EMAIL}{WANG_PHONE}");
+    let cases: &[(String, &str, &str)] = &[
+        // Mail configured and every contact has an address: nothing to say.
+        (format!("{PUBLIC}{SMTP}"), LI_EMAIL, ""),
+        (format!("{PUBLIC}{SMTP}{SMS}"), &li_and_wang, ""),
+        // A webhook needs no section.
+        (PUBLIC.to_owned(), ZHAO_WEBHOOK, ""),
+        // One viewer token is a reader.
+        (format!("{VIEWER}{SMTP}"), LI_EMAIL, ""),
+        (PUBLIC.to_owned(), &li_and_wang, NO_CHANNEL),
+        (
+            format!("{PUBLIC}{SMTP}"),
+            &li_and_wang,
+            "warning: stockpile.toml: 1 of 2 contacts have no channel this config can deliver, so their alerts reach nobody: Wang Fang (sms needs [sms])\n",
+        ),
+        (
+            format!("{PUBLIC}{SMS}"),
+            &li_and_wang,
+            "warning: stockpile.toml: 1 of 2 contacts have no channel this config can deliver, so their alerts reach nobody: Li Wei (email needs [smtp])\n",
+        ),
+        // Reads need a token and there is none.
+        (SMTP.to_owned(), LI_EMAIL, NO_READER),
+        (String::new(), LI_EMAIL, &both),
+    ];
+    for (sections, contacts, expected) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config_with_contacts(sections, contacts);
+        std::fs::write(dir.path().join("stockpile.toml"), &config).expect("write config");
+        let out = check_config_in(dir.path(), "stockpile.toml", &[]);
+        assert_eq!(out.stderr, *expected, "config:\n{config}");
+        assert_eq!(out.code, Some(0), "config:\n{config}");
+        assert!(
+            out.stdout.starts_with("stockpile.toml: ok\n"),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn store_retention_settings_are_read_and_must_be_positive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("stockpile.toml");
+    let store = "[store]\nretention = \"60d\"\noutbox_retention = \"14d\"\nalert_retention = \"180d\"\nsilence_retention = \"7d\"\nprune_every = \"5m\"\n";
+    std::fs::write(&path, config_with_contacts(store, "")).expect("write config");
+    let loaded = config::load(&path, &[]).expect("loads");
+    let s = &loaded.config.store;
+    let day = 86_400;
+    assert_eq!(
+        [
+            s.retention,
+            s.outbox_retention,
+            s.alert_retention,
+            s.silence_retention,
+            s.prune_every
+        ]
+        .map(|d| d.as_secs()),
+        [60 * day, 14 * day, 180 * day, 7 * day, 300]
+    );
+
+    let defaults = config::StoreConfig::default();
+    assert_eq!(
+        [
+            defaults.retention,
+            defaults.outbox_retention,
+            defaults.alert_retention,
+            defaults.silence_retention,
+            defaults.prune_every
+        ]
+        .map(|d| d.as_secs()),
+        [90 * day, 30 * day, 90 * day, 30 * day, 600]
+    );
+
+    std::fs::write(
+        &path,
+        config_with_contacts("[store]\noutbox_retention = \"0s\"\n", ""),
+    )
+    .expect("write config");
+    let out = check_config_in(dir.path(), "stockpile.toml", &[]);
+    assert_eq!(
+        out.stderr,
+        "stockpile.toml:4: store.outbox_retention: must be > 0\n1 error\n"
+    );
+    assert_eq!(out.code, Some(1));
 }
