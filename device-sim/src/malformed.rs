@@ -6,11 +6,10 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use reserve::reading::{PowerState, PumpState};
-use reserve::registry::{FacilityIdx, FacilityKindName, Registry};
+use reserve::registry::{FacilityIdx, FacilityKind, FacilityKindName, Registry};
 use reserve::wire::{
-    MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE, RejectReason, TOPIC_PREFIX, WirePower, WireReading,
-    WireTs, WireWater,
-    encode, reading_topic, status_topic,
+    MAX_PAYLOAD_BYTES, MAX_QUANTITY, MAX_READINGS_PER_MESSAGE, RejectReason, TOPIC_PREFIX,
+    WirePower, WireReading, WireTs, WireWater, encode, reading_topic, status_topic,
 };
 
 /// A message meant to be rejected for `reason`.
@@ -65,8 +64,10 @@ fn absent_id(base: &str, exists: impl Fn(&str) -> bool) -> String {
     id
 }
 
-/// The messages, one per reason the registry makes reachable: `unknown_category` needs a
-/// warehouse, `facility_not_in_town` a second town. Empty for an empty registry.
+/// The messages, one per reason the registry makes reachable, in the order of
+/// [`RejectReason::ALL`]: `unknown_category` needs a warehouse, `facility_not_in_town` a
+/// second town, `over_capacity` a facility that declares a capacity. Empty for an empty
+/// registry.
 pub(crate) fn malformed_messages(registry: &Registry, now: DateTime<Utc>) -> Vec<Malformed> {
     let home = registry
         .facilities
@@ -98,7 +99,7 @@ pub(crate) fn malformed_messages(registry: &Registry, now: DateTime<Utc>) -> Vec
 
     // A backlog too long for one message: distinct readings until past the limit.
     let one = valid(now).len();
-    let too_many = MAX_PAYLOAD_BYTES / one + 100;
+    let too_many = (MAX_PAYLOAD_BYTES / one + 100).max(MAX_READINGS_PER_MESSAGE + 1);
     let backlog: Vec<WireReading<'static>> = (0..too_many)
         .map(|i| {
             let ts = now - TimeDelta::seconds(i64::try_from(i).unwrap_or(i64::MAX));
@@ -106,9 +107,6 @@ pub(crate) fn malformed_messages(registry: &Registry, now: DateTime<Utc>) -> Vec
         })
         .collect();
     add(RejectReason::TooLarge, topic.clone(), encode(&backlog));
-    // Under the size limit, over the count limit: one reading too many.
-    let long = &backlog[..MAX_READINGS_PER_MESSAGE + 1];
-    add(RejectReason::TooManyReadings, topic.clone(), encode(long));
 
     let mut truncated = valid(now);
     truncated.truncate(truncated.len() / 2);
@@ -178,13 +176,71 @@ pub(crate) fn malformed_messages(registry: &Registry, now: DateTime<Utc>) -> Vec
         water: None,
         power: None,
     };
-    add(RejectReason::BadPayload, topic, encode(&[no_section]));
+    add(
+        RejectReason::BadPayload,
+        topic.clone(),
+        encode(&[no_section]),
+    );
     add(
         RejectReason::BadStatus,
         status_topic(town, id),
         b"maybe".to_vec(),
     );
+    // Under the size limit, over the count limit: one reading too many.
+    let long = &backlog[..MAX_READINGS_PER_MESSAGE + 1];
+    add(RejectReason::TooManyReadings, topic, encode(long));
+    if let Some((f, reading)) = over_capacity(registry, home, now) {
+        let facility = registry.facility(f);
+        let town = registry.town(facility.town).id.as_str();
+        add(
+            RejectReason::OverCapacity,
+            reading_topic(town, facility.id.as_str()),
+            encode(&[reading]),
+        );
+    }
     out
+}
+
+/// A reading a thousand times what a facility declares it can hold (a sensor reporting
+/// millilitres), for `home` if it declares a capacity, else for the first facility that
+/// does: a water point's `capacity_l`, a power unit's `fuel_capacity_l`, a warehouse's
+/// `max` for a category. `None` when no facility declares one.
+fn over_capacity(
+    registry: &Registry,
+    home: FacilityIdx,
+    now: DateTime<Utc>,
+) -> Option<(FacilityIdx, WireReading<'static>)> {
+    let others = (0..registry.facilities.len()).map(FacilityIdx::from_index);
+    std::iter::once(home).chain(others).find_map(|f| {
+        let facility = registry.facility(f);
+        let (category, capacity) = match facility.kind {
+            FacilityKind::WaterPoint {
+                capacity_l: Some(capacity),
+            }
+            | FacilityKind::PowerUnit {
+                fuel_capacity_l: capacity,
+                ..
+            } => (None, capacity),
+            FacilityKind::Warehouse => {
+                let (category, max) = registry.warehouse_max_of(f).next()?;
+                (Some(category), max)
+            }
+            FacilityKind::WaterPoint { capacity_l: None } => return None,
+        };
+        // Above the capacity but within MAX_QUANTITY, or it would be bad_number.
+        let value = (capacity * 1000.0).min(MAX_QUANTITY);
+        if value <= capacity {
+            return None;
+        }
+        let reading = match category {
+            Some(c) => {
+                let category = registry.category(c).id.as_str().to_owned();
+                WireReading::stock(now, [(category, value)])
+            }
+            None => reading_of(facility.kind.name(), registry, now, value),
+        };
+        Some((f, reading))
+    })
 }
 
 #[cfg(test)]
@@ -232,6 +288,7 @@ population = 1000
 id = "alpha-wh1"
 town = "alpha"
 kind = "warehouse"
+max = { water = 50000 }
 "#;
 
     /// What the service would say about a message.
@@ -268,9 +325,44 @@ kind = "warehouse"
     }
 
     #[test]
+    fn over_capacity_goes_to_the_first_facility_that_declares_a_capacity() {
+        let wh = "[[facility]]\nid = \"alpha-wh2\"\ntown = \"alpha\"\nkind = \"warehouse\"\n";
+        let wp = "[[facility]]\nid = \"alpha-wp1\"\ntown = \"alpha\"\nkind = \"water_point\"\n";
+        let pu = "[[facility]]\nid = \"alpha-pu1\"\ntown = \"alpha\"\nkind = \"power_unit\"\nfuel_capacity_l = 500\nburn_l_per_h = 5\n";
+        // (facilities after TWO_TOWNS' alpha-wh1, then whether it keeps its max; the
+        // facility the over_capacity message is for)
+        let rows: &[(String, bool, &str)] = &[
+            (String::new(), true, "alpha-wh1"),
+            (format!("{wh}max = {{ water = 10 }}\n"), false, "alpha-wh2"),
+            (format!("{wp}capacity_l = 20000\n{pu}"), false, "alpha-wp1"),
+            (format!("{wp}{pu}"), false, "alpha-pu1"),
+            (format!("{wh}{pu}"), true, "alpha-wh1"),
+        ];
+        for (facilities, keep_max, want) in rows {
+            let mut text = format!("{TWO_TOWNS}{facilities}");
+            if !keep_max {
+                text = text.replace("max = { water = 50000 }\n", "");
+            }
+            let registry = registry(&text);
+            let now = Utc::now();
+            let messages = malformed_messages(&registry, now);
+            let over: Vec<&Malformed> = messages
+                .iter()
+                .filter(|m| m.reason == RejectReason::OverCapacity)
+                .collect();
+            assert_eq!(over.len(), 1, "{facilities}");
+            assert_eq!(over[0].topic, reading_topic("alpha", want), "{facilities}");
+            assert_eq!(
+                verdict(&registry, over[0], now),
+                Some(RejectReason::OverCapacity)
+            );
+        }
+    }
+
+    #[test]
     fn reasons_the_registry_cannot_reach_are_left_out() {
         // One town, a water point only: no warehouse for unknown_category, no second
-        // town for facility_not_in_town.
+        // town for facility_not_in_town, no declared capacity for over_capacity.
         let text = TWO_TOWNS
             .split("[[town]]\nid = \"beta\"")
             .next()
@@ -283,7 +375,8 @@ kind = "warehouse"
         let reasons: Vec<RejectReason> = messages.iter().map(|m| m.reason).collect();
         assert!(!reasons.contains(&RejectReason::UnknownCategory));
         assert!(!reasons.contains(&RejectReason::FacilityNotInTown));
-        assert_eq!(reasons.len(), RejectReason::ALL.len() - 2);
+        assert!(!reasons.contains(&RejectReason::OverCapacity));
+        assert_eq!(reasons.len(), RejectReason::ALL.len() - 3);
         for m in &messages {
             assert_eq!(verdict(&registry, m, now), Some(m.reason), "{}", m.topic);
         }

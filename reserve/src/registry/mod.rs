@@ -426,6 +426,17 @@ impl Registry {
         self.warehouse_max.get(&(facility, category)).copied()
     }
 
+    /// The maxima warehouse `facility` declares, by category.
+    pub fn warehouse_max_of(
+        &self,
+        facility: FacilityIdx,
+    ) -> impl Iterator<Item = (CategoryIdx, f64)> + '_ {
+        let categories = (facility, CategoryIdx(0))..=(facility, CategoryIdx(u32::MAX));
+        self.warehouse_max
+            .range(categories)
+            .map(|(&(_, category), &max)| (category, max))
+    }
+
     /// Every declared warehouse maximum, by facility then category.
     pub fn warehouse_maxima(&self) -> impl Iterator<Item = ((FacilityIdx, CategoryIdx), f64)> + '_ {
         self.warehouse_max.iter().map(|(&key, &max)| (key, max))
