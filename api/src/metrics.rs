@@ -99,6 +99,18 @@ fn exposition(
         "1 while ingest is connected to the MQTT broker.",
         &[("", u64::from(ingest.connected))],
     );
+    metric(
+        "stockpile_store_paused",
+        "gauge",
+        "1 while ingest is paused because the SQLite store fails (locked by another process, disk full, I/O error); the batch is retried.",
+        &[("", u64::from(ingest.store_paused))],
+    );
+    metric(
+        "stockpile_store_failures_total",
+        "counter",
+        "Failed attempts to commit an ingest batch, each one retried.",
+        &[("", ingest.store_failures)],
+    );
     let towns: Vec<(String, u64)> = Status::ALL
         .iter()
         .map(|&s| {
@@ -181,6 +193,8 @@ mod tests {
             batches: 3,
             connected: true,
             rejected: [("unknown_town", 2u64), ("not_json", 1)].into(),
+            store_paused: false,
+            store_failures: 0,
         };
         let mut towns = StatusCounts::default();
         for s in [Status::Ok, Status::Ok, Status::Critical] {

@@ -45,6 +45,10 @@ pub struct IngestCounts {
     pub batches: u64,
     pub connected: bool,
     pub rejected: BTreeMap<&'static str, u64>,
+    /// Ingest is paused: the store fails and the writer retries ([`StoreFault`]).
+    pub store_paused: bool,
+    /// Failed attempts to commit a batch since start (each retried).
+    pub store_failures: u64,
 }
 
 impl IngestCounts {
@@ -122,6 +126,8 @@ impl IngestMetrics {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            store_paused: self.store_fault().is_some(),
+            store_failures: self.store_failures(),
         }
     }
 }

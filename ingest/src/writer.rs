@@ -242,6 +242,12 @@ impl Writer {
                 Err(error) => {
                     attempts += 1;
                     self.metrics.store_failed(&error);
+                    // On a full disk the WAL can only be reused, not grown: a checkpoint
+                    // that copies it into the database lets the next write start it
+                    // over. PASSIVE never waits, so on a lock it costs nothing.
+                    if let Err(checkpoint) = self.store.checkpoint(store::CheckpointMode::Passive) {
+                        tracing::debug!(message = "Checkpoint during a store fault failed.", error = %checkpoint);
+                    }
                     if paused_since.is_none() {
                         paused_since = Some(Instant::now());
                         // Once per pause, not per retry.
@@ -312,7 +318,8 @@ impl Writer {
             for reading in &message.readings {
                 let new = tx.insert_reading(&registry, reading, now)?;
                 if new {
-                    earliest_inserted = Some(earliest_inserted.map_or(reading.ts, |t| t.min(reading.ts)));
+                    earliest_inserted =
+                        Some(earliest_inserted.map_or(reading.ts, |t| t.min(reading.ts)));
                 }
                 flags.push(new);
             }
@@ -458,11 +465,24 @@ impl Writer {
 
 /// Decodes one delivery into a [`Message`]. Never fails: what does not decode becomes
 /// the message's reject record.
-fn decode(delivery: &Delivery, registry: &Registry, config: &IngestConfig, now: DateTime<Utc>) -> Message {
+fn decode(
+    delivery: &Delivery,
+    registry: &Registry,
+    config: &IngestConfig,
+    now: DateTime<Utc>,
+) -> Message {
     let topic_name = delivery.publish.topic.as_str();
     let payload = &delivery.publish.payload[..];
     let reject = |gateway: Option<FacilityIdx>, rejected: &[Rejected], total: usize| Message {
-        rejects: Some(message_rejects(now, topic_name, payload, delivery.oversize, gateway, rejected, total)),
+        rejects: Some(message_rejects(
+            now,
+            topic_name,
+            payload,
+            delivery.oversize,
+            gateway,
+            rejected,
+            total,
+        )),
         ..Message::default()
     };
     let topic = match wire::parse_topic(topic_name) {
@@ -481,7 +501,9 @@ fn decode(delivery: &Delivery, registry: &Registry, config: &IngestConfig, now: 
         };
         let rejected = Rejected::new(
             RejectReason::TooLarge,
-            format!("payload is {len} bytes, the limit is {limit}; send a long backlog in several messages"),
+            format!(
+                "payload is {len} bytes, the limit is {limit}; send a long backlog in several messages"
+            ),
         );
         return reject(Some(facility), &[rejected], 1);
     }
@@ -513,7 +535,15 @@ fn decode(delivery: &Delivery, registry: &Registry, config: &IngestConfig, now: 
                 Ok(decoded) => {
                     let total = decoded.rejected.len() + decoded.readings.len();
                     let rejects = (!decoded.rejected.is_empty()).then(|| {
-                        message_rejects(now, topic_name, payload, None, Some(facility), &decoded.rejected, total)
+                        message_rejects(
+                            now,
+                            topic_name,
+                            payload,
+                            None,
+                            Some(facility),
+                            &decoded.rejected,
+                            total,
+                        )
                     });
                     Message {
                         readings: decoded.readings,
@@ -552,13 +582,16 @@ fn message_rejects(
                 detail.push_str(&format!("; {}: {}", r.reason, r.detail));
             }
             if many.len() > REJECTS_SPELLED_OUT {
-                let by_reason: Vec<String> = counts.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
+                let by_reason: Vec<String> =
+                    counts.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
                 detail.push_str(&format!("; in all: {}", by_reason.join(", ")));
             }
             detail
         }
     };
-    let reason = rejected.first().map_or(RejectReason::BadPayload, |r| r.reason);
+    let reason = rejected
+        .first()
+        .map_or(RejectReason::BadPayload, |r| r.reason);
     let mut record = RejectRecord::new(now, topic, reason.as_str(), &detail, payload);
     if let Some(len) = oversize {
         record.payload_len = len;

@@ -3,6 +3,8 @@
 //! restarted; every reading the broker accepted must end up in SQLite exactly once.
 
 mod common;
+#[path = "serve/faults.rs"]
+mod faults;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -66,6 +66,29 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
             "ingest is not connected to the MQTT broker".into()
         },
     };
+    // Ingest's own word first: while it is paused on a store fault, that is the reason,
+    // and probing the lock again would only wait for the same fault.
+    if let Some(fault) = state.ingest().store_fault() {
+        let store = ReadinessCheck {
+            name: "store".into(),
+            ok: false,
+            detail: format!(
+                "ingest is paused since {}: the store fails ({}); readings stay with the broker and nothing is acknowledged until it recovers",
+                fault
+                    .since
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                fault.error
+            ),
+        };
+        let checks = vec![broker, store];
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Readiness {
+                ready: false,
+                checks,
+            }),
+        );
+    }
     // `batch()` begins an IMMEDIATE transaction, i.e. takes the write lock, and dropping
     // it rolls back: a cheap proof that the file is writable and not locked for long.
     let check = state.with_store(|store| store.batch().map(drop));

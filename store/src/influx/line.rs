@@ -9,7 +9,7 @@
 //! coverage,town=T,cluster=K,district=D,category=C days=…,stock=…,need_per_day=…,target_days=…,verified=1i
 //! town_status,town=T,cluster=K,district=D worst_days=…,status=0i,lat=…,lon=…,name="…"
 //! alert,town=T,rule=R,severity=S firing=1i
-//! ops,instance=I received=…i,accepted=…i,rejected=…i,duplicates=…i,sink_queue=…i,sink_lag_s=…,outbox_pending=…i,outbox_failed=…i
+//! ops,instance=I received=…i,accepted=…i,rejected=…i,duplicates=…i,sink_queue=…i,sink_lag_s=…,outbox_pending=…i,outbox_failed=…i,store_paused=…i
 //! ```
 //!
 //! Every timestamp is in milliseconds: the sink writes with `precision=ms`. A field that
@@ -326,6 +326,8 @@ pub struct OpsCounts {
     pub outbox_pending: u64,
     /// Notifications given up on (counter).
     pub outbox_failed: u64,
+    /// 1 while ingest is paused on a store fault (gauge).
+    pub store_paused: u64,
 }
 
 /// The `ops` line: `counts` plus the sink's own queue depth and lag.
@@ -346,6 +348,7 @@ pub fn ops_line(
         .float("sink_lag_s", sink_lag_s)
         .count("outbox_pending", counts.outbox_pending)
         .count("outbox_failed", counts.outbox_failed)
+        .count("store_paused", counts.store_paused)
         .finish(ts.timestamp_millis())
         .unwrap_or_default()
 }

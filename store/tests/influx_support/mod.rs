@@ -263,6 +263,7 @@ pub fn ops_counts() -> OpsCounts {
         duplicates: 2,
         outbox_pending: 3,
         outbox_failed: 0,
+        store_paused: 0,
     }
 }
 
