@@ -300,7 +300,6 @@ impl Service {
 
 fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
-        retention: config.store.retention,
         // Per-reading InfluxDB lines are queued in the ingest transaction itself.
         influx_queue: config.influx.is_some(),
         ..StoreOptions::default()
@@ -449,6 +448,8 @@ fn ingest_config(config: &Config, registry: &Registry) -> anyhow::Result<IngestC
             Some(std::fs::read(ca).with_context(|| format!("mqtt.ca_file {}", ca.display()))?);
     }
     ingest.retention = config.store.retention;
+    ingest.max_readings_per_message = config.mqtt.max_readings_per_message;
+    ingest.max_payload_bytes = config.mqtt.max_payload_bytes;
     ingest.snapshot_every = config.store.snapshot_every;
     // A whole shard (`0/1`) keeps the two wildcard filters instead of one per town.
     if config.mqtt.shard.is_some_and(|s| !s.is_whole()) {

@@ -12,6 +12,10 @@
 //! InfluxDB lines in the `influx_queue` table; the [`influx::Sink`] sends that queue to
 //! InfluxDB on its own connection, and [`history`] answers the API's history requests
 //! from InfluxDB or from the readings here.
+//!
+//! [`maintenance`] keeps the file bounded on a connection of its own: it prunes every
+//! table that grows to its retention, in short chunks between the writer's batches, and
+//! manages WAL checkpoints.
 
 mod error;
 pub mod influx;
@@ -27,7 +31,7 @@ pub use sqlite::{
 };
 pub use sqlite::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use sqlite::{
-    DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_REJECTS, DEFAULT_PRUNE_CHUNK, DEFAULT_RETENTION,
-    MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, PruneOutcome, RejectRecord, Store,
-    StoreOptions, StoredReading, WriteBatch,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_REJECTS, DEFAULT_RETENTION, MAX_REJECT_DETAIL,
+    MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord, Store, StoreOptions, StoredReading,
+    WriteBatch,
 };

@@ -236,6 +236,28 @@ fn one_pass_prunes_a_backlog_of_many_chunks() {
     assert_eq!(again.readings_deleted, 0);
 }
 
+#[test]
+fn readings_exactly_as_old_as_the_retention_are_kept() {
+    let fx = Fixture::new();
+    let mut store = fx.store();
+    for hours in [72, 25, 24, 23, 1, 0] {
+        fx.readings(&mut store, ago(Duration::from_secs(hours * 3600)), 1);
+    }
+    let mut maintenance = fx.maintenance(MaintenanceConfig {
+        retention: DAY,
+        ..MaintenanceConfig::default()
+    });
+    let outcome = maintenance
+        .run_pass(now(), &CancellationToken::new())
+        .unwrap();
+    assert_eq!(outcome.readings_deleted, 2, "72 h and 25 h");
+    let kept: Vec<i64> = readings_ts(&store)
+        .iter()
+        .map(|ts| (now() - *ts).num_hours())
+        .collect();
+    assert_eq!(kept, [24, 23, 1, 0]);
+}
+
 /// Every table keeps exactly what its retention says, and nothing still in use.
 #[test]
 fn each_table_keeps_what_its_retention_keeps() {

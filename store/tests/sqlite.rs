@@ -508,13 +508,22 @@ fn reject_log_is_bounded_while_counts_stay_total() {
         [("not_json".into(), 4), ("unknown_town".into(), 8)]
     );
 
-    // A smaller limit after a restart applies at the next prune.
+    // A smaller limit after a restart applies at the next maintenance pass.
     drop(store);
-    let mut store = fx.open_with(StoreOptions {
-        max_rejects: 2,
-        ..StoreOptions::default()
-    });
-    assert_eq!(store.prune(mins(12)).unwrap().rejects_deleted, 3);
+    let store = fx.open();
+    let mut maintenance = store::Maintenance::open(
+        &fx.path,
+        StoreOptions::default(),
+        store::MaintenanceConfig {
+            max_rejects: 2,
+            ..store::MaintenanceConfig::default()
+        },
+    )
+    .unwrap();
+    let pass = maintenance
+        .run_pass(mins(12), &tokio_util::sync::CancellationToken::new())
+        .unwrap();
+    assert_eq!(pass.rejects_deleted, 3);
     assert_eq!(store.recent_rejects(100).unwrap().len(), 2);
     assert_eq!(
         store.reject_counts().unwrap()[1],
@@ -587,73 +596,6 @@ fn a_long_chinese_payload_is_cut_on_a_character_boundary() {
     );
     assert!(stored.detail.len() <= store::MAX_REJECT_DETAIL && stored.detail.starts_with("没有"));
     assert_eq!(stored.payload_len, text.len());
-}
-
-#[test]
-fn prune_deletes_only_readings_older_than_retention() {
-    let fx = Fixture::new();
-    let now = t0();
-    let mut store = fx.open_with(StoreOptions {
-        retention: Duration::from_secs(24 * 3600),
-        ..StoreOptions::default()
-    });
-    let hours_ago = [72, 25, 24, 23, 1, 0];
-    let readings: Vec<Reading> = hours_ago
-        .iter()
-        .map(|&h| stock(WH1, now - chrono::Duration::hours(h), &[(FOOD, 1.0)]))
-        .chain([stock(
-            DH_WH1,
-            now - chrono::Duration::hours(30),
-            &[(FOOD, 1.0)],
-        )])
-        .collect();
-    fx.insert(&mut store, &readings);
-
-    let outcome = store.prune(now).unwrap();
-    assert_eq!(
-        (outcome.readings_deleted, outcome.complete),
-        (3, true),
-        "72 h and 25 h at js-wh1, 30 h at dh-wh1"
-    );
-    let kept: Vec<i64> = all_readings(&store, "js-wh1")
-        .iter()
-        .map(|r| (now - r.ts).num_hours())
-        .collect();
-    assert_eq!(kept, [24, 23, 1, 0], "exactly the retention is still kept");
-    assert_eq!(all_readings(&store, "dh-wh1"), []);
-    assert_eq!(store.prune(now).unwrap().readings_deleted, 0);
-}
-
-#[test]
-fn prune_works_in_chunks_until_complete() {
-    let fx = Fixture::new();
-    let now = t0();
-    let mut store = fx.open_with(StoreOptions {
-        retention: Duration::from_secs(3600),
-        prune_chunk: 4,
-        ..StoreOptions::default()
-    });
-    let readings: Vec<Reading> = (0..10)
-        .map(|m| {
-            stock(
-                WH1,
-                now - chrono::Duration::hours(2) + chrono::Duration::minutes(m),
-                &[],
-            )
-        })
-        .chain([stock(WH1, now, &[])])
-        .collect();
-    fx.insert(&mut store, &readings);
-    let mut calls = Vec::new();
-    loop {
-        let outcome = store.prune(now).unwrap();
-        calls.push((outcome.readings_deleted, outcome.complete));
-        if outcome.complete {
-            break;
-        }
-    }
-    assert_eq!(calls, [(4, false), (4, false), (2, true)]);
-    assert_eq!(store.count_readings().unwrap(), 1);
 }
 
 #[test]

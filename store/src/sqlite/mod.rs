@@ -41,11 +41,6 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 pub const DEFAULT_MAX_REJECTS: usize = 10_000;
 /// How long a statement waits for another connection's lock before failing.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Readings deleted by one [`Store::prune`] call: the writer thread prunes between
-/// ingest batches, so one call must not hold up ingest for long (20,000 take ~20 ms on
-/// the 2-core dev machine).
-pub const DEFAULT_PRUNE_CHUNK: usize = 20_000;
-
 /// Page cache per connection: enough for the facility state of a large city, which every
 /// batch updates here and there.
 const CACHE_KIB: i64 = 32 * 1024;
@@ -60,8 +55,6 @@ const STATEMENT_CACHE: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Readings measured longer ago than this are deleted by [`Store::prune`].
-    pub retention: Duration,
     /// Rows kept in the reject log; older ones are deleted, their counts kept.
     pub max_rejects: usize,
     /// `synchronous = FULL` (a power cut loses no commit) instead of `NORMAL` (a killed
@@ -71,8 +64,6 @@ pub struct StoreOptions {
     pub synchronous_full: bool,
     /// How long to wait for a lock held by another connection to the same file.
     pub busy_timeout: Duration,
-    /// Most readings one [`Store::prune`] call deletes.
-    pub prune_chunk: usize,
     /// Also enqueue each stored reading's InfluxDB lines (`stock`, `water_point`,
     /// `power_unit`) in the same transaction, for the sink (`crate::influx`) to send.
     /// On when an `[influx]` section is configured.
@@ -82,11 +73,9 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            retention: DEFAULT_RETENTION,
             max_rejects: DEFAULT_MAX_REJECTS,
             synchronous_full: false,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
-            prune_chunk: DEFAULT_PRUNE_CHUNK,
             influx_queue: false,
         }
     }
@@ -103,16 +92,6 @@ pub struct StoredReading {
     pub received_at: DateTime<Utc>,
     /// The observation, e.g. `{"stock":{"water":12000.0}}` (see the `body` module).
     pub body: serde_json::Value,
-}
-
-/// What one [`Store::prune`] call deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PruneOutcome {
-    pub readings_deleted: u64,
-    pub rejects_deleted: u64,
-    /// False when the call stopped at [`StoreOptions::prune_chunk`] readings and more are
-    /// due: call again (between ingest batches) until it is true.
-    pub complete: bool,
 }
 
 /// The embedded SQLite store.
@@ -483,42 +462,6 @@ impl Store {
             .map_err(self.sqlite("count readings"))?;
         // count(*) is never negative.
         Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    /// Deletes readings measured before `now - retention`, at most
-    /// [`StoreOptions::prune_chunk`] of them, and trims the reject log to
-    /// [`StoreOptions::max_rejects`], in one transaction.
-    pub fn prune(&mut self, now: DateTime<Utc>) -> Result<PruneOutcome, StoreError> {
-        let action = "prune";
-        // A retention too long to subtract keeps everything.
-        let cutoff = chrono::Duration::from_std(self.options.retention)
-            .ok()
-            .and_then(|retention| now.checked_sub_signed(retention));
-        let chunk = self.options.prune_chunk;
-        let max_rejects = self.options.max_rejects;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite_error(&self.path, action))?;
-        let readings_deleted = match cutoff {
-            None => 0,
-            Some(cutoff) => tx
-                .prepare_cached(
-                    "DELETE FROM readings WHERE (ts, facility) IN (
-                        SELECT ts, facility FROM readings WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
-                )
-                .and_then(|mut stmt| stmt.execute(params![millis(cutoff), sql_limit(chunk)]))
-                .map_err(sqlite_error(&self.path, "prune readings"))?,
-        };
-        let rejects_deleted =
-            trim_rejects(&tx, max_rejects).map_err(sqlite_error(&self.path, "prune rejects"))?;
-        tx.commit()
-            .map_err(sqlite_error(&self.path, "commit prune"))?;
-        Ok(PruneOutcome {
-            readings_deleted: readings_deleted as u64,
-            rejects_deleted: rejects_deleted as u64,
-            complete: readings_deleted < chunk,
-        })
     }
 
     fn sqlite(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
