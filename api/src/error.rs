@@ -82,6 +82,16 @@ pub enum ApiError {
     /// (InfluxDB); the message is for clients and names no address.
     #[error("{0}")]
     Unavailable(String),
+    /// Every permit of the expensive endpoints (history, scenarios) is taken: the
+    /// request was refused at once, not queued.
+    #[error("too many history and scenario requests at once; retry in a moment")]
+    Overloaded,
+    /// The request was not answered within the request timeout.
+    #[error("the request took too long and was stopped")]
+    Timeout,
+    /// The body is larger than the route accepts.
+    #[error("the request body is larger than the {limit} bytes this endpoint accepts")]
+    BodyTooLarge { limit: usize },
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("{0}")]
@@ -99,8 +109,9 @@ pub struct ErrorDetail {
     /// Stable, snake_case: `unauthorized`, `invalid_token`, `forbidden`, `unknown_town`,
     /// `unknown_cluster`, `unknown_facility`, `unknown_category`, `unknown_alert`,
     /// `unknown_silence`, `no_route`, `method_not_allowed`, `unsupported_media_type`,
-    /// `invalid_json`, `invalid_query`, `invalid_body`, `invalid_request`, `empty_range`,
-    /// `too_many_readings`, `unavailable`, `store_error`, `internal`.
+    /// `invalid_json`, `invalid_query`, `invalid_path`, `invalid_body`, `invalid_request`,
+    /// `body_too_large`, `empty_range`, `too_many_readings`, `too_many_points`,
+    /// `unavailable`, `overloaded`, `timeout`, `store_error`, `internal`.
     pub code: String,
     /// For people; may change between versions.
     pub message: String,
@@ -136,7 +147,10 @@ impl ApiError {
             ApiError::InvalidBody { .. } | ApiError::Unprocessable { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::Timeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,6 +168,9 @@ impl ApiError {
             ApiError::InvalidBody { .. } => "invalid_body",
             ApiError::Unprocessable { code, .. } => code,
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Timeout => "timeout",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::Store(_) => "store_error",
             ApiError::Internal(_) => "internal",
         }
@@ -242,8 +259,15 @@ fn field_named(message: &str) -> Option<&str> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(message = "Request failed.", code = self.code(), error = %self);
+        match &self {
+            // Refusals by a limit: the client is told, the log is not flooded.
+            ApiError::Overloaded | ApiError::Timeout => {
+                tracing::warn!(message = "Request refused by a limit.", code = self.code());
+            }
+            _ if status.is_server_error() => {
+                tracing::error!(message = "Request failed.", code = self.code(), error = %self);
+            }
+            _ => {}
         }
         let mut response = (status, axum::Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -251,6 +275,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"stockpile\""),
             );
+        }
+        if matches!(self, ApiError::Overloaded) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

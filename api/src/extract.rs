@@ -2,11 +2,17 @@
 //! messages that name the field at fault (axum's own say only that something failed).
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+
+/// The body limit of a route in bytes, put in the request's extensions beside its
+/// `DefaultBodyLimit` so that a refusal can say what the limit is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub usize);
 
 /// A JSON request body, decoded with `serde_path_to_error`: a body that is not JSON is a
 /// 400 (`invalid_json`), JSON of the wrong shape a 422 (`invalid_body`) naming the field.
@@ -24,14 +30,23 @@ where
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes =
-            Bytes::from_request(req, state)
-                .await
-                .map_err(|rejection| ApiError::BadRequest {
+        // The route's `DefaultBodyLimit`, to name it when a body is over it.
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(crate::limits::BODY_LIMIT, |l| l.0);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                    ApiError::BodyTooLarge { limit }
+                }
+                rejection => ApiError::BadRequest {
                     code: "invalid_json",
                     message: format!("cannot read the request body: {}", rejection.body_text()),
                     field: None,
-                })?;
+                },
+            })?;
         decode_json(&bytes).map(ApiJson)
     }
 }

@@ -26,6 +26,7 @@ mod aid;
 mod auth;
 mod error;
 mod extract;
+mod limits;
 mod metrics;
 mod model;
 mod routes;
@@ -34,6 +35,10 @@ mod scenario;
 use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use alerts::AlertsHandle;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use ingest::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::Ledger;
 use store::history::HistorySource;
@@ -43,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{AuthConfig, Caller, Role, TokenEntry};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use limits::HttpLimits;
 
 /// What every handler shares. Cheap to clone (a few `Arc`s).
 ///
@@ -53,6 +59,7 @@ pub struct AppState {
     shared: Arc<Shared>,
     alerts: Option<AlertsHandle>,
     history: Option<Arc<HistorySource>>,
+    limits: HttpLimits,
 }
 
 struct Shared {
@@ -97,7 +104,13 @@ impl AppState {
             }),
             alerts: None,
             history: None,
+            limits: HttpLimits::default(),
         }
+    }
+
+    /// Other HTTP limits than the defaults (tests shorten the timeouts).
+    pub fn with_limits(self, limits: HttpLimits) -> AppState {
+        AppState { limits, ..self }
     }
 
     /// Plugs in alerting: routes `/api/v1/alerts`, `/api/v1/alerts/{id}/ack`,
@@ -124,6 +137,10 @@ impl AppState {
 
     pub(crate) fn history(&self) -> Option<&HistorySource> {
         self.history.as_deref()
+    }
+
+    pub(crate) fn limits(&self) -> &HttpLimits {
+        &self.limits
     }
 
     /// The ledger for reading. A poisoned lock is still read: the writer's panic is
@@ -185,16 +202,74 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets requests in
 /// flight finish.
+///
+/// Connections are served by hyper-util rather than `axum::serve`, which has no
+/// header-read timeout: a client that opens connections and sends its headers a byte
+/// at a time would hold them (and file descriptors) for ever. Each connection gets
+/// [`HttpLimits::header_read_timeout`] per request header; the request timeout and the
+/// other limits are layers of the router.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
+    let limits = *state.limits();
+    let service = TowerToHyperService::new(router(state));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_read_timeout);
+    let connections = GracefulShutdown::new();
     tracing::info!(message = "API listening.", address = %local);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        // Answers are small and often one write: no Nagle delay.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(message = "Cannot set TCP_NODELAY.", %peer, error = %e);
+        }
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // A client that went away or was too slow: its business, not an error.
+                tracing::debug!(message = "Connection ended with an error.", %peer, error = %e);
+            }
+        });
+    }
+    drop(listener);
+    // Requests in flight finish; idle connections close at once.
+    connections.shutdown().await;
     tracing::info!(message = "API stopped.", address = %local);
     Ok(())
+}
+
+/// An accept error: a connection that failed before we saw it is nothing; anything
+/// else (out of file descriptors) is logged and waited out, as hyper and axum do.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(message = "Cannot accept a connection; retrying in a second.", error = %e);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }

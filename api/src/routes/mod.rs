@@ -14,8 +14,13 @@ mod towns;
 
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::http::{Method, Uri};
 use axum::{Extension, middleware};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
 use utoipa::OpenApi as _;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{HttpMethod, OpenApi};
@@ -23,7 +28,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::{AppState, auth};
+use crate::extract::BodyLimit;
+use crate::{AppState, auth, limits};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -44,7 +50,10 @@ const BEARER: &str = "bearer";
         (name = "ingest", description = "What ingest rejected"),
         (name = "scenarios", description = "What-if stress tests on a copy of the ledger"),
         (name = "ops", description = "Health, readiness, metrics, this document and the wall board"),
-    )
+    ),
+    // Types only query parameters name: utoipa-axum collects the schemas of bodies and
+    // responses, not of `IntoParams`, and a `$ref` to nothing breaks client generators.
+    components(schemas(alerts::ChannelName, alerts::DeliveryStatus))
 )]
 struct ApiDoc;
 
@@ -68,8 +77,21 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::cluster))
         .routes(routes!(facilities::facility))
         .routes(routes!(rejects::rejects))
-        .routes(routes!(scenarios::run_scenario))
         .routes(routes!(ops::metrics))
+}
+
+/// Protected routes whose requests may each take much memory or CPU: what-if scenarios
+/// always, stock history when it is plugged in. They share one concurrency limit.
+fn expensive_routes(history: bool) -> OpenApiRouter<AppState> {
+    let scenarios = OpenApiRouter::new()
+        .routes(routes!(scenarios::run_scenario))
+        .layer(limits::body_limit(limits::SCENARIO_BODY_LIMIT))
+        .layer(Extension(BodyLimit(limits::SCENARIO_BODY_LIMIT)));
+    if history {
+        scenarios.merge(history_routes())
+    } else {
+        scenarios
+    }
 }
 
 /// Protected routes of the alert service, when it is plugged in.
@@ -107,16 +129,20 @@ impl Parts {
         }
     }
 
-    /// The protected routes with these parts.
-    fn protected(self) -> OpenApiRouter<AppState> {
+    /// The protected routes with these parts; the expensive ones behind `limit`, a
+    /// concurrency limit all of them share.
+    fn protected(self, limit: &GlobalConcurrencyLimitLayer) -> OpenApiRouter<AppState> {
         let mut routes = protected_routes();
         if self.alerts {
             routes = routes.merge(alert_routes());
         }
-        if self.history {
-            routes = routes.merge(history_routes());
-        }
-        routes
+        let expensive = expensive_routes(self.history).layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(limits::refused))
+                .layer(LoadShedLayer::new())
+                .layer(limit.clone()),
+        );
+        routes.merge(expensive)
     }
 }
 
@@ -127,10 +153,12 @@ pub(crate) fn openapi() -> OpenApi {
 
 /// The document of what a router with `parts` serves.
 fn openapi_of(parts: Parts) -> OpenApi {
-    let protected = parts.protected().into_openapi();
+    // The limit is part of the router only; the document is built from the same routes.
+    let limit = GlobalConcurrencyLimitLayer::new(1);
+    let protected = parts.protected(&limit).into_openapi();
     let mut doc = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(public_routes())
-        .merge(parts.protected())
+        .merge(parts.protected(&limit))
         .into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     document_security(&mut doc, &protected);
@@ -175,8 +203,10 @@ pub(crate) struct OpenApiJson(pub Arc<str>);
 
 pub(crate) fn router(state: AppState) -> axum::Router {
     let parts = Parts::of(&state);
+    let limits = *state.limits();
+    let expensive = GlobalConcurrencyLimitLayer::new(limits.expensive_concurrency.max(1));
     let protected = parts
-        .protected()
+        .protected(&expensive)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -193,6 +223,15 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(OpenApiJson(Arc::from(json))))
+        // Outermost: every route's default body limit (a route may set a larger one
+        // inside) and the request timeout.
+        .layer(limits::body_limit(limits::BODY_LIMIT))
+        .layer(Extension(BodyLimit(limits::BODY_LIMIT)))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(limits::refused))
+                .layer(TimeoutLayer::new(limits.request_timeout)),
+        )
         .with_state(state)
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use alerts::{Alerts, AlertsConfig, Channels, RetryPolicy, WebhookConfig};
-use api::{AppState, AuthConfig, Role, TokenEntry};
+use api::{AppState, AuthConfig, HttpLimits, Role, TokenEntry};
 use chrono::{DateTime, Duration, Utc};
 use ingest::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::reading::{
@@ -167,6 +167,7 @@ pub struct AppOptions {
     pub alerts: bool,
     /// Plug in history from the SQLite readings (`AppState::with_history`).
     pub history: bool,
+    pub limits: HttpLimits,
 }
 
 impl Default for AppOptions {
@@ -175,6 +176,7 @@ impl Default for AppOptions {
             public_read: true,
             alerts: false,
             history: false,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -268,7 +270,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         Arc::clone(&metrics),
         Arc::clone(&changes),
         auth,
-    );
+    )
+    .with_limits(options.limits);
     let mut alerts_task = None;
     if options.alerts {
         let registry = Arc::clone(ledger.read().unwrap().registry());
@@ -637,4 +640,48 @@ pub fn assert_close(got: &Value, want: f64) {
         .as_f64()
         .unwrap_or_else(|| panic!("expected a number near {want}, got {got}"));
     assert!((got - want).abs() < 1e-6, "expected {want}, got {got}");
+}
+
+/// Overrides the interpreter probe of [`python_with`].
+const PYTHON_ENV: &str = "STOCKPILE_TEST_PYTHON";
+
+/// A Python 3 that can import `module` (`$STOCKPILE_TEST_PYTHON`, Debian's, then the one
+/// on PATH). Panics, naming what to install, when there is none: a contract check that
+/// cannot run must fail the suite, not skip.
+pub fn python_with(module: &str, pip_package: &str) -> PathBuf {
+    let candidates: Vec<PathBuf> = match std::env::var_os(PYTHON_ENV) {
+        Some(python) => vec![PathBuf::from(python)],
+        None => vec!["/usr/bin/python3".into(), "python3".into()],
+    };
+    candidates
+        .iter()
+        .find(|python| {
+            std::process::Command::new(python)
+                .args(["-c", &format!("import {module}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no python3 that can import {module} (tried {candidates:?}): \
+                 `python3 -m pip install {pip_package}` (scripts/test does), or set {PYTHON_ENV}"
+            )
+        })
+}
+
+/// A command that must be installed; panics naming the Debian package otherwise.
+pub fn installed(program: &str, debian_package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{program} is not installed: `apt-get install {debian_package}` \
+                 (scripts/test installs it)"
+            )
+        })
 }

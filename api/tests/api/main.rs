@@ -9,6 +9,7 @@ mod clusters;
 mod facilities;
 mod helpers;
 mod history;
+mod limits;
 mod mqtt;
 mod openapi;
 mod ops;

@@ -201,3 +201,101 @@ async fn comms_cut_marks_everything_unverified_or_counts_nothing() {
     assert_close(&scenario_town(&zero, "jianguo")["worst_days"], 0.0);
     assert_eq!(zero["below_target"].as_array().unwrap().len(), 8);
 }
+
+/// Bodies no stress test means: each refused naming the field (or as not JSON), never
+/// a panic or an overflow; the service answers the next request as before.
+#[tokio::test]
+async fn absurd_scenarios_are_refused_by_field() {
+    let app = spawn_app().await;
+    app.seed();
+    for (body, status, code, field) in [
+        (
+            r#"{"population_surge": {"towns": {"jingshan": 18446744073709551615}}}"#,
+            422,
+            "invalid_body",
+            Some("population_surge.towns.jingshan"),
+        ),
+        (
+            r#"{"population_surge": {"towns": {"jingshan": 18446744073709551616}}}"#,
+            422,
+            "invalid_body",
+            Some("population_surge.towns.jingshan"),
+        ),
+        (
+            r#"{"population_surge": {"towns": {"jingshan": -1}}}"#,
+            422,
+            "invalid_body",
+            Some("population_surge.towns.jingshan"),
+        ),
+        (
+            r#"{"population_surge": {"towns": {"atlantis": 5}}}"#,
+            422,
+            "invalid_body",
+            Some("population_surge.towns.atlantis"),
+        ),
+        (
+            r#"{"population_surge": {"factor": 1e308}}"#,
+            422,
+            "invalid_body",
+            Some("population_surge.factor"),
+        ),
+        (
+            r#"{"population_surge": {"factor": 0.5}}"#,
+            422,
+            "invalid_body",
+            Some("population_surge.factor"),
+        ),
+        (r#"{"road_cut_days": 1e400}"#, 400, "invalid_json", None),
+        (r#"{"road_cut_days": NaN}"#, 400, "invalid_json", None),
+        (
+            r#"{"road_cut_days": -1}"#,
+            422,
+            "invalid_body",
+            Some("road_cut_days"),
+        ),
+        (
+            r#"{"water_cut": {"water_need_l_per_person": 0}}"#,
+            422,
+            "invalid_body",
+            Some("water_cut.water_need_l_per_person"),
+        ),
+        (
+            r#"{"comms_cut": {"silent_as": "guess"}}"#,
+            422,
+            "invalid_body",
+            Some("comms_cut.silent_as"),
+        ),
+        (
+            r#"{"water_cut": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["#,
+            422,
+            "invalid_body",
+            Some("water_cut[0]"),
+        ),
+    ] {
+        let answer = app
+            .request(
+                reqwest::Method::POST,
+                "/api/v1/scenarios",
+                Some(VIEWER),
+                Some(("application/json", body.as_bytes().to_vec())),
+            )
+            .await;
+        assert_eq!(answer.error(), (status, code.into()), "{body}");
+        assert_eq!(
+            answer.json()["error"]["field"].as_str(),
+            field,
+            "{body}: {}",
+            answer.text
+        );
+    }
+    // The largest surge allowed, a hundredfold and 100 M extra people, is answered.
+    let outcome = run(
+        &app,
+        json!({"population_surge": {"factor": 100.0, "towns": {"jingshan": 100_000_000u64}}}),
+    )
+    .await;
+    assert_eq!(
+        scenario_town(&outcome, "jingshan")["people"],
+        100_100_000u64
+    );
+}
