@@ -1,8 +1,10 @@
 //! Probes and metrics.
 
+use std::io::Write as _;
+
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{AppOptions, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn healthz_answers_and_readyz_reports_each_check() {
@@ -58,4 +60,36 @@ async fn metrics_expose_ingest_counters_and_towns_by_status() {
             answer.text
         );
     }
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_check_metrics() {
+    let promtool = crate::helpers::installed("promtool", "prometheus");
+    // Alerts plugged in, so their families are in the text too.
+    let app = spawn_app_with(AppOptions::full()).await;
+    app.seed();
+    let answer = app.get("/metrics", None).await;
+    assert_eq!(answer.status, 200);
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.text.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics rejects /metrics:\n{}{}\n--- the text:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        answer.text
+    );
+    app.stop().await;
 }
