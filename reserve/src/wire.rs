@@ -460,7 +460,8 @@ impl<'de> Deserialize<'de> for WireTs {
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<WireTs, E> {
                 Err(E::custom(format!(
-                    "{v} is not an integer; send integer epoch milliseconds or an RFC 3339 string"
+                    "{} is not an integer; send integer epoch milliseconds or an RFC 3339 string",
+                    fmt_number(v)
                 )))
             }
         }
@@ -1227,10 +1228,10 @@ fn bad_number(field: impl fmt::Display, value: f64, why: NumberProblem) -> Rejec
     Rejected::new(RejectReason::BadNumber, detail)
 }
 
-/// Plain digits for everyday numbers, exponent notation for huge ones (a `1e300` would
-/// otherwise print as 301 digits).
+/// Plain digits for everyday numbers, exponent notation for huge and tiny ones (a `1e300`
+/// or a `1e-300` would otherwise print as some 300 digits).
 fn fmt_number(v: f64) -> String {
-    if v.is_finite() && v.abs() >= 1e15 {
+    if v.is_finite() && v != 0.0 && !(1e-6..1e15).contains(&v.abs()) {
         format!("{v:e}")
     } else {
         v.to_string()

@@ -385,6 +385,18 @@ fn every_reject_reason_has_a_row_that_says_what_is_wrong() {
         ),
         (
             WH1_TOPIC,
+            r#"{"ts": -6.4e300, "stock": {"water": 1}}"#,
+            RejectReason::BadPayload,
+            "ts: -6.4e300 is not an integer",
+        ),
+        (
+            WH1_TOPIC,
+            r#"{"ts": 1e-300, "stock": {"water": 1}}"#,
+            RejectReason::BadPayload,
+            "ts: 1e-300 is not an integer",
+        ),
+        (
+            WH1_TOPIC,
             r#"{"ts": true, "stock": {"water": 1}}"#,
             RejectReason::BadPayload,
             "ts: invalid type: boolean `true`, expected an RFC 3339 string or integer epoch milliseconds",
