@@ -163,7 +163,7 @@ fn decode_and_check(
         last_ts = Some(reading.ts);
         prop_assert!(reading.ts <= now() + TimeDelta::minutes(5));
         let capacity = |v: f64, cap: Option<f64>| {
-            v.is_finite() && v >= 0.0 && v <= wire::MAX_QUANTITY && cap.is_none_or(|c| v <= c)
+            (0.0..=wire::MAX_QUANTITY).contains(&v) && cap.is_none_or(|c| v <= c)
         };
         match (&reading.observation, &registry.facility(f).kind) {
             (Observation::Stock(items), FacilityKind::Warehouse) => {
