@@ -114,12 +114,47 @@ async fn a_gateway_cannot_publish_for_another_town() {
     assert_eq!(service.wait(Duration::from_secs(10)), Some(0));
 }
 
+/// Where the sample keeps its secrets; the test puts them in its temp dir instead.
+const SECRETS_DIR: &str = "/etc/stockpile/secrets/";
+
 #[test]
 fn the_sample_production_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let sample = deploy_file("stockpile.toml");
+    // Every secret the sample names is a file under /etc/stockpile/secrets/, none of
+    // them in the repository: each becomes a file in the temp dir, with a value that
+    // must never be printed.
+    let mut secret_files = Vec::new();
+    for (at, _) in sample.match_indices(SECRETS_DIR) {
+        let line_start = sample[..at].rfind('\n').map_or(0, |i| i + 1);
+        if sample[line_start..at].trim_start().starts_with('#') {
+            continue;
+        }
+        let name: String = sample[at + SECRETS_DIR.len()..]
+            .chars()
+            .take_while(|c| *c != '"')
+            .collect();
+        std::fs::write(secrets.join(&name), format!("secret-{name}\n")).unwrap();
+        secret_files.push(name);
+    }
+    secret_files.sort();
+    assert_eq!(
+        secret_files,
+        [
+            "api-ops-token",
+            "api-wall-token",
+            "influx-token",
+            "mqtt-password",
+            "sms-password"
+        ],
+        "the secrets the sample reads"
+    );
+    let in_temp = format!("{}/", secrets.display());
     std::fs::write(
         dir.path().join("stockpile.toml"),
-        deploy_file("stockpile.toml"),
+        sample.replace(SECRETS_DIR, &in_temp),
     )
     .unwrap();
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo");
@@ -131,23 +166,30 @@ fn the_sample_production_config_is_valid() {
     ] {
         std::fs::copy(demo.join(file), dir.path().join(file)).unwrap();
     }
-    let secret = dir.path().join("mqtt-password");
-    std::fs::write(&secret, "secret\n").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_stockpile"))
         .arg("check-config")
         .arg(dir.path().join("stockpile.toml"))
         .env_clear()
-        // The sample names system paths; point them into the temp dir.
-        .env("STOCKPILE__MQTT__PASSWORD_FILE", &secret)
+        // The sample's store is under /var/lib; point it into the temp dir.
         .env("STOCKPILE__STORE__PATH", dir.path().join("stockpile.db"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    // Alerts reach every demo contact and the API has readers: no warning.
+    assert_eq!(stderr, "", "{stdout}");
     assert!(stdout.contains("343"), "{stdout}");
-    assert!(
-        !stdout.contains("secret") && !stderr.contains("secret\n"),
-        "no secret printed"
-    );
+    for line in [
+        "  api         127.0.0.1:8080 (reads need a token, 2 tokens)",
+        "  influx      http://127.0.0.1:8086 (v2)",
+        "  smtp        smtp://127.0.0.1:25",
+        "  sms         https://sms.example.org/api/send",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "no {line:?} in\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("secret-"), "no secret printed: {stdout}");
 }
