@@ -97,6 +97,12 @@ pub struct MqttConfig {
     /// appended to `client_id`, so the instances' broker sessions stay apart.
     #[serde(deserialize_with = "shard")]
     pub shard: Option<Shard>,
+    /// Most readings one message's array may carry; more is rejected whole as
+    /// `too_many_readings` (DESIGN.md §11). Bounds the work one message can cost.
+    pub max_readings_per_message: usize,
+    /// Largest reading payload in bytes; larger is rejected as `too_large` and cut to its
+    /// head before it is queued.
+    pub max_payload_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -110,6 +116,8 @@ impl Default for MqttConfig {
             ca_file: None,
             embedded_broker: false,
             shard: None,
+            max_readings_per_message: reserve::wire::MAX_READINGS_PER_MESSAGE,
+            max_payload_bytes: reserve::wire::MAX_PAYLOAD_BYTES,
         }
     }
 }
@@ -688,6 +696,19 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
         if !ca.is_file() {
             c.field("mqtt.ca_file", format!("cannot read {}", ca.display()));
         }
+    }
+
+    // Ingest queues at most 64 MiB of payloads; a limit beyond 16 MiB is beyond what
+    // the MQTT client accepts at all.
+    const MAX_PAYLOAD_LIMIT: usize = 16 * 1024 * 1024;
+    if mqtt.max_readings_per_message == 0 {
+        c.field("mqtt.max_readings_per_message", "must be > 0".into());
+    }
+    if mqtt.max_payload_bytes == 0 || mqtt.max_payload_bytes > MAX_PAYLOAD_LIMIT {
+        c.field(
+            "mqtt.max_payload_bytes",
+            format!("must be between 1 and {MAX_PAYLOAD_LIMIT}"),
+        );
     }
 
     if config.store.path.as_os_str().is_empty() {

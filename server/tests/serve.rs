@@ -5,6 +5,8 @@
 mod common;
 #[path = "serve/faults.rs"]
 mod faults;
+#[path = "serve/flood.rs"]
+mod flood;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
