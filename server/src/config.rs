@@ -187,9 +187,11 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// What the store's maintenance keeps and how often it runs.
+    /// What the store's maintenance keeps and how often it runs. The first pass comes
+    /// soon after start, or after `prune_every` when that is sooner.
     pub fn maintenance(&self) -> store::MaintenanceConfig {
         store::MaintenanceConfig {
+            first_after: store::maintenance::DEFAULT_FIRST_PASS_AFTER.min(self.prune_every),
             retention: self.retention,
             outbox_retention: self.outbox_retention,
             alert_retention: self.alert_retention,
