@@ -37,8 +37,10 @@ pub use metrics::{IngestCounts, IngestMetrics, StoreFault};
 pub use reserve::broker_url::{BrokerUrl, BrokerUrlError};
 pub use restore::{Restored, restore_ledger};
 
-/// The ledger shared between the writer (the only writer) and readers (API, alerts).
-/// A std `RwLock`: it is held for microseconds and never across an `.await`.
+/// The ledger shared between its writers (the ingest writer, the tick, the sheltered
+/// count) and readers (API, alerts, the sink). A std `RwLock`: it is held for
+/// microseconds, never across an `.await` and never across SQLite I/O, so a tokio
+/// worker that takes it never waits on the disk.
 pub type SharedLedger = Arc<RwLock<Ledger>>;
 
 /// Deliveries queued between the poll loop and the writer. Enough for several batches,

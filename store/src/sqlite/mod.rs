@@ -6,9 +6,10 @@
 //! last commits; [`StoreOptions::synchronous_full`] syncs every commit to disk, at the
 //! cost it documents.
 //!
-//! One connection writes (the ingest writer thread owns the `Store`); other threads that
-//! only read may open their own `Store` on the same file, since WAL readers neither
-//! block the writer nor see half a batch.
+//! Each component opens its own `Store` on the same file (the ingest writer, the alert
+//! engine, maintenance, the InfluxDB sink, the API). SQLite lets one of them write at a
+//! time: a batch starts with `BEGIN IMMEDIATE` and waits up to the busy timeout for
+//! another's lock; WAL readers neither block writers nor see half a batch.
 
 mod alerts;
 mod body;
