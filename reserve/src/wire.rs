@@ -459,8 +459,20 @@ impl<'de> Deserialize<'de> for WireTs {
                     .map_err(|_| E::custom(format!("{v} is out of range for epoch milliseconds")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<WireTs, E> {
+                // serde_json hands over integers beyond u64 as floats.
+                if v.fract() == 0.0 && v.abs() >= 9.3e18 {
+                    return Err(E::custom(format!(
+                        "{} is out of range for epoch milliseconds",
+                        fmt_number(v)
+                    )));
+                }
+                let what = if v.fract() == 0.0 {
+                    "is written with a fraction or exponent"
+                } else {
+                    "is not an integer"
+                };
                 Err(E::custom(format!(
-                    "{} is not an integer; send integer epoch milliseconds or an RFC 3339 string",
+                    "{} {what}; send integer epoch milliseconds or an RFC 3339 string",
                     fmt_number(v)
                 )))
             }
@@ -741,6 +753,13 @@ pub fn decode_readings(
         ));
     }
     let facility = resolve_topic(topic, ctx.registry)?;
+    if payload.starts_with(UTF8_BOM) {
+        // RFC 8259 forbids it; say what it is rather than "expected value at column 1".
+        return Err(Rejected::new(
+            RejectReason::NotJson,
+            "payload starts with a UTF-8 byte order mark (EF BB BF); send JSON without one",
+        ));
+    }
     let checker = ReadingChecker::new(facility, ctx);
 
     if first_byte(payload) != Some(b'[') {
@@ -827,6 +846,9 @@ fn bounded_array(payload: &[u8], cap: usize) -> Result<BoundedArray<'_>, serde_j
     de.end()?;
     Ok(array)
 }
+
+/// What some Windows tools put before UTF-8 text.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 fn first_byte(json: &[u8]) -> Option<u8> {
     json.iter().copied().find(|b| !b.is_ascii_whitespace())

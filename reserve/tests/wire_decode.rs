@@ -387,7 +387,13 @@ fn every_reject_reason_has_a_row_that_says_what_is_wrong() {
             WH1_TOPIC,
             r#"{"ts": -6.4e300, "stock": {"water": 1}}"#,
             RejectReason::BadPayload,
-            "ts: -6.4e300 is not an integer",
+            "ts: -6.4e300 is out of range for epoch milliseconds",
+        ),
+        (
+            WH1_TOPIC,
+            r#"{"ts": 1795500000e3, "stock": {"water": 1}}"#,
+            RejectReason::BadPayload,
+            "ts: 1795500000000 is written with a fraction or exponent; send integer epoch milliseconds",
         ),
         (
             WH1_TOPIC,
