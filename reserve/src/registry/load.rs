@@ -10,6 +10,14 @@
 //!
 //! Every problem is collected with a byte offset. Sources are laid end to end in one
 //! offset space (the [`Locator`]), so an offset alone names both file and line.
+//!
+//! Beyond DESIGN.md §3's keys, a warehouse may declare the most it can hold of each
+//! category, in the category's unit: `max = { water = 50000, food = 20000 }` in TOML, a
+//! `max` cell `water=50000;food=20000` in `facilities.csv`. Each key must be a category,
+//! each value finite and > 0, and only warehouses have it (a water point's is
+//! `capacity_l`, a power unit's `fuel_capacity_l`). Readings above any of these are
+//! rejected as `over_capacity` (see [`crate::wire`]). `report_every` and `stale_after`
+//! are at most 365 days.
 
 mod check;
 mod csv;
