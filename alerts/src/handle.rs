@@ -14,8 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::AlertsError;
 use crate::alert::{Alert, Event};
+use crate::channel::{ChannelKind, channel_id};
 use crate::engine::Silence;
 use crate::outbox::BlockingStore;
+use crate::redact::url_origin;
 use crate::render::Renderer;
 use crate::rules::{Rule, Severity};
 
@@ -76,11 +78,17 @@ impl EscalationLevel {
     }
 }
 
+/// Who acknowledged and why names people: a public read (a wall display without a
+/// token) sees only that and when ([`AlertView::without_people`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AckView {
-    pub by: String,
+    /// Who acknowledged (a token's name); absent for public reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     pub at: DateTime<Utc>,
-    pub note: String,
+    /// What is being done about it; absent for public reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The problem in a sentence, in both languages.
@@ -116,6 +124,17 @@ pub struct AlertView {
     pub ack_path: String,
 }
 
+impl AlertView {
+    /// The alert as a caller without a token may see it: no names of people, no notes.
+    pub fn without_people(mut self) -> AlertView {
+        if let Some(ack) = &mut self.acknowledged {
+            ack.by = None;
+            ack.note = None;
+        }
+        self
+    }
+}
+
 /// Which alerts to list; every `None` matches anything. Newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct AlertFilter {
@@ -144,6 +163,8 @@ pub struct NotificationView {
     pub contact: String,
     /// `email`, `sms` or `webhook`.
     pub channel: String,
+    /// The email address or phone number; for a webhook only `scheme://host[:port]`:
+    /// its URL may carry a robot's access token, and is shown to nobody.
     pub recipient: String,
     pub subject: String,
     pub body: String,
@@ -158,6 +179,15 @@ pub struct NotificationView {
 
 impl From<OutboxRow> for NotificationView {
     fn from(row: OutboxRow) -> Self {
+        // A webhook's URL is its secret: only where it points is shown, and an error
+        // that quotes the URL quotes only that.
+        let (recipient, last_error) = if row.channel == channel_id(ChannelKind::Webhook) {
+            let origin = url_origin(&row.recipient);
+            let error = row.last_error.map(|e| e.replace(&row.recipient, &origin));
+            (origin, error)
+        } else {
+            (row.recipient, row.last_error)
+        };
         NotificationView {
             id: row.id,
             town: row.town,
@@ -165,13 +195,13 @@ impl From<OutboxRow> for NotificationView {
             event: row.event,
             contact: row.contact,
             channel: row.channel,
-            recipient: row.recipient,
+            recipient,
             subject: row.subject,
             body: row.body,
             state: row.state.as_str().to_owned(),
             attempts: row.attempts,
             next_attempt: row.next_attempt,
-            last_error: row.last_error,
+            last_error,
             created: row.created,
             sent_at: row.sent_at,
         }
@@ -184,6 +214,10 @@ pub struct NotificationFilter {
     /// `pending`, `sent` or `failed`.
     pub state: Option<String>,
     pub town: Option<String>,
+    /// Only notifications of these towns (an officer's): with `town` too, both must
+    /// match. An empty list matches nothing.
+    #[serde(default)]
+    pub towns: Option<Vec<String>>,
     pub channel: Option<String>,
     pub alert_id: Option<i64>,
     pub before_id: Option<i64>,
@@ -395,10 +429,37 @@ impl AlertsHandle {
             before_id: filter.before_id,
             limit: limit(filter.limit),
         };
+        // Several towns: the newest `limit` of each town, merged, are the newest
+        // `limit` of them all (an officer has a few towns; the store filters by one).
+        let towns: Vec<String> = match &filter.towns {
+            None => Vec::new(),
+            Some(towns) => towns
+                .iter()
+                .filter(|t| filter.town.as_ref().is_none_or(|only| only == *t))
+                .cloned()
+                .collect(),
+        };
+        if filter.towns.is_some() && towns.is_empty() {
+            return Ok(Vec::new());
+        }
         let rows = self
             .inner
             .reader
-            .run(move |s| s.list_notifications(&query))
+            .run(move |s| {
+                if towns.is_empty() {
+                    return s.list_notifications(&query);
+                }
+                let mut rows = Vec::new();
+                for town in towns {
+                    rows.extend(s.list_notifications(&NotificationQuery {
+                        town: Some(town),
+                        ..query.clone()
+                    })?);
+                }
+                rows.sort_by_key(|row| std::cmp::Reverse(row.id));
+                rows.truncate(query.limit);
+                Ok(rows)
+            })
             .await?;
         Ok(rows.into_iter().map(NotificationView::from).collect())
     }
@@ -465,9 +526,9 @@ impl AlertsHandle {
             fired_at: alert.fired_at,
             resolved_at: alert.resolved_at,
             acknowledged: alert.ack.as_ref().map(|a| AckView {
-                by: a.by.clone(),
+                by: Some(a.by.clone()),
                 at: a.at,
-                note: a.note.clone(),
+                note: Some(a.note.clone()),
             }),
             escalation: EscalationLevel::of(alert.escalation),
             last_notified_at: alert.notified_at,

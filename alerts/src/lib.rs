@@ -23,6 +23,7 @@ mod config;
 mod engine;
 mod handle;
 mod outbox;
+pub mod redact;
 mod render;
 pub mod rules;
 

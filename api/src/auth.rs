@@ -29,10 +29,11 @@ use crate::error::ApiError;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Reads everything, runs what-if scenarios.
+    /// Reads the wall display's figures (not notifications or rejects, which name
+    /// people or carry raw input), runs what-if scenarios.
     Viewer,
     /// A town officer: also reports sheltered people, acknowledges alerts and silences
-    /// them, for the towns of its token.
+    /// them, and reads notifications and rejects, for the towns of its token.
     Officer,
     /// Everything, for every town.
     Admin,
@@ -159,6 +160,67 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .ok_or_else(|| ApiError::Internal("route is not behind authentication".into()))
+    }
+}
+
+/// Middleware in front of the reads that name people or carry raw gateway input
+/// (notifications, rejects), behind [`authenticate`]: a token is needed whatever
+/// `public_read` says, and a viewer's will not do (a wall display's token must not
+/// list phone numbers). The handler narrows an officer to its towns ([`RowScope`]).
+pub(crate) async fn require_personal_reader(
+    caller: Caller,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    caller.row_scope()?;
+    Ok(next.run(request).await)
+}
+
+/// Which rows of a personal read a caller sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowScope {
+    /// An admin: every row.
+    All,
+    /// An officer: the rows of its towns.
+    Towns(Vec<TownId>),
+}
+
+impl RowScope {
+    /// Whether a row of `town` (an id as stored; `None` for a row of no known town) is
+    /// in scope.
+    pub fn covers(&self, town: Option<&str>) -> bool {
+        match self {
+            RowScope::All => true,
+            RowScope::Towns(towns) => {
+                town.is_some_and(|town| towns.iter().any(|t| t.as_str() == town))
+            }
+        }
+    }
+}
+
+impl Caller {
+    /// What the caller may read of rows that name people: officers their towns', admins
+    /// all; nobody else anything.
+    pub fn row_scope(&self) -> Result<RowScope, ApiError> {
+        match self {
+            Caller::Public => Err(ApiError::MissingToken),
+            Caller::Token {
+                role: Role::Viewer,
+                name,
+                ..
+            } => Err(ApiError::Forbidden(format!(
+                "{name:?} has role viewer; this list names people or shows raw gateway input \
+                 and needs officer (own towns) or admin"
+            ))),
+            Caller::Token {
+                role: Role::Officer,
+                towns,
+                ..
+            } => Ok(RowScope::Towns(towns.clone())),
+            Caller::Token {
+                role: Role::Admin, ..
+            } => Ok(RowScope::All),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use lettre::{
 
 use super::{Channel, ChannelError, ChannelKind, DeliveryError, Notification};
 use crate::config::SmtpConfig;
+use crate::redact::redact_url;
 
 pub struct EmailChannel {
     transport: Transport,
@@ -126,7 +127,8 @@ impl EmailChannel {
 fn smtp_transport(config: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, ChannelError> {
     let url = config.url.as_str();
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-        .map_err(|e| ChannelError::SmtpUrl(format!("{url:?}: {e}")))?
+        // The URL may carry the SMTP password: the message shows it redacted.
+        .map_err(|e| ChannelError::SmtpUrl(format!("{:?}: {e}", redact_url(url))))?
         .timeout(Some(config.timeout));
     if let Some(user) = &config.username {
         let password = config.password.clone().unwrap_or_default();

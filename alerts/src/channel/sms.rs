@@ -9,6 +9,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use super::http::{classify, no_answer};
 use super::{Channel, ChannelError, ChannelKind, DeliveryError, Notification};
 use crate::config::{SmsConfig, SmsPreset};
+use crate::redact::redact_url;
 
 pub struct SmsChannel {
     client: reqwest::Client,
@@ -24,7 +25,8 @@ pub struct SmsChannel {
 impl std::fmt::Debug for SmsChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmsChannel")
-            .field("url", &self.url)
+            // The URL may carry the gateway's API key.
+            .field("url", &redact_url(&self.url))
             .field("method", &self.method)
             .field("body", &self.body)
             .finish_non_exhaustive()
@@ -57,7 +59,8 @@ impl SmsChannel {
         let url = config.url.clone();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ChannelError::Sms(format!(
-                "url: expected an http:// or https:// URL, got {url:?}"
+                "url: expected an http:// or https:// URL, got {:?}",
+                redact_url(&url)
             )));
         }
         let method = match &config.method {

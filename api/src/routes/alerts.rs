@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, Role, RowScope};
 use crate::error::{ApiError, Entity, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
@@ -65,7 +65,8 @@ pub(super) struct AlertsQuery {
     limit: Option<usize>,
 }
 
-/// Alerts, newest first; filter by state, town, severity, rule.
+/// Alerts, newest first; filter by state, town, severity, rule. Without a token (public
+/// reads), acknowledgements show when, not who or why.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
     params(AlertsQuery),
     responses(
@@ -76,6 +77,7 @@ pub(super) struct AlertsQuery {
 #[tracing::instrument(skip(state))]
 pub(super) async fn list_alerts(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<AlertsQuery>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
     let filter = AlertFilter {
@@ -87,7 +89,11 @@ pub(super) async fn list_alerts(
         before_id: query.before_id,
         limit: query.limit.unwrap_or(0),
     };
-    Ok(Json(handle(&state)?.list_alerts(&filter).await?))
+    let alerts = handle(&state)?.list_alerts(&filter).await?;
+    Ok(Json(match caller {
+        Caller::Public => alerts.into_iter().map(AlertView::without_people).collect(),
+        Caller::Token { .. } => alerts,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -348,22 +354,43 @@ pub(super) struct NotificationsQuery {
     limit: Option<usize>,
 }
 
-/// Notifications sent, pending or failed, newest first.
+/// Notifications sent, pending or failed, newest first. They name people (addresses,
+/// phone numbers, message bodies), so a token is needed even with public reads: an
+/// officer sees its towns' notifications, an admin all, a viewer none. A webhook's
+/// recipient is shown as `scheme://host` only (its URL may hold a robot's token).
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "alerts",
     params(NotificationsQuery),
     responses(
         (status = 200, body = Vec<NotificationView>),
         (status = 400, description = "Unknown query parameter or value", body = ErrorBody),
-        (status = 401, description = "A token is needed", body = ErrorBody),
+        (status = 401, description = "A token is needed, public reads or not", body = ErrorBody),
+        (status = 403, description = "A viewer's token, or an officer asking for another town", body = ErrorBody),
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state), fields(caller = caller.name()))]
 pub(super) async fn list_notifications(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<NotificationsQuery>,
 ) -> Result<Json<Vec<NotificationView>>, ApiError> {
+    let town = known_town(&state, query.town)?;
+    let towns = match caller.row_scope()? {
+        RowScope::All => None,
+        RowScope::Towns(towns) => {
+            if let Some(town) = &town
+                && !towns.iter().any(|t| t.as_str() == town)
+            {
+                return Err(ApiError::Forbidden(format!(
+                    "officer {:?} is not responsible for town {town}",
+                    caller.name()
+                )));
+            }
+            Some(towns.iter().map(|t| t.to_string()).collect())
+        }
+    };
     let filter = NotificationFilter {
         state: query.state.map(|s| s.as_str().to_owned()),
-        town: known_town(&state, query.town)?,
+        town,
+        towns,
         channel: query.channel.map(|c| c.as_str().to_owned()),
         alert_id: query.alert_id,
         before_id: query.before_id,

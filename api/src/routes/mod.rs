@@ -76,8 +76,21 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::list_clusters))
         .routes(routes!(clusters::cluster))
         .routes(routes!(facilities::facility))
-        .routes(routes!(rejects::rejects))
         .routes(routes!(ops::metrics))
+}
+
+/// Reads that name people (email addresses, phone numbers, notes) or carry raw input
+/// from outside (gateway payloads): a token is needed even when `public_read` is on,
+/// and an officer's or an admin's ([`auth::require_personal_reader`]). The rejects
+/// always; the notification outbox with alerting.
+fn personal_routes(alerts: bool) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new().routes(routes!(rejects::rejects));
+    let routes = if alerts {
+        routes.routes(routes!(alerts::list_notifications))
+    } else {
+        routes
+    };
+    routes.route_layer(middleware::from_fn(auth::require_personal_reader))
 }
 
 /// Protected routes whose requests may each take much memory or CPU: what-if scenarios
@@ -101,7 +114,6 @@ fn alert_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::ack_alert))
         .routes(routes!(alerts::list_silences, alerts::add_silence))
         .routes(routes!(alerts::delete_silence))
-        .routes(routes!(alerts::list_notifications))
 }
 
 /// Protected routes of stock history, when a source is plugged in.
@@ -142,7 +154,7 @@ impl Parts {
                 .layer(LoadShedLayer::new())
                 .layer(limit.clone()),
         );
-        routes.merge(expensive)
+        routes.merge(expensive).merge(personal_routes(self.alerts))
     }
 }
 
@@ -156,18 +168,20 @@ fn openapi_of(parts: Parts) -> OpenApi {
     // The limit is part of the router only; the document is built from the same routes.
     let limit = GlobalConcurrencyLimitLayer::new(1);
     let protected = parts.protected(&limit).into_openapi();
+    let personal = personal_routes(parts.alerts).into_openapi();
     let mut doc = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(public_routes())
         .merge(parts.protected(&limit))
         .into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    document_security(&mut doc, &protected);
+    document_security(&mut doc, &protected, &personal);
     doc
 }
 
 /// Declares the bearer scheme and, on every protected operation, what it needs: reads
-/// take a token or none (public reads are a deployment choice), writes a token.
-fn document_security(doc: &mut OpenApi, protected: &OpenApi) {
+/// take a token or none (public reads are a deployment choice), writes and the reads of
+/// `personal` (they name people) a token.
+fn document_security(doc: &mut OpenApi, protected: &OpenApi, personal: &OpenApi) {
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(
@@ -188,7 +202,8 @@ fn document_security(doc: &mut OpenApi, protected: &OpenApi) {
         for (method, operation) in operations {
             let Some(operation) = operation else { continue };
             let bearer = SecurityRequirement::new(BEARER, Vec::<String>::new());
-            operation.security = Some(if method == HttpMethod::Get {
+            let token_only = personal.paths.paths.contains_key(path);
+            operation.security = Some(if method == HttpMethod::Get && !token_only {
                 vec![SecurityRequirement::default(), bearer]
             } else {
                 vec![bearer]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::auth::{Caller, RowScope};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 
@@ -48,19 +49,25 @@ pub struct RejectView {
     pub payload_len: usize,
 }
 
-/// The newest rejected messages and counts by reason.
+/// The newest rejected messages and counts by reason. Rejects hold raw gateway payloads,
+/// so a token is needed even with public reads: an admin sees every reject, an officer
+/// those among the newest 1000 whose topic names one of its towns, a viewer none.
+/// Counts by reason are the service's, whoever asks.
 #[utoipa::path(get, path = "/api/v1/rejects", tag = "ingest",
     params(RejectsQuery),
     responses(
         (status = 200, body = RejectLog),
         (status = 400, description = "Bad `limit`", body = ErrorBody),
-        (status = 401, description = "A token is needed", body = ErrorBody),
+        (status = 401, description = "A token is needed, public reads or not", body = ErrorBody),
+        (status = 403, description = "A viewer's token", body = ErrorBody),
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state), fields(caller = caller.name()))]
 pub(super) async fn rejects(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<RejectsQuery>,
 ) -> Result<Json<RejectLog>, ApiError> {
+    let scope = caller.row_scope()?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit > MAX_LIMIT {
         return Err(ApiError::BadRequest {
@@ -69,13 +76,21 @@ pub(super) async fn rejects(
             field: Some("limit".into()),
         });
     }
+    // An officer's rejects are picked from the newest MAX_LIMIT: the log has no town
+    // column (a reject's town may not even exist), only the topic names one.
+    let read = match scope {
+        RowScope::All => limit,
+        RowScope::Towns(_) => MAX_LIMIT,
+    };
     let (counts, records) = state
-        .with_store(move |store| Ok((store.reject_counts()?, store.recent_rejects(limit)?)))
+        .with_store(move |store| Ok((store.reject_counts()?, store.recent_rejects(read)?)))
         .await?;
     Ok(Json(RejectLog {
         counts: counts.into_iter().collect(),
         rejects: records
             .into_iter()
+            .filter(|r| scope.covers(topic_town(&r.topic)))
+            .take(limit)
             .map(|r| RejectView {
                 at: r.at,
                 topic: r.topic,
@@ -86,4 +101,13 @@ pub(super) async fn rejects(
             })
             .collect(),
     }))
+}
+
+/// The town a topic names (`stockpile/v1/{town}/…`), if it has that shape.
+fn topic_town(topic: &str) -> Option<&str> {
+    let mut levels = topic.split('/');
+    match (levels.next(), levels.next(), levels.next()) {
+        (Some("stockpile"), Some("v1"), Some(town)) => Some(town),
+        _ => None,
+    }
 }

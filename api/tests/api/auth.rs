@@ -67,8 +67,8 @@ async fn refusals_have_the_right_status_code_and_field() {
         case(Method::GET, "/api/v1/towns?status=purple", None, None, (400, "invalid_query", Some("status"))),
         case(Method::GET, "/api/v1/towns?cluster=c99", None, None, (400, "invalid_query", Some("cluster"))),
         case(Method::GET, "/api/v1/towns?colour=red", None, None, (400, "invalid_query", Some("colour"))),
-        case(Method::GET, "/api/v1/rejects?limit=many", None, None, (400, "invalid_query", Some("limit"))),
-        case(Method::GET, "/api/v1/rejects?limit=5000", None, None, (400, "invalid_query", Some("limit"))),
+        case(Method::GET, "/api/v1/rejects?limit=many", Some(ADMIN), None, (400, "invalid_query", Some("limit"))),
+        case(Method::GET, "/api/v1/rejects?limit=5000", Some(ADMIN), None, (400, "invalid_query", Some("limit"))),
         // 415
         case(Method::PUT, sheltered, Some(ADMIN), Some(("text/plain", r#"{"sheltered": 5}"#)), (415, "unsupported_media_type", None)),
         // 422: JSON of the wrong shape names the field
@@ -119,7 +119,6 @@ async fn without_public_read_every_read_needs_a_token() {
         "/api/v1/clusters",
         "/api/v1/clusters/c01",
         "/api/v1/facilities/js-wh1",
-        "/api/v1/rejects",
         "/metrics",
     ] {
         let anonymous = app.get(path, None).await;

@@ -152,10 +152,11 @@ id = "lt-wh1"
 town = "longtan"
 kind = "warehouse"
 
-# Nobody listens there: notifications to it stay in the outbox, pending or failed.
+# Nobody listens there: notifications to it stay in the outbox, pending or failed. Its
+# URL carries a robot's token, as DingTalk's do: the API must never show it.
 [[contact]]
 name = "Jingshan duty desk"
-webhook = "http://127.0.0.1:9/stockpile"
+webhook = "http://127.0.0.1:9/robot/send?access_token=robot-secret-5e1f"
 lang = "en"
 towns = ["jingshan"]
 "#;
@@ -397,9 +398,14 @@ impl TestApp {
         self.request(reqwest::Method::GET, path, token, None).await
     }
 
-    /// GET that must succeed; the JSON body.
+    /// GET that must succeed, with a viewer's token; the JSON body.
     pub async fn get_ok(&self, path: &str) -> Value {
-        let answer = self.get(path, Some(VIEWER)).await;
+        self.get_ok_as(VIEWER, path).await
+    }
+
+    /// GET with `token` that must succeed; the JSON body.
+    pub async fn get_ok_as(&self, token: &str, path: &str) -> Value {
+        let answer = self.get(path, Some(token)).await;
         assert_eq!(answer.status, 200, "GET {path}: {}", answer.text);
         answer.json()
     }
@@ -560,9 +566,21 @@ impl TestApp {
 
     /// GETs `path` until `done` holds for the JSON body (10 s at most); the last body.
     pub async fn eventually(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.eventually_as(VIEWER, path, done).await
+    }
+
+    /// [`TestApp::eventually`] with `token`.
+    pub async fn eventually_as(
+        &self,
+        token: &str,
+        path: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let body = self.get_ok(path).await;
+            let answer = self.get(path, Some(token)).await;
+            assert_eq!(answer.status, 200, "GET {path}: {}", answer.text);
+            let body = answer.json();
             if done(&body) {
                 return body;
             }

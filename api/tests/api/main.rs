@@ -14,6 +14,7 @@ mod mqtt;
 mod openapi;
 mod ops;
 mod overview;
+mod privacy;
 mod rejects;
 mod scenarios;
 mod towns;

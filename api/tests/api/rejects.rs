@@ -4,7 +4,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use store::{RejectRecord, Store, StoreOptions};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{ADMIN, spawn_app};
 
 #[tokio::test]
 async fn rejects_lists_the_newest_first_with_counts_by_reason() {
@@ -38,7 +38,7 @@ async fn rejects_lists_the_newest_first_with_counts_by_reason() {
     }
     batch.commit().unwrap();
 
-    let log = app.get_ok("/api/v1/rejects?limit=2").await;
+    let log = app.get_ok_as(ADMIN, "/api/v1/rejects?limit=2").await;
     assert_eq!(log["counts"], json!({"not_json": 1, "unknown_town": 2}));
     let rejects = log["rejects"].as_array().unwrap();
     let seen: Vec<(&str, &str)> = rejects
@@ -55,6 +55,6 @@ async fn rejects_lists_the_newest_first_with_counts_by_reason() {
     assert_eq!(rejects[1]["payload"], "水位 12000");
     assert_eq!(rejects[1]["payload_len"], "水位 12000".len());
 
-    let all = app.get_ok("/api/v1/rejects").await;
+    let all = app.get_ok_as(ADMIN, "/api/v1/rejects").await;
     assert_eq!(all["rejects"].as_array().unwrap().len(), 3);
 }
