@@ -236,7 +236,7 @@ fn environment_overrides_are_validated_and_named() {
         (&[("STOCKPILE__MQTT__CLIENT_ID", "\"123\"")], ""),
         (
             &[("STOCKPILE__MQTT__URLL", "mqtt://x:1")],
-            "env STOCKPILE__MQTT__URLL: mqtt: unknown field `urll`, expected one of `url`, `client_id`, `username`, `password`, `password_file`, `ca_file`, `embedded_broker`, `shard`\n1 error\n",
+            "env STOCKPILE__MQTT__URLL: mqtt: unknown field `urll`, expected one of `url`, `client_id`, `username`, `password`, `password_file`, `ca_file`, `embedded_broker`, `shard`, `max_readings_per_message`, `max_payload_bytes`\n1 error\n",
         ),
         (
             &[("STOCKPILE__TOWN", "x"), ("STOCKPILE__ALERTS", "x")],
