@@ -63,7 +63,8 @@ pub fn people_in_group(
     sheltered: u64,
 ) -> f64 {
     match group {
-        Group::All => (population + sheltered) as f64,
+        // Saturating: both come from outside (the registry, an officer's report).
+        Group::All => population.saturating_add(sheltered) as f64,
         Group::Named(name) => {
             let members = groups.get(name).copied().unwrap_or(0) as f64;
             if population == 0 {
