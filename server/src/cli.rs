@@ -3,6 +3,7 @@
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use alerts::redact::redact_url;
 use clap::{Parser, Subcommand};
 use reserve::Registry;
 use reserve::registry::{Channel, Contact, FacilityKindName};
@@ -274,7 +275,9 @@ impl fmt::Display for Summary {
         } else {
             ""
         };
-        row(f, "mqtt", format!("{}{broker}", mqtt.url))?;
+        // URLs may carry credentials (`smtp://user:password@relay`, an SMS gateway's
+        // key in the query): printed redacted, as everywhere.
+        row(f, "mqtt", format!("{}{broker}", redact_url(&mqtt.url)))?;
         row(f, "store", config.store.path.display())?;
         let reads = if config.api.public_read {
             "public reads"
@@ -291,20 +294,26 @@ impl fmt::Display for Summary {
         row(
             f,
             "influx",
-            config
-                .influx
-                .as_ref()
-                .map_or_else(off, |i| format!("{} ({:?})", i.url, i.api).to_lowercase()),
+            config.influx.as_ref().map_or_else(off, |i| {
+                format!(
+                    "{} ({})",
+                    redact_url(&i.url),
+                    format!("{:?}", i.api).to_lowercase()
+                )
+            }),
         )?;
         row(
             f,
             "smtp",
-            config.smtp.as_ref().map_or_else(off, |s| s.url.clone()),
+            config
+                .smtp
+                .as_ref()
+                .map_or_else(off, |s| redact_url(&s.url)),
         )?;
         row(
             f,
             "sms",
-            config.sms.as_ref().map_or_else(off, |s| s.url.clone()),
+            config.sms.as_ref().map_or_else(off, |s| redact_url(&s.url)),
         )?;
         Ok(())
     }

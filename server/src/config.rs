@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use alerts::redact::redact_url;
 use reserve::Registry;
 use reserve::registry::{Source, load_registry};
 use reserve::shard::Shard;
@@ -682,7 +683,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
             "mqtt.url",
             format!(
                 "expected mqtt://host:port or mqtts://host:port, got {:?}",
-                mqtt.url
+                redact_url(&mqtt.url)
             ),
         );
     }
@@ -736,7 +737,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
                 "influx.url",
                 format!(
                     "expected http://host:port or https://host:port, got {:?}",
-                    influx.url
+                    redact_url(&influx.url)
                 ),
             );
         }
@@ -824,7 +825,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
                 "smtp.url",
                 format!(
                     "expected smtp://host:port, smtps://host:port or file:///dir, got {:?}",
-                    smtp.url
+                    redact_url(&smtp.url)
                 ),
             );
         }
@@ -844,7 +845,10 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
         if !(has_scheme(&sms.url, "http://") || has_scheme(&sms.url, "https://")) {
             c.field(
                 "sms.url",
-                format!("expected an http:// or https:// URL, got {:?}", sms.url),
+                format!(
+                    "expected an http:// or https:// URL, got {:?}",
+                    redact_url(&sms.url)
+                ),
             );
         }
         if let Some(method) = &sms.method

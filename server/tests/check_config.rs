@@ -435,3 +435,67 @@ fn store_retention_settings_are_read_and_must_be_positive() {
     );
     assert_eq!(out.code, Some(1));
 }
+
+#[test]
+fn credentials_in_urls_are_never_printed() {
+    const SECRETS: [&str; 4] = ["mqtt-pass-1", "influx-pass-2", "smtp-pass-3", "sms-key-4"];
+    // The secrets of every URL-bearing section, with `smtp` as the SMTP URL.
+    let sections = |smtp: &str| {
+        format!(
+            "[api]\npublic_read = true\n\
+             [influx]\nurl = \"http://reader:influx-pass-2@127.0.0.1:8086\"\napi = \"v1\"\ndatabase = \"stockpile\"\n\
+             [smtp]\nurl = \"{smtp}\"\nfrom = \"alerts@example.org\"\n\
+             [sms]\nurl = \"https://sms.example.org/send?apikey=sms-key-4\"\n"
+        )
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Valid URLs: the summary shows them with the secrets starred out.
+    let config = config_with_contacts(
+        &sections("smtps://alerts:smtp-pass-3@relay.example.org:465"),
+        "",
+    )
+    .replace(
+        "mqtt://127.0.0.1:1883",
+        "mqtts://ingest:mqtt-pass-1@broker.example.org:8883",
+    );
+    std::fs::write(dir.path().join("stockpile.toml"), &config).expect("write config");
+    let out = check_config_in(dir.path(), "stockpile.toml", &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    for line in [
+        "  mqtt        mqtts://ingest:***@broker.example.org:8883\n",
+        "  influx      http://reader:***@127.0.0.1:8086 (v1)\n",
+        "  smtp        smtps://alerts:***@relay.example.org:465\n",
+        "  sms         https://sms.example.org/send?apikey=***\n",
+    ] {
+        assert!(out.stdout.contains(line), "{line:?} in\n{}", out.stdout);
+    }
+    // Invalid URLs: the errors quote them without the secrets.
+    let config = config_with_contacts(
+        &sections("smtpx://alerts:smtp-pass-3@relay.example.org:465"),
+        "",
+    )
+    .replace(
+        "mqtt://127.0.0.1:1883",
+        "tcp://ingest:mqtt-pass-1@broker.example.org:8883",
+    );
+    std::fs::write(dir.path().join("stockpile.toml"), &config).expect("write config");
+    let refused = check_config_in(dir.path(), "stockpile.toml", &[]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("got \"tcp://ingest:***@broker.example.org:8883\""),
+        "{}",
+        refused.stderr
+    );
+    for out in [&out, &refused] {
+        for secret in SECRETS {
+            assert!(
+                !out.stdout.contains(secret) && !out.stderr.contains(secret),
+                "{secret} printed:\n{}{}",
+                out.stdout,
+                out.stderr
+            );
+        }
+    }
+}
