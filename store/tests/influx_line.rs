@@ -333,6 +333,7 @@ fn alert_and_ops_lines_parse_back_with_the_schema() {
                     ("sink_lag_s", F(1.5)),
                     ("outbox_pending", I(3)),
                     ("outbox_failed", I(0)),
+                    ("store_paused", I(0)),
                 ]),
                 ts: Some(ms(at)),
             },
