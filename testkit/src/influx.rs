@@ -193,6 +193,18 @@ impl Influx1 {
         self.process.kill();
     }
 
+    /// Freeze InfluxDB (SIGSTOP): connections are still accepted by the kernel, but
+    /// nothing answers, as with a server hung on its disk. [`Influx1::resume`] thaws
+    /// it; [`Influx1::kill`] ends it even while frozen.
+    pub fn pause(&mut self) {
+        self.process.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Thaw InfluxDB after [`Influx1::pause`] (SIGCONT).
+    pub fn resume(&mut self) {
+        self.process.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
     /// Start InfluxDB again on the same port with the same data (stopping it first if
     /// it still runs), and wait until `/ping` answers.
     pub fn start_again(&mut self) {

@@ -33,7 +33,9 @@
 //! tests). The process-backed ones also have `kill()` (SIGKILL, as a crash),
 //! `is_running()`, `log()` (stdout and stderr of all runs) and `dir()` (their temp dir).
 //! `stop()` is graceful (SIGTERM, then SIGKILL after 15 s), so Mosquitto saves its
-//! persistence file.
+//! persistence file. InfluxDB also has `pause()`/`resume()` (SIGSTOP/SIGCONT: a server
+//! that hangs), and Mosquitto can run in a network namespace the caller made
+//! ([`MosquittoBuilder::netns`], as root: link-loss tests).
 //!
 //! Also: [`free_port`], [`temp_dir`], [`require_binary`] (for a test that runs another
 //! tool, e.g. `mosquitto_pub`), and [`http`], a blocking client that returns every

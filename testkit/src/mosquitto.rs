@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::process::{self, Binary, ServiceProcess};
 
@@ -15,6 +17,17 @@ const MOSQUITTO_PASSWD: Binary = Binary {
     name: "mosquitto_passwd",
     package: "mosquitto",
 };
+const IP: Binary = Binary {
+    name: "ip",
+    package: "iproute2",
+};
+
+/// A network namespace the broker runs in, and the address clients reach it at.
+#[derive(Debug, Clone)]
+struct Netns {
+    name: String,
+    address: IpAddr,
+}
 
 /// How to configure a [`Mosquitto`] before starting it. Get one from [`Mosquitto::builder`].
 #[derive(Debug, Clone, Default)]
@@ -24,6 +37,7 @@ pub struct MosquittoBuilder {
     max_inflight: Option<u32>,
     max_queued: Option<u32>,
     persistence: bool,
+    netns: Option<Netns>,
     extra: Vec<String>,
 }
 
@@ -67,6 +81,19 @@ impl MosquittoBuilder {
         self
     }
 
+    /// Run the broker inside network namespace `name` (through `ip netns exec`, so as
+    /// root), listening on every address of the namespace, and reach it at `address`
+    /// (e.g. the namespace's end of a veth pair): [`Mosquitto::url`] and the readiness
+    /// probe use it. For link-loss tests, where the caller owns the namespace and the
+    /// links into it and sets them down and up.
+    pub fn netns(mut self, name: &str, address: IpAddr) -> Self {
+        self.netns = Some(Netns {
+            name: name.to_owned(),
+            address,
+        });
+        self
+    }
+
     /// A raw line appended to mosquitto.conf, for options this builder does not name.
     pub fn config_line(mut self, line: &str) -> Self {
         self.extra.push(line.to_owned());
@@ -75,16 +102,36 @@ impl MosquittoBuilder {
 
     /// Start the broker and wait until it accepts connections.
     pub fn start(self) -> Mosquitto {
-        let program = MOSQUITTO.locate();
+        let mosquitto = MOSQUITTO.locate();
+        let (program, prefix) = match &self.netns {
+            // `ip netns exec` execs the broker: its pid is the broker's, for signals.
+            Some(netns) => (
+                IP.locate(),
+                vec![
+                    "netns".into(),
+                    "exec".into(),
+                    netns.name.clone().into(),
+                    mosquitto.into_os_string(),
+                ],
+            ),
+            None => (mosquitto, Vec::new()),
+        };
+        let host = self
+            .netns
+            .as_ref()
+            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |netns| netns.address);
         for attempt in 1..=process::START_ATTEMPTS {
             let port = crate::free_port();
             let mut broker = ServiceProcess::new("mosquitto", program.clone());
             let conf_path = self.write_config(broker.dir(), port);
-            broker.set_args(["-c".into(), conf_path.into_os_string()]);
+            let mut args = prefix.clone();
+            args.extend(["-c".into(), conf_path.into_os_string()]);
+            broker.set_args(args);
             broker.spawn();
-            match broker.wait_ready(|| process::accepts_connections(port)) {
+            match broker.wait_ready(|| accepts_connections(host, port)) {
                 Ok(()) => {
                     return Mosquitto {
+                        host,
                         port,
                         process: broker,
                     };
@@ -103,7 +150,12 @@ impl MosquittoBuilder {
         // Mosquitto run as root drops to user `mosquitto`, which could not write to this
         // root-owned temp dir; `user root` keeps it as is. Ignored when not run as root.
         conf.push_str("user root\n");
-        let _ = writeln!(conf, "listener {port} 127.0.0.1");
+        if self.netns.is_some() {
+            // Every address of the namespace: its own loopback and its links.
+            let _ = writeln!(conf, "listener {port}");
+        } else {
+            let _ = writeln!(conf, "listener {port} 127.0.0.1");
+        }
         conf.push_str("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n");
         conf.push_str("connection_messages true\n");
         if self.users.is_empty() {
@@ -182,6 +234,8 @@ fn write_password_file(path: &Path, users: &[(String, String)]) {
 /// kills the broker and deletes the dir.
 #[derive(Debug)]
 pub struct Mosquitto {
+    /// Where clients reach it: 127.0.0.1, or the address given with a namespace.
+    host: IpAddr,
     port: u16,
     process: ServiceProcess,
 }
@@ -200,9 +254,14 @@ impl Mosquitto {
         self.port
     }
 
-    /// `mqtt://127.0.0.1:PORT`
+    /// `mqtt://127.0.0.1:PORT` (the namespace's address instead, when it runs in one).
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        format!("mqtt://{}", SocketAddr::new(self.host, self.port))
+    }
+
+    /// The address clients reach the broker at: 127.0.0.1 unless it runs in a namespace.
+    pub fn host(&self) -> IpAddr {
+        self.host
     }
 
     /// Stop the broker gracefully (SIGTERM), as an operator's restart would; with
@@ -221,11 +280,8 @@ impl Mosquitto {
     pub fn start_again(&mut self) {
         self.process.stop();
         self.process.spawn();
-        let port = self.port;
-        if let Err(why) = self
-            .process
-            .wait_ready(|| process::accepts_connections(port))
-        {
+        let (host, port) = (self.host, self.port);
+        if let Err(why) = self.process.wait_ready(|| accepts_connections(host, port)) {
             self.process
                 .fail(&why, &format!("while starting again on port {port}"));
         }
@@ -244,4 +300,10 @@ impl Mosquitto {
     pub fn dir(&self) -> &Path {
         self.process.dir()
     }
+}
+
+/// True when something accepts TCP connections on `host:port`.
+fn accepts_connections(host: IpAddr, port: u16) -> bool {
+    let addr = SocketAddr::new(host, port);
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }

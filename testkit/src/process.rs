@@ -221,6 +221,17 @@ impl ServiceProcess {
         let _ = child.wait();
     }
 
+    /// Send `signal` to the running process (nothing when it is not running): SIGSTOP
+    /// and SIGCONT freeze and thaw it, a server that hangs rather than one that is gone.
+    pub fn signal(&self, signal: Signal) {
+        if let Some(child) = &self.child
+            && let Ok(pid) = i32::try_from(child.id())
+        {
+            // The process may have exited meanwhile; nothing to signal then.
+            let _ = signal::kill(Pid::from_raw(pid), signal);
+        }
+    }
+
     /// Kill at once (SIGKILL), as a crash or power cut would, and reap the process.
     pub fn kill(&mut self) {
         self.stdin = None;
