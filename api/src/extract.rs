@@ -56,9 +56,15 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
         return false;
     };
     let essence = value.split(';').next().unwrap_or("").trim();
+    // `get`, not indexing: a cut inside a character is `None`, never a panic (`to_str`
+    // admits only visible ASCII today, but this must not rest on that).
+    let suffix = essence
+        .len()
+        .checked_sub(5)
+        .and_then(|at| essence.get(at..));
     essence.eq_ignore_ascii_case("application/json")
         || (essence.len() > 5
-            && essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
+            && suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json"))
             && essence
                 .get(..12)
                 .is_some_and(|p| p.eq_ignore_ascii_case("application/")))

@@ -40,7 +40,12 @@ const BEARER: &str = "bearer";
         title = "Stockpile",
         description = "Live ledger of a city's emergency reserves against the target of three days of supplies per town. \
                        Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`. \
-                       Reads may be public (`public_read`); everything else needs `Authorization: Bearer <token>`."
+                       Reads of the wall display's figures may be public (`public_read`); writes, and the reads that name \
+                       people or carry raw gateway input (notifications, rejects), need `Authorization: Bearer <token>`. \
+                       Limits: request headers within 10 s (else the connection is closed); an answer within 30 s \
+                       (else 503 `timeout`); request bodies at most 16 KiB, `POST /api/v1/scenarios` 2 MiB \
+                       (else 413 `body_too_large`); at most 4 history and scenario requests at once (else 503 `overloaded` \
+                       with `Retry-After`)."
     ),
     tags(
         (name = "towns", description = "Towns (街镇), their coverage and sheltered population"),

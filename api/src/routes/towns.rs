@@ -232,6 +232,7 @@ pub struct ShelteredUpdate {
         (status = 401, description = "A token is needed", body = ErrorBody),
         (status = 403, description = "Not an officer of this town, nor an admin", body = ErrorBody),
         (status = 404, description = "Unknown town", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB (`body_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape; `field` names the field", body = ErrorBody),
     ))]
