@@ -233,8 +233,12 @@ pub struct SilenceView {
     pub facility: Option<String>,
     pub rule: Option<Rule>,
     pub until: DateTime<Utc>,
-    pub created_by: String,
-    pub comment: String,
+    /// Who made it (a token's name); absent for public reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// Why; absent for public reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     pub created: DateTime<Utc>,
     pub active: bool,
 }
@@ -247,10 +251,20 @@ impl SilenceView {
             facility: s.facility.clone(),
             rule: s.rule,
             until: s.until,
-            created_by: s.created_by.clone(),
-            comment: s.comment.clone(),
+            created_by: Some(s.created_by.clone()),
+            comment: Some(s.comment.clone()),
             created: s.created,
             active: s.is_active(now),
+        }
+    }
+
+    /// The silence as a caller without a token may see it: what is silenced and until
+    /// when, not who asked or why.
+    pub fn without_people(self) -> SilenceView {
+        SilenceView {
+            created_by: None,
+            comment: None,
+            ..self
         }
     }
 }

@@ -156,7 +156,8 @@ pub(super) struct SilencesQuery {
     include_expired: Option<bool>,
 }
 
-/// Silences in force (or all with `include_expired=true`).
+/// Silences in force (or all with `include_expired=true`). Without a token (public
+/// reads), who made a silence and why are left out.
 #[utoipa::path(get, path = "/api/v1/silences", tag = "alerts",
     params(SilencesQuery),
     responses(
@@ -167,10 +168,18 @@ pub(super) struct SilencesQuery {
 #[tracing::instrument(skip(state))]
 pub(super) async fn list_silences(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<SilencesQuery>,
 ) -> Result<Json<Vec<SilenceView>>, ApiError> {
     let include_expired = query.include_expired.unwrap_or(false);
-    Ok(Json(handle(&state)?.silences(include_expired).await?))
+    let silences = handle(&state)?.silences(include_expired).await?;
+    Ok(Json(match caller {
+        Caller::Public => silences
+            .into_iter()
+            .map(SilenceView::without_people)
+            .collect(),
+        Caller::Token { .. } => silences,
+    }))
 }
 
 /// A silence to create: alerts matching every matcher given notify nobody until

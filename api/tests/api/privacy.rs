@@ -130,7 +130,7 @@ async fn a_webhook_url_shows_only_where_it_points_to_anyone() {
 }
 
 #[tokio::test]
-async fn public_alerts_say_when_an_alert_was_acknowledged_not_who_or_why() {
+async fn public_alerts_and_silences_say_what_and_when_not_who_or_why() {
     let app = notified_app().await;
     let alerts = app.get_ok_as(ADMIN, "/api/v1/alerts?town=jingshan").await;
     let id = alerts[0]["id"].as_i64().unwrap();
@@ -157,6 +157,25 @@ async fn public_alerts_say_when_an_alert_was_acknowledged_not_who_or_why() {
     // With a token, who and why.
     let with_token = app.get_ok("/api/v1/alerts?town=jingshan").await;
     assert_eq!(with_token[0]["acknowledged"]["by"], "li-wei");
+
+    // Silences alike: what and until when, not who or why.
+    let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let answer = app
+        .post_json(
+            "/api/v1/silences",
+            Some(OFFICER),
+            &json!({"town": "jingshan", "until": until, "comment": "Li Wei swaps the gateway"}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let public = app.get("/api/v1/silences", None).await;
+    assert_eq!(public.status, 200);
+    let silence = public.json()[0].clone();
+    assert_eq!(silence["town"], "jingshan", "{silence}");
+    assert_eq!(silence.get("created_by"), None, "{silence}");
+    assert_eq!(silence.get("comment"), None, "{silence}");
+    let with_token = app.get_ok("/api/v1/silences").await;
+    assert_eq!(with_token[0]["created_by"], "li-wei");
     app.stop().await;
 }
 
