@@ -625,6 +625,11 @@ impl TestApp {
             .await
     }
 
+    /// Tells the server to stop, without waiting: requests in flight go on.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

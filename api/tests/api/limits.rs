@@ -202,3 +202,46 @@ async fn bodies_over_a_routes_limit_get_413() {
     assert_eq!(answer.error(), (413, "body_too_large".into()));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_and_takes_no_new_ones() {
+    let app = spawn_app_with(quick_limits()).await;
+    app.seed();
+    let body = br#"{"power_cut": true}"#;
+    let mut in_flight = connect(&app).await;
+    in_flight
+        .write_all(scenario_head(body.len()).as_bytes())
+        .await
+        .unwrap();
+    in_flight.write_all(&body[..4]).await.unwrap();
+    // The request is being served once a second one is refused for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .post_json("/api/v1/scenarios", Some(VIEWER), &json!({}))
+        .await
+        .status
+        != 503
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    app.begin_shutdown();
+    // No new connections once the listener is gone.
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&address).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting connections after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The one in flight is answered in full.
+    in_flight.write_all(&body[4..]).await.unwrap();
+    let raw = read_to_close(&mut in_flight, Duration::from_secs(10)).await;
+    let (status, outcome) = parse_answer(&raw);
+    assert_eq!(status, 200, "{raw}");
+    assert!(outcome["towns"].is_array(), "{outcome}");
+    app.stop().await;
+}
