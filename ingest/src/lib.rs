@@ -306,6 +306,14 @@ pub async fn run(
             Ok(_) => subscription.send(&client),
             Err(error) => {
                 metrics.set_connected(false);
+                // Acks for this connection's deliveries must never reach the next one: on
+                // a new session (the broker lost ours) a packet id can name a different
+                // message, which would be acknowledged before it is committed. rumqttc
+                // drops the PubAcks in its request queue when the connection fails, but
+                // the acker may still queue one before it sees the new generation (set at
+                // CONNACK). So: a new generation now, then drop again whatever slipped in.
+                generation.fetch_add(1, Ordering::AcqRel);
+                eventloop.clean();
                 tracing::warn!(
                     message = "Broker connection lost; reconnecting.",
                     broker = %config.broker,
