@@ -101,7 +101,9 @@ pub(crate) async fn deliver<C: Channel>(
                         _ = shutdown.cancelled() => return,
                         outcome = channel.send(&message) => outcome,
                     };
-                    if let Err(error) = record(&store, &row, outcome, &retry, kind).await {
+                    if let Err(error) =
+                        record(&store, &row, outcome, &retry, kind, &shutdown).await
+                    {
                         tracing::error!(message = "Cannot record a delivery.", channel = kind, id = row.id, %error);
                     }
                 }
@@ -167,6 +169,7 @@ async fn record(
     outcome: Result<(), DeliveryError>,
     retry: &RetryPolicy,
     kind: &'static str,
+    shutdown: &CancellationToken,
 ) -> Result<(), StoreError> {
     let id = row.id;
     let attempts = row.attempts + 1;
@@ -180,7 +183,31 @@ async fn record(
                 contact = %row.contact,
                 attempts
             );
-            store.run(move |s| s.mark_sent(id, attempts, now)).await
+            // Sent: it must be recorded as sent before this recipient's next message,
+            // or the next round would send it again. A store that fails for a while
+            // (locked by another process, disk full) is waited out, logged once.
+            let mut logged = false;
+            loop {
+                match store.run(move |s| s.mark_sent(id, attempts, now)).await {
+                    Ok(()) => return Ok(()),
+                    Err(error) if error.is_recoverable() && !shutdown.is_cancelled() => {
+                        if !logged {
+                            tracing::error!(
+                                message = "Cannot record a delivered notification; retrying, so it is not sent twice.",
+                                channel = kind,
+                                id,
+                                %error
+                            );
+                            logged = true;
+                        }
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Err(error),
+                            _ = tokio::time::sleep(STORE_RETRY) => {}
+                        }
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
         }
         Err(DeliveryError::Permanent(error)) => {
             tracing::error!(

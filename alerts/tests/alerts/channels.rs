@@ -355,3 +355,44 @@ async fn thirty_towns_crossing_at_once_reach_thirty_officers_once_each() {
     );
     service.stop().await;
 }
+
+/// A notification sent while another process holds the store's write lock cannot be
+/// recorded as sent at once. It must be recorded once the lock is gone, never sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_the_store_cannot_record_yet_is_not_sent_twice() {
+    let hook = HttpReceiver::start();
+    // The receiver answers a second late: time to take the lock while the send is out.
+    hook.set_delay(Duration::from_secs(1));
+    let world = World::with_registry(&webhook_registry(&format!("{}/hook", hook.url())));
+    world.stock("js-wh1", liters(5.0));
+    let service =
+        Service::start_with_webhook(&world, quick_config(), alerts::WebhookFormat::Robot).await;
+    world.stock("js-wh1", liters(2.0));
+    hook.wait_for(1, WAIT);
+
+    // What a backup or a `sqlite3` shell does: a write transaction held for longer than
+    // the store's 5 s busy timeout, so recording the delivery fails at least once.
+    let db = world.db.clone();
+    let locker = std::thread::spawn(move || {
+        let mut store = store::Store::open(&db, store::StoreOptions::default()).unwrap();
+        let batch = store.batch().unwrap();
+        std::thread::sleep(Duration::from_secs(7));
+        drop(batch);
+    });
+    tokio::task::spawn_blocking(move || locker.join().unwrap())
+        .await
+        .unwrap();
+
+    wait_until("the delivery recorded as sent", WAIT, async || {
+        let rows = service
+            .handle
+            .list_notifications(&NotificationFilter::default())
+            .await
+            .unwrap();
+        rows.len() == 1 && rows[0].state.as_str() == "sent"
+    })
+    .await;
+    settle(Duration::from_millis(1500)).await;
+    assert_eq!(hook.requests().len(), 1, "sent once, recorded late");
+    service.stop().await;
+}
