@@ -95,8 +95,11 @@ fn received(api: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Publishes `messages` (topic, payload) with `qos` as fast as the broker takes them.
-async fn publish(port: u16, qos: QoS, messages: Vec<(String, Vec<u8>)>) {
+/// A topic and a payload.
+type Message = (String, Vec<u8>);
+
+/// Publishes `messages` with `qos` as fast as the broker takes them.
+async fn publish(port: u16, qos: QoS, messages: Vec<Message>) {
     let mut options = MqttOptions::new(format!("flood-{qos:?}"), "127.0.0.1", port);
     options.set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024);
     options.set_inflight(100);
@@ -200,7 +203,7 @@ fn main() {
             .collect();
         format!("[{}]", items.join(",")).into_bytes()
     };
-    let phases: Vec<(&str, QoS, Vec<(String, Vec<u8>)>)> = vec![
+    let phases: Vec<(&str, QoS, Vec<Message>)> = vec![
         (
             "130 × 256 KiB arrays of 131,000 elements, QoS 1",
             QoS::AtLeastOnce,
