@@ -82,10 +82,17 @@ impl InfluxClient {
     pub(crate) fn new(endpoint: &InfluxEndpoint) -> Result<InfluxClient, InfluxError> {
         let base = endpoint.url.trim_end_matches('/').to_owned();
         let bad_url = |reason: String| InfluxError::BadUrl {
-            url: endpoint.url.clone(),
+            url: without_userinfo(&endpoint.url),
             reason,
         };
         let parsed = reqwest::Url::parse(&base).map_err(|e| bad_url(e.to_string()))?;
+        // Every error names the URL, and so would the HTTP client's own: credentials in
+        // it would reach the log. They have fields (and files) of their own.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(bad_url(
+                "credentials do not belong in the URL (they would show in logs); use influx.username with password_file, or token_file".into(),
+            ));
+        }
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(bad_url("the scheme must be http or https".into()));
         }
@@ -317,4 +324,39 @@ fn cut(mut s: String) -> String {
         s.push('…');
     }
     s.trim_end().to_owned()
+}
+
+/// `url` with any `user:password@` cut to `***@`, for error messages about a URL that
+/// may not even parse.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn credentials_in_a_url_are_cut_for_messages() {
+        let cases = [
+            (
+                "http://user:secret@influx:8086/x",
+                "http://***@influx:8086/x",
+            ),
+            ("http://user@influx:8086", "http://***@influx:8086"),
+            ("http://influx:8086/a@b", "http://influx:8086/a@b"),
+            ("not a url", "not a url"),
+            ("http://:p@ss@host", "http://***@host"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(without_userinfo(url), want, "{url}");
+        }
+    }
 }
