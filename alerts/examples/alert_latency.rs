@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 
 use alerts::{Alerts, AlertsConfig, AlertsHandle, Channels, NotificationFilter, SmtpConfig};
 use chrono::{DateTime, Utc};
-use ingest::{BrokerUrl, IngestConfig, IngestMetrics, TownChanges};
+use ingest::{BrokerUrl, IngestConfig};
+use live::{IngestMetrics, TownChanges};
 use reserve::Ledger;
 use reserve::registry::{Registry, Source, load_registry};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, QoS};

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ingest::{ChangeConsumer, SharedLedger};
+use live::{ChangeConsumer, SharedLedger};
 use reserve::Registry;
 use reserve::registry::TownIdx;
 use store::{Store, StoreError, StoreOptions};

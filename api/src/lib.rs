@@ -12,9 +12,9 @@
 //! plug into [`AppState`].
 //!
 //! ```no_run
-//! # async fn run(ledger: ingest::SharedLedger, store: store::Store,
-//! #              metrics: std::sync::Arc<ingest::IngestMetrics>,
-//! #              changes: std::sync::Arc<ingest::TownChanges>) -> std::io::Result<()> {
+//! # async fn run(ledger: live::SharedLedger, store: store::Store,
+//! #              metrics: std::sync::Arc<live::IngestMetrics>,
+//! #              changes: std::sync::Arc<live::TownChanges>) -> std::io::Result<()> {
 //! let state = api::AppState::new(ledger, store, metrics, changes, api::AuthConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
@@ -39,7 +39,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use ingest::{IngestMetrics, SharedLedger, TownChanges};
+use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::Ledger;
 use store::history::HistorySource;
 use store::{Store, StoreError};

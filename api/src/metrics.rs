@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use ingest::IngestCounts;
+use live::IngestCounts;
 
 use crate::AppState;
 use crate::model::{Status, StatusCounts};

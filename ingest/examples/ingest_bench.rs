@@ -16,7 +16,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ingest::{BrokerUrl, IngestConfig, IngestMetrics, TownChanges};
+use ingest::{BrokerUrl, IngestConfig};
+use live::{IngestMetrics, TownChanges};
 use reserve::Ledger;
 use reserve::registry::{FacilityKindName, Registry, Source, load_registry};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};

@@ -17,31 +17,21 @@
 //! transaction, which is what makes manual acks affordable.
 
 mod broker;
-mod changes;
-mod metrics;
 mod restore;
 mod writer;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use reserve::Ledger;
+use live::{IngestMetrics, SharedLedger, TownChanges};
 use rumqttc::{AsyncClient, Event, Incoming, Publish, QoS};
 use store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use changes::{ChangeConsumer, TownChanges};
-pub use metrics::{IngestCounts, IngestMetrics, StoreFault};
 pub use reserve::broker_url::{BrokerUrl, BrokerUrlError};
 pub use restore::{Restored, restore_ledger};
-
-/// The ledger shared between its writers (the ingest writer, the tick, the sheltered
-/// count) and readers (API, alerts, the sink). A std `RwLock`: it is held for
-/// microseconds, never across an `.await` and never across SQLite I/O, so a tokio
-/// worker that takes it never waits on the disk.
-pub type SharedLedger = Arc<RwLock<Ledger>>;
 
 /// Deliveries queued between the poll loop and the writer. Enough for several batches,
 /// few enough that a stalled writer pushes back on the broker within milliseconds.

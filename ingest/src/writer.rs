@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::Reading;
 use reserve::ledger::{Applied, FacilitySnapshot, Link};
 use reserve::registry::{FacilityIdx, Registry, TownIdx};
@@ -26,7 +27,7 @@ use store::{RejectRecord, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Delivery, IngestConfig, IngestError, IngestMetrics, SharedLedger, TownChanges};
+use crate::{Delivery, IngestConfig, IngestError};
 
 /// A gateway that keeps sending garbage is logged once a minute, not once a message.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);

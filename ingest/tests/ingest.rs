@@ -7,7 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ingest::{BrokerUrl, IngestConfig, IngestMetrics, SharedLedger};
+use ingest::{BrokerUrl, IngestConfig};
+use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::Ledger;
 use reserve::coverage::TownStatus;
 use reserve::registry::{Registry, Source, load_registry};
@@ -101,7 +102,7 @@ impl Service {
             Arc::clone(&ledger),
             store,
             Arc::clone(&metrics),
-            Arc::new(ingest::TownChanges::default()),
+            Arc::new(TownChanges::default()),
             shutdown.clone(),
         ));
         let service = Service {

@@ -1,5 +1,9 @@
 //! Ingest counters, read by the API's `/metrics` and the `ops` series. Telemetry as
 //! types: every event has one method here, so metric names stay stable.
+//!
+//! The recording methods are public because ingest lives in another crate, but only
+//! ingest calls them: every other component reads ([`IngestMetrics::counts`] and the
+//! getters).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -57,30 +61,43 @@ impl IngestCounts {
     }
 }
 
+/// Recording, one method per event. Only the ingest subscriber and writer call these:
+/// they are public because ingest is a crate of its own, not for anyone else to count.
 impl IngestMetrics {
-    pub(crate) fn received(&self) {
+    /// An MQTT message arrived (only ingest calls this).
+    pub fn received(&self) {
         self.received.fetch_add(1, Relaxed);
     }
-    pub(crate) fn accepted(&self, n: u64) {
+    /// Readings stored by a batch (only ingest calls this).
+    pub fn accepted(&self, n: u64) {
         self.accepted.fetch_add(n, Relaxed);
     }
-    pub(crate) fn duplicates(&self, n: u64) {
+    /// Readings already stored, acknowledged and ignored (only ingest calls this).
+    pub fn duplicates(&self, n: u64) {
         self.duplicates.fetch_add(n, Relaxed);
     }
-    pub(crate) fn older(&self, n: u64) {
+    /// Readings stored as history, older than the facility's latest (only ingest calls
+    /// this).
+    pub fn older(&self, n: u64) {
         self.older.fetch_add(n, Relaxed);
     }
-    pub(crate) fn batch(&self) {
+    /// A batch committed (only ingest calls this).
+    pub fn batch(&self) {
         self.batches.fetch_add(1, Relaxed);
     }
-    pub(crate) fn set_connected(&self, connected: bool) {
+    /// The subscriber connected (subscriptions granted) or lost the broker (only ingest
+    /// calls this).
+    pub fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Relaxed);
     }
-    pub(crate) fn rejected(&self, reason: &'static str, n: u64) {
+    /// Readings rejected for `reason`, a reject reason id (only ingest calls this).
+    pub fn rejected(&self, reason: &'static str, n: u64) {
         let mut map = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry(reason).or_default() += n;
     }
-    pub(crate) fn store_failed(&self, error: &store::StoreError) {
+    /// A batch failed to commit and will be retried; ingest is paused until
+    /// [`IngestMetrics::store_recovered`] (only ingest calls this).
+    pub fn store_failed(&self, error: &impl std::fmt::Display) {
         self.store_failures.fetch_add(1, Relaxed);
         let mut fault = self.store_fault.lock().unwrap_or_else(|p| p.into_inner());
         let since = fault.as_ref().map_or_else(chrono::Utc::now, |f| f.since);
@@ -89,10 +106,14 @@ impl IngestMetrics {
             error: error.to_string(),
         });
     }
-    pub(crate) fn store_recovered(&self) {
+    /// A batch committed after a store fault: the pause is over (only ingest calls this).
+    pub fn store_recovered(&self) {
         *self.store_fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+}
 
+/// Reading, for `/readyz`, `/metrics` and the `ops` series.
+impl IngestMetrics {
     /// Why ingest is paused, when it is: the store is failing and the writer retries
     /// (for `/readyz`, `/metrics` and the `ops` series).
     pub fn store_fault(&self) -> Option<StoreFault> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use ingest::{BrokerUrl, IngestConfig, IngestMetrics, SharedLedger, TownChanges};
+use ingest::{BrokerUrl, IngestConfig};
+use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::{Ledger, Registry};
 use store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;

@@ -6,7 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
-use ingest::{BrokerUrl, IngestConfig, IngestMetrics, TownChanges};
+use ingest::{BrokerUrl, IngestConfig};
+use live::{IngestMetrics, TownChanges};
 use reserve::Ledger;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use store::{Store, StoreOptions};

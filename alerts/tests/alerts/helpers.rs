@@ -9,7 +9,7 @@ use alerts::{
     WebhookConfig, WebhookFormat,
 };
 use chrono::Utc;
-use ingest::{SharedLedger, TownChanges};
+use live::{SharedLedger, TownChanges};
 use reserve::registry::{Registry, Source, load_registry};
 use reserve::{Ledger, Observation, Reading};
 use store::StoreOptions;

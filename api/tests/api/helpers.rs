@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use alerts::{Alerts, AlertsConfig, Channels, RetryPolicy, WebhookConfig};
 use api::{AppState, AuthConfig, HttpLimits, Role, TokenEntry};
 use chrono::{DateTime, Duration, Utc};
-use ingest::{IngestMetrics, SharedLedger, TownChanges};
+use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::reading::{
     Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
 };

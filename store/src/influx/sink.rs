@@ -55,7 +55,7 @@ const TOWNS_PER_LOCK: usize = 1_000;
 const LINES_PER_TRANSACTION: usize = 5_000;
 
 /// Where the derived task learns which towns changed. Implemented for closures
-/// returning a future (wrap `ingest::ChangeConsumer::changed`), for an mpsc receiver,
+/// returning a future (wrap `live::ChangeConsumer::changed`), for an mpsc receiver,
 /// and by [`NoChanges`].
 pub trait ChangeSource: Send + 'static {
     /// Waits until some towns changed and takes them; `None` when no change will ever
