@@ -27,7 +27,7 @@ pub struct SimConfig {
     /// Every gateway's first reading comes at a random moment within this long of the
     /// start (default: within its first `report_every`). Short, so a town's
     /// facilities all report at once and the town is not shown short of the ones not
-    /// heard yet, which count as empty (DESIGN.md §4).
+    /// heard yet, which count as empty (docs/design.md#coverage-and-readiness).
     pub first_report_within: Option<Duration>,
     /// Stop after this long (wall clock); `None`: run until the shutdown token fires.
     /// A load run has its own [`LoadConfig::duration`].
@@ -107,8 +107,8 @@ pub enum Fault {
     DieWithoutWill,
     /// The targeted gateways' clocks are off by this much (ahead when positive).
     ClockSkew { ahead: bool, by: Duration },
-    /// One message per reject reason of DESIGN.md §5 (`reserve::wire::RejectReason::ALL`),
-    /// sent once at the start, for testing rejects.
+    /// One message per reject reason (docs/design.md#reject-reasons,
+    /// `reserve::wire::RejectReason::ALL`), sent once at the start, for testing rejects.
     Malformed,
 }
 

@@ -1,6 +1,6 @@
 //! Gateway simulator: scenarios, faults and load generation. It speaks only the wire
-//! contract ([`reserve::wire`], DESIGN.md §5), so what it publishes is exactly what a
-//! real gateway would.
+//! contract ([`reserve::wire`], docs/design.md#mqtt-contract), so what it publishes is
+//! exactly what a real gateway would.
 //!
 //! - **Scenario runs** ([`SimConfig::scenario`]): one simulated gateway per facility of
 //!   the registry, publishing at its `report_every` (± 10 % jitter) with QoS 1, with a

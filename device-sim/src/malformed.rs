@@ -1,5 +1,6 @@
-//! The malformed fault: one message per reject reason of DESIGN.md §5, each on a topic
-//! the service subscribes to, so a test can check that every reason is counted.
+//! The malformed fault: one message per reject reason (docs/design.md#reject-reasons),
+//! each on a topic the service subscribes to, so a test can check that every reason is
+//! counted.
 //!
 //! Payloads are built with `reserve::wire` and then broken the way a vendor would break
 //! them (a truncated message, a negative stock); only the broken parts are written here.

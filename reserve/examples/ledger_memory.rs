@@ -1,5 +1,6 @@
-//! Memory of the live ledger at city and country scale (DESIGN.md §10: live state
-//! ≤ 1 KiB per facility; 40,000 towns / 1.5 M facilities must fit in memory).
+//! Memory of the live ledger at city and country scale
+//! (docs/design.md#performance-targets: live state ≤ 1 KiB per facility; 40,000 towns /
+//! 1.5 M facilities must fit in memory).
 //!
 //! Builds a synthetic registry in the demo's proportions (its five categories; warehouses,
 //! water points and power units 548 : 717 : 474), as TOML and CSV text loaded through

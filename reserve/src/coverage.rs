@@ -1,5 +1,6 @@
-//! Coverage and readiness maths of DESIGN.md §4 as pure functions of numbers, so each
-//! rule is tested by a table. The [`crate::Ledger`] feeds them its live state.
+//! Coverage and readiness maths (docs/design.md#coverage-and-readiness) as pure functions
+//! of numbers, so each rule is tested by a table. The [`crate::Ledger`] feeds them its
+//! live state.
 
 use std::collections::BTreeMap;
 
@@ -39,8 +40,8 @@ impl TownStatus {
         }
     }
 
-    /// The integer written as `town_status.status` (DESIGN.md §6); Grafana maps it to
-    /// colours, so these numbers are part of the contract.
+    /// The integer written as `town_status.status` (docs/design.md#influxdb-series);
+    /// Grafana maps it to colours, so these numbers are part of the contract.
     pub fn code(self) -> i64 {
         match self {
             TownStatus::Ok => 0,

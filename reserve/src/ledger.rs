@@ -1,5 +1,5 @@
 //! The live ledger: the latest reading of every facility and, derived from it, what
-//! every town holds against its target (DESIGN.md §4).
+//! every town holds against its target (docs/design.md#coverage-and-readiness).
 //!
 //! State lives in vectors indexed by the registry's dense indices; a town's figures are
 //! recomputed by [`Ledger::refresh`] after a reading of one of its facilities (a few
@@ -59,7 +59,8 @@ pub enum Latest {
     Power(PowerObservation),
 }
 
-/// Live state of one facility. Kept small: DESIGN.md §10 allows 1 KiB per facility.
+/// Live state of one facility. Kept small: docs/design.md#performance-targets allows
+/// 1 KiB per facility.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FacilityState {
     /// Measurement time of the latest reading.

@@ -1,6 +1,7 @@
 //! Stockpile's domain: the registry of towns and facilities, the live ledger of what
-//! each town holds, the coverage and readiness maths of DESIGN.md §4, and the MQTT wire
-//! format of §5.
+//! each town holds, the coverage and readiness maths
+//! (docs/design.md#coverage-and-readiness), and the MQTT wire format
+//! (docs/design.md#mqtt-contract).
 //!
 //! Invariant: this crate does no I/O and knows no tokio. Time comes in as an argument
 //! (`now`), files come in as text, so every function here is deterministic and tested

@@ -1,7 +1,7 @@
-//! Scale-out by town (DESIGN.md §10): `stockpile serve --shard i/N` runs instance `i` of
-//! `N`, which subscribes to, keeps the ledger of, and alerts for only the towns assigned
-//! to it. Towns are the unit because everything Stockpile computes (coverage, status,
-//! alerts) is per town; a cluster may span shards.
+//! Scale-out by town (docs/design.md#scale-out-by-town): `stockpile serve --shard i/N`
+//! runs instance `i` of `N`, which subscribes to, keeps the ledger of, and alerts for
+//! only the towns assigned to it. Towns are the unit because everything Stockpile
+//! computes (coverage, status, alerts) is per town; a cluster may span shards.
 //!
 //! The assignment must be the same on every machine, for every build, forever (or at
 //! least until the operator changes `N`): two instances that disagree would each drop a

@@ -1,6 +1,6 @@
-//! The MQTT wire format, v1 (DESIGN.md §5): topics, the JSON payloads gateways publish,
-//! and their validation into [`Reading`]s. `ingest` decodes with it and `device-sim`
-//! encodes with it, so the format is written down in exactly one place.
+//! The MQTT wire format, v1 (docs/design.md#mqtt-contract): topics, the JSON payloads
+//! gateways publish, and their validation into [`Reading`]s. `ingest` decodes with it and
+//! `device-sim` encodes with it, so the format is written down in exactly one place.
 //!
 //! Topics are `stockpile/v1/{town}/{facility}/reading` (QoS 1) and
 //! `stockpile/v1/{town}/{facility}/status` (retained: `online` on connect, `offline` as
@@ -11,7 +11,8 @@
 //! {"ts": "2026-11-24T05:00:00+08:00", "seq": 1042, "stock": {"water": 12000, "food": 5400}}
 //! ```
 //!
-//! Choices made here where DESIGN.md is silent:
+//! Choices made here where the bureau's brief was silent (the outcome is in
+//! docs/design.md#payloads and docs/design.md#reject-reasons):
 //! - **Unknown fields are ignored**, at the top level and inside `water` / `power`, so a
 //!   gateway can add fields (a signal strength, a firmware version) before the server
 //!   knows them and nothing breaks. Unknown *values* are rejected, because they change

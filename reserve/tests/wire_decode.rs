@@ -885,8 +885,8 @@ fn an_array_of_only_bad_readings_is_decoded_with_nothing_accepted() {
 #[test]
 fn the_design_examples_decode_verbatim() {
     let registry = registry();
-    // DESIGN.md §5, byte for byte. Each is decoded a minute after its own ts: the
-    // epoch-ms example (1763960400000) is 2025-11-24, a year before the other two.
+    // docs/design.md#payloads, byte for byte. Each is decoded a minute after its own ts:
+    // the epoch-ms example (1763960400000) is 2025-11-24, a year before the other two.
     let rows: Vec<(&str, &str, Reading)> = vec![
         (
             WH1_TOPIC,

@@ -1,4 +1,5 @@
-//! Loading the registry from TOML, with CSV files for the big tables (DESIGN.md §3).
+//! Loading the registry from TOML, with CSV files for the big tables
+//! (docs/design.md#registry).
 //!
 //! The loader never opens a file (this crate does no I/O): the caller passes the main
 //! text and a closure that fetches the CSV files it names. Loading works in three steps:
@@ -11,13 +12,13 @@
 //! Every problem is collected with a byte offset. Sources are laid end to end in one
 //! offset space (the [`Locator`]), so an offset alone names both file and line.
 //!
-//! Beyond DESIGN.md §3's keys, a warehouse may declare the most it can hold of each
-//! category, in the category's unit: `max = { water = 50000, food = 20000 }` in TOML, a
-//! `max` cell `water=50000;food=20000` in `facilities.csv`. Each key must be a category,
-//! each value finite and > 0, and only warehouses have it (a water point's is
-//! `capacity_l`, a power unit's `fuel_capacity_l`). Readings above any of these are
-//! rejected as `over_capacity` (see [`crate::wire`]). `report_every` and `stale_after`
-//! are at most 365 days.
+//! Beyond the bureau's brief, a warehouse may declare the most it can hold of each
+//! category (docs/design.md#capacity-checks), in the category's unit:
+//! `max = { water = 50000, food = 20000 }` in TOML, a `max` cell `water=50000;food=20000`
+//! in `facilities.csv`. Each key must be a category, each value finite and > 0, and only
+//! warehouses have it (a water point's is `capacity_l`, a power unit's
+//! `fuel_capacity_l`). Readings above any of these are rejected as `over_capacity` (see
+//! [`crate::wire`]). `report_every` and `stale_after` are at most 365 days.
 
 mod check;
 mod csv;

@@ -1,5 +1,5 @@
 //! The registry: the ledger's skeleton of districts, clusters, towns, categories of
-//! supply, facilities, contacts and targets (DESIGN.md §3).
+//! supply, facilities, contacts and targets (docs/design.md#registry).
 //!
 //! Everything here is already validated: the loader ([`load`]) turns TOML/CSV text into a
 //! [`Registry`] or into errors that name file, line and field; a `Registry` value is
