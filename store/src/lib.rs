@@ -1,6 +1,6 @@
-//! Persistence: the embedded SQLite store of DESIGN.md §6 (ledger state, readings
-//! history, rejects; later alerts, acks, silences and the notification outbox) and the
-//! InfluxDB sink.
+//! Persistence: the embedded SQLite store (ledger state, readings history, rejects; later
+//! alerts, acks, silences and the notification outbox) and the InfluxDB sink
+//! (docs/design.md#storage).
 //!
 //! The ingest writer thread owns one [`Store`]. Per batch of MQTT messages it opens a
 //! [`WriteBatch`], inserts readings (learning which are duplicates), saves the snapshots

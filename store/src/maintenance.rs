@@ -1,5 +1,5 @@
 //! Store maintenance: retention for every table that grows, and WAL checkpoints, on a
-//! connection of its own (DESIGN.md §6, issue 13 "Retention keeps up").
+//! connection of its own (docs/design.md#retention, issue 13 "Retention keeps up").
 //!
 //! A pass runs shortly after start and then every [`MaintenanceConfig::every`]. It
 //! prunes each table in chunks of [`MaintenanceConfig::chunk`] rows, each chunk one short

@@ -231,9 +231,9 @@ async fn lines_enqueued_during_an_outage_all_arrive_once() {
         })
     };
 
-    // InfluxDB goes away under load for the 60 s of DESIGN.md §10, then comes back with
-    // its data. The sink's backoff has reached its 30 s ceiling by then, so the drain
-    // may start up to 30 s after the restart.
+    // InfluxDB goes away under load for the 60 s of docs/design.md#performance-targets,
+    // then comes back with its data. The sink's backoff has reached its 30 s ceiling by
+    // then, so the drain may start up to 30 s after the restart.
     let influx = tokio::task::spawn_blocking(move || {
         let mut influx = influx;
         std::thread::sleep(Duration::from_secs(1));

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Lines per write request at most (DESIGN.md §6: ≤ 5000 lines or 1 s).
+/// Lines per write request at most (docs/design.md#influxdb-series: ≤ 5000 lines or 1 s).
 pub const DEFAULT_BATCH_LINES: usize = 5_000;
 /// A batch smaller than [`DEFAULT_BATCH_LINES`] is sent once its oldest line waited this
 /// long.
@@ -17,7 +17,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// counted), because a full disk would stop ingest, which matters more than history.
 pub const DEFAULT_QUEUE_MAX_ROWS: u64 = 5_000_000;
 /// `coverage` and `town_status` of every town are written at least this often, so a
-/// wall display always has a fresh point (DESIGN.md §6).
+/// wall display always has a fresh point (docs/design.md#influxdb-series).
 pub const DEFAULT_DERIVED_EVERY: Duration = Duration::from_secs(60);
 /// The `ops` series' interval.
 pub const DEFAULT_OPS_EVERY: Duration = Duration::from_secs(10);
@@ -114,7 +114,7 @@ pub struct InfluxSinkConfig {
 }
 
 impl InfluxSinkConfig {
-    /// The defaults of DESIGN.md §6 for `endpoint`.
+    /// The defaults (docs/design.md#influxdb-series) for `endpoint`.
     pub fn new(endpoint: InfluxEndpoint, instance: impl Into<String>) -> InfluxSinkConfig {
         InfluxSinkConfig {
             endpoint,

@@ -1,6 +1,7 @@
-//! Line protocol, the only place it is written (DESIGN.md §6): a small builder that
-//! escapes what the spec says must be escaped and never writes a non-finite float, and
-//! the encoders of the seven series whose schema the Grafana dashboards rely on.
+//! Line protocol, the only place it is written (docs/design.md#influxdb-series): a small
+//! builder that escapes what the spec says must be escaped and never writes a non-finite
+//! float, and the encoders of the seven series whose schema the Grafana dashboards rely
+//! on.
 //!
 //! ```text
 //! stock,town=T,facility=F,category=C quantity=…
@@ -293,7 +294,7 @@ pub fn town_status_line(registry: &Registry, figures: &TownFigures, ts_ms: i64) 
 /// The `alert` line written when the number of a town's firing alerts of one rule and
 /// severity changes: `firing` is that number (`1i` when one fires, `0i` when the last
 /// resolves; two categories below target make `2i`). `rule` and `severity` are the
-/// API-stable ids of DESIGN.md §7 (`reserve_below_target`, `critical`).
+/// API-stable ids of docs/design.md#rules (`reserve_below_target`, `critical`).
 pub fn alert_line(
     town: &TownId,
     rule: &str,

@@ -1,4 +1,4 @@
-//! The InfluxDB sink (DESIGN.md §6) and history reads.
+//! The InfluxDB sink (docs/design.md#influxdb-series) and history reads.
 //!
 //! - [`line`](mod@line): line protocol, the only place it is written, and the seven series.
 //! - `queue`: the disk-backed queue, the `influx_queue` table of the SQLite file.

@@ -1,7 +1,8 @@
-//! Alerts, acknowledgements, silences and the notification outbox (DESIGN.md §7), as
-//! rows. The lifecycle itself (when an alert fires, whom to tell) lives in the `alerts`
-//! crate; this module only keeps what it decides, so that a restart resumes exactly
-//! where it stopped: no ack forgotten, no notification lost or sent twice.
+//! Alerts, acknowledgements, silences and the notification outbox
+//! (docs/design.md#alerts), as rows. The lifecycle itself (when an alert fires, whom to
+//! tell) lives in the `alerts` crate; this module only keeps what it decides, so that a
+//! restart resumes exactly where it stopped: no ack forgotten, no notification lost or
+//! sent twice.
 //!
 //! One connection writes alert state (the alert engine); the outbox worker updates
 //! delivery state of single rows and readers (the API) list, each on its own
@@ -206,8 +207,8 @@ pub struct AlertCounts {
     pub resolved: u64,
 }
 
-/// Notifications per delivery state, for metrics (DESIGN.md §6 `outbox_pending`,
-/// `outbox_failed`).
+/// Notifications per delivery state, for metrics (the `ops` series' `outbox_pending`,
+/// `outbox_failed`: docs/design.md#influxdb-series).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxCounts {
     pub pending: u64,

@@ -1,5 +1,6 @@
-//! A reading's body as stored: the observation in the shape of a DESIGN.md §5 payload
-//! without `ts` and `seq` (those are columns), categories named by their registry ids.
+//! A reading's body as stored: the observation in the shape of a payload
+//! (docs/design.md#payloads) without `ts` and `seq` (those are columns), categories named
+//! by their registry ids.
 //!
 //! ```json
 //! {"stock":{"water":12000.0,"food":5400.0}}

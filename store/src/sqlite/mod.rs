@@ -1,4 +1,4 @@
-//! The embedded store: one SQLite file in WAL mode (DESIGN.md §6).
+//! The embedded store: one SQLite file in WAL mode (docs/design.md#sqlite).
 //!
 //! Durability: a [`WriteBatch`] is one `BEGIN IMMEDIATE` transaction; once
 //! [`WriteBatch::commit`] returns, its rows are in the WAL file, so a killed process
@@ -36,7 +36,7 @@ pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, Reject
 use crate::StoreError;
 
 /// History kept by default: the same 90 days beyond which a reading is rejected as too
-/// old (DESIGN.md §5).
+/// old (`ts_too_old`, docs/design.md#retention).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Rejected messages kept by default in the reject log.
 pub const DEFAULT_MAX_REJECTS: usize = 10_000;

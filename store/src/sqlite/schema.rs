@@ -67,13 +67,13 @@ const MIGRATIONS: &[&str] = &[
         line TEXT NOT NULL,         -- one line of line protocol, no trailing newline
         enqueued INTEGER NOT NULL   -- epoch ms, for the sink's lag metric
     ) STRICT;",
-    // 3: alerts, silences and the notification outbox (DESIGN.md §7). An alert row is
-    // one occurrence of a problem: while it is open (pending or firing) its key (town,
-    // rule family, subject) is unique; once resolved it stays as history and the next
-    // occurrence is a new row. The outbox holds every message to be sent: it is written
-    // in the same transaction as the alert change that caused it, and its dedup_key makes
-    // enqueuing the same message twice a no-op, so a restart neither loses nor repeats a
-    // notification.
+    // 3: alerts, silences and the notification outbox (docs/design.md#alerts). An alert
+    // row is one occurrence of a problem: while it is open (pending or firing) its key
+    // (town, rule family, subject) is unique; once resolved it stays as history and the
+    // next occurrence is a new row. The outbox holds every message to be sent: it is
+    // written in the same transaction as the alert change that caused it, and its
+    // dedup_key makes enqueuing the same message twice a no-op, so a restart neither
+    // loses nor repeats a notification.
     "CREATE TABLE alerts (
         id INTEGER PRIMARY KEY,
         key TEXT NOT NULL,            -- town/family/subject, e.g. jingshan/reserve/water
