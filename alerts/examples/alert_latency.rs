@@ -1,6 +1,6 @@
-//! Alert latency benchmark (DESIGN.md §10): a reading that takes a town below its
-//! three-day target → the officer's email handed to SMTP; target p99 ≤ 1 s with
-//! `for = 0` and `group_wait = 0`.
+//! Alert latency benchmark (docs/design.md#performance-targets): a reading that takes a
+//! town below its three-day target → the officer's email handed to SMTP; target p99 ≤ 1 s
+//! with `for = 0` and `group_wait = 0`.
 //!
 //! A real Mosquitto and the real SMTP server (aiosmtpd, from testkit) run as processes;
 //! this process runs the pipeline as `tests/alerts/end_to_end.rs` wires it: `ingest::run`

@@ -1,6 +1,7 @@
 //! What the alert engine and its channels are told. Plain structs: the `server` crate
-//! parses `[alerts]`, `[smtp]`, `[sms]` and `[webhook]` (DESIGN.md §9) and converts;
-//! keys this crate has and the file does not yet name keep their defaults.
+//! parses `[alerts]`, `[smtp]`, `[sms]` and `[webhook]`
+//! (docs/design.md#cli-and-configuration) and converts; keys this crate has and the file
+//! does not yet name keep their defaults.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +12,7 @@ use chrono::FixedOffset;
 /// Beijing time: the zone the deployment this was built for reads its clocks in.
 const DEFAULT_UTC_OFFSET_S: i32 = 8 * 3600;
 
-/// The lifecycle timings of DESIGN.md §7 and how messages read.
+/// The lifecycle timings of docs/design.md#lifecycle and how messages read.
 #[derive(Debug, Clone)]
 pub struct AlertsConfig {
     /// One message per town per this window lists all of its problems: the first

@@ -161,7 +161,8 @@ pub struct Engine {
     silences: Vec<Silence>,
     /// Towns with notices waiting, and when their group is flushed.
     flush_at: BTreeMap<TownIdx, DateTime<Utc>>,
-    /// Write the `alert` series (DESIGN.md §6) to the InfluxDB queue with each change.
+    /// Write the `alert` series (docs/design.md#influxdb-series) to the InfluxDB queue
+    /// with each change.
     influx_series: bool,
     /// When every firing alert's series point was last written again.
     series_refreshed_at: Option<DateTime<Utc>>,
@@ -777,10 +778,11 @@ struct TownChange {
 }
 
 /// The `alert` lines of a town's change: for each (rule, severity) whose number of
-/// firing alerts changed, that number. The series has no subject tag (DESIGN.md §6),
-/// and a town can have two alerts of one rule (water and food below target), so
-/// `firing` counts them: the first resolving leaves `1i`, not a false `0i`. A rise in
-/// severity moves an alert from one series to the other: the old one drops.
+/// firing alerts changed, that number. The series has no subject tag
+/// (docs/design.md#influxdb-series), and a town can have two alerts of one rule (water
+/// and food below target), so `firing` counts them: the first resolving leaves `1i`, not
+/// a false `0i`. A rise in severity moves an alert from one series to the other: the old
+/// one drops.
 fn firing_series(
     registry: &Registry,
     town: TownIdx,

@@ -1,4 +1,5 @@
-//! Alert lifecycle, grouping, escalation and notification channels (DESIGN.md §7).
+//! Alert lifecycle, grouping, escalation and notification channels
+//! (docs/design.md#alerts).
 //!
 //! ```text
 //!  ingest ─(TownChanges)─► evaluator ────────► SQLite: alerts, outbox ──► delivery workers

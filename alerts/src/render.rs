@@ -1,6 +1,7 @@
 //! Messages in the contact's language (zh, en): email subject, text and HTML bodies,
 //! SMS text, webhook JSON. Every message names the town, the problem, days left
-//! against the target, since when, and how to acknowledge (DESIGN.md §7).
+//! against the target, since when, and how to acknowledge
+//! (docs/design.md#notifications-and-channels).
 //!
 //! Messages are rendered when they are enqueued, not when delivered, so a retry sends
 //! exactly what the first attempt would have, and the outbox shows what was said.

@@ -1,5 +1,5 @@
-//! The rules of DESIGN.md §7 as a pure function of the ledger: which problems a town
-//! has right now. No I/O and no memory beyond what the ledger keeps; the lifecycle
+//! The rules of docs/design.md#rules as a pure function of the ledger: which problems a
+//! town has right now. No I/O and no memory beyond what the ledger keeps; the lifecycle
 //! (pending, firing, resolved, who is told) is the engine's.
 //!
 //! Choices made here:
@@ -25,7 +25,7 @@ use reserve::ledger::{Link, Readiness};
 use reserve::registry::{FacilityIdx, TownIdx};
 use serde::{Deserialize, Serialize};
 
-/// Rule ids of DESIGN.md §7; API-stable.
+/// Rule ids of docs/design.md#rules; API-stable.
 #[derive(
     Debug,
     Clone,

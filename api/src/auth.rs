@@ -1,4 +1,4 @@
-//! Bearer-token authentication and roles (DESIGN.md §8).
+//! Bearer-token authentication and roles (docs/design.md#auth-and-privacy).
 //!
 //! Tokens come from the configuration (the `server` crate converts its config into an
 //! [`AuthConfig`]). A presented token is compared with every configured one in constant

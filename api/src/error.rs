@@ -1,6 +1,6 @@
 //! The API's one error type. Each variant has one HTTP status and one stable `code`; the
-//! body is always `{"error": {"code": "…", "message": "…"}}` (DESIGN.md §8), with
-//! `field` naming the offending field or query parameter when there is one.
+//! body is always `{"error": {"code": "…", "message": "…"}}`, with `field` naming the
+//! offending field or query parameter when there is one (docs/design.md#errors).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,5 @@
-//! HTTP API, OpenAPI, auth, metrics and the built-in wall board (DESIGN.md §8).
+//! HTTP API, OpenAPI, auth, metrics and the built-in wall board
+//! (docs/design.md#http-api).
 //!
 //! The API reads the live [`reserve::Ledger`] that ingest keeps (through the shared
 //! lock, held for microseconds and never across an `.await`) and its own connection to

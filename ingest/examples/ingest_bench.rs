@@ -1,5 +1,6 @@
-//! Ingest benchmark (DESIGN.md §10): readings/s through Mosquitto into the ledger and
-//! SQLite, beside what a bare subscriber drains from the same broker in the same run.
+//! Ingest benchmark (docs/design.md#performance-targets): readings/s through Mosquitto
+//! into the ledger and SQLite, beside what a bare subscriber drains from the same broker
+//! in the same run.
 //!
 //! Each round starts a subscriber (bare, or Stockpile's whole ingest path), then
 //! publishes `--messages` readings as fast as two publisher connections go, and times

@@ -1,6 +1,6 @@
 //! MQTT ingest: subscribe, decode, validate, apply to the ledger, commit to SQLite, and
-//! only then acknowledge (DESIGN.md §5, "accepted readings are durable before the
-//! PUBACK").
+//! only then acknowledge (docs/design.md#topics-and-sessions: a message is PUBACKed only
+//! after the transaction holding it committed).
 //!
 //! Three stages joined by bounded channels:
 //!
@@ -73,8 +73,8 @@ pub struct IngestConfig {
     /// replays the ones stored since the last save. Saving with every batch cost
     /// half the writer's time at high rates (BENCHMARKS.md).
     pub snapshot_every: Duration,
-    /// Subscribe town by town to these towns only (a shard, DESIGN.md §10); `None`
-    /// subscribes to every town with wildcards.
+    /// Subscribe town by town to these towns only (a shard,
+    /// docs/design.md#scale-out-by-town); `None` subscribes to every town with wildcards.
     pub towns: Option<Vec<String>>,
 }
 

@@ -91,8 +91,8 @@ pub fn restore_ledger(store: &mut Store, ledger: &mut Ledger) -> Result<Restored
 fn replay(ledger: &mut Ledger, stored: &StoredReading) -> Option<FacilityIdx> {
     let registry = std::sync::Arc::clone(ledger.registry());
     let facility = registry.facility_idx(stored.facility.as_str())?;
-    // The stored body is a §5 payload without `ts` and `seq` (store's `body` module):
-    // put them back and decode it as the wire would.
+    // The stored body is a payload (docs/design.md#payloads) without `ts` and `seq`
+    // (store's `body` module): put them back and decode it as the wire would.
     let serde_json::Value::Object(mut payload) = stored.body.clone() else {
         return None;
     };

@@ -2,9 +2,9 @@
 //! and every routed operation is documented.
 //!
 //! A router cannot list its routes, so the test asks it: each candidate path (the
-//! document's, plus every path DESIGN.md §8 names, built or not) is called with every
-//! method. The answer tells routed from not: `no_route` (no such path), 405 (path,
-//! but not this method), anything else (a handler answered, if only to refuse).
+//! document's, plus every path docs/design.md#http-api lists) is called with every
+//! method. The answer tells routed from not: `no_route` (no such path), 405 (path, but
+//! not this method), anything else (a handler answered, if only to refuse).
 
 use std::collections::BTreeSet;
 
@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::helpers::{ADMIN, AppOptions, spawn_app_with};
 
-/// Every path DESIGN.md §8 names (the app runs with every optional part, so all are
-/// routed).
+/// Every path docs/design.md#http-api lists (the app runs with every optional part, so
+/// all are routed).
 const DESIGN_PATHS: &[&str] = &[
     "/api/v1/overview",
     "/api/v1/towns",
