@@ -1,6 +1,7 @@
-//! Memory under bad input (DESIGN.md §11: bounded under any input, < 1 GiB with the demo
-//! registry). Runs the release binary on the demo registry against a real Mosquitto and
-//! sends, one phase after another, what a gateway credential in the wrong hands can:
+//! Memory under bad input (docs/design.md#performance-targets: bounded under any input,
+//! < 1 GiB with the demo registry). Runs the release binary on the demo registry against
+//! a real Mosquitto and sends, one phase after another, what a gateway credential in the
+//! wrong hands can:
 //! 1. 130 QoS 1 messages of 256 KiB arrays `[1,1,…]` (131,000 elements each);
 //! 2. the same 130 at QoS 0, as fast as the broker takes them;
 //! 3. 50 QoS 1 payloads of 4 MiB (over the size limit);

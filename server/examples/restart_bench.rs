@@ -1,5 +1,5 @@
-//! Start-up at scale (DESIGN.md §11: ready in ≤ 2 s after a clean stop and ≤ 5 s after
-//! `kill -9`, with 100,000 facilities and 10 M stored readings).
+//! Start-up at scale (docs/design.md#performance-targets: ready in ≤ 2 s after a clean
+//! stop and ≤ 5 s after `kill -9`, with 100,000 facilities and 10 M stored readings).
 //!
 //! Builds a synthetic deployment in a temp dir: a registry of `--facilities` warehouses
 //! (40 per town, CSV tables as real registries are), a SQLite store holding

@@ -1,4 +1,5 @@
-//! The command line (DESIGN.md §9): `stockpile check-config FILE`, `stockpile serve`.
+//! The command line (docs/design.md#cli-and-configuration):
+//! `stockpile check-config FILE`, `stockpile serve`.
 
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -86,8 +87,8 @@ pub fn stockpile_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Loads `file` as `check-config` does; the summary prints as DESIGN.md §9 shows, with
-/// the shard's share of the registry when there is a shard.
+/// Loads `file` as `check-config` does (docs/design.md#cli-and-configuration); the
+/// summary shows the shard's share of the registry when there is a shard.
 pub fn check_config(
     file: &Path,
     shard: Option<Shard>,

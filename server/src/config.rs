@@ -1,7 +1,7 @@
-//! The service's configuration (DESIGN.md §9): one TOML file whose sections are typed
-//! structs, every field overridable by a `STOCKPILE__SECTION__KEY` environment variable,
-//! secrets from the file or from files they name, and the registry the file names (or
-//! carries inline).
+//! The service's configuration (docs/design.md#cli-and-configuration): one TOML file
+//! whose sections are typed structs, every field overridable by a
+//! `STOCKPILE__SECTION__KEY` environment variable, secrets from the file or from files
+//! they name, and the registry the file names (or carries inline).
 //!
 //! Environment overrides patch the parsed document before it is deserialised, so a value
 //! from the environment goes through exactly the checks a value from the file does, and a
@@ -94,12 +94,13 @@ pub struct MqttConfig {
     /// Run the embedded broker on `url`'s port instead of connecting to one.
     pub embedded_broker: bool,
     /// `"i/N"`: run as instance `i` of `N`, with only the towns that hash to it
-    /// (DESIGN.md §10). `stockpile serve --shard` overrides it. `-shard-i-of-N` is
-    /// appended to `client_id`, so the instances' broker sessions stay apart.
+    /// (docs/design.md#scale-out-by-town). `stockpile serve --shard` overrides it.
+    /// `-shard-i-of-N` is appended to `client_id`, so the instances' broker sessions stay
+    /// apart.
     #[serde(deserialize_with = "shard")]
     pub shard: Option<Shard>,
     /// Most readings one message's array may carry; more is rejected whole as
-    /// `too_many_readings` (DESIGN.md §11). Bounds the work one message can cost.
+    /// `too_many_readings` (docs/design.md#limits). Bounds the work one message can cost.
     pub max_readings_per_message: usize,
     /// Largest reading payload in bytes; larger is rejected as `too_large` and cut to its
     /// head before it is queued.
@@ -147,8 +148,8 @@ impl MqttConfig {
 pub struct StoreConfig {
     /// After loading, relative paths are resolved against the config file's directory.
     pub path: PathBuf,
-    /// How long readings history is kept; older readings are rejected (DESIGN.md §5)
-    /// and pruned.
+    /// How long readings history is kept; older readings are rejected (`ts_too_old`) and
+    /// pruned (docs/design.md#retention).
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
     /// How long sent and failed notifications are kept after their last attempt.
@@ -313,7 +314,7 @@ pub struct SmsConfig {
     pub password_file: Option<PathBuf>,
 }
 
-/// `[alerts]`: the lifecycle timings of DESIGN.md §7.
+/// `[alerts]`: the lifecycle timings (docs/design.md#lifecycle).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {

@@ -120,8 +120,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     });
     // `[alerts] group_wait` keeps its 10 s although a shorter one would show messages
     // sooner: in the first seconds only some of a town's warehouses have reported, and
-    // the others count as empty until they do (DESIGN.md §4). Within 10 s every
-    // facility reports and those false alarms clear before anyone is told.
+    // the others count as empty until they do (docs/design.md#coverage-and-readiness).
+    // Within 10 s every facility reports and those false alarms clear before anyone is
+    // told.
     let store_path = config.store.path.clone();
     let loaded = Loaded {
         config,

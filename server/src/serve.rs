@@ -415,8 +415,9 @@ fn influx_endpoint(
     Ok(store::influx::InfluxEndpoint::new(influx.url.clone(), api))
 }
 
-/// With a shard (DESIGN.md §10): the registry narrowed to the shard's towns, and the
-/// config's client id made the instance's own. Without one, both unchanged.
+/// With a shard (docs/design.md#scale-out-by-town): the registry narrowed to the shard's
+/// towns, and the config's client id made the instance's own. Without one, both
+/// unchanged.
 fn shard_registry(config: &mut Config, registry: Registry) -> Registry {
     let Some(shard) = config.mqtt.shard else {
         return registry;

@@ -381,7 +381,8 @@ fn check_datasource(ds: &Value, file: &str, title: &str, what: &str, problems: &
     }
 }
 
-/// Wherever a panel shows days (`suffix: d`), the target of DESIGN.md is its threshold.
+/// Wherever a panel shows days (`suffix: d`), the target (`[target] days`,
+/// docs/design.md#registry) is its threshold.
 fn check_days_thresholds(panel: &Value, file: &str, problems: &mut Vec<String>) {
     let title = panel_title(panel);
     let defaults = &panel["fieldConfig"]["defaults"];

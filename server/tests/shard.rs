@@ -1,6 +1,7 @@
-//! Scale-out by town (DESIGN.md §10): two `stockpile serve --shard i/2` processes, one
-//! config file, one real Mosquitto. Each instance must show only its towns and store only
-//! their readings, and between them every reading must be stored exactly once.
+//! Scale-out by town (docs/design.md#scale-out-by-town): two
+//! `stockpile serve --shard i/2` processes, one config file, one real Mosquitto. Each
+//! instance must show only its towns and store only their readings, and between them
+//! every reading must be stored exactly once.
 
 mod common;
 

@@ -1,8 +1,8 @@
-//! The fault suite (DESIGN.md §10, issue 13): each fault made for real against the
-//! `stockpile serve` binary, a real Mosquitto with persistence, InfluxDB 1.6 and an
-//! SMTP server, while gateways publish at a steady rate and alerts fire; each ends
-//! with counts. Exits 1 if anything the broker acknowledged is missing from SQLite or
-//! InfluxDB, or any notification was delivered twice (or not at all).
+//! The fault suite (docs/design.md#performance-targets, issue 13): each fault made for
+//! real against the `stockpile serve` binary, a real Mosquitto with persistence, InfluxDB
+//! 1.6 and an SMTP server, while gateways publish at a steady rate and alerts fire; each
+//! ends with counts. Exits 1 if anything the broker acknowledged is missing from SQLite
+//! or InfluxDB, or any notification was delivered twice (or not at all).
 //!
 //! ```text
 //! scripts/faults            # the long form, release build (BENCHMARKS.md "Faults")
