@@ -451,10 +451,13 @@ fn warnings(log: &Log) -> Vec<String> {
         let Some(at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
             continue;
         };
-        let text = line[at..].trim().to_owned();
-        // Group by the message, not by its fields (ids, counts, times differ).
-        let message: String = text.split(": ").take(2).collect::<Vec<_>>().join(": ");
-        let message: String = message.chars().take(160).collect();
+        // Group by level, target and message, without the fields (`id=4 attempts=2`),
+        // which differ from line to line.
+        let message: Vec<&str> = line[at..]
+            .split_whitespace()
+            .take_while(|word| !word.contains('='))
+            .collect();
+        let message: String = message.join(" ").chars().take(160).collect();
         match seen.iter_mut().find(|(m, _)| *m == message) {
             Some((_, n)) => *n += 1,
             None => seen.push((message, 1)),
