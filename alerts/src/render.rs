@@ -7,6 +7,7 @@
 //! exactly what the first attempt would have, and the outbox shows what was said.
 
 use chrono::{DateTime, FixedOffset, Utc};
+use reserve::coverage::NotReady;
 use reserve::registry::Lang;
 use serde_json::json;
 
@@ -273,7 +274,7 @@ impl Renderer {
                 if resolved {
                     w.ready_again(kind, facility_name)
                 } else {
-                    let problems: Vec<&str> = problems.iter().map(|p| w.problem(p)).collect();
+                    let problems: Vec<&str> = problems.iter().map(|&p| w.problem(p)).collect();
                     w.not_ready(kind, facility_name, &problems.join(w.list_sep))
                 }
             }
@@ -791,24 +792,27 @@ impl Words {
         }
     }
 
-    fn problem<'a>(&self, id: &'a str) -> &'a str {
+    fn problem(&self, problem: NotReady) -> &'static str {
         let zh = self.zh();
-        match id {
-            "pump_fault" if zh => "水泵故障",
-            "pump_off" if zh => "水泵关闭",
-            "not_potable" if zh => "水质不可饮用",
-            "power_fault" if zh => "故障",
-            "maintenance" if zh => "检修中",
-            "low_fuel" if zh => "燃油不足目标天数",
-            "low_battery" if zh => "电池电量低",
-            "pump_fault" => "pump fault",
-            "pump_off" => "pump off",
-            "not_potable" => "water not potable",
-            "power_fault" => "fault",
-            "maintenance" => "in maintenance",
-            "low_fuel" => "fuel short of the target days",
-            "low_battery" => "battery low",
-            other => other,
+        match problem {
+            NotReady::PumpFault if zh => "水泵故障",
+            NotReady::PumpOff if zh => "水泵关闭",
+            NotReady::NotPotable if zh => "水质不可饮用",
+            NotReady::PowerFault if zh => "故障",
+            NotReady::Maintenance if zh => "检修中",
+            NotReady::LowFuel if zh => "燃油不足目标天数",
+            NotReady::LowBattery if zh => "电池电量低",
+            NotReady::PumpFault => "pump fault",
+            NotReady::PumpOff => "pump off",
+            NotReady::NotPotable => "water not potable",
+            NotReady::PowerFault => "fault",
+            NotReady::Maintenance => "in maintenance",
+            NotReady::LowFuel => "fuel short of the target days",
+            NotReady::LowBattery => "battery low",
+            // The rules leave these to the silent and offline alerts, so no readiness
+            // alert carries them; shown by their ids, as any unknown problem was.
+            NotReady::Silent => "silent",
+            NotReady::NeverReported => "never_reported",
         }
     }
 

@@ -146,8 +146,9 @@ pub enum Detail {
     Readiness {
         facility: String,
         facility_name: String,
-        /// [`NotReady`] ids, e.g. `low_fuel`, `pump_fault`.
-        problems: Vec<String>,
+        /// Why it is not ready (stored and shown by their ids, e.g. `low_fuel`); never
+        /// `silent` or `never_reported`, which the facility rules report.
+        problems: Vec<NotReady>,
         /// Power units: hours of fuel at the burn rate.
         runtime_h: Option<f64>,
     },
@@ -343,11 +344,11 @@ pub fn evaluate(
 }
 
 fn not_ready(ledger: &Ledger, town: TownIdx, rule: Rule, r: &Readiness) -> Option<Condition> {
-    let problems: Vec<String> = r
+    let problems: Vec<NotReady> = r
         .problems
         .iter()
+        .copied()
         .filter(|p| !matches!(p, NotReady::Silent | NotReady::NeverReported))
-        .map(|p| not_ready_id(*p).to_owned())
         .collect();
     if problems.is_empty() {
         return None;
@@ -367,21 +368,6 @@ fn not_ready(ledger: &Ledger, town: TownIdx, rule: Rule, r: &Readiness) -> Optio
             runtime_h: r.runtime_h,
         },
     })
-}
-
-/// The stable id of a readiness problem, as `reserve` serialises it.
-pub fn not_ready_id(problem: NotReady) -> &'static str {
-    match problem {
-        NotReady::NeverReported => "never_reported",
-        NotReady::Silent => "silent",
-        NotReady::PumpFault => "pump_fault",
-        NotReady::PumpOff => "pump_off",
-        NotReady::NotPotable => "not_potable",
-        NotReady::PowerFault => "power_fault",
-        NotReady::Maintenance => "maintenance",
-        NotReady::LowFuel => "low_fuel",
-        NotReady::LowBattery => "low_battery",
-    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,14 @@
 //! The copies make the wire contract explicit (the OpenAPI document lists their values)
 //! and keep it from changing by accident when `reserve` grows: a new domain variant
 //! fails to compile here until someone decides how the API shows it.
+//!
+//! Except `reserve::coverage::NotReady`, served as it is (schema `Problem`): its ids are
+//! already the stable ones that alert details store and messages translate, so a copy
+//! here would be a third list to keep in step.
 
 use chrono::{DateTime, Utc};
 use reserve::Ledger;
-use reserve::coverage::{Level, NotReady, TownStatus};
+use reserve::coverage::{Level, TownStatus};
 use reserve::ledger::Link;
 use reserve::reading::{PowerState, PumpState};
 use reserve::registry::{ClusterIdx, TownIdx};
@@ -75,37 +79,6 @@ impl From<Level> for LevelView {
             Level::Ok => LevelView::Ok,
             Level::Warning => LevelView::Warning,
             Level::Critical => LevelView::Critical,
-        }
-    }
-}
-
-/// Why a water point or power unit is not ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Problem {
-    NeverReported,
-    Silent,
-    PumpFault,
-    PumpOff,
-    NotPotable,
-    PowerFault,
-    Maintenance,
-    LowFuel,
-    LowBattery,
-}
-
-impl From<NotReady> for Problem {
-    fn from(p: NotReady) -> Problem {
-        match p {
-            NotReady::NeverReported => Problem::NeverReported,
-            NotReady::Silent => Problem::Silent,
-            NotReady::PumpFault => Problem::PumpFault,
-            NotReady::PumpOff => Problem::PumpOff,
-            NotReady::NotPotable => Problem::NotPotable,
-            NotReady::PowerFault => Problem::PowerFault,
-            NotReady::Maintenance => Problem::Maintenance,
-            NotReady::LowFuel => Problem::LowFuel,
-            NotReady::LowBattery => Problem::LowBattery,
         }
     }
 }

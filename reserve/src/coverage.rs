@@ -105,8 +105,15 @@ pub fn classify(days: f64, target: &Target, previous: Level) -> Level {
     }
 }
 
-/// Why a water point or power unit is not ready. Stable ids for the API and messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+// One type from the ledger to the officer and the API: the ids (serde's names) are
+// stable, since the API serves them, alert details keep them in SQLite and messages
+// translate them (`alerts::render`). The API documents this type itself, under the
+// schema name `Problem` it has always had; a derive behind the optional `openapi`
+// feature costs `reserve` nothing otherwise, where a mirror enum in `api` had to be
+// kept in step by hand. The doc line below is the schema's description.
+/// Why a water point or power unit is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Problem))]
 #[serde(rename_all = "snake_case")]
 pub enum NotReady {
     NeverReported,
@@ -461,6 +468,28 @@ mod tests {
         ];
         for (stock, target, rate, want) in cases {
             assert_eq!(hours_to_target(*stock, *target, *rate), *want);
+        }
+    }
+
+    #[test]
+    fn not_ready_ids_are_the_ones_the_api_and_stored_alerts_use() {
+        // The API serves these ids and alert details keep them in SQLite: a rename
+        // would break clients and the alerts stored before it.
+        let cases = [
+            (NotReady::NeverReported, "never_reported"),
+            (NotReady::Silent, "silent"),
+            (NotReady::PumpFault, "pump_fault"),
+            (NotReady::PumpOff, "pump_off"),
+            (NotReady::NotPotable, "not_potable"),
+            (NotReady::PowerFault, "power_fault"),
+            (NotReady::Maintenance, "maintenance"),
+            (NotReady::LowFuel, "low_fuel"),
+            (NotReady::LowBattery, "low_battery"),
+        ];
+        for (problem, id) in cases {
+            assert_eq!(serde_json::to_value(problem).unwrap(), id, "{problem:?}");
+            let back: NotReady = serde_json::from_value(id.into()).unwrap();
+            assert_eq!(back, problem, "{id}");
         }
     }
 }

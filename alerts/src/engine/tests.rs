@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone};
+use reserve::coverage::NotReady;
 use reserve::registry::{Source, load_registry};
 use store::{NotificationQuery, OutboxRow, StoreOptions};
 
@@ -256,7 +257,7 @@ fn power_not_ready() -> Condition {
         detail: Detail::Readiness {
             facility: "js-pu1".into(),
             facility_name: "景山发电机".into(),
-            problems: vec!["low_fuel".into()],
+            problems: vec![NotReady::LowFuel],
             runtime_h: Some(40.0),
         },
     }

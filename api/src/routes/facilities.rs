@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use reserve::coverage::NotReady;
 use reserve::ledger::Latest;
 use reserve::registry::{FacilityKind, FacilityKindName};
 use serde::Serialize;
@@ -11,7 +12,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, Entity, ErrorBody};
 use crate::extract::ApiPath;
-use crate::model::{LinkState, PowerMode, Problem, Pump};
+use crate::model::{LinkState, PowerMode, Pump};
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -62,7 +63,7 @@ pub struct FacilityDetail {
     pub link: Option<LinkView>,
     /// Water points and power units: ready or not, and why.
     pub ready: Option<bool>,
-    pub problems: Vec<Problem>,
+    pub problems: Vec<NotReady>,
     /// The latest observation: exactly one of `stock`, `water`, `power`, as on the wire.
     pub latest: Option<LatestView>,
 }
@@ -219,9 +220,7 @@ pub(super) async fn facility(
             since,
         }),
         ready: readiness.map(|r| r.ready),
-        problems: readiness
-            .map(|r| r.problems.iter().map(|&p| p.into()).collect())
-            .unwrap_or_default(),
+        problems: readiness.map(|r| r.problems.clone()).unwrap_or_default(),
         latest,
     }))
 }

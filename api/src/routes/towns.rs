@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
+use reserve::coverage::NotReady;
 use reserve::registry::TownIdx;
 use reserve::{Ledger, TownId};
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Entity, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::model::{LevelView, MAX_SHELTERED, Problem, Status, StatusCounts, TownSummary};
+use crate::model::{LevelView, MAX_SHELTERED, Status, StatusCounts, TownSummary};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -141,7 +142,7 @@ pub struct UnitReadiness {
     pub name: String,
     pub ready: bool,
     /// Why it is not ready; empty when ready.
-    pub problems: Vec<Problem>,
+    pub problems: Vec<NotReady>,
     /// Power units: hours of fuel at the burn rate.
     pub runtime_h: Option<f64>,
 }
@@ -155,7 +156,7 @@ impl TownDetail {
             facility: facility_id(&r.facility),
             name: registry.facility(r.facility).name.clone(),
             ready: r.ready,
-            problems: r.problems.iter().map(|&p| p.into()).collect(),
+            problems: r.problems.clone(),
             runtime_h: r.runtime_h,
         };
         TownDetail {
