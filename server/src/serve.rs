@@ -58,27 +58,36 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-impl Service {
-    /// Starts every part: embedded broker if configured, store, ledger rebuilt from it,
-    /// ingest, the HTTP API, the refresh timer. Fails before anything runs when a part
-    /// cannot start (port taken, store unreadable).
-    pub async fn start(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<Service> {
-        install_crypto_provider();
+/// How often the outbox counts the `ops` series reports are refreshed (the sink asks
+/// for them synchronously, so a task keeps a recent copy).
+const OPS_COUNTS_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything a service needs, built and checked, nothing running yet (zero2prod's
+/// build-then-run): a part that cannot start (port taken, store unreadable, bad
+/// InfluxDB settings) fails here, before any task is spawned.
+struct Parts {
+    shared: Shared,
+    alerts: alerts::Alerts,
+    maintenance: store::Maintenance,
+    ingest_config: IngestConfig,
+    /// The store ingest writes through, with the ledger already rebuilt from it.
+    ingest_store: Store,
+    api_state: api::AppState,
+    listener: tokio::net::TcpListener,
+    /// The InfluxDB sink's settings, when an `[influx]` section is configured.
+    influx: Option<store::influx::InfluxSinkConfig>,
+    store_path: std::path::PathBuf,
+}
+
+impl Parts {
+    async fn build(loaded: Loaded) -> anyhow::Result<Parts> {
         let Loaded {
             mut config,
             registry,
             registry_source,
         } = loaded;
         if config.mqtt.embedded_broker {
-            let broker = BrokerUrl::parse(&config.mqtt.url).context("mqtt.url")?;
-            let addr = format!("{}:{}", broker.host, broker.port)
-                .parse()
-                .context("mqtt.url: the embedded broker needs an IP address, e.g. 127.0.0.1")?;
-            crate::broker::start(addr)?;
-            tracing::warn!(
-                message = "Embedded MQTT broker started: it keeps messages in memory only, for trying Stockpile, not for production.",
-                %addr
-            );
+            start_embedded_broker(&config)?;
         }
         for warning in crate::cli::warnings(&config, &registry) {
             tracing::warn!(message = "The configuration leaves a gap.", %warning);
@@ -94,9 +103,9 @@ impl Service {
             facilities = registry.facilities.len()
         );
 
-        let mut store = open_store(&config)?;
+        let mut ingest_store = open_store(&config)?;
         let mut ledger = Ledger::new(Arc::clone(&registry));
-        let restored = ingest::restore_ledger(&mut store, &mut ledger)
+        let restored = ingest::restore_ledger(&mut ingest_store, &mut ledger)
             .with_context(|| format!("rebuild the ledger from {}", config.store.path.display()))?;
         tracing::info!(
             message = "Ledger rebuilt from the store.",
@@ -104,7 +113,6 @@ impl Service {
             replayed = restored.replayed,
             store = %config.store.path.display()
         );
-
         let alerts = alerts::Alerts::open(
             alerts_config(&config),
             Arc::clone(&registry),
@@ -133,112 +141,23 @@ impl Service {
             alerts: alerts.handle(),
             store_maintenance: maintenance.stats(),
         };
-        let alerts_handle = shared.alerts.clone();
-        let tracker = TaskTracker::new();
-        // A part that fails cancels everything; `failure` remembers why.
-        let failure: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
-        let fail = {
-            let failure = Arc::clone(&failure);
-            let shutdown = shutdown.clone();
-            move |error: anyhow::Error| {
-                tracing::error!(message = "A part of the service failed; stopping.", error = %format!("{error:#}"));
-                failure
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(error);
-                shutdown.cancel();
-            }
-        };
-
-        // Consumers subscribe before ingest starts, so they miss no change.
-        tracker.spawn({
-            let (ledger, changes) = (Arc::clone(&shared.ledger), shared.changes.subscribe());
-            let shutdown = shutdown.clone();
-            let fail = fail.clone();
-            async move {
-                if let Err(e) = alerts.run(ledger, changes, shutdown).await {
-                    fail(anyhow::Error::new(e).context("alerts"));
-                }
-            }
-        });
-        let history = match &config.influx {
+        let (influx, history) = match &config.influx {
             Some(influx) => {
                 let endpoint = influx_endpoint(influx)?;
-                let sink_changes = shared.changes.subscribe();
-                let metrics = Arc::clone(&shared.ingest_metrics);
-                let handle = alerts_handle.clone();
-                let ops_counts = Arc::new(std::sync::Mutex::new(alerts::Counts::default()));
-                // The ops series wants outbox counts; the sink asks synchronously, so a
-                // small task keeps a recent copy.
-                tracker.spawn({
-                    let ops_counts = Arc::clone(&ops_counts);
-                    let shutdown = shutdown.clone();
-                    async move {
-                        loop {
-                            if let Ok(c) = handle.counts().await {
-                                *ops_counts.lock().unwrap_or_else(|p| p.into_inner()) = c;
-                            }
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                            }
-                        }
-                    }
-                });
-                store::influx::Sink::start(
-                    store::influx::InfluxSinkConfig::new(
-                        endpoint.clone(),
-                        config.mqtt.client_id.clone(),
-                    ),
-                    &config.store.path,
-                    Arc::clone(&shared.ledger),
-                    move || {
-                        let c = Arc::clone(&sink_changes);
-                        async move { Some(c.changed().await) }
-                    },
-                    move || {
-                        let i = metrics.counts();
-                        let a = *ops_counts.lock().unwrap_or_else(|p| p.into_inner());
-                        store::influx::OpsCounts {
-                            received: i.received,
-                            accepted: i.accepted,
-                            rejected: i.rejected_total(),
-                            duplicates: i.duplicates,
-                            outbox_pending: a.notifications_pending,
-                            outbox_failed: a.notifications_failed,
-                            store_paused: u64::from(i.store_paused),
-                        }
-                    },
-                    &tracker,
-                    shutdown.clone(),
-                )
-                .context("start the InfluxDB sink")?;
-                store::history::HistorySource::Influx(
-                    store::history::InfluxHistory::new(&endpoint).context("influx history")?,
-                )
+                let history =
+                    store::history::InfluxHistory::new(&endpoint).context("influx history")?;
+                let sink =
+                    store::influx::InfluxSinkConfig::new(endpoint, config.mqtt.client_id.clone());
+                (Some(sink), store::history::HistorySource::Influx(history))
             }
-            None => store::history::HistorySource::Sqlite(Arc::new(std::sync::Mutex::new(
-                open_store(&config)?,
-            ))),
+            None => (
+                None,
+                store::history::HistorySource::Sqlite(Arc::new(std::sync::Mutex::new(open_store(
+                    &config,
+                )?))),
+            ),
         };
-
         let ingest_config = ingest_config(&config, &registry)?;
-        tracker.spawn({
-            let (ledger, metrics, changes) = (
-                Arc::clone(&shared.ledger),
-                Arc::clone(&shared.ingest_metrics),
-                Arc::clone(&shared.changes),
-            );
-            let shutdown = shutdown.clone();
-            let fail = fail.clone();
-            async move {
-                if let Err(e) =
-                    ingest::run(ingest_config, ledger, store, metrics, changes, shutdown).await
-                {
-                    fail(anyhow::Error::new(e).context("ingest"));
-                }
-            }
-        });
         let api_state = api::AppState::new(
             Arc::clone(&shared.ledger),
             open_store(&config)?,
@@ -246,36 +165,127 @@ impl Service {
             Arc::clone(&shared.changes),
             auth,
         )
-        .with_alerts(alerts_handle)
+        .with_alerts(shared.alerts.clone())
         .with_history(history);
         let listener = tokio::net::TcpListener::bind(&config.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
-        let api_addr = listener.local_addr()?;
-        tracing::info!(message = "HTTP API and wall board listening.", url = %format!("http://{api_addr}/"));
-        tracker.spawn({
-            let shutdown = shutdown.clone();
-            let fail = fail.clone();
-            async move {
-                if let Err(e) = api::serve(listener, api_state, shutdown).await {
-                    fail(anyhow::Error::new(e).context("http api"));
-                }
+        Ok(Parts {
+            shared,
+            alerts,
+            maintenance,
+            ingest_config,
+            ingest_store,
+            api_state,
+            listener,
+            influx,
+            store_path: config.store.path.clone(),
+        })
+    }
+}
+
+/// The tasks of a running service, and the one way a part's failure is reported.
+struct Running {
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// The first part that failed, and why; it cancelled everything.
+    failure: Arc<std::sync::Mutex<Option<anyhow::Error>>>,
+}
+
+impl Running {
+    /// Runs `part` as a tracked task; an error from it stops the whole service and
+    /// becomes the process's exit status (Stockpile must not die quietly).
+    fn spawn_part<E>(
+        &self,
+        name: &'static str,
+        part: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    ) where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let failure = Arc::clone(&self.failure);
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            if let Err(error) = part.await {
+                let error = anyhow::Error::new(error).context(name);
+                tracing::error!(message = "A part of the service failed; stopping.", error = %format!("{error:#}"));
+                failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(error);
+                shutdown.cancel();
             }
         });
-        maintenance.spawn(&tracker, shutdown.clone());
-        tracker.spawn(tick(
+    }
+}
+
+impl Service {
+    /// Builds every part (embedded broker if configured, store, ledger rebuilt from it,
+    /// alerting, maintenance, InfluxDB, the HTTP listener), then runs them all. Fails
+    /// before any task runs when a part cannot start (port taken, store unreadable).
+    pub async fn start(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<Service> {
+        install_crypto_provider();
+        let parts = Parts::build(loaded).await?;
+        let running = Running {
+            tracker: TaskTracker::new(),
+            shutdown,
+            failure: Arc::default(),
+        };
+        let Parts {
+            shared,
+            alerts,
+            maintenance,
+            ingest_config,
+            ingest_store,
+            api_state,
+            listener,
+            influx,
+            store_path,
+        } = parts;
+        // The sink checks its settings and opens its connection before it spawns
+        // anything: the last fallible step, so a failure leaves nothing running.
+        if let Some(sink) = influx {
+            start_sink(sink, &store_path, &shared, &running)?;
+        }
+        // Consumers subscribe before ingest starts, so they miss no change.
+        running.spawn_part(
+            "alerts",
+            alerts.run(
+                Arc::clone(&shared.ledger),
+                shared.changes.subscribe(),
+                running.shutdown.clone(),
+            ),
+        );
+        running.spawn_part(
+            "ingest",
+            ingest::run(
+                ingest_config,
+                Arc::clone(&shared.ledger),
+                ingest_store,
+                Arc::clone(&shared.ingest_metrics),
+                Arc::clone(&shared.changes),
+                running.shutdown.clone(),
+            ),
+        );
+        let api_addr = listener.local_addr()?;
+        tracing::info!(message = "HTTP API and wall board listening.", url = %format!("http://{api_addr}/"));
+        running.spawn_part(
+            "http api",
+            api::serve(listener, api_state, running.shutdown.clone()),
+        );
+        maintenance.spawn(&running.tracker, running.shutdown.clone());
+        running.tracker.spawn(tick(
             Arc::clone(&shared.ledger),
             Arc::clone(&shared.changes),
-            shutdown.clone(),
+            running.shutdown.clone(),
         ));
 
-        tracker.close();
+        running.tracker.close();
         Ok(Service {
             shared,
             api_addr,
-            tracker,
-            shutdown,
-            failure,
+            tracker: running.tracker,
+            shutdown: running.shutdown,
+            failure: running.failure,
         })
     }
 
@@ -511,4 +521,70 @@ pub fn cancel_on_signals(shutdown: CancellationToken) {
         }
         shutdown.cancel();
     });
+}
+
+fn start_embedded_broker(config: &Config) -> anyhow::Result<()> {
+    let broker = BrokerUrl::parse(&config.mqtt.url).context("mqtt.url")?;
+    let addr = format!("{}:{}", broker.host, broker.port)
+        .parse()
+        .context("mqtt.url: the embedded broker needs an IP address, e.g. 127.0.0.1")?;
+    crate::broker::start(addr)?;
+    tracing::warn!(
+        message = "Embedded MQTT broker started: it keeps messages in memory only, for trying Stockpile, not for production.",
+        %addr
+    );
+    Ok(())
+}
+
+/// Starts the InfluxDB sink with the `ops` counts it reports: ingest's counters and the
+/// outbox's, the latter kept fresh by a small task because the sink asks synchronously.
+fn start_sink(
+    sink: store::influx::InfluxSinkConfig,
+    store_path: &std::path::Path,
+    shared: &Shared,
+    running: &Running,
+) -> anyhow::Result<()> {
+    let ops_counts = Arc::new(std::sync::Mutex::new(alerts::Counts::default()));
+    let metrics = Arc::clone(&shared.ingest_metrics);
+    let sink_changes = shared.changes.subscribe();
+    let counts = Arc::clone(&ops_counts);
+    store::influx::Sink::start(
+        sink,
+        store_path,
+        Arc::clone(&shared.ledger),
+        move || {
+            let c = Arc::clone(&sink_changes);
+            async move { Some(c.changed().await) }
+        },
+        move || {
+            let i = metrics.counts();
+            let a = *counts.lock().unwrap_or_else(|p| p.into_inner());
+            store::influx::OpsCounts {
+                received: i.received,
+                accepted: i.accepted,
+                rejected: i.rejected_total(),
+                duplicates: i.duplicates,
+                outbox_pending: a.notifications_pending,
+                outbox_failed: a.notifications_failed,
+                store_paused: u64::from(i.store_paused),
+            }
+        },
+        &running.tracker,
+        running.shutdown.clone(),
+    )
+    .context("start the InfluxDB sink")?;
+    let handle = shared.alerts.clone();
+    let shutdown = running.shutdown.clone();
+    running.tracker.spawn(async move {
+        loop {
+            if let Ok(c) = handle.counts().await {
+                *ops_counts.lock().unwrap_or_else(|p| p.into_inner()) = c;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(OPS_COUNTS_EVERY) => {}
+            }
+        }
+    });
+    Ok(())
 }
