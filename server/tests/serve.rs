@@ -185,6 +185,35 @@ fn serve_exits_non_zero_when_the_store_cannot_be_opened() {
     assert!(stderr.contains("open the store"), "{stderr}");
 }
 
+#[test]
+fn serve_with_its_port_taken_exits_before_anything_runs() {
+    let broker = testkit::Mosquitto::start();
+    let deployment = Deployment::new(&broker.url());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = std::fs::read_to_string(deployment.config())
+        .unwrap()
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", taken.local_addr().unwrap()),
+        );
+    std::fs::write(deployment.config(), config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+        .args(["serve", "--config"])
+        .arg(deployment.config())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("api.listen: cannot listen on"), "{stderr}");
+    // Nothing ran: ingest never connected (so no broker session was made for it).
+    assert!(!stderr.contains("Connected to the broker"), "{stderr}");
+    assert!(
+        !broker.log().contains("stockpile-serve-test"),
+        "ingest reached the broker: {}",
+        broker.log()
+    );
+}
+
 /// The production path end to end: a reading below target published to Mosquitto
 /// becomes an email received by a real SMTP server, an alert in the API, and points in
 /// a real InfluxDB 1.6.
