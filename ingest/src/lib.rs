@@ -45,6 +45,8 @@ const DELIVERY_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// [`reserve::wire`]'s own limit, so an oversize reading is rejected with a reason and
 /// acknowledged instead of breaking the connection on every redelivery.
 const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
+/// How long a shutdown waits for the writer's last acks to reach the broker.
+const SHUTDOWN_ACKS: Duration = Duration::from_secs(2);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -185,12 +187,11 @@ pub async fn run(
     let options = broker::mqtt_options(&config)?;
     // The request channel carries acks and subscriptions; the acker task waits on it,
     // never the poll loop.
-    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let (client, eventloop) = AsyncClient::new(options, 1024);
     let generation = Arc::new(AtomicU64::new(0));
     let (delivery_tx, delivery_rx) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Delivery>();
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Delivery>();
 
-    let budget = Arc::new(tokio::sync::Semaphore::new(DELIVERY_QUEUE_BYTES));
     let writer = writer::Writer::new(
         config.clone(),
         ledger,
@@ -204,132 +205,75 @@ pub async fn run(
         .name("ingest-writer".into())
         .spawn(move || writer.run(runtime, delivery_rx, ack_tx))
         .map_err(|e| IngestError::Writer(e.to_string()))?;
+    let acker = spawn_acker(client.clone(), Arc::clone(&generation), ack_rx);
 
-    // Unbounded is safe here: acks are bounded by the deliveries the broker lets us
-    // hold unacknowledged (its inflight window).
-    let acker = {
-        let client = client.clone();
-        let generation = Arc::clone(&generation);
-        tokio::spawn(async move {
-            while let Some(d) = ack_rx.recv().await {
-                if d.generation != generation.load(Ordering::Acquire) {
-                    continue; // the broker redelivers it on the new connection
-                }
-                if client.ack(&d.publish).await.is_err() {
-                    break; // event loop gone: shutting down
-                }
-            }
-        })
+    let mut subscriber = Subscriber {
+        subscription: Subscription::new(config.towns.as_deref()),
+        queue: DeliveryQueue {
+            max_payload_bytes: config.max_payload_bytes,
+            generation: Arc::clone(&generation),
+            metrics: Arc::clone(&metrics),
+            budget: Arc::new(tokio::sync::Semaphore::new(DELIVERY_QUEUE_BYTES)),
+            deliveries: delivery_tx,
+        },
+        config,
+        client,
+        eventloop,
+        generation,
+        metrics,
+        backoff: BACKOFF_MIN,
     };
-
-    let mut backoff = BACKOFF_MIN;
-    let mut writer_failed = false;
-    let mut subscription = Subscription::new(config.towns.as_deref());
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            event = eventloop.poll() => event,
-        };
-        match event {
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                let g = generation.fetch_add(1, Ordering::AcqRel) + 1;
-                backoff = BACKOFF_MIN;
-                tracing::info!(
-                    message = "Connected to the broker.",
-                    broker = %config.broker,
-                    session_present = ack.session_present,
-                    generation = g
-                );
-                subscription.restart(ack.session_present);
-                subscription.send(&client);
-                if subscription.complete() {
-                    // Nothing to subscribe to: a shard without towns.
-                    metrics.set_connected(true);
-                }
-            }
-            Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                metrics.received();
-                let generation = generation.load(Ordering::Acquire);
-                // Backpressure: when the writer is behind (in messages or in bytes) we
-                // stop reading the socket.
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    sent = async {
-                        let delivery =
-                            Delivery::admit(publish, generation, config.max_payload_bytes, &budget)
-                                .await?;
-                        delivery_tx.send(delivery).await.ok()
-                    } => if sent.is_none() {
-                        writer_failed = true;
-                        break;
-                    },
-                }
-            }
-            Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                // Connected means subscribed: until the broker grants the filters, a
-                // first-time session has no subscription and readings published now
-                // would not be kept for us (readiness and tests wait on this).
-                let granted = ack
-                    .return_codes
-                    .iter()
-                    .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
-                if !granted {
-                    tracing::error!(
-                        message = "The broker refused a subscription; check the service user's ACL.",
-                        return_codes = ?ack.return_codes
-                    );
-                }
-                if subscription.acknowledged(granted) {
-                    metrics.set_connected(true);
-                    tracing::info!(
-                        message = "Subscribed.",
-                        filters = subscription.filters(),
-                        packets = subscription.packets.len()
-                    );
-                }
-            }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(_))) => {
-                subscription.written();
-                subscription.send(&client);
-            }
-            // Any event may have made room in the client's request queue.
-            Ok(_) => subscription.send(&client),
-            Err(error) => {
-                metrics.set_connected(false);
-                // Acks for this connection's deliveries must never reach the next one: on
-                // a new session (the broker lost ours) a packet id can name a different
-                // message, which would be acknowledged before it is committed. rumqttc
-                // drops the PubAcks in its request queue when the connection fails, but
-                // the acker may still queue one before it sees the new generation (set at
-                // CONNACK). So: a new generation now, then drop again whatever slipped in.
-                generation.fetch_add(1, Ordering::AcqRel);
-                eventloop.clean();
-                tracing::warn!(
-                    message = "Broker connection lost; reconnecting.",
-                    broker = %config.broker,
-                    %error,
-                    retry_in_ms = backoff.as_millis() as u64
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
-    metrics.set_connected(false);
+    let stopped = subscriber.run(&shutdown).await;
+    subscriber.metrics.set_connected(false);
+    let Subscriber {
+        client,
+        eventloop,
+        queue,
+        ..
+    } = subscriber;
     // Stop the writer: it drains what is queued, commits, and exits.
-    drop(delivery_tx);
+    drop(queue);
     let writer_result = tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .map_err(|e| IngestError::Writer(e.to_string()))?
         .map_err(|_| IngestError::Writer("writer thread panicked".into()))?;
-    // Let the acker hand over the writer's last acks while we keep polling, so they
-    // reach the broker; then disconnect politely. Bounded: shutdown must not hang on a
-    // dead broker (what is not acknowledged is redelivered and deduplicated).
-    let mut acker = acker;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    hand_over_last_acks(client, eventloop, acker).await;
+    writer_result?;
+    match stopped {
+        Stopped::Shutdown => Ok(()),
+        Stopped::WriterGone => Err(IngestError::Writer("writer stopped".into())),
+    }
+}
+
+/// Acks committed deliveries, in the order the writer hands them over. Unbounded is
+/// safe here: acks are bounded by the deliveries the broker lets us hold
+/// unacknowledged (its inflight window).
+fn spawn_acker(
+    client: AsyncClient,
+    generation: Arc<AtomicU64>,
+    mut acks: mpsc::UnboundedReceiver<Delivery>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(d) = acks.recv().await {
+            if d.generation != generation.load(Ordering::Acquire) {
+                continue; // the broker redelivers it on the new connection
+            }
+            if client.ack(&d.publish).await.is_err() {
+                break; // event loop gone: shutting down
+            }
+        }
+    })
+}
+
+/// Lets the acker hand over the writer's last acks while we keep polling, so they
+/// reach the broker; then disconnects politely. Bounded: shutdown must not hang on a
+/// dead broker (what is not acknowledged is redelivered and deduplicated).
+async fn hand_over_last_acks(
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    mut acker: tokio::task::JoinHandle<()>,
+) {
+    let _ = tokio::time::timeout(SHUTDOWN_ACKS, async {
         loop {
             tokio::select! {
                 _ = &mut acker => break,
@@ -346,11 +290,151 @@ pub async fn run(
     })
     .await;
     acker.abort();
-    writer_result?;
-    if writer_failed {
-        return Err(IngestError::Writer("writer stopped".into()));
+}
+
+/// Why the poll loop stopped.
+enum Stopped {
+    Shutdown,
+    /// The writer dropped its end of the queue: it failed (its error says why).
+    WriterGone,
+}
+
+/// The rumqttc poll loop: connects, subscribes, and queues each publish for the writer.
+/// It never awaits a client call (rumqttc's request queue is drained only by polling).
+struct Subscriber {
+    config: IngestConfig,
+    client: AsyncClient,
+    eventloop: rumqttc::EventLoop,
+    /// The connection's number: acks carry the one their delivery arrived on.
+    generation: Arc<AtomicU64>,
+    metrics: Arc<IngestMetrics>,
+    queue: DeliveryQueue,
+    subscription: Subscription,
+    backoff: Duration,
+}
+
+/// The writer's end of the delivery queue, bounded in messages and in payload bytes.
+/// Apart from the subscriber so that waiting for room borrows only this (it is `Sync`;
+/// rumqttc's event loop is not).
+struct DeliveryQueue {
+    max_payload_bytes: usize,
+    generation: Arc<AtomicU64>,
+    metrics: Arc<IngestMetrics>,
+    /// [`DELIVERY_QUEUE_BYTES`] of payload in flight, shared with the writer and acker.
+    budget: Arc<tokio::sync::Semaphore>,
+    deliveries: mpsc::Sender<Delivery>,
+}
+
+impl DeliveryQueue {
+    /// Hands a publish to the writer, waiting for room; false when the writer is gone.
+    async fn push(&self, publish: Publish) -> bool {
+        self.metrics.received();
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(delivery) =
+            Delivery::admit(publish, generation, self.max_payload_bytes, &self.budget).await
+        else {
+            return false;
+        };
+        self.deliveries.send(delivery).await.is_ok()
     }
-    Ok(())
+}
+
+impl Subscriber {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Stopped {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return Stopped::Shutdown,
+                event = self.eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => self.connected(&ack),
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    // Backpressure: when the writer is behind (in messages or in bytes)
+                    // we stop reading the socket.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Stopped::Shutdown,
+                        queued = self.queue.push(publish) => if !queued {
+                            return Stopped::WriterGone;
+                        },
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => self.subscribed(&ack),
+                Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(_))) => {
+                    self.subscription.written();
+                    self.subscription.send(&self.client);
+                }
+                // Any event may have made room in the client's request queue.
+                Ok(_) => self.subscription.send(&self.client),
+                Err(error) => {
+                    self.disconnected(&error);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Stopped::Shutdown,
+                        _ = tokio::time::sleep(self.backoff) => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn connected(&mut self, ack: &rumqttc::ConnAck) {
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.backoff = BACKOFF_MIN;
+        tracing::info!(
+            message = "Connected to the broker.",
+            broker = %self.config.broker,
+            session_present = ack.session_present,
+            generation = g
+        );
+        self.subscription.restart(ack.session_present);
+        self.subscription.send(&self.client);
+        if self.subscription.complete() {
+            // Nothing to subscribe to: a shard without towns.
+            self.metrics.set_connected(true);
+        }
+    }
+
+    fn subscribed(&mut self, ack: &rumqttc::SubAck) {
+        // Connected means subscribed: until the broker grants the filters, a first-time
+        // session has no subscription and readings published now would not be kept for
+        // us (readiness and tests wait on this).
+        let granted = ack
+            .return_codes
+            .iter()
+            .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+        if !granted {
+            tracing::error!(
+                message = "The broker refused a subscription; check the service user's ACL.",
+                return_codes = ?ack.return_codes
+            );
+        }
+        if self.subscription.acknowledged(granted) {
+            self.metrics.set_connected(true);
+            tracing::info!(
+                message = "Subscribed.",
+                filters = self.subscription.filters(),
+                packets = self.subscription.packets.len()
+            );
+        }
+    }
+
+    fn disconnected(&mut self, error: &rumqttc::ConnectionError) {
+        self.metrics.set_connected(false);
+        // Acks for this connection's deliveries must never reach the next one: on a new
+        // session (the broker lost ours) a packet id can name a different message, which
+        // would be acknowledged before it is committed. rumqttc drops the PubAcks in its
+        // request queue when the connection fails, but the acker may still queue one
+        // before it sees the new generation (set at CONNACK). So: a new generation now,
+        // then drop again whatever slipped in.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.eventloop.clean();
+        tracing::warn!(
+            message = "Broker connection lost; reconnecting.",
+            broker = %self.config.broker,
+            %error,
+            retry_in_ms = self.backoff.as_millis() as u64
+        );
+    }
 }
 
 /// Most filters in one SUBSCRIBE packet. Brokers cap a packet's size (EMQX at 1 MiB by
