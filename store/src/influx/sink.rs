@@ -41,6 +41,10 @@ use crate::{Store, StoreError, StoreOptions};
 /// First wait after a failed write; doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Backoff while the SQLite store fails under the queue: short, since the store
+/// usually recovers in seconds (a lock released, space freed).
+const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How often an empty queue is looked at again.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Change notifications are taken at most this often: a busy ingest changes towns
@@ -358,22 +362,12 @@ impl Writer {
                     failures = 0;
                     backoff = BACKOFF_MIN;
                     self.metrics.dropped_malformed.fetch_add(dropped, Relaxed);
-                    let deleted =
-                        with_store(&self.store, move |s| s.influx_queue_delete_through(last_id))
-                            .await;
-                    match deleted {
-                        Ok(_) => {
-                            self.metrics
-                                .written_lines
-                                .fetch_add(lines.len() as u64 - dropped, Relaxed);
-                        }
-                        // The batch stays queued and is sent again: InfluxDB overwrites
-                        // the same points, nothing is doubled.
-                        Err(error) => tracing::error!(
-                            message = "Cannot delete written lines from the InfluxDB queue; they will be sent again.",
-                            %error,
-                        ),
+                    if !self.delete_written(last_id, &shutdown).await {
+                        break;
                     }
+                    self.metrics
+                        .written_lines
+                        .fetch_add(lines.len() as u64 - dropped, Relaxed);
                 }
                 Err(error) => {
                     failures += 1;
@@ -392,6 +386,39 @@ impl Writer {
             }
         }
         tracing::info!(message = "InfluxDB sink writer stopped.");
+    }
+
+    /// Deletes the written batch from the queue, waiting out a store that fails (locked
+    /// by another process, disk full): the delete is retried, not the write, so
+    /// InfluxDB is not sent the same batch in a tight loop, and the log says it once.
+    /// False when shutdown came first (the batch stays queued and is sent again at the
+    /// next start; InfluxDB overwrites the same points, nothing is doubled).
+    async fn delete_written(&self, last_id: i64, shutdown: &CancellationToken) -> bool {
+        let mut backoff = STORE_RETRY_MIN;
+        let mut failing = false;
+        loop {
+            match with_store(&self.store, move |s| s.influx_queue_delete_through(last_id)).await {
+                Ok(_) => {
+                    if failing {
+                        tracing::info!(message = "The InfluxDB queue is writable again.");
+                    }
+                    return true;
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::error!(
+                            message = "Cannot delete written lines from the InfluxDB queue; retrying until the store answers.",
+                            %error,
+                        );
+                        failing = true;
+                    }
+                    if !sleep_or_stop(backoff, shutdown).await {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(STORE_RETRY_MAX);
+                }
+            }
+        }
     }
 }
 
