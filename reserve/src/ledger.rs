@@ -443,21 +443,9 @@ impl Ledger {
     }
 
     fn compute(&self, town_idx: TownIdx, now: DateTime<Utc>) -> TownFigures {
-        let registry = &*self.registry;
-        let town = registry.town(town_idx);
+        let town = self.registry.town(town_idx);
         let state = &self.towns[town_idx.index()];
-        let town_target = registry.town_target(town_idx);
-
-        let mut silent = Vec::new();
-        let mut never_reported = Vec::new();
-        for &f in &town.facilities {
-            let fs = &self.facilities[f.index()];
-            if fs.latest.is_none() {
-                never_reported.push(f);
-            } else if fs.is_silent(registry.facility(f).stale_after, now) {
-                silent.push(f);
-            }
-        }
+        let (silent, never_reported) = self.unheard(town_idx, now);
         if never_reported.len() == town.facilities.len() {
             let mut figures = TownFigures::unknown(town_idx, town.population);
             figures.sheltered = state.sheltered;
@@ -465,177 +453,24 @@ impl Ledger {
             figures.computed_at = Some(now);
             return figures;
         }
-        let unverified = |f: &FacilityIdx| silent.contains(f) || never_reported.contains(f);
-
-        // Stock, consumption and verification per category, summed over facilities.
-        let n = registry.categories.len();
-        let mut stock = vec![0.0; n];
-        let mut consumption = vec![None::<f64>; n];
-        let mut verified = vec![true; n];
-        let mut add_rate = |c: usize, rate: Option<f64>| {
-            if let Some(r) = rate {
-                consumption[c] = Some(consumption[c].unwrap_or(0.0) + r);
-            }
-        };
-        let mut water_points = Vec::new();
-        let mut power_units = Vec::new();
-        for &f in &town.facilities {
-            let facility = registry.facility(f);
-            let fs = &self.facilities[f.index()];
-            let is_silent = silent.contains(&f);
-            match (&facility.kind, &fs.latest) {
-                (FacilityKind::Warehouse, latest) => {
-                    if let Some(Latest::Stock(lines)) = latest {
-                        for line in lines {
-                            stock[line.category.index()] += line.quantity;
-                            add_rate(line.category.index(), line.drawdown.rate_per_h());
-                        }
-                    }
-                    if unverified(&f) {
-                        verified.iter_mut().for_each(|v| *v = false);
-                    }
-                }
-                (FacilityKind::WaterPoint { .. }, latest) => {
-                    let water = registry.water_category.map(|c| c.index());
-                    let readiness = match latest {
-                        Some(Latest::Water { obs, drawdown }) => {
-                            if let Some(c) = water {
-                                // Only potable stored water is drinking water.
-                                if obs.potable {
-                                    stock[c] += obs.level_l;
-                                    add_rate(c, drawdown.rate_per_h());
-                                }
-                            }
-                            let problems = coverage::water_point_problems(obs, is_silent);
-                            Readiness {
-                                facility: f,
-                                ready: problems.is_empty(),
-                                problems,
-                                runtime_h: None,
-                            }
-                        }
-                        _ => Readiness {
-                            facility: f,
-                            ready: false,
-                            problems: vec![NotReady::NeverReported],
-                            runtime_h: None,
-                        },
-                    };
-                    if let (Some(c), true) = (water, unverified(&f)) {
-                        verified[c] = false;
-                    }
-                    water_points.push(readiness);
-                }
-                (
-                    FacilityKind::PowerUnit {
-                        burn_l_per_h,
-                        min_battery_pct,
-                        ..
-                    },
-                    latest,
-                ) => {
-                    power_units.push(match latest {
-                        Some(Latest::Power(obs)) => {
-                            let problems = coverage::power_unit_problems(
-                                obs,
-                                *burn_l_per_h,
-                                *min_battery_pct,
-                                town_target.days,
-                                is_silent,
-                            );
-                            Readiness {
-                                facility: f,
-                                ready: problems.is_empty(),
-                                problems,
-                                runtime_h: Some(coverage::runtime_h(
-                                    obs.fuel_l,
-                                    obs.burn_l_per_h.unwrap_or(*burn_l_per_h),
-                                )),
-                            }
-                        }
-                        _ => Readiness {
-                            facility: f,
-                            ready: false,
-                            problems: vec![NotReady::NeverReported],
-                            runtime_h: None,
-                        },
-                    });
-                }
-            }
-        }
-
-        let mut categories = Vec::with_capacity(n);
-        let mut worst: Option<(f64, CategoryIdx)> = None;
-        for c in registry.category_indices() {
-            let category = registry.category(c);
-            let target: Target = registry.target_for(town_idx, c);
-            let people = people_in_group(
-                &category.group,
-                town.population,
-                &town.groups,
-                state.sheltered,
-            );
-            let need_per_day = people * category.daily_need;
-            let stock = stock[c.index()];
-            let days = days_of_supply(stock, need_per_day);
-            let level = match days {
-                Some(d) => classify(d, &target, state.levels[c.index()]),
-                None => Level::Ok,
-            };
-            if let Some(d) = days
-                && worst.is_none_or(|(w, _)| d < w)
-            {
-                worst = Some((d, c));
-            }
-            let consumption_per_h = consumption[c.index()];
-            let hours_to_target = match (days, consumption_per_h) {
-                (Some(_), Some(rate)) => {
-                    coverage::hours_to_target(stock, target.days * need_per_day, rate)
-                }
-                _ => None,
-            };
-            categories.push(CategoryCoverage {
-                category: c,
-                stock,
-                need_per_day,
-                days,
-                target_days: target.days,
-                warn_days: target.warn_days,
-                level,
-                verified: verified[c.index()],
-                consumption_per_h,
-                hours_to_target,
-            });
-        }
-
-        let power_days = if power_units.is_empty() {
-            None
-        } else {
-            power_units
-                .iter()
-                .map(|u| match (u.ready, u.runtime_h) {
-                    (true, Some(h)) => h / 24.0,
-                    _ => 0.0,
-                })
-                .reduce(f64::min)
-        };
-
-        let all_verified = silent.is_empty() && never_reported.is_empty();
-        let worst_level = categories
+        let holdings = self.holdings(town_idx, &silent, &never_reported);
+        let categories: Vec<CategoryCoverage> = self
+            .registry
+            .category_indices()
+            .map(|c| self.category_coverage(town_idx, c, &holdings))
+            .collect();
+        let worst = categories
             .iter()
-            .map(|c| c.level)
-            .max()
-            .unwrap_or(Level::Ok);
-        let readiness_problem =
-            power_units.iter().any(|u| !u.ready) || water_points.iter().any(|w| !w.ready);
-        // Below target in any category is critical; near it, a unit or water point not
-        // ready, or figures we cannot vouch for are a warning.
-        let status = match worst_level {
-            Level::Critical => TownStatus::Critical,
-            Level::Warning => TownStatus::Warning,
-            Level::Ok if readiness_problem || !all_verified => TownStatus::Warning,
-            Level::Ok => TownStatus::Ok,
-        };
+            .filter_map(|c| Some((c.days?, c.category)))
+            .fold(None, |worst: Option<(f64, CategoryIdx)>, (d, c)| {
+                if worst.is_none_or(|(w, _)| d < w) {
+                    Some((d, c))
+                } else {
+                    worst
+                }
+            });
+        let all_verified = silent.is_empty() && never_reported.is_empty();
+        let status = town_status(&categories, &holdings, all_verified);
         TownFigures {
             town: town_idx,
             status,
@@ -645,12 +480,225 @@ impl Ledger {
             population: town.population,
             sheltered: state.sheltered,
             categories,
-            power_days,
-            power_units,
-            water_points,
+            power_days: power_days(&holdings.power_units),
+            power_units: holdings.power_units,
+            water_points: holdings.water_points,
             silent,
             never_reported,
             computed_at: Some(now),
         }
+    }
+
+    /// The town's facilities that are silent now, and those that never reported.
+    fn unheard(&self, town: TownIdx, now: DateTime<Utc>) -> (Vec<FacilityIdx>, Vec<FacilityIdx>) {
+        let mut silent = Vec::new();
+        let mut never_reported = Vec::new();
+        for &f in &self.registry.town(town).facilities {
+            let fs = &self.facilities[f.index()];
+            if fs.latest.is_none() {
+                never_reported.push(f);
+            } else if fs.is_silent(self.registry.facility(f).stale_after, now) {
+                silent.push(f);
+            }
+        }
+        (silent, never_reported)
+    }
+
+    /// What the town's facilities hold and how ready its units are: stock, consumption
+    /// and verification summed per category, readiness per water point and power unit.
+    fn holdings(
+        &self,
+        town_idx: TownIdx,
+        silent: &[FacilityIdx],
+        never_reported: &[FacilityIdx],
+    ) -> Holdings {
+        let registry = &*self.registry;
+        let n = registry.categories.len();
+        let mut h = Holdings {
+            stock: vec![0.0; n],
+            consumption: vec![None; n],
+            verified: vec![true; n],
+            water_points: Vec::new(),
+            power_units: Vec::new(),
+        };
+        let target_days = registry.town_target(town_idx).days;
+        for &f in &registry.town(town_idx).facilities {
+            let unverified = silent.contains(&f) || never_reported.contains(&f);
+            let is_silent = silent.contains(&f);
+            let latest = &self.facilities[f.index()].latest;
+            match &registry.facility(f).kind {
+                FacilityKind::Warehouse => {
+                    if let Some(Latest::Stock(lines)) = latest {
+                        for line in lines {
+                            h.add(
+                                line.category.index(),
+                                line.quantity,
+                                line.drawdown.rate_per_h(),
+                            );
+                        }
+                    }
+                    if unverified {
+                        h.verified.iter_mut().for_each(|v| *v = false);
+                    }
+                }
+                FacilityKind::WaterPoint { .. } => {
+                    let water = registry.water_category.map(|c| c.index());
+                    let readiness = match latest {
+                        Some(Latest::Water { obs, drawdown }) => {
+                            // Only potable stored water is drinking water.
+                            if let (Some(c), true) = (water, obs.potable) {
+                                h.add(c, obs.level_l, drawdown.rate_per_h());
+                            }
+                            let problems = coverage::water_point_problems(obs, is_silent);
+                            Readiness {
+                                facility: f,
+                                ready: problems.is_empty(),
+                                problems,
+                                runtime_h: None,
+                            }
+                        }
+                        _ => Readiness::never_reported(f),
+                    };
+                    if let (Some(c), true) = (water, unverified) {
+                        h.verified[c] = false;
+                    }
+                    h.water_points.push(readiness);
+                }
+                FacilityKind::PowerUnit {
+                    burn_l_per_h,
+                    min_battery_pct,
+                    ..
+                } => h.power_units.push(match latest {
+                    Some(Latest::Power(obs)) => {
+                        let problems = coverage::power_unit_problems(
+                            obs,
+                            *burn_l_per_h,
+                            *min_battery_pct,
+                            target_days,
+                            is_silent,
+                        );
+                        Readiness {
+                            facility: f,
+                            ready: problems.is_empty(),
+                            problems,
+                            runtime_h: Some(coverage::runtime_h(
+                                obs.fuel_l,
+                                obs.burn_l_per_h.unwrap_or(*burn_l_per_h),
+                            )),
+                        }
+                    }
+                    _ => Readiness::never_reported(f),
+                }),
+            }
+        }
+        h
+    }
+
+    /// One category's coverage in a town from what its facilities hold.
+    fn category_coverage(
+        &self,
+        town_idx: TownIdx,
+        c: CategoryIdx,
+        holdings: &Holdings,
+    ) -> CategoryCoverage {
+        let registry = &*self.registry;
+        let town = registry.town(town_idx);
+        let state = &self.towns[town_idx.index()];
+        let category = registry.category(c);
+        let target: Target = registry.target_for(town_idx, c);
+        let people = people_in_group(
+            &category.group,
+            town.population,
+            &town.groups,
+            state.sheltered,
+        );
+        let need_per_day = people * category.daily_need;
+        let stock = holdings.stock[c.index()];
+        let days = days_of_supply(stock, need_per_day);
+        let level = match days {
+            Some(d) => classify(d, &target, state.levels[c.index()]),
+            None => Level::Ok,
+        };
+        let consumption_per_h = holdings.consumption[c.index()];
+        let hours_to_target = match (days, consumption_per_h) {
+            (Some(_), Some(rate)) => {
+                coverage::hours_to_target(stock, target.days * need_per_day, rate)
+            }
+            _ => None,
+        };
+        CategoryCoverage {
+            category: c,
+            stock,
+            need_per_day,
+            days,
+            target_days: target.days,
+            warn_days: target.warn_days,
+            level,
+            verified: holdings.verified[c.index()],
+            consumption_per_h,
+            hours_to_target,
+        }
+    }
+}
+
+/// What a town's facilities hold, per category (indexed by category), and the
+/// readiness of its water points and power units: the inputs of its figures.
+struct Holdings {
+    stock: Vec<f64>,
+    /// Summed drawdown rates; `None` while no facility of the category has one.
+    consumption: Vec<Option<f64>>,
+    /// False when a facility contributing to the category is silent or never reported.
+    verified: Vec<bool>,
+    water_points: Vec<Readiness>,
+    power_units: Vec<Readiness>,
+}
+
+impl Holdings {
+    fn add(&mut self, category: usize, quantity: f64, rate_per_h: Option<f64>) {
+        self.stock[category] += quantity;
+        if let Some(r) = rate_per_h {
+            self.consumption[category] = Some(self.consumption[category].unwrap_or(0.0) + r);
+        }
+    }
+}
+
+impl Readiness {
+    fn never_reported(facility: FacilityIdx) -> Readiness {
+        Readiness {
+            facility,
+            ready: false,
+            problems: vec![NotReady::NeverReported],
+            runtime_h: None,
+        }
+    }
+}
+
+/// Min over the town's power units of runtime in days, a unit not ready counting as 0;
+/// `None` for a town without power units.
+fn power_days(power_units: &[Readiness]) -> Option<f64> {
+    power_units
+        .iter()
+        .map(|u| match (u.ready, u.runtime_h) {
+            (true, Some(h)) => h / 24.0,
+            _ => 0.0,
+        })
+        .reduce(f64::min)
+}
+
+/// Below target in any category is critical; near it, a unit or water point not ready,
+/// or figures we cannot vouch for are a warning.
+fn town_status(categories: &[CategoryCoverage], holdings: &Holdings, verified: bool) -> TownStatus {
+    let worst_level = categories
+        .iter()
+        .map(|c| c.level)
+        .max()
+        .unwrap_or(Level::Ok);
+    let readiness_problem = holdings.power_units.iter().any(|u| !u.ready)
+        || holdings.water_points.iter().any(|w| !w.ready);
+    match worst_level {
+        Level::Critical => TownStatus::Critical,
+        Level::Warning => TownStatus::Warning,
+        Level::Ok if readiness_problem || !verified => TownStatus::Warning,
+        Level::Ok => TownStatus::Ok,
     }
 }
