@@ -474,40 +474,22 @@ fn decode(
 ) -> Message {
     let topic_name = delivery.publish.topic.as_str();
     let payload = &delivery.publish.payload[..];
-    let reject = |gateway: Option<FacilityIdx>, rejected: &[Rejected], total: usize| Message {
+    let reject = |gateway: Option<FacilityIdx>, rejected: Rejected| Message {
         rejects: Some(message_rejects(
             now,
             topic_name,
             payload,
             delivery.oversize,
             gateway,
-            rejected,
-            total,
+            &[rejected],
+            1,
         )),
         ..Message::default()
     };
-    let topic = match wire::parse_topic(topic_name) {
-        Ok(topic) => topic,
-        Err(rejected) => return reject(None, &[rejected], 1),
+    let (topic, facility) = match route(delivery, registry, config) {
+        Ok(routed) => routed,
+        Err((gateway, rejected)) => return reject(gateway, rejected),
     };
-    let facility = match wire::resolve_topic(&topic, registry) {
-        Ok(facility) => facility,
-        Err(rejected) => return reject(None, &[rejected], 1),
-    };
-    if let Some(len) = delivery.oversize {
-        // Cut down before it was queued; only its head is here.
-        let limit = match topic.kind {
-            TopicKind::Reading => config.max_payload_bytes,
-            TopicKind::Status => wire::MAX_STATUS_BYTES,
-        };
-        let rejected = Rejected::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {len} bytes, the limit is {limit}; send a long backlog in several messages"
-            ),
-        );
-        return reject(Some(facility), &[rejected], 1);
-    }
     match topic.kind {
         TopicKind::Status => match wire::decode_status(payload) {
             Ok(connectivity) => Message {
@@ -520,7 +502,7 @@ fn decode(
                 )),
                 ..Message::default()
             },
-            Err(rejected) => reject(Some(facility), &[rejected], 1),
+            Err(rejected) => reject(Some(facility), rejected),
         },
         TopicKind::Reading => {
             let context = DecodeContext {
@@ -532,17 +514,18 @@ fn decode(
                 retention: config.retention,
             };
             match wire::decode_readings(&topic, payload, &context) {
-                Err(rejected) => reject(Some(facility), &[rejected], 1),
+                Err(rejected) => reject(Some(facility), rejected),
                 Ok(decoded) => {
                     let total = decoded.rejected.len() + decoded.readings.len();
                     let rejects = (!decoded.rejected.is_empty()).then(|| {
+                        let rejected = &decoded.rejected;
                         message_rejects(
                             now,
                             topic_name,
                             payload,
                             None,
                             Some(facility),
-                            &decoded.rejected,
+                            rejected,
                             total,
                         )
                     });
@@ -555,6 +538,32 @@ fn decode(
             }
         }
     }
+}
+
+/// The topic and the registry facility it names, or why the message goes no further
+/// (with the facility, when the topic named one of ours). An oversize payload stops
+/// here: it was cut to its head before it was queued.
+fn route<'d>(
+    delivery: &'d Delivery,
+    registry: &Registry,
+    config: &IngestConfig,
+) -> Result<(wire::Topic<'d>, FacilityIdx), (Option<FacilityIdx>, Rejected)> {
+    let topic = wire::parse_topic(delivery.publish.topic.as_str()).map_err(|r| (None, r))?;
+    let facility = wire::resolve_topic(&topic, registry).map_err(|r| (None, r))?;
+    if let Some(len) = delivery.oversize {
+        let limit = match topic.kind {
+            TopicKind::Reading => config.max_payload_bytes,
+            TopicKind::Status => wire::MAX_STATUS_BYTES,
+        };
+        let rejected = Rejected::new(
+            RejectReason::TooLarge,
+            format!(
+                "payload is {len} bytes, the limit is {limit}; send a long backlog in several messages"
+            ),
+        );
+        return Err((Some(facility), rejected));
+    }
+    Ok((topic, facility))
 }
 
 /// One reject record for a message, whatever number of its elements failed: the first
