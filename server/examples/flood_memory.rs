@@ -18,11 +18,13 @@
 //! ```
 //! (`scripts/bench flood` does both.)
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+
+#[path = "support/serve.rs"]
+mod serve;
 
 fn bin() -> PathBuf {
     let mut it = std::env::args().skip(1);
@@ -53,37 +55,6 @@ fn memory_mib(pid: u32) -> (u64, u64) {
             / 1024
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn spawn(bin: &Path, config: &Path) -> (Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn,server=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start stockpile serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("HTTP API and wall board listening")
-                && let Some(at) = line.find("http://")
-            {
-                let url: String = line[at..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                    .collect();
-                let _ = tx.send(url.trim_end_matches('/').to_owned());
-            }
-        }
-    });
-    let api = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the service logged its API address");
-    (child, api)
 }
 
 /// `stockpile_ingest_received_total`.
@@ -178,7 +149,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let (mut child, api) = spawn(&bin, &config);
+    let (mut child, api) = serve::spawn(&bin, &config);
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
     while testkit::http::try_get(&format!("{api}/readyz"), &[]).map(|r| r.status) != Ok(200) {

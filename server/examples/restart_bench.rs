@@ -16,7 +16,7 @@
 //! (`scripts/bench restart` does both.) Prints one line per start and a JSON summary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,9 @@ use chrono::{TimeDelta, Utc};
 use reserve::registry::{FacilityIdx, Source, load_registry};
 use reserve::{Ledger, Observation, Reading};
 use store::{Store, StoreOptions};
+
+#[path = "support/serve.rs"]
+mod serve;
 
 struct Args {
     bin: PathBuf,
@@ -178,41 +181,11 @@ struct Running {
     api: String,
 }
 
-fn spawn(bin: &Path, config: &Path) -> (Running, Instant) {
-    use std::io::{BufRead, BufReader};
-    let began = Instant::now();
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn,server=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start stockpile serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("HTTP API and wall board listening")
-                && let Some(at) = line.find("http://")
-            {
-                let url: String = line[at..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                    .collect();
-                let _ = tx.send(url.trim_end_matches('/').to_owned());
-            }
-        }
-    });
-    let api = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the service logged its API address");
-    (Running { child, api }, began)
-}
-
 /// Seconds from spawn until `/readyz` answers 200.
 fn time_to_ready(bin: &Path, config: &Path) -> (Running, f64) {
-    let (running, began) = spawn(bin, config);
+    let began = Instant::now();
+    let (child, api) = serve::spawn(bin, config);
+    let running = Running { child, api };
     let url = format!("{}/readyz", running.api);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
