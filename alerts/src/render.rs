@@ -1249,6 +1249,145 @@ mod tests {
         }
     }
 
+    /// Every kind of message in both languages, as it read before the templates:
+    /// subject, text, HTML, SMS and a robot webhook, byte for byte.
+    #[test]
+    fn messages_read_exactly_as_pinned() {
+        let got = golden_messages();
+        if std::env::var_os("STOCKPILE_BLESS").is_some() {
+            std::fs::write(GOLDEN_PATH, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(GOLDEN_PATH).unwrap();
+        if got != want {
+            let at = got
+                .lines()
+                .zip(want.lines())
+                .position(|(g, w)| g != w)
+                .unwrap_or(0);
+            panic!(
+                "line {}: got {:?}, want {:?}",
+                at + 1,
+                got.lines().nth(at),
+                want.lines().nth(at)
+            );
+        }
+    }
+
+    const GOLDEN_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/messages.txt");
+
+    /// One alert of each rule and detail kind, with names that need escaping.
+    fn golden_alerts() -> Vec<Alert> {
+        let water = reserve(1, Rule::ReserveBelowTarget, "饮用水 <\"A&B's\">", 2.14);
+        let mut near = reserve(2, Rule::ReserveNearTarget, "Food", 3.2);
+        near.ack = Some(AckRow {
+            by: "O'Brien <ops>".into(),
+            at: t(6, 30),
+            note: String::new(),
+        });
+        let mut depleting = reserve(3, Rule::ReserveDepleting, "Fuel", 3.9);
+        if let Detail::Reserve(r) = &mut depleting.detail {
+            r.verified = false;
+            r.hours_to_target = None;
+        }
+        let mut resolved = reserve(4, Rule::ReserveBelowTarget, "Water", 123.4);
+        resolved.resolved_at = Some(t(7, 0));
+        let readiness = |id, rule, problems: Vec<NotReady>| Alert {
+            detail: Detail::Readiness {
+                facility: "js-wp1".into(),
+                facility_name: "景山水站1".into(),
+                problems,
+                runtime_h: Some(5.0),
+            },
+            ..reserve(id, rule, "", 0.0)
+        };
+        let offline = Alert {
+            rule: Rule::GatewayOffline,
+            detail: Detail::Offline {
+                facility: "js-wh1".into(),
+                facility_name: "Warehouse & co".into(),
+                since: t(4, 0),
+            },
+            ..reserve(8, Rule::GatewayOffline, "", 0.0)
+        };
+        vec![
+            water,
+            near,
+            depleting,
+            resolved,
+            readiness(
+                5,
+                Rule::WaterPointNotReady,
+                vec![NotReady::PumpFault, NotReady::NotPotable],
+            ),
+            readiness(
+                6,
+                Rule::PowerNotReady,
+                vec![
+                    NotReady::PumpOff,
+                    NotReady::PowerFault,
+                    NotReady::Maintenance,
+                    NotReady::LowFuel,
+                    NotReady::LowBattery,
+                    NotReady::Silent,
+                    NotReady::NeverReported,
+                ],
+            ),
+            silent(7),
+            offline,
+        ]
+    }
+
+    fn golden_messages() -> String {
+        let alerts = golden_alerts();
+        let plain = Renderer::new(
+            None,
+            FixedOffset::east_opt(0).unwrap(),
+            "[S&P]",
+            WebhookFormat::Robot,
+        );
+        let events = [
+            Event::Fired,
+            Event::Raised,
+            Event::Remind,
+            Event::Escalate,
+            Event::Resolved,
+        ];
+        let mut out = String::new();
+        for (r, renderer) in [renderer(), plain].iter().enumerate() {
+            for lang in [Lang::Zh, Lang::En] {
+                for name in ["景山街道", "Jing <shan> & \"Co's\""] {
+                    for (i, alert) in alerts.iter().enumerate() {
+                        let event = events[(i + r) % events.len()];
+                        let items = [Item { alert, event }];
+                        let others: Vec<&Alert> = alerts.iter().skip(i + 1).take(i % 3).collect();
+                        let message = renderer.message(lang, &town(name), &items, &others);
+                        let hook = renderer.webhook_body(
+                            "https://oapi.dingtalk.com/x",
+                            &town(name),
+                            &items,
+                            &message,
+                        );
+                        out.push_str(&format!(
+                            "==== {r} {lang:?} {name} {i} {event:?}\n{}\n---- text\n{}---- html\n{}\n---- sms\n{}\n---- hook\n{hook}\n",
+                            message.subject, message.text, message.html, message.sms
+                        ));
+                    }
+                }
+            }
+            let items: Vec<Item<'_>> = alerts
+                .iter()
+                .zip(events.iter().cycle())
+                .map(|(alert, &event)| Item { alert, event })
+                .collect();
+            let message = renderer.message(Lang::En, &town("Jingshan"), &items, &[]);
+            out.push_str(&format!(
+                "==== {r} grouped\n{}\n---- text\n{}---- html\n{}\n---- sms\n{}\n",
+                message.subject, message.text, message.html, message.sms
+            ));
+        }
+        out
+    }
+
     #[test]
     fn fill_substitutes_once() {
         assert_eq!(
