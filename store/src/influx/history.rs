@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{InfluxClient, InfluxError};
 use super::config::InfluxEndpoint;
-use crate::sqlite::sqlite_error;
+use crate::sqlite::{Columns, FromRow, Limit, RowError, for_each_row};
 use crate::{Store, StoreError};
 
 /// How far before `from` readings are looked at for the stock carried into the range.
@@ -140,7 +140,6 @@ pub fn sqlite_history(
     query: &HistoryQuery,
 ) -> Result<History, HistoryError> {
     let plan = Plan::new(registry, query)?;
-    let action = "load history";
     let facilities: Vec<&str> = plan
         .facilities
         .iter()
@@ -151,68 +150,79 @@ pub fn sqlite_history(
         what: "facility list",
         cause,
     })?;
-    let mut stmt = store
-        .conn()
-        .prepare_cached(
-            "SELECT ts, facility, body FROM readings
-             WHERE ts >= ?1 AND ts < ?2 AND facility IN (SELECT value FROM json_each(?3))
-             ORDER BY ts LIMIT ?4",
-        )
-        .map_err(sqlite_error(store.path(), action))?;
-    let rows = stmt
-        .query_map(
-            params![
-                plan.read_from_ms,
-                plan.to_ms,
-                facilities,
-                (MAX_HISTORY_READINGS + 1) as i64
-            ],
-            |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            },
-        )
-        .map_err(sqlite_error(store.path(), action))?;
     let mut events = Vec::new();
     let mut readings = 0;
-    for row in rows {
-        let (ts_ms, facility, body) = row.map_err(sqlite_error(store.path(), action))?;
-        readings += 1;
-        if readings > MAX_HISTORY_READINGS {
-            return Err(HistoryError::TooManyReadings);
-        }
-        let corrupt = |problem: String| StoreError::CorruptRow {
-            path: store.path().to_owned(),
-            table: "readings",
-            key: format!("({facility}, {ts_ms})"),
-            problem,
-        };
-        let Some(f) = registry.facility_idx(&facility) else {
-            continue;
-        };
-        let body: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| corrupt(format!("body is not JSON: {e}")))?;
-        if let Some(stock) = body.get("stock").and_then(|s| s.as_object()) {
-            for (category, quantity) in stock {
-                if let (Some(category), Some(quantity)) =
-                    (registry.category_idx(category), quantity.as_f64())
-                {
-                    events.push(Event::stock(ts_ms, f, category, quantity));
-                }
+    for_each_row(
+        store.conn(),
+        store.path(),
+        "SELECT ts, facility, body FROM readings
+         WHERE ts >= ?1 AND ts < ?2 AND facility IN (SELECT value FROM json_each(?3))
+         ORDER BY ts LIMIT ?4",
+        params![
+            plan.read_from_ms,
+            plan.to_ms,
+            facilities,
+            Limit(MAX_HISTORY_READINGS + 1)
+        ],
+        "load history",
+        |HistoryRow {
+             ts_ms,
+             facility,
+             body,
+         }| {
+            readings += 1;
+            if readings > MAX_HISTORY_READINGS {
+                return Err(HistoryError::TooManyReadings);
             }
-        } else if let Some(water) = body.get("water") {
-            let level_l = water["level_l"].as_f64();
-            let potable = water["potable"].as_bool();
-            let (Some(level_l), Some(potable)) = (level_l, potable) else {
-                return Err(corrupt("water body lacks level_l or potable".into()).into());
+            let Some(f) = registry.facility_idx(&facility) else {
+                return Ok(());
             };
-            events.push(Event::water(ts_ms, f, level_l, potable));
-        }
-    }
+            if let Some(stock) = body.get("stock").and_then(|s| s.as_object()) {
+                for (category, quantity) in stock {
+                    if let (Some(category), Some(quantity)) =
+                        (registry.category_idx(category), quantity.as_f64())
+                    {
+                        events.push(Event::stock(ts_ms, f, category, quantity));
+                    }
+                }
+            } else if let Some(water) = body.get("water") {
+                let level_l = water["level_l"].as_f64();
+                let potable = water["potable"].as_bool();
+                let (Some(level_l), Some(potable)) = (level_l, potable) else {
+                    return Err(StoreError::CorruptRow {
+                        path: store.path().to_owned(),
+                        table: HistoryRow::TABLE,
+                        key: format!("({facility}, {ts_ms})"),
+                        problem: "water body lacks level_l or potable".into(),
+                    }
+                    .into());
+                };
+                events.push(Event::water(ts_ms, f, level_l, potable));
+            }
+            Ok(())
+        },
+    )?;
     Ok(plan.replay(registry, events))
+}
+
+/// A reading as history replays it.
+struct HistoryRow {
+    ts_ms: i64,
+    facility: String,
+    body: serde_json::Value,
+}
+
+impl FromRow for HistoryRow {
+    const TABLE: &'static str = "readings";
+    const KEY: &'static [&'static str] = &["facility", "ts"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(HistoryRow {
+            ts_ms: row.get("ts")?,
+            facility: row.get("facility")?,
+            body: row.json("body")?,
+        })
+    }
 }
 
 /// History from InfluxDB's `stock` and `water_point` series through InfluxQL.

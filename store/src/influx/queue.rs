@@ -10,9 +10,9 @@
 //! is `max(id) - min(id) + 1`, read from the primary key without counting rows.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::sqlite::{millis, sqlite_error};
+use crate::sqlite::{Columns, FromRow, Limit, Millis, RowError, sqlite_error};
 use crate::{Store, StoreError};
 
 /// One queued line.
@@ -30,9 +30,41 @@ pub(crate) struct QueueState {
     pub oldest_enqueued_ms: Option<i64>,
 }
 
-pub(crate) fn insert(conn: &Connection, line: &str, enqueued_ms: i64) -> rusqlite::Result<()> {
+impl FromRow for QueuedLine {
+    const TABLE: &'static str = "influx_queue";
+    const KEY: &'static [&'static str] = &["id"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(QueuedLine {
+            id: row.get("id")?,
+            line: row.get("line")?,
+        })
+    }
+}
+
+/// The queue's first and last ids and when its oldest line was enqueued.
+struct QueueBounds {
+    first: i64,
+    last: i64,
+    enqueued: i64,
+}
+
+impl FromRow for QueueBounds {
+    const TABLE: &'static str = "influx_queue";
+    const KEY: &'static [&'static str] = &["first"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(QueueBounds {
+            first: row.get("first")?,
+            last: row.get("last")?,
+            enqueued: row.get("enqueued")?,
+        })
+    }
+}
+
+pub(crate) fn insert(conn: &Connection, line: &str, enqueued: Millis) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT INTO influx_queue (line, enqueued) VALUES (?1, ?2)")?
-        .execute(params![line, enqueued_ms])?;
+        .execute(params![line, enqueued])?;
     Ok(())
 }
 
@@ -49,7 +81,7 @@ impl Store {
             .conn_mut()
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite_error(&path, action))?;
-        let enqueued = millis(enqueued_at);
+        let enqueued = Millis(enqueued_at);
         for line in lines {
             insert(&tx, line, enqueued).map_err(sqlite_error(&path, action))?;
         }
@@ -73,40 +105,26 @@ impl Store {
 
     /// The oldest `limit` lines, oldest first.
     pub(crate) fn influx_queue_head(&self, limit: usize) -> Result<Vec<QueuedLine>, StoreError> {
-        let action = "read the InfluxDB queue";
-        let mut stmt = self
-            .conn()
-            .prepare_cached("SELECT id, line FROM influx_queue ORDER BY id LIMIT ?1")
-            .map_err(sqlite_error(self.path(), action))?;
-        let rows = stmt
-            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                Ok(QueuedLine {
-                    id: row.get(0)?,
-                    line: row.get(1)?,
-                })
-            })
-            .map_err(sqlite_error(self.path(), action))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sqlite_error(self.path(), action))
+        self.rows(
+            "SELECT id, line FROM influx_queue ORDER BY id LIMIT ?1",
+            [Limit(limit)],
+            "read the InfluxDB queue",
+        )
     }
 
     pub(crate) fn influx_queue_state(&self) -> Result<QueueState, StoreError> {
-        let bounds: Option<(i64, i64, i64)> = self
-            .conn()
-            .prepare_cached(
-                "SELECT q.id, (SELECT max(id) FROM influx_queue), q.enqueued
-                 FROM influx_queue q ORDER BY q.id LIMIT 1",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-                    .optional()
-            })
-            .map_err(sqlite_error(self.path(), "measure the InfluxDB queue"))?;
+        let bounds: Option<QueueBounds> = self.first_row(
+            "SELECT q.id AS first, (SELECT max(id) FROM influx_queue) AS last,
+                    q.enqueued AS enqueued
+             FROM influx_queue q ORDER BY q.id LIMIT 1",
+            [],
+            "measure the InfluxDB queue",
+        )?;
         Ok(match bounds {
             None => QueueState::default(),
-            Some((min, max, oldest)) => QueueState {
-                depth: u64::try_from(max - min + 1).unwrap_or(0),
-                oldest_enqueued_ms: Some(oldest),
+            Some(b) => QueueState {
+                depth: u64::try_from(b.last - b.first + 1).unwrap_or(0),
+                oldest_enqueued_ms: Some(b.enqueued),
             },
         })
     }

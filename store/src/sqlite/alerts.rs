@@ -9,9 +9,10 @@
 //! [`Store`] of the same file.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Row, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 
-use super::{from_millis, millis, sql_limit, sqlite_error};
+use super::row::{Columns, FromRow, Limit, Millis, RowError, text_enum_sql};
+use super::sqlite_error;
 use crate::{Store, StoreError};
 
 /// Where an alert is in its lifecycle.
@@ -239,12 +240,12 @@ impl Store {
              WHERE state <> 'resolved' OR notify_event IS NOT NULL OR escalated_from IS NOT NULL
              ORDER BY id"
         );
-        self.query_alerts(&sql, [], "load live alerts")
+        self.rows(&sql, [], "load live alerts")
     }
 
     pub fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError> {
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1");
-        Ok(self.query_alerts(&sql, [id], "load an alert")?.pop())
+        self.first_row(&sql, [id], "load an alert")
     }
 
     /// Alerts matching `query`, newest first.
@@ -259,83 +260,29 @@ impl Store {
                AND (?6 IS NULL OR id < ?6)
              ORDER BY id DESC LIMIT ?7"
         );
-        self.query_alerts(
+        self.rows(
             &sql,
             params![
-                query.state.map(AlertState::as_str),
+                query.state,
                 query.open,
                 query.town,
                 query.severity,
                 query.rule,
                 query.before_id,
-                sql_limit(query.limit),
+                Limit(query.limit),
             ],
             "list alerts",
         )
     }
 
-    fn query_alerts(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        action: &'static str,
-    ) -> Result<Vec<AlertRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map(params, RawAlert::read)
-            .map_err(self.sqlite(action))?;
-        let mut alerts = Vec::new();
-        for row in rows {
-            let raw = row.map_err(self.sqlite(action))?;
-            alerts.push(
-                raw.decode()
-                    .map_err(|(key, problem)| self.corrupt("alerts", &key, problem))?,
-            );
-        }
-        Ok(alerts)
-    }
-
     /// Silences in force at `now` (or every silence, `now = None`), by id.
     pub fn list_silences(&self, now: Option<DateTime<Utc>>) -> Result<Vec<SilenceRow>, StoreError> {
-        let action = "list silences";
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, town, facility, rule, until, created_by, comment, created
-                 FROM silences WHERE (?1 IS NULL OR until > ?1) ORDER BY id",
-            )
-            .map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map([now.map(millis)], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    [row.get::<_, Option<String>>(1)?, row.get(2)?, row.get(3)?],
-                    [row.get::<_, i64>(4)?, row.get(7)?],
-                    [row.get::<_, String>(5)?, row.get(6)?],
-                ))
-            })
-            .map_err(self.sqlite(action))?;
-        let mut silences = Vec::new();
-        for row in rows {
-            let (id, [town, facility, rule], [until, created], [created_by, comment]) =
-                row.map_err(self.sqlite(action))?;
-            let time = |ms: i64| {
-                from_millis(ms).ok_or_else(|| {
-                    self.corrupt("silences", &id.to_string(), format!("bad time {ms}"))
-                })
-            };
-            silences.push(SilenceRow {
-                id,
-                town,
-                facility,
-                rule,
-                until: time(until)?,
-                created_by,
-                comment,
-                created: time(created)?,
-            });
-        }
-        Ok(silences)
+        self.rows(
+            "SELECT id, town, facility, rule, until, created_by, comment, created
+             FROM silences WHERE (?1 IS NULL OR until > ?1) ORDER BY id",
+            [now.map(Millis)],
+            "list silences",
+        )
     }
 
     /// Pending notifications of `channel` due at `now`, oldest due first. A message
@@ -354,9 +301,9 @@ impl Store {
                AND {FIRST_FOR_RECIPIENT}
              ORDER BY next_attempt, id LIMIT ?3"
         );
-        self.query_outbox(
+        self.rows(
             &sql,
-            params![channel, millis(now), sql_limit(limit)],
+            params![channel, Millis(now), Limit(limit)],
             "load due notifications",
         )
     }
@@ -366,24 +313,20 @@ impl Store {
         &self,
         channel: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let action = "find the next due notification";
-        let next: Option<i64> = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT min(next_attempt) FROM outbox
+        let next: Option<NextDue> = self.first_row(
+            &format!(
+                "SELECT min(next_attempt) AS next_attempt FROM outbox
                  WHERE state = 'pending' AND channel = ?1 AND {FIRST_FOR_RECIPIENT}"
-            ))
-            .and_then(|mut stmt| stmt.query_row([channel], |row| row.get(0)))
-            .map_err(self.sqlite(action))?;
-        next.map(|ms| {
-            from_millis(ms).ok_or_else(|| self.corrupt("outbox", channel, format!("bad time {ms}")))
-        })
-        .transpose()
+            ),
+            [channel],
+            "find the next due notification",
+        )?;
+        Ok(next.and_then(|n| n.0))
     }
 
     pub fn notification(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
         let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1");
-        Ok(self.query_outbox(&sql, [id], "load a notification")?.pop())
+        self.first_row(&sql, [id], "load a notification")
     }
 
     /// Notifications matching `query`, newest first.
@@ -400,39 +343,18 @@ impl Store {
                AND (?5 IS NULL OR id < ?5)
              ORDER BY id DESC LIMIT ?6"
         );
-        self.query_outbox(
+        self.rows(
             &sql,
             params![
-                query.state.map(DeliveryState::as_str),
+                query.state,
                 query.town,
                 query.channel,
                 query.alert_id,
                 query.before_id,
-                sql_limit(query.limit),
+                Limit(query.limit),
             ],
             "list notifications",
         )
-    }
-
-    fn query_outbox(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        action: &'static str,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map(params, RawOutbox::read)
-            .map_err(self.sqlite(action))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let raw = row.map_err(self.sqlite(action))?;
-            out.push(
-                raw.decode()
-                    .map_err(|(key, problem)| self.corrupt("outbox", &key, problem))?,
-            );
-        }
-        Ok(out)
     }
 
     /// Records a delivery.
@@ -442,7 +364,7 @@ impl Store {
                 "UPDATE outbox SET state = 'sent', attempts = ?2, sent_at = ?3, next_attempt = ?3
                  WHERE id = ?1",
             )
-            .and_then(|mut stmt| stmt.execute(params![id, attempts, millis(at)]))
+            .and_then(|mut stmt| stmt.execute(params![id, attempts, Millis(at)]))
             .map_err(self.sqlite("mark a notification sent"))?;
         Ok(())
     }
@@ -459,7 +381,7 @@ impl Store {
             .prepare_cached(
                 "UPDATE outbox SET attempts = ?2, next_attempt = ?3, last_error = ?4 WHERE id = ?1",
             )
-            .and_then(|mut stmt| stmt.execute(params![id, attempts, millis(next_attempt), error]))
+            .and_then(|mut stmt| stmt.execute(params![id, attempts, Millis(next_attempt), error]))
             .map_err(self.sqlite("schedule a notification retry"))?;
         Ok(())
     }
@@ -476,24 +398,13 @@ impl Store {
     }
 
     pub fn count_alerts(&self) -> Result<AlertCounts, StoreError> {
-        let action = "count alerts";
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT state, acked_at IS NULL, count(*) FROM alerts GROUP BY 1, 2")
-            .map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, bool>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(self.sqlite(action))?;
+        let rows: Vec<AlertStateCount> = self.rows(
+            "SELECT state, acked_at IS NULL AS unacked, count(*) AS n FROM alerts GROUP BY 1, 2",
+            [],
+            "count alerts",
+        )?;
         let mut counts = AlertCounts::default();
-        for row in rows {
-            let (state, unacked, n) = row.map_err(self.sqlite(action))?;
-            let n = u64::try_from(n).unwrap_or(0);
+        for AlertStateCount { state, unacked, n } in rows {
             match AlertState::parse(&state) {
                 Some(AlertState::Pending) => counts.pending += n,
                 Some(AlertState::Firing) => {
@@ -511,20 +422,13 @@ impl Store {
     }
 
     pub fn count_notifications(&self) -> Result<OutboxCounts, StoreError> {
-        let action = "count notifications";
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT state, count(*) FROM outbox GROUP BY 1")
-            .map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })
-            .map_err(self.sqlite(action))?;
+        let rows: Vec<DeliveryStateCount> = self.rows(
+            "SELECT state, count(*) AS n FROM outbox GROUP BY 1",
+            [],
+            "count notifications",
+        )?;
         let mut counts = OutboxCounts::default();
-        for row in rows {
-            let (state, n) = row.map_err(self.sqlite(action))?;
-            let n = u64::try_from(n).unwrap_or(0);
+        for DeliveryStateCount { state, n } in rows {
             match DeliveryState::parse(&state) {
                 Some(DeliveryState::Pending) => counts.pending += n,
                 Some(DeliveryState::Sent) => counts.sent += n,
@@ -577,23 +481,23 @@ impl AlertBatch<'_> {
                     alert.rule,
                     alert.subject,
                     alert.severity,
-                    alert.state.as_str(),
+                    alert.state,
                     detail,
-                    millis(alert.since),
-                    millis(alert.created),
-                    alert.fired_at.map(millis),
-                    alert.resolved_at.map(millis),
+                    Millis(alert.since),
+                    Millis(alert.created),
+                    alert.fired_at.map(Millis),
+                    alert.resolved_at.map(Millis),
                     alert.ack.as_ref().map(|a| &a.by),
-                    alert.ack.as_ref().map(|a| millis(a.at)),
+                    alert.ack.as_ref().map(|a| Millis(a.at)),
                     alert.ack.as_ref().map(|a| &a.note),
                     alert.escalation,
-                    alert.remind_at.map(millis),
-                    alert.escalate_at.map(millis),
-                    alert.notified_at.map(millis),
+                    alert.remind_at.map(Millis),
+                    alert.escalate_at.map(Millis),
+                    alert.notified_at.map(Millis),
                     alert.notify_event,
                     alert.escalated_from,
                     alert.notify_seq,
-                    millis(alert.updated),
+                    Millis(alert.updated),
                 ])
             })
             .map_err(sqlite_error(self.path, "insert an alert"))?;
@@ -618,23 +522,23 @@ impl AlertBatch<'_> {
                     alert.id,
                     alert.rule,
                     alert.severity,
-                    alert.state.as_str(),
+                    alert.state,
                     detail,
-                    millis(alert.since),
-                    millis(alert.created),
-                    alert.fired_at.map(millis),
-                    alert.resolved_at.map(millis),
+                    Millis(alert.since),
+                    Millis(alert.created),
+                    alert.fired_at.map(Millis),
+                    alert.resolved_at.map(Millis),
                     alert.ack.as_ref().map(|a| &a.by),
-                    alert.ack.as_ref().map(|a| millis(a.at)),
+                    alert.ack.as_ref().map(|a| Millis(a.at)),
                     alert.ack.as_ref().map(|a| &a.note),
                     alert.escalation,
-                    alert.remind_at.map(millis),
-                    alert.escalate_at.map(millis),
-                    alert.notified_at.map(millis),
+                    alert.remind_at.map(Millis),
+                    alert.escalate_at.map(Millis),
+                    alert.notified_at.map(Millis),
                     alert.notify_event,
                     alert.escalated_from,
                     alert.notify_seq,
-                    millis(alert.updated),
+                    Millis(alert.updated),
                 ])
             })
             .map_err(sqlite_error(self.path, "update an alert"))?;
@@ -662,10 +566,10 @@ impl AlertBatch<'_> {
                     silence.town,
                     silence.facility,
                     silence.rule,
-                    millis(silence.until),
+                    Millis(silence.until),
                     silence.created_by,
                     silence.comment,
-                    millis(silence.created),
+                    Millis(silence.created),
                 ])
             })
             .map_err(sqlite_error(self.path, "insert a silence"))?;
@@ -711,7 +615,7 @@ impl AlertBatch<'_> {
                     n.subject,
                     n.body,
                     n.html,
-                    millis(n.created),
+                    Millis(n.created),
                 ])
             })
             .map_err(sqlite_error(self.path, "enqueue a notification"))?;
@@ -726,7 +630,7 @@ impl AlertBatch<'_> {
         line: &str,
         enqueued_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        crate::influx::queue::insert(&self.tx, line, millis(enqueued_at))
+        crate::influx::queue::insert(&self.tx, line, Millis(enqueued_at))
             .map_err(sqlite_error(self.path, "enqueue an InfluxDB line"))
     }
 
@@ -745,173 +649,156 @@ impl AlertBatch<'_> {
     }
 }
 
-/// An `alerts` row as SQLite returns it, before the checks of [`RawAlert::decode`].
-struct RawAlert {
-    id: i64,
-    /// key, town, rule, subject, severity, state, detail
-    text: [String; 7],
-    ack: (Option<String>, Option<i64>, Option<String>),
-    times: [i64; 3],
-    optional_times: [Option<i64>; 5],
-    escalation: i64,
-    notify_event: Option<String>,
-    escalated_from: Option<i64>,
-    notify_seq: i64,
+text_enum_sql!(AlertState, "state");
+text_enum_sql!(DeliveryState, "state");
+
+/// The earliest `next_attempt` of a channel's pending notifications, if any.
+struct NextDue(Option<DateTime<Utc>>);
+
+impl FromRow for NextDue {
+    const TABLE: &'static str = "outbox";
+    const KEY: &'static [&'static str] = &["next_attempt"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(NextDue(optional_time(row, "next_attempt")?))
+    }
 }
 
-impl RawAlert {
-    fn read(row: &Row<'_>) -> rusqlite::Result<RawAlert> {
-        Ok(RawAlert {
-            id: row.get(0)?,
-            text: [
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-                row.get(7)?,
-            ],
-            ack: (row.get(12)?, row.get(13)?, row.get(14)?),
-            // since, created, updated
-            times: [row.get(8)?, row.get(9)?, row.get(22)?],
-            // fired_at, resolved_at, remind_at, escalate_at, notified_at
-            optional_times: [
-                row.get(10)?,
-                row.get(11)?,
-                row.get(16)?,
-                row.get(17)?,
-                row.get(18)?,
-            ],
-            escalation: row.get(15)?,
-            notify_event: row.get(19)?,
-            escalated_from: row.get(20)?,
-            notify_seq: row.get(21)?,
-        })
-    }
+/// Times of the alert columns that may be unset.
+fn optional_time(row: &Columns<'_, '_>, column: &str) -> Result<Option<DateTime<Utc>>, RowError> {
+    Ok(row.get::<Option<Millis>>(column)?.map(|t| t.0))
+}
 
-    /// The row, or its key and what is wrong with it.
-    fn decode(self) -> Result<AlertRow, (String, String)> {
-        let key = self.id.to_string();
-        let fail = |problem: String| (key.clone(), problem);
-        let [k, town, rule, subject, severity, state, detail] = self.text;
-        let time = |ms: i64| from_millis(ms).ok_or_else(|| fail(format!("bad time {ms}")));
-        let [since, created, updated] = self.times;
-        let [fired_at, resolved_at, remind_at, escalate_at, notified_at] =
-            self.optional_times.map(|t| t.map(time).transpose());
-        let level = |n: i64| u8::try_from(n).map_err(|_| fail(format!("bad escalation level {n}")));
-        let ack = match self.ack {
-            (Some(by), Some(at), note) => Some(AckRow {
+impl FromRow for AlertRow {
+    const TABLE: &'static str = "alerts";
+    const KEY: &'static [&'static str] = &["id"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        let ack = match (
+            row.get::<Option<String>>("acked_by")?,
+            row.get::<Option<Millis>>("acked_at")?,
+        ) {
+            (Some(by), Some(at)) => Some(AckRow {
                 by,
-                at: time(at)?,
-                note: note.unwrap_or_default(),
+                at: at.0,
+                note: row.get::<Option<String>>("ack_note")?.unwrap_or_default(),
             }),
-            (None, None, _) => None,
-            _ => return Err(fail("acknowledgement without its author or time".into())),
+            (None, None) => None,
+            _ => {
+                return Err(RowError::Corrupt(
+                    "acknowledgement without its author or time".into(),
+                ));
+            }
         };
         Ok(AlertRow {
-            id: self.id,
-            key: k,
-            town,
-            rule,
-            subject,
-            severity,
-            state: AlertState::parse(&state).ok_or_else(|| fail(format!("bad state {state:?}")))?,
-            detail: serde_json::from_str(&detail)
-                .map_err(|e| fail(format!("detail is not JSON: {e}")))?,
-            since: time(since)?,
-            created: time(created)?,
-            fired_at: fired_at?,
-            resolved_at: resolved_at?,
+            id: row.get("id")?,
+            key: row.get("key")?,
+            town: row.get("town")?,
+            rule: row.get("rule")?,
+            subject: row.get("subject")?,
+            severity: row.get("severity")?,
+            state: row.get("state")?,
+            detail: row.json("detail")?,
+            since: row.get::<Millis>("since")?.0,
+            created: row.get::<Millis>("created")?.0,
+            fired_at: optional_time(row, "fired_at")?,
+            resolved_at: optional_time(row, "resolved_at")?,
             ack,
-            escalation: level(self.escalation)?,
-            remind_at: remind_at?,
-            escalate_at: escalate_at?,
-            notified_at: notified_at?,
-            notify_event: self.notify_event,
-            escalated_from: self.escalated_from.map(level).transpose()?,
-            notify_seq: u32::try_from(self.notify_seq)
-                .map_err(|_| fail(format!("bad notify_seq {}", self.notify_seq)))?,
-            updated: time(updated)?,
+            escalation: row.get("escalation")?,
+            remind_at: optional_time(row, "remind_at")?,
+            escalate_at: optional_time(row, "escalate_at")?,
+            notified_at: optional_time(row, "notified_at")?,
+            notify_event: row.get("notify_event")?,
+            escalated_from: row.get("escalated_from")?,
+            notify_seq: row.get("notify_seq")?,
+            updated: row.get::<Millis>("updated")?.0,
         })
     }
 }
 
-/// An `outbox` row as SQLite returns it, before the checks of [`RawOutbox::decode`].
-struct RawOutbox {
-    id: i64,
-    /// dedup_key, town, alert_ids, event, contact, channel, recipient, subject, body, state
-    text: [String; 10],
-    html: Option<String>,
-    attempts: i64,
-    next_attempt: i64,
-    last_error: Option<String>,
-    created: i64,
-    sent_at: Option<i64>,
-}
+impl FromRow for OutboxRow {
+    const TABLE: &'static str = "outbox";
+    const KEY: &'static [&'static str] = &["id"];
 
-impl RawOutbox {
-    fn read(row: &Row<'_>) -> rusqlite::Result<RawOutbox> {
-        Ok(RawOutbox {
-            id: row.get(0)?,
-            text: [
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-                row.get(7)?,
-                row.get(8)?,
-                row.get(9)?,
-                row.get(11)?,
-            ],
-            html: row.get(10)?,
-            attempts: row.get(12)?,
-            next_attempt: row.get(13)?,
-            last_error: row.get(14)?,
-            created: row.get(15)?,
-            sent_at: row.get(16)?,
-        })
-    }
-
-    fn decode(self) -> Result<OutboxRow, (String, String)> {
-        let key = self.id.to_string();
-        let fail = |problem: String| (key.clone(), problem);
-        let time = |ms: i64| from_millis(ms).ok_or_else(|| fail(format!("bad time {ms}")));
-        let [
-            dedup_key,
-            town,
-            alert_ids,
-            event,
-            contact,
-            channel,
-            recipient,
-            subject,
-            body,
-            state,
-        ] = self.text;
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        let alert_ids: String = row.get("alert_ids")?;
         Ok(OutboxRow {
-            id: self.id,
-            dedup_key,
-            town,
-            alert_ids: serde_json::from_str(&alert_ids)
-                .map_err(|e| fail(format!("alert_ids is not a JSON list of ids: {e}")))?,
-            event,
-            contact,
-            channel,
-            recipient,
-            subject,
-            body,
-            html: self.html,
-            state: DeliveryState::parse(&state)
-                .ok_or_else(|| fail(format!("bad state {state:?}")))?,
-            attempts: u32::try_from(self.attempts)
-                .map_err(|_| fail(format!("bad attempts {}", self.attempts)))?,
-            next_attempt: time(self.next_attempt)?,
-            last_error: self.last_error,
-            created: time(self.created)?,
-            sent_at: self.sent_at.map(time).transpose()?,
+            id: row.get("id")?,
+            dedup_key: row.get("dedup_key")?,
+            town: row.get("town")?,
+            alert_ids: serde_json::from_str(&alert_ids).map_err(|e| {
+                RowError::Corrupt(format!("alert_ids is not a JSON list of ids: {e}"))
+            })?,
+            event: row.get("event")?,
+            contact: row.get("contact")?,
+            channel: row.get("channel")?,
+            recipient: row.get("recipient")?,
+            subject: row.get("subject")?,
+            body: row.get("body")?,
+            html: row.get("html")?,
+            state: row.get("state")?,
+            attempts: row.get("attempts")?,
+            next_attempt: row.get::<Millis>("next_attempt")?.0,
+            last_error: row.get("last_error")?,
+            created: row.get::<Millis>("created")?.0,
+            sent_at: optional_time(row, "sent_at")?,
+        })
+    }
+}
+
+impl FromRow for SilenceRow {
+    const TABLE: &'static str = "silences";
+    const KEY: &'static [&'static str] = &["id"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(SilenceRow {
+            id: row.get("id")?,
+            town: row.get("town")?,
+            facility: row.get("facility")?,
+            rule: row.get("rule")?,
+            until: row.get::<Millis>("until")?.0,
+            created_by: row.get("created_by")?,
+            comment: row.get("comment")?,
+            created: row.get::<Millis>("created")?.0,
+        })
+    }
+}
+
+/// Alerts in one state, acknowledged or not (`count_alerts`).
+struct AlertStateCount {
+    state: String,
+    unacked: bool,
+    n: u64,
+}
+
+impl FromRow for AlertStateCount {
+    const TABLE: &'static str = "alerts";
+    const KEY: &'static [&'static str] = &["state"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(AlertStateCount {
+            state: row.get("state")?,
+            unacked: row.get("unacked")?,
+            // count(*) is never negative.
+            n: u64::try_from(row.get::<i64>("n")?).unwrap_or(0),
+        })
+    }
+}
+
+/// Notifications in one delivery state (`count_notifications`).
+struct DeliveryStateCount {
+    state: String,
+    n: u64,
+}
+
+impl FromRow for DeliveryStateCount {
+    const TABLE: &'static str = "outbox";
+    const KEY: &'static [&'static str] = &["state"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(DeliveryStateCount {
+            state: row.get("state")?,
+            n: u64::try_from(row.get::<i64>("n")?).unwrap_or(0),
         })
     }
 }

@@ -15,6 +15,7 @@ mod alerts;
 mod body;
 mod prune;
 mod reject;
+mod row;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use chrono::{DateTime, Utc};
 use reserve::ledger::FacilitySnapshot;
 use reserve::registry::Registry;
 use reserve::{FacilityId, Reading, TownId};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
 
 pub use alerts::{
     AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
@@ -34,6 +35,8 @@ pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 
 use crate::StoreError;
+pub(crate) use row::{Columns, FromRow, Limit, Millis, RowError, for_each_row};
+use row::{Count, Seq, Slug};
 
 /// History kept by default: the same 90 days beyond which a reading is rejected as too
 /// old (`ts_too_old`, docs/design.md#retention).
@@ -190,47 +193,22 @@ impl Store {
 
     /// Every facility's saved state, to rebuild the ledger at start-up.
     pub fn load_snapshots(&self) -> Result<Vec<FacilitySnapshot>, StoreError> {
-        let action = "load facility state";
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT facility, snapshot FROM facility_state ORDER BY facility")
-            .map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(self.sqlite(action))?;
-        let mut snapshots = Vec::new();
-        for row in rows {
-            let (facility, json) = row.map_err(self.sqlite(action))?;
-            let corrupt = |problem: String| self.corrupt("facility_state", &facility, problem);
-            let snapshot: FacilitySnapshot = serde_json::from_str(&json)
-                .map_err(|e| corrupt(format!("snapshot is not valid: {e}")))?;
-            if snapshot.facility.as_str() != facility {
-                return Err(corrupt(format!(
-                    "snapshot is of facility {}",
-                    snapshot.facility
-                )));
-            }
-            snapshots.push(snapshot);
-        }
-        Ok(snapshots)
+        self.rows(
+            "SELECT facility, snapshot FROM facility_state ORDER BY facility",
+            [],
+            "load facility state",
+        )
     }
 
     /// Where a start-up must replay stored readings from to bring the snapshots up to
     /// date (see [`WriteBatch::mark_unsaved_since`]); `None` when they are current.
     pub fn replay_from(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let action = "read the replay mark";
-        let ms: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT value FROM ledger_meta WHERE key = 'replay_from'")
-            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
-            .map_err(self.sqlite(action))?;
-        ms.map(|ms| {
-            from_millis(ms)
-                .ok_or_else(|| self.corrupt("ledger_meta", "replay_from", format!("bad time {ms}")))
-        })
-        .transpose()
+        let mark: Option<ReplayMark> = self.first_row(
+            "SELECT key, value FROM ledger_meta WHERE key = 'replay_from'",
+            [],
+            "read the replay mark",
+        )?;
+        Ok(mark.map(|m| m.0))
     }
 
     /// Calls `each` with every stored reading measured at or after `from`, all
@@ -240,59 +218,28 @@ impl Store {
         from: DateTime<Utc>,
         mut each: impl FnMut(StoredReading),
     ) -> Result<u64, StoreError> {
-        let action = "replay readings";
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT facility, ts, seq, received, body FROM readings
-                 WHERE ts >= ?1 ORDER BY ts, facility",
-            )
-            .map_err(self.sqlite(action))?;
-        let mut rows = stmt.query([millis(from)]).map_err(self.sqlite(action))?;
-        let mut n = 0;
-        while let Some(row) = rows.next().map_err(self.sqlite(action))? {
-            let read = || -> rusqlite::Result<_> {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, Option<i64>>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, String>(4)?,
-                ))
-            };
-            let (facility, ts_ms, seq, received, body) = read().map_err(self.sqlite(action))?;
-            let id = FacilityId::parse(&facility).map_err(|e| {
-                let key = format!("({facility}, {ts_ms})");
-                self.corrupt("readings", &key, format!("bad facility id: {e}"))
-            })?;
-            each(self.stored_reading(id, ts_ms, seq, received, &body)?);
-            n += 1;
-        }
-        Ok(n)
+        row::for_each_row(
+            &self.conn,
+            &self.path,
+            "SELECT facility, ts, seq, received, body FROM readings
+             WHERE ts >= ?1 ORDER BY ts, facility",
+            [Millis(from)],
+            "replay readings",
+            |reading| {
+                each(reading);
+                Ok::<_, StoreError>(())
+            },
+        )
     }
 
     /// The sheltered population last reported for each town.
     pub fn load_sheltered(&self) -> Result<Vec<(TownId, u64)>, StoreError> {
-        let action = "load sheltered counts";
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT town, sheltered FROM sheltered ORDER BY town")
-            .map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })
-            .map_err(self.sqlite(action))?;
-        let mut sheltered = Vec::new();
-        for row in rows {
-            let (town, count) = row.map_err(self.sqlite(action))?;
-            let corrupt = |problem: String| self.corrupt("sheltered", &town, problem);
-            let id = TownId::parse(&town).map_err(|e| corrupt(e.to_string()))?;
-            let count =
-                u64::try_from(count).map_err(|_| corrupt(format!("negative count {count}")))?;
-            sheltered.push((id, count));
-        }
-        Ok(sheltered)
+        let rows: Vec<Sheltered> = self.rows(
+            "SELECT town, sheltered FROM sheltered ORDER BY town",
+            [],
+            "load sheltered counts",
+        )?;
+        Ok(rows.into_iter().map(|s| (s.town, s.count)).collect())
     }
 
     /// Records the people sheltered in `town` now (reported by its officer).
@@ -313,76 +260,30 @@ impl Store {
                  ON CONFLICT (town) DO UPDATE
                  SET sheltered = excluded.sheltered, updated = excluded.updated",
             )
-            .and_then(|mut stmt| stmt.execute(params![town.as_str(), count, millis(at)]))
+            .and_then(|mut stmt| stmt.execute(params![Slug(town), count, Millis(at)]))
             .map_err(self.sqlite("save the sheltered count"))?;
         Ok(())
     }
 
     /// The newest `limit` rejects, newest first.
     pub fn recent_rejects(&self, limit: usize) -> Result<Vec<RejectRecord>, StoreError> {
-        let action = "load rejects";
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, at, topic, reason, detail, payload, payload_len
-                 FROM rejects ORDER BY id DESC LIMIT ?1",
-            )
-            .map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map([sql_limit(limit)], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    [
-                        row.get::<_, String>(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                        row.get(5)?,
-                    ],
-                    row.get::<_, i64>(6)?,
-                ))
-            })
-            .map_err(self.sqlite(action))?;
-        let mut rejects = Vec::new();
-        for row in rows {
-            let (id, at, [topic, reason, detail, payload], payload_len) =
-                row.map_err(self.sqlite(action))?;
-            let corrupt = |problem: String| self.corrupt("rejects", &id.to_string(), problem);
-            rejects.push(RejectRecord {
-                at: from_millis(at).ok_or_else(|| corrupt(format!("bad time {at}")))?,
-                topic,
-                reason,
-                detail,
-                payload,
-                payload_len: usize::try_from(payload_len)
-                    .map_err(|_| corrupt(format!("bad payload length {payload_len}")))?,
-            });
-        }
-        Ok(rejects)
+        self.rows(
+            "SELECT id, at, topic, reason, detail, payload, payload_len
+             FROM rejects ORDER BY id DESC LIMIT ?1",
+            [Limit(limit)],
+            "load rejects",
+        )
     }
 
     /// Rejects per reason since the file was created, including those the bounded
     /// reject log no longer holds; sorted by reason.
     pub fn reject_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let action = "load reject counts";
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT reason, n FROM reject_counts ORDER BY reason")
-            .map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })
-            .map_err(self.sqlite(action))?;
-        let mut counts = Vec::new();
-        for row in rows {
-            let (reason, n) = row.map_err(self.sqlite(action))?;
-            let n = u64::try_from(n).map_err(|_| {
-                self.corrupt("reject_counts", &reason, format!("negative count {n}"))
-            })?;
-            counts.push((reason, n));
-        }
-        Ok(counts)
+        let rows: Vec<ReasonCount> = self.rows(
+            "SELECT reason, n FROM reject_counts ORDER BY reason",
+            [],
+            "load reject counts",
+        )?;
+        Ok(rows.into_iter().map(|r| (r.reason, r.n)).collect())
     }
 
     /// A facility's readings measured in `from..to`, oldest first, at most `limit`.
@@ -395,62 +296,13 @@ impl Store {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<StoredReading>, StoreError> {
-        let action = "load readings";
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT ts, seq, received, body FROM readings
-                 WHERE ts >= ?2 AND ts < ?3 AND facility = ?1
-                 ORDER BY ts LIMIT ?4",
-            )
-            .map_err(self.sqlite(action))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    facility.as_str(),
-                    millis(from),
-                    millis(to),
-                    sql_limit(limit)
-                ],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, Option<i64>>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
-                },
-            )
-            .map_err(self.sqlite(action))?;
-        let mut readings = Vec::new();
-        for row in rows {
-            let (ts_ms, seq, received, body) = row.map_err(self.sqlite(action))?;
-            readings.push(self.stored_reading(facility.clone(), ts_ms, seq, received, &body)?);
-        }
-        Ok(readings)
-    }
-
-    /// A `readings` row's columns as a [`StoredReading`]; a value that cannot be
-    /// stored by this code is a corrupt row, named by its key.
-    fn stored_reading(
-        &self,
-        facility: FacilityId,
-        ts_ms: i64,
-        seq: Option<i64>,
-        received: i64,
-        body: &str,
-    ) -> Result<StoredReading, StoreError> {
-        let corrupt =
-            |problem: String| self.corrupt("readings", &format!("({facility}, {ts_ms})"), problem);
-        Ok(StoredReading {
-            ts: from_millis(ts_ms).ok_or_else(|| corrupt("bad ts".into()))?,
-            seq: seq.map(seq_from_sql),
-            received_at: from_millis(received)
-                .ok_or_else(|| corrupt(format!("bad received time {received}")))?,
-            body: serde_json::from_str(body)
-                .map_err(|e| corrupt(format!("body is not JSON: {e}")))?,
-            facility,
-        })
+        self.rows(
+            "SELECT facility, ts, seq, received, body FROM readings
+             WHERE ts >= ?2 AND ts < ?3 AND facility = ?1
+             ORDER BY ts LIMIT ?4",
+            params![Slug(facility), Millis(from), Millis(to), Limit(limit)],
+            "load readings",
+        )
     }
 
     /// Readings held, all facilities together. Counts every row: for tests and tools,
@@ -468,14 +320,87 @@ impl Store {
     fn sqlite(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         sqlite_error(&self.path, action)
     }
+}
 
-    fn corrupt(&self, table: &'static str, key: &str, problem: String) -> StoreError {
-        StoreError::CorruptRow {
-            path: self.path.clone(),
-            table,
-            key: key.to_owned(),
-            problem,
+impl FromRow for FacilitySnapshot {
+    const TABLE: &'static str = "facility_state";
+    const KEY: &'static [&'static str] = &["facility"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        let facility: String = row.get("facility")?;
+        let json: String = row.get("snapshot")?;
+        let snapshot: FacilitySnapshot = serde_json::from_str(&json)
+            .map_err(|e| RowError::Corrupt(format!("snapshot is not valid: {e}")))?;
+        if snapshot.facility.as_str() != facility {
+            return Err(RowError::Corrupt(format!(
+                "snapshot is of facility {}",
+                snapshot.facility
+            )));
         }
+        Ok(snapshot)
+    }
+}
+
+impl FromRow for StoredReading {
+    const TABLE: &'static str = "readings";
+    const KEY: &'static [&'static str] = &["facility", "ts"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(StoredReading {
+            facility: row.get::<Slug<FacilityId>>("facility")?.0,
+            ts: row.get::<Millis>("ts")?.0,
+            seq: row.get::<Option<Seq>>("seq")?.map(|s| s.0),
+            received_at: row.get::<Millis>("received")?.0,
+            body: row.json("body")?,
+        })
+    }
+}
+
+/// The `replay_from` row of `ledger_meta`.
+struct ReplayMark(DateTime<Utc>);
+
+impl FromRow for ReplayMark {
+    const TABLE: &'static str = "ledger_meta";
+    const KEY: &'static [&'static str] = &["key"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(ReplayMark(row.get::<Millis>("value")?.0))
+    }
+}
+
+/// A `sheltered` row.
+struct Sheltered {
+    town: TownId,
+    count: u64,
+}
+
+impl FromRow for Sheltered {
+    const TABLE: &'static str = "sheltered";
+    const KEY: &'static [&'static str] = &["town"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(Sheltered {
+            town: row.get::<Slug<TownId>>("town")?.0,
+            count: row.get::<Count>("sheltered")?.0,
+        })
+    }
+}
+
+/// A `reject_counts` row.
+struct ReasonCount {
+    reason: String,
+    n: u64,
+}
+
+impl FromRow for ReasonCount {
+    const TABLE: &'static str = "reject_counts";
+    const KEY: &'static [&'static str] = &["reason"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(ReasonCount {
+            reason: row.get("reason")?,
+            n: row.get::<Count>("n")?.0,
+        })
     }
 }
 
@@ -519,9 +444,9 @@ impl WriteBatch<'_> {
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     facility,
-                    millis(reading.ts),
-                    reading.seq.map(seq_to_sql),
-                    millis(received_at),
+                    Millis(reading.ts),
+                    reading.seq.map(Seq),
+                    Millis(received_at),
                     body,
                 ])
             })
@@ -529,7 +454,7 @@ impl WriteBatch<'_> {
         if inserted == 1 && self.influx_queue {
             // Only a reading stored for the first time: a duplicate's lines are queued
             // already, so InfluxDB gets each reading once.
-            let enqueued = millis(received_at);
+            let enqueued = Millis(received_at);
             for line in crate::influx::line::reading_lines(registry, reading) {
                 crate::influx::queue::insert(&self.tx, &line, enqueued)
                     .map_err(sqlite_error(self.path, "enqueue an InfluxDB line"))?;
@@ -547,7 +472,7 @@ impl WriteBatch<'_> {
                 "INSERT INTO ledger_meta (key, value) VALUES ('replay_from', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = min(value, excluded.value)",
             )
-            .and_then(|mut stmt| stmt.execute([millis(ts)]))
+            .and_then(|mut stmt| stmt.execute([Millis(ts)]))
             .map_err(sqlite_error(self.path, "mark unsaved ledger state"))?;
         Ok(())
     }
@@ -576,11 +501,7 @@ impl WriteBatch<'_> {
                  SET snapshot = excluded.snapshot, updated = excluded.updated",
             )
             .and_then(|mut stmt| {
-                stmt.execute(params![
-                    snapshot.facility.as_str(),
-                    json,
-                    millis(Utc::now())
-                ])
+                stmt.execute(params![Slug(&snapshot.facility), json, Millis(Utc::now())])
             })
             .map_err(sqlite_error(self.path, "save facility state"))?;
         Ok(())
@@ -598,7 +519,7 @@ impl WriteBatch<'_> {
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
-                    millis(reject.at),
+                    Millis(reject.at),
                     cut(&reject.topic, MAX_REJECT_TOPIC),
                     reject.reason,
                     cut(&reject.detail, MAX_REJECT_DETAIL),
@@ -635,7 +556,7 @@ impl WriteBatch<'_> {
 /// the primary key without counting rows.
 fn trim_rejects(conn: &Connection, max_rejects: usize) -> rusqlite::Result<usize> {
     conn.prepare_cached("DELETE FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?1")?
-        .execute([sql_limit(max_rejects)])
+        .execute([Limit(max_rejects)])
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.
@@ -648,29 +569,6 @@ fn cut(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms)
-}
-
-/// SQLite integers are signed; a gateway's `seq` is any u64. Storing the same 64 bits
-/// round-trips every value (SQL never compares seqs, so the sign does not matter).
-fn seq_to_sql(seq: u64) -> i64 {
-    i64::from_ne_bytes(seq.to_ne_bytes())
-}
-
-fn seq_from_sql(seq: i64) -> u64 {
-    u64::from_ne_bytes(seq.to_ne_bytes())
-}
-
-/// A count for `LIMIT` or arithmetic; anything beyond i64 is as good as unlimited.
-fn sql_limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn sqlite_error(

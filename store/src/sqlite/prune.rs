@@ -25,7 +25,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
 
-use super::{millis, sql_limit, sqlite_error};
+use super::{Limit, Millis, sqlite_error};
 use crate::{Store, StoreError};
 
 /// One table's retention: what [`Store::prune_chunk`] deletes from.
@@ -137,7 +137,7 @@ impl Store {
             .map_err(sqlite_error(&path, "start pruning"))?;
         let deleted = tx
             .prepare_cached(table.delete_sql())
-            .and_then(|mut stmt| stmt.execute(params![millis(cutoff), sql_limit(limit)]))
+            .and_then(|mut stmt| stmt.execute(params![Millis(cutoff), Limit(limit)]))
             .map_err(sqlite_error(&path, prune_action(table)))?;
         tx.commit().map_err(sqlite_error(&path, "commit pruning"))?;
         Ok(deleted)
@@ -161,7 +161,7 @@ impl Store {
                     SELECT id FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?1
                     ORDER BY id LIMIT ?2)",
             )
-            .and_then(|mut stmt| stmt.execute(params![sql_limit(max_rejects), sql_limit(limit)]))
+            .and_then(|mut stmt| stmt.execute(params![Limit(max_rejects), Limit(limit)]))
             .map_err(sqlite_error(&path, "prune rejects"))?;
         tx.commit().map_err(sqlite_error(&path, "commit pruning"))?;
         Ok(deleted)

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::row::{Columns, FromRow, Millis, RowError};
+
 /// Bytes of a rejected payload kept, enough to see what a gateway sent.
 pub const MAX_REJECT_PAYLOAD: usize = 1024;
 /// Bytes of a rejected message's topic kept (ours are well under this).
@@ -45,6 +47,26 @@ impl RejectRecord {
             payload: head(payload, MAX_REJECT_PAYLOAD),
             payload_len: payload.len(),
         }
+    }
+}
+
+impl FromRow for RejectRecord {
+    const TABLE: &'static str = "rejects";
+    const KEY: &'static [&'static str] = &["id"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        Ok(RejectRecord {
+            at: row.get::<Millis>("at")?.0,
+            topic: row.get("topic")?,
+            reason: row.get("reason")?,
+            detail: row.get("detail")?,
+            payload: row.get("payload")?,
+            payload_len: {
+                let n: i64 = row.get("payload_len")?;
+                usize::try_from(n)
+                    .map_err(|_| RowError::Corrupt(format!("bad payload length {n}")))?
+            },
+        })
     }
 }
 
