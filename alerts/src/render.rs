@@ -6,17 +6,22 @@
 //! Messages are rendered when they are enqueued, not when delivered, so a retry sends
 //! exactly what the first attempt would have, and the outbox shows what was said.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, FixedOffset, Utc};
+use minijinja::{AutoEscape, Environment, Output, State, Value};
 use reserve::coverage::NotReady;
 use reserve::registry::Lang;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::alert::{Alert, Event};
 use crate::config::WebhookFormat;
 use crate::rules::{Detail, ReserveDetail, Rule, Severity};
 
-/// The HTML skeleton of every email; `{{name}}` placeholders are filled once each.
-const EMAIL_TEMPLATE: &str = include_str!("../templates/email.html");
+/// The email templates, compiled once. `.html` is autoescaped (registry names are
+/// operator text and may hold `<` or `&`); `.txt` is not.
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(templates);
 
 /// Longest GSM-7 SMS (one segment), in septets.
 pub const SMS_GSM_LIMIT: usize = 160;
@@ -92,81 +97,69 @@ impl Renderer {
                 sms: String::new(),
             };
         };
-        let w = Words::of(lang);
         let more = items.len() - 1 + others.len();
-        let prefix = w.prefix(head.event, head.alert.severity);
-        let headline = self.headline(lang, head.alert, head.event);
-        let subject = format!(
-            "{} {prefix}{}{} {headline}{}",
+        let subject = self.subject(lang, town, head, more);
+        let email = self.email(lang, town, &items, others, &subject);
+        Message {
+            text: render("email.txt", &email),
+            html: render("email.html", &email),
+            sms: self.sms(lang, town, head, more),
+            subject,
+        }
+    }
+
+    /// Who it is about, the worst problem, and how many more there are.
+    fn subject(&self, lang: Lang, town: &TownNames, head: Item<'_>, more: usize) -> String {
+        let w = Words::of(lang);
+        format!(
+            "{} {}{}{} {}{}",
             self.subject_prefix,
+            w.prefix(head.event, head.alert.severity),
             w.colon,
             town.name,
+            self.headline(lang, head.alert, head.event),
             if more > 0 {
                 w.more(more)
             } else {
                 String::new()
             }
-        );
+        )
+    }
 
-        let intro = w.intro(head.event, &town.name);
-        let mut text = format!("{intro}\n\n");
-        let mut html_items = String::new();
-        for item in &items {
-            let line = self.line(lang, item.alert, item.event);
-            let marker = w.marker(item.event);
-            let severity = w.severity(item.alert.severity);
-            text.push_str(&format!("  [{marker}] [{severity}] {line}\n"));
-            let ack = self.ack_hint(lang, item);
-            if let Some(ack) = &ack {
-                text.push_str(&format!("      {ack}\n"));
-            }
-            html_items.push_str(&format!(
-                "<tr><td style=\"padding: 6px; border-bottom: 1px solid #d0d7de; white-space: nowrap; vertical-align: top;\"><b style=\"color: {}\">{}</b><br>{}</td><td style=\"padding: 6px; border-bottom: 1px solid #d0d7de;\">{}{}</td></tr>\n",
-                colour(item.event, item.alert.severity),
-                escape(marker),
-                escape(severity),
-                escape(&line),
-                ack.map(|a| format!("<br><small>{}</small>", escape(&a)))
-                    .unwrap_or_default(),
-            ));
-        }
-        let mut html_others = String::new();
-        if !others.is_empty() {
-            text.push_str(&format!("\n{}\n", w.others_title));
-            html_others.push_str(&format!("<p>{}</p>\n<ul>\n", escape(w.others_title)));
-            for alert in others {
-                let line = self.line(lang, alert, Event::Fired);
-                let severity = w.severity(alert.severity);
-                text.push_str(&format!("  [{severity}] {line}\n"));
-                html_others.push_str(&format!(
-                    "<li>[{}] {}</li>\n",
-                    escape(severity),
-                    escape(&line)
-                ));
-            }
-            html_others.push_str("</ul>");
-        }
-        let town_line = w.town_line(town);
-        let footer = self.footer(lang);
-        text.push_str(&format!("\n{town_line}\n{footer}\n"));
-        let html = fill(
-            EMAIL_TEMPLATE,
-            &[
-                ("lang", escape(w.html_lang)),
-                ("title", escape(&subject)),
-                ("intro", escape(&intro)),
-                ("items", html_items),
-                ("others", html_others),
-                ("town", escape(&town_line)),
-                ("footer", escape(&footer).replace('\n', "<br>\n")),
-            ],
-        );
-        let sms = self.sms(lang, town, head, more);
-        Message {
+    /// What the email templates say, every phrase already in the reader's language.
+    fn email<'a>(
+        &self,
+        lang: Lang,
+        town: &TownNames,
+        items: &[Item<'_>],
+        others: &[&Alert],
+        subject: &'a str,
+    ) -> EmailView<'a> {
+        let w = Words::of(lang);
+        EmailView {
+            html_lang: w.html_lang,
             subject,
-            text,
-            html,
-            sms,
+            intro: w.intro(items[0].event, &town.name),
+            items: items
+                .iter()
+                .map(|item| ItemView {
+                    colour: colour(item.event, item.alert.severity),
+                    marker: w.marker(item.event),
+                    severity: w.severity(item.alert.severity),
+                    line: self.line(lang, item.alert, item.event),
+                    ack: self.ack_hint(lang, item),
+                })
+                .collect(),
+            others_title: w.others_title,
+            others: others
+                .iter()
+                .map(|alert| OtherView {
+                    severity: w.severity(alert.severity),
+                    line: self.line(lang, alert, Event::Fired),
+                })
+                .collect(),
+            town_line: w.town_line(town),
+            footer: self.footer(lang),
         }
     }
 
@@ -244,13 +237,15 @@ impl Renderer {
         ))
     }
 
-    fn footer(&self, lang: Lang) -> String {
+    /// The lines under every email: what acknowledging does, where the board is, and
+    /// which time zone the times are in.
+    fn footer(&self, lang: Lang) -> Vec<String> {
         let w = Words::of(lang);
-        let mut footer = w.ack_explained.to_owned();
+        let mut footer = vec![w.ack_explained.to_owned()];
         if let Some(base) = &self.base_url {
-            footer.push_str(&format!("\n{}{}{base}/", w.board, w.colon));
+            footer.push(format!("{}{}{base}/", w.board, w.colon));
         }
-        footer.push_str(&format!("\n{} UTC{}.", w.times_in, self.offset));
+        footer.push(format!("{} UTC{}.", w.times_in, self.offset));
         footer
     }
 
@@ -401,54 +396,91 @@ fn is_robot_url(url: &str) -> bool {
     host == "qyapi.weixin.qq.com" || host == "oapi.dingtalk.com"
 }
 
+// ---------------------------------------------------------------------------------
+// Email templates (alerts/templates). The templates lay the message out; every phrase
+// they print is computed here in the reader's language, so they hold no logic beyond
+// "for each item" and "if there is one".
+
+/// An email as the templates see it.
+#[derive(Debug, Serialize)]
+struct EmailView<'a> {
+    html_lang: &'static str,
+    subject: &'a str,
+    intro: String,
+    items: Vec<ItemView>,
+    others_title: &'static str,
+    /// The town's other firing alerts: listed, not tagged with an event.
+    others: Vec<OtherView>,
+    town_line: String,
+    /// Lines: a line break in the text, `<br>` in HTML.
+    footer: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ItemView {
+    colour: &'static str,
+    marker: &'static str,
+    severity: &'static str,
+    line: String,
+    /// How to acknowledge it, or who did; `None` once resolved.
+    ack: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct OtherView {
+    severity: &'static str,
+    line: String,
+}
+
+fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    // Whole lines of `{% … %}` leave nothing behind, so the templates can be laid out
+    // like the message; the trailing newline of a file is part of the message.
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    env.set_formatter(escape_reserved_only);
+    for (name, source) in [
+        ("email.txt", include_str!("../templates/email.txt")),
+        ("email.html", include_str!("../templates/email.html")),
+    ] {
+        env.add_template(name, source)
+            .expect("the email templates parse (every render test loads them)");
+    }
+    env
+}
+
+/// `view` through the template `name`. The templates are ours and every branch of
+/// them is rendered by the tests, so an error here is a bug, not an input to handle.
+fn render(name: &str, view: &impl Serialize) -> String {
+    TEMPLATES
+        .get_template(name)
+        .and_then(|template| template.render(view))
+        .unwrap_or_else(|e| panic!("template {name}: {e:#}"))
+}
+
+/// HTML autoescaping of the five reserved characters only. minijinja's own escaper
+/// also writes `/` as `&#x2f;`, which would turn every link an officer reads in the
+/// source (and every ack URL) into `https:&#x2f;&#x2f;…`.
+fn escape_reserved_only(
+    out: &mut Output<'_>,
+    state: &State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    match (state.auto_escape(), value.as_str()) {
+        (AutoEscape::Html, Some(text)) if !value.is_safe() => out
+            .write_str(&html_escape::encode_quoted_attribute(text))
+            .map_err(minijinja::Error::from),
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
 fn colour(event: Event, severity: Severity) -> &'static str {
     match (event, severity) {
         (Event::Resolved, _) => "#1a7f37",
         (_, Severity::Critical) => "#cf222e",
         (_, Severity::Warning) => "#9a6700",
     }
-}
-
-/// Fills `{{name}}` placeholders in one pass, so a value containing `{{…}}` is not
-/// filled again. Unknown placeholders are left as they are.
-fn fill(template: &str, values: &[(&str, String)]) -> String {
-    let mut out = String::with_capacity(template.len() * 2);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => {
-                let name = &after[..end];
-                match values.iter().find(|(n, _)| *n == name) {
-                    Some((_, value)) => out.push_str(value),
-                    None => out.push_str(&rest[start..start + 2 + end + 2]),
-                }
-                rest = &after[end + 2..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The longest prefix of `s` within `max` bytes, cut on a character boundary.
@@ -1388,14 +1420,26 @@ mod tests {
         out
     }
 
+    /// A registry name that looks like template syntax is printed, never evaluated
+    /// (what the hand-rolled `fill` pinned as "substitutes once").
     #[test]
-    fn fill_substitutes_once() {
-        assert_eq!(
-            fill(
-                "a {{x}} b {{y}} {{z}}",
-                &[("x", "{{y}}".into()), ("y", "Y".into())]
-            ),
-            "a {{y}} b Y {{z}}"
+    fn names_that_look_like_templates_are_printed_as_written() {
+        let water = reserve(1, Rule::ReserveBelowTarget, "{{ subject }}", 1.0);
+        let message = renderer().message(
+            Lang::En,
+            &town("{% if true %}X{% endif %}"),
+            &[Item {
+                alert: &water,
+                event: Event::Fired,
+            }],
+            &[],
         );
+        for body in [&message.text, &message.html] {
+            assert!(body.contains("{{ subject }} 1 days left"), "{body}");
+            assert!(
+                body.contains("{% if true %}X{% endif %} has problems"),
+                "{body}"
+            );
+        }
     }
 }
