@@ -1,47 +1,67 @@
-//! What the alert engine and its channels are told. Plain structs: the `server` crate
-//! parses `[alerts]`, `[smtp]`, `[sms]` and `[webhook]`
-//! (docs/design.md#cli-and-configuration) and converts; keys this crate has and the file
-//! does not yet name keep their defaults.
+//! What the alert engine and its channels are told: the `[alerts]`, `[smtp]`, `[sms]`
+//! and `[webhook]` sections of the configuration (docs/design.md#cli-and-configuration),
+//! deserialised straight into these types by the `server` crate. Fields the file does
+//! not name (`#[serde(skip)]`) keep their defaults or are set by the server.
+//!
+//! Passwords are [`SecretString`]s: they never print, and are exposed only where a
+//! channel hands them to a server. A `*_file` field is read by the server, which alone
+//! reads files, into its secret at load.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::FixedOffset;
+use secrecy::SecretString;
+use serde::Deserialize;
 
 /// Beijing time: the zone the deployment this was built for reads its clocks in.
 const DEFAULT_UTC_OFFSET_S: i32 = 8 * 3600;
 
-/// The lifecycle timings of docs/design.md#lifecycle and how messages read.
-#[derive(Debug, Clone)]
+/// `[alerts]`: the lifecycle timings of docs/design.md#lifecycle and how messages read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     /// One message per town per this window lists all of its problems: the first
     /// problem waits this long for others to join it.
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub group_wait: Duration,
     /// Reminder while firing and unacknowledged.
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub repeat_every: Duration,
     /// Unacknowledged this long after the last notice: escalate one level (town →
     /// cluster → district → city contacts).
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub escalate_after: Duration,
     /// A condition must hold this long before its alert fires (`for` in the design).
+    #[serde(rename = "for", deserialize_with = "reserve::duration::deserialize")]
     pub pending_for: Duration,
     /// `reserve_depleting` fires when the target is forecast to be crossed this soon.
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub depleting_horizon: Duration,
     /// How often every town is re-evaluated without a change: silence and the expiry
     /// of silences depend on time alone. Bounds how late a silent facility is noticed
     /// (beyond its `stale_after`); a pass over 40,000 towns costs some CPU, so not
     /// every second.
+    #[serde(skip)]
     pub tick: Duration,
     /// Base URL of the HTTP API and board (`https://stockpile.example.org`), quoted in
     /// messages so an officer can acknowledge; without it messages give the path alone.
+    /// Set by the server from `[api] listen`.
+    #[serde(skip)]
     pub public_url: Option<String>,
     /// Times in messages are shown in this zone.
+    #[serde(skip)]
     pub utc_offset: FixedOffset,
     /// Starts every email subject.
+    #[serde(skip)]
     pub subject_prefix: String,
+    #[serde(skip)]
     pub retry: RetryPolicy,
-    /// Queue the `alert` series for the InfluxDB sink with every transition (set when
-    /// an `[influx]` section is configured; otherwise nobody would drain the queue).
+    /// Queue the `alert` series for the InfluxDB sink with every transition (set by the
+    /// server when an `[influx]` section is configured; otherwise nobody would drain the
+    /// queue).
+    #[serde(skip)]
     pub influx_series: bool,
 }
 
@@ -97,18 +117,32 @@ impl RetryPolicy {
     }
 }
 
-/// `[smtp]`: email through an SMTP server.
-#[derive(Clone)]
+/// `[smtp]`: email through an SMTP server, or into a directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
     /// `smtp://host:port` (plain, for a local relay), `smtp://host:port?tls=required`
-    /// (STARTTLS) or `smtps://host:port` (TLS from the first byte).
+    /// (STARTTLS), `smtps://host:port` (TLS from the first byte), or `file:///dir` (each
+    /// message written there as an `.eml` file: a relay's drop directory, or the demo's
+    /// mailbox).
     pub url: String,
     /// `Name <address>` or a bare address.
     pub from: String,
+    /// SMTP authentication, with `password`.
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// Exposed only to the SMTP credentials.
+    pub password: Option<SecretString>,
+    /// A file holding the password; the server reads it into `password` at load.
+    pub password_file: Option<PathBuf>,
     /// One delivery attempt, connection to QUIT.
+    #[serde(skip)]
     pub timeout: Duration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig::new("", "")
+    }
 }
 
 impl SmtpConfig {
@@ -118,26 +152,15 @@ impl SmtpConfig {
             from: from.into(),
             username: None,
             password: None,
+            password_file: None,
             timeout: Duration::from_secs(30),
         }
     }
 }
 
-impl fmt::Debug for SmtpConfig {
-    // By hand, so the password never reaches a log line.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("url", &self.url)
-            .field("from", &self.from)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
 /// Ready-made request shapes of well-known SMS gateways.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SmsPreset {
     /// Twilio's Messages API: form body `To`, `From`, `Body`, basic auth with the
     /// account SID and auth token as `username` and `password`.
@@ -150,20 +173,36 @@ pub enum SmsPreset {
 /// and `body` (JSON-escaped when the `Content-Type` header says JSON, form-encoded when
 /// it says `application/x-www-form-urlencoded`, as is otherwise). Without a `body`
 /// template a POST sends `{"to": …, "text": …}` as JSON.
-#[derive(Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SmsConfig {
+    /// `http://` or `https://`; `{to}`, `{text}`, `{from}` are filled in per message.
     pub url: String,
     /// `POST` unless told otherwise (`GET` sends no body: put the placeholders in the URL).
     pub method: Option<String>,
-    pub headers: BTreeMap<String, String>,
+    /// Sent with every request. Values are secrets (an `Authorization` or API-key header
+    /// is the gateway's password), exposed only to the request.
+    pub headers: BTreeMap<String, SecretString>,
+    /// Request body template; `{to}`, `{text}`, `{from}` are filled in per message.
     pub body: Option<String>,
     pub preset: Option<SmsPreset>,
     /// Sender number or name, for gateways that need one.
     pub from: Option<String>,
     /// HTTP basic auth, when both are set.
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// Exposed only to the request's basic auth.
+    pub password: Option<SecretString>,
+    /// A file holding the password; the server reads it into `password` at load.
+    pub password_file: Option<PathBuf>,
+    /// One request, connection to response.
+    #[serde(skip)]
     pub timeout: Duration,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig::new("")
+    }
 }
 
 impl SmsConfig {
@@ -177,25 +216,9 @@ impl SmsConfig {
             from: None,
             username: None,
             password: None,
+            password_file: None,
             timeout: Duration::from_secs(10),
         }
-    }
-}
-
-impl fmt::Debug for SmsConfig {
-    // By hand, so the password never reaches a log line.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmsConfig")
-            .field("url", &self.url)
-            .field("method", &self.method)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("body", &self.body)
-            .field("preset", &self.preset)
-            .field("from", &self.from)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("timeout", &self.timeout)
-            .finish()
     }
 }
 
@@ -214,9 +237,13 @@ pub enum WebhookFormat {
 }
 
 /// `[webhook]`: settings shared by every contact's webhook.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// One request, connection to response.
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub timeout: Duration,
+    #[serde(skip)]
     pub format: WebhookFormat,
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Tokens come from the configuration (the `server` crate converts its config into an
 //! [`AuthConfig`]). A presented token is compared with every configured one in constant
-//! time, and tokens never reach a log line: [`TokenEntry`]'s `Debug` hides them.
+//! time, and tokens never reach a log line: they are `SecretString`s, exposed only to
+//! that comparison.
 //!
 //! Rules:
 //! - `GET`/`HEAD` need any valid token, or none when `public_read` is on (wall displays);
@@ -16,6 +17,7 @@ use axum::http::{Method, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::Response;
 use reserve::TownId;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
@@ -58,27 +60,15 @@ pub struct AuthConfig {
 }
 
 /// One configured bearer token.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct TokenEntry {
     /// Who holds it; appears in logs instead of the token.
     pub name: String,
     pub role: Role,
     /// The secret. Empty tokens never match.
-    pub token: String,
+    pub token: SecretString,
     /// The towns an `officer` is responsible for; ignored for other roles.
     pub towns: Vec<TownId>,
-}
-
-impl std::fmt::Debug for TokenEntry {
-    // By hand, so the token never reaches a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenEntry")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .field("token", &"***")
-            .field("towns", &self.towns)
-            .finish()
-    }
 }
 
 impl AuthConfig {
@@ -87,7 +77,7 @@ impl AuthConfig {
     fn find(&self, presented: &[u8]) -> Option<&TokenEntry> {
         let mut found = None;
         for entry in &self.tokens {
-            let token = entry.token.as_bytes();
+            let token = entry.token.expose_secret().as_bytes();
             let equal = bool::from(token.ct_eq(presented)) && !token.is_empty();
             if equal && found.is_none() {
                 found = Some(entry);
@@ -296,7 +286,7 @@ mod tests {
                 TokenEntry {
                     name: "unset".into(),
                     role: Role::Admin,
-                    token: String::new(),
+                    token: SecretString::default(),
                     towns: vec![],
                 },
             ],

@@ -1,12 +1,13 @@
 //! The rumqttc options built from the config: session, acks, credentials, TLS.
 
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use secrecy::ExposeSecret;
 
 use crate::{IngestConfig, IngestError, MAX_PACKET_BYTES};
 
 pub(crate) fn mqtt_options(config: &IngestConfig) -> Result<MqttOptions, IngestError> {
     let mut options = MqttOptions::new(
-        config.client_id.clone(),
+        config.mqtt.client_id.clone(),
         config.broker.host.clone(),
         config.broker.port,
     );
@@ -16,8 +17,13 @@ pub(crate) fn mqtt_options(config: &IngestConfig) -> Result<MqttOptions, IngestE
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-    if let Some(user) = &config.username {
-        options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
+    if let Some(user) = &config.mqtt.username {
+        let password = config
+            .mqtt
+            .password
+            .as_ref()
+            .map(ExposeSecret::expose_secret);
+        options.set_credentials(user.clone(), password.unwrap_or_default());
     }
     if config.broker.tls {
         options.set_transport(Transport::Tls(tls_configuration(config)?));

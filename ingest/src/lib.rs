@@ -17,6 +17,7 @@
 //! transaction, which is what makes manual acks affordable.
 
 mod broker;
+mod config;
 mod restore;
 mod writer;
 
@@ -30,6 +31,7 @@ use store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use config::{IngestConfig, MqttConfig};
 pub use reserve::broker_url::{BrokerUrl, BrokerUrlError};
 pub use restore::{Restored, restore_ledger};
 
@@ -50,68 +52,6 @@ const SHUTDOWN_ACKS: Duration = Duration::from_secs(2);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// How to reach the broker and how to batch.
-#[derive(Clone)]
-pub struct IngestConfig {
-    pub broker: BrokerUrl,
-    /// Stable, so the broker keeps our persistent session across restarts.
-    pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// PEM of a CA to trust for `mqtts://` besides the system roots.
-    pub ca_pem: Option<Vec<u8>>,
-    pub keep_alive: Duration,
-    /// Most readings in one SQLite transaction.
-    pub batch_max: usize,
-    /// Readings older than this are rejected (and pruned from history).
-    pub retention: Duration,
-    /// Payloads above this are rejected as `too_large`.
-    pub max_payload_bytes: usize,
-    /// Arrays with more readings are rejected whole as `too_many_readings`.
-    pub max_readings_per_message: usize,
-    /// How often the writer saves the snapshots of facilities the ledger changed.
-    /// Readings are durable with every batch regardless; a start-up after a crash
-    /// replays the ones stored since the last save. Saving with every batch cost
-    /// half the writer's time at high rates (BENCHMARKS.md).
-    pub snapshot_every: Duration,
-    /// Subscribe town by town to these towns only (a shard,
-    /// docs/design.md#scale-out-by-town); `None` subscribes to every town with wildcards.
-    pub towns: Option<Vec<String>>,
-}
-
-impl std::fmt::Debug for IngestConfig {
-    // By hand, so the password never reaches a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestConfig")
-            .field("broker", &self.broker)
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("batch_max", &self.batch_max)
-            .field("towns", &self.towns.as_ref().map(Vec::len))
-            .finish_non_exhaustive()
-    }
-}
-
-impl IngestConfig {
-    pub fn new(broker: BrokerUrl, client_id: impl Into<String>) -> IngestConfig {
-        IngestConfig {
-            broker,
-            client_id: client_id.into(),
-            username: None,
-            password: None,
-            ca_pem: None,
-            keep_alive: Duration::from_secs(30),
-            batch_max: 1000,
-            retention: Duration::from_secs(90 * 24 * 3600),
-            max_payload_bytes: reserve::wire::MAX_PAYLOAD_BYTES,
-            max_readings_per_message: reserve::wire::MAX_READINGS_PER_MESSAGE,
-            snapshot_every: Duration::from_secs(1),
-            towns: None,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -210,7 +150,7 @@ pub async fn run(
     let mut subscriber = Subscriber {
         subscription: Subscription::new(config.towns.as_deref()),
         queue: DeliveryQueue {
-            max_payload_bytes: config.max_payload_bytes,
+            max_payload_bytes: config.mqtt.max_payload_bytes,
             generation: Arc::clone(&generation),
             metrics: Arc::clone(&metrics),
             budget: Arc::new(tokio::sync::Semaphore::new(DELIVERY_QUEUE_BYTES)),

@@ -508,8 +508,8 @@ fn decode(
             let context = DecodeContext {
                 registry,
                 now,
-                max_payload_bytes: config.max_payload_bytes,
-                max_readings: config.max_readings_per_message,
+                max_payload_bytes: config.mqtt.max_payload_bytes,
+                max_readings: config.mqtt.max_readings_per_message,
                 max_future: wire::MAX_FUTURE,
                 retention: config.retention,
             };
@@ -552,7 +552,7 @@ fn route<'d>(
     let facility = wire::resolve_topic(&topic, registry).map_err(|r| (None, r))?;
     if let Some(len) = delivery.oversize {
         let limit = match topic.kind {
-            TopicKind::Reading => config.max_payload_bytes,
+            TopicKind::Reading => config.mqtt.max_payload_bytes,
             TopicKind::Status => wire::MAX_STATUS_BYTES,
         };
         let rejected = Rejected::new(

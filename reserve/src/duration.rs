@@ -2,6 +2,13 @@
 
 use std::time::Duration;
 
+/// Deserialises a duration written as operators say it (`"90s"`, `"4h"`), for the
+/// components' config sections: `#[serde(deserialize_with = "reserve::duration::deserialize")]`.
+pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
 /// Parses `"90s"`, `"500ms"`, `"30m"`, `"4h"`, `"2d"` and sums like `"1h30m"`.
 /// Errors are lowercase phrases meant to follow a located prefix (`file:line: field`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

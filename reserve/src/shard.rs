@@ -96,6 +96,14 @@ impl fmt::Display for Shard {
     }
 }
 
+/// `"i/N"`, as a config file writes it.
+impl<'de> serde::Deserialize<'de> for Shard {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shard, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Shard {
     type Err = ShardError;
 

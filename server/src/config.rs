@@ -1,7 +1,9 @@
 //! The service's configuration (docs/design.md#cli-and-configuration): one TOML file
-//! whose sections are typed structs, every field overridable by a
-//! `STOCKPILE__SECTION__KEY` environment variable, secrets from the file or from files
-//! they name, and the registry the file names (or carries inline).
+//! whose sections are the components' own config types (`[mqtt]` is
+//! [`ingest::MqttConfig`], `[smtp]` is [`alerts::SmtpConfig`], …), deserialised straight
+//! into them, every field overridable by a `STOCKPILE__SECTION__KEY` environment
+//! variable, secrets from the file or from files they name (read here: only the server
+//! reads files), and the registry the file names (or carries inline).
 //!
 //! Environment overrides patch the parsed document before it is deserialised, so a value
 //! from the environment goes through exactly the checks a value from the file does, and a
@@ -9,21 +11,23 @@
 
 mod env;
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use alerts::redact::redact_url;
 use reserve::Registry;
 use reserve::registry::{Source, load_registry};
-use reserve::shard::Shard;
+use secrecy::SecretString;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+pub use alerts::{AlertsConfig, SmsConfig, SmtpConfig, WebhookConfig};
 pub use env::ENV_PREFIX;
+pub use ingest::MqttConfig;
+pub use store::StoreConfig;
+pub use store::influx::{InfluxApiVersion, InfluxConfig};
 
 /// The sections of a config file. A file without `registry = "…"` carries the registry
 /// inline, so the registry loader is told to leave these alone.
@@ -31,7 +35,8 @@ pub const CONFIG_SECTIONS: &[&str] = &[
     "mqtt", "store", "influx", "api", "smtp", "sms", "alerts", "webhook", "log",
 ];
 
-/// The typed configuration, checked and with secrets read from their files.
+/// The typed configuration, checked and with secrets read from their files. Each
+/// section is its component's own type; `[api]` and `[log]` are the server's.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub mqtt: MqttConfig,
@@ -48,191 +53,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// A password or token. It never prints, so a config can be logged with `{:?}`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that hands it to a server.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// `[mqtt]`: where readings come from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MqttConfig {
-    /// `mqtt://host:port`, or `mqtts://host:port` for TLS.
-    pub url: String,
-    /// Also names the broker's persistent session, so it must be stable across restarts.
-    pub client_id: String,
-    pub username: Option<String>,
-    /// After loading, also holds the password read from `password_file`.
-    pub password: Option<Secret>,
-    pub password_file: Option<PathBuf>,
-    /// PEM file of a CA to trust for `mqtts://` besides the system's roots (a private
-    /// broker CA). Relative to the config file.
-    pub ca_file: Option<PathBuf>,
-    /// Run the embedded broker on `url`'s port instead of connecting to one.
-    pub embedded_broker: bool,
-    /// `"i/N"`: run as instance `i` of `N`, with only the towns that hash to it
-    /// (docs/design.md#scale-out-by-town). `stockpile serve --shard` overrides it.
-    /// `-shard-i-of-N` is appended to `client_id`, so the instances' broker sessions stay
-    /// apart.
-    #[serde(deserialize_with = "shard")]
-    pub shard: Option<Shard>,
-    /// Most readings one message's array may carry; more is rejected whole as
-    /// `too_many_readings` (docs/design.md#limits). Bounds the work one message can cost.
-    pub max_readings_per_message: usize,
-    /// Largest reading payload in bytes; larger is rejected as `too_large` and cut to its
-    /// head before it is queued.
-    pub max_payload_bytes: usize,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig {
-            url: "mqtt://127.0.0.1:1883".into(),
-            client_id: "stockpile".into(),
-            username: None,
-            password: None,
-            password_file: None,
-            ca_file: None,
-            embedded_broker: false,
-            shard: None,
-            max_readings_per_message: reserve::wire::MAX_READINGS_PER_MESSAGE,
-            max_payload_bytes: reserve::wire::MAX_PAYLOAD_BYTES,
-        }
-    }
-}
-
-impl MqttConfig {
-    /// The client id this instance connects with: `client_id`, and `-shard-i-of-N` when
-    /// sharded. Two instances with one client id would take turns kicking each other off
-    /// the broker, and the suffix naming `N` gives every layout its own sessions, so a
-    /// session never holds the subscriptions of another layout's towns.
-    pub fn instance_client_id(&self) -> String {
-        match self.shard {
-            Some(shard) => format!(
-                "{}-shard-{}-of-{}",
-                self.client_id,
-                shard.index(),
-                shard.count()
-            ),
-            None => self.client_id.clone(),
-        }
-    }
-}
-
-/// `[store]`: the embedded SQLite store.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// After loading, relative paths are resolved against the config file's directory.
-    pub path: PathBuf,
-    /// How long readings history is kept; older readings are rejected (`ts_too_old`) and
-    /// pruned (docs/design.md#retention).
-    #[serde(deserialize_with = "duration")]
-    pub retention: Duration,
-    /// How long sent and failed notifications are kept after their last attempt.
-    /// Pending ones are kept until delivered or given up.
-    #[serde(deserialize_with = "duration")]
-    pub outbox_retention: Duration,
-    /// How long resolved alerts, with their acknowledgements, are kept after they
-    /// resolved. Open alerts are always kept.
-    #[serde(deserialize_with = "duration")]
-    pub alert_retention: Duration,
-    /// How long silences are kept after they ended.
-    #[serde(deserialize_with = "duration")]
-    pub silence_retention: Duration,
-    /// Time between two pruning passes (the first runs shortly after start).
-    #[serde(deserialize_with = "duration")]
-    pub prune_every: Duration,
-    /// How often live facility state is saved beside the readings. Readings are
-    /// durable before their ack either way; after a crash the readings since the last
-    /// save are replayed at start-up, so a longer interval costs start-up time, not data.
-    #[serde(deserialize_with = "duration")]
-    pub snapshot_every: Duration,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        let defaults = store::MaintenanceConfig::default();
-        StoreConfig {
-            path: "stockpile.db".into(),
-            retention: defaults.retention,
-            outbox_retention: defaults.outbox_retention,
-            alert_retention: defaults.alert_retention,
-            silence_retention: defaults.silence_retention,
-            prune_every: defaults.every,
-            snapshot_every: Duration::from_secs(1),
-        }
-    }
-}
-
-impl StoreConfig {
-    /// What the store's maintenance keeps and how often it runs. The first pass comes
-    /// soon after start, or after `prune_every` when that is sooner.
-    pub fn maintenance(&self) -> store::MaintenanceConfig {
-        store::MaintenanceConfig {
-            first_after: store::maintenance::DEFAULT_FIRST_PASS_AFTER.min(self.prune_every),
-            retention: self.retention,
-            outbox_retention: self.outbox_retention,
-            alert_retention: self.alert_retention,
-            silence_retention: self.silence_retention,
-            every: self.prune_every,
-            ..store::MaintenanceConfig::default()
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InfluxApi {
-    /// InfluxDB 1.x `/write` with a database.
-    V1,
-    /// `/api/v2/write` with org, bucket and token: InfluxDB 2.x, 3.x, Cloud, 1.8+.
-    #[default]
-    V2,
-}
-
-/// `[influx]`: the optional time-series sink.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct InfluxConfig {
-    pub url: String,
-    pub api: InfluxApi,
-    /// v1: the database to write to.
-    pub database: Option<String>,
-    /// v1: optional credentials.
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub password_file: Option<PathBuf>,
-    /// v2: organisation, bucket and token.
-    pub org: Option<String>,
-    pub bucket: Option<String>,
-    pub token: Option<Secret>,
-    pub token_file: Option<PathBuf>,
-}
-
 /// API roles, as the API defines them (one definition for config and checks).
 pub use api::Role;
 
@@ -243,9 +63,10 @@ pub struct ApiToken {
     /// Who holds it; shown in acknowledgements and logs instead of the token.
     pub name: String,
     pub role: Role,
-    /// After loading, also holds the token read from `token_file`.
+    /// After loading, also holds the token read from `token_file`. Exposed only to the
+    /// API's token table.
     #[serde(default)]
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// Officer tokens: the towns whose alerts the holder may acknowledge.
@@ -274,95 +95,6 @@ impl Default for ApiConfig {
     }
 }
 
-/// `[smtp]`: email notifications.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SmtpConfig {
-    /// `smtp://host:port` (plain, for a local relay), `smtp://host:port?tls=required`
-    /// (STARTTLS), `smtps://host:port` (TLS), or `file:///dir` (each message written
-    /// there as an `.eml` file: a relay's drop directory, or the demo's mailbox).
-    pub url: String,
-    /// `Name <address>` or a bare address.
-    pub from: String,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub password_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmsPreset {
-    /// Twilio's Messages API: form body `To`, `From`, `Body`, basic auth.
-    Twilio,
-}
-
-/// `[sms]`: an HTTP SMS gateway, a generic templated request or a preset.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SmsConfig {
-    pub url: String,
-    /// `POST` unless told otherwise.
-    pub method: Option<String>,
-    pub headers: BTreeMap<String, String>,
-    /// Request body template; `{to}`, `{text}` are filled in per message.
-    pub body: Option<String>,
-    pub preset: Option<SmsPreset>,
-    /// Sender number or name, for presets that need one.
-    pub from: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub password_file: Option<PathBuf>,
-}
-
-/// `[alerts]`: the lifecycle timings (docs/design.md#lifecycle).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AlertsConfig {
-    /// One message per town per this window lists all of its problems.
-    #[serde(deserialize_with = "duration")]
-    pub group_wait: Duration,
-    /// Reminder while firing and unacknowledged.
-    #[serde(deserialize_with = "duration")]
-    pub repeat_every: Duration,
-    /// Unacknowledged this long: escalate to cluster, then district contacts.
-    #[serde(deserialize_with = "duration")]
-    pub escalate_after: Duration,
-    /// A condition must hold this long before an alert fires (`for` in the design).
-    #[serde(rename = "for", deserialize_with = "duration")]
-    pub pending_for: Duration,
-    /// `reserve_depleting` fires when the target is forecast to be crossed this soon.
-    #[serde(deserialize_with = "duration")]
-    pub depleting_horizon: Duration,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            group_wait: Duration::from_secs(10),
-            repeat_every: Duration::from_secs(4 * 3600),
-            escalate_after: Duration::from_secs(30 * 60),
-            pending_for: Duration::ZERO,
-            depleting_horizon: Duration::from_secs(12 * 3600),
-        }
-    }
-}
-
-/// `[webhook]`: settings shared by all contacts' webhooks.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookConfig {
-    #[serde(deserialize_with = "duration")]
-    pub timeout: Duration,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -387,17 +119,6 @@ impl Default for LogConfig {
             format: LogFormat::Text,
         }
     }
-}
-
-/// Durations are written as operators say them: `"90s"`, `"4h"`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    reserve::parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
-fn shard<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Shard>, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// One problem: `demo/stockpile.toml:4: mqtt.url: …`, or `env STOCKPILE__MQTT__URL: …`
@@ -749,7 +470,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
         );
         c.secret("influx.token", &mut influx.token, &influx.token_file);
         match influx.api {
-            InfluxApi::V1 => {
+            InfluxApiVersion::V1 => {
                 if influx.database.is_none() {
                     c.field(
                         "influx.database",
@@ -757,7 +478,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
                     );
                 }
             }
-            InfluxApi::V2 => {
+            InfluxApiVersion::V2 => {
                 let needs = [
                     ("influx.org", influx.org.is_none()),
                     ("influx.bucket", influx.bucket.is_none()),
@@ -903,7 +624,7 @@ impl Checks<'_, '_> {
     }
 
     /// A secret given inline or as `…_file` (read here, trailing newline dropped).
-    fn secret(&mut self, field: &str, secret: &mut Option<Secret>, file: &Option<PathBuf>) {
+    fn secret(&mut self, field: &str, secret: &mut Option<SecretString>, file: &Option<PathBuf>) {
         let Some(file) = file else {
             return;
         };
@@ -919,7 +640,7 @@ impl Checks<'_, '_> {
         }
         let path = self.dir.join(file);
         match std::fs::read_to_string(&path) {
-            Ok(text) => *secret = Some(Secret::new(text.trim_end_matches(['\r', '\n']))),
+            Ok(text) => *secret = Some(text.trim_end_matches(['\r', '\n']).into()),
             Err(e) => self.field(&file_field, format!("cannot read {}: {e}", path.display())),
         }
     }

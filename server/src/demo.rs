@@ -16,7 +16,7 @@ use reserve::coverage::TownStatus;
 use reserve::registry::{Registry, Source, load_registry};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ApiToken, Config, Loaded, RegistrySource, Role, Secret, SmtpConfig};
+use crate::config::{ApiToken, Config, Loaded, RegistrySource, Role, SmtpConfig};
 use crate::serve::{Service, Shared};
 
 /// The demo registry, compiled in so the binary runs from any directory.
@@ -105,7 +105,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     config.api.tokens = vec![ApiToken {
         name: "demo".into(),
         role: Role::Admin,
-        token: Some(Secret::new(token.clone())),
+        token: Some(token.clone().into()),
         token_file: None,
         towns: Vec::new(),
     }];

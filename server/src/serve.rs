@@ -113,12 +113,18 @@ impl Parts {
             replayed = restored.replayed,
             store = %config.store.path.display()
         );
+        let channels = alerts::Channels::from_config(
+            config.smtp.as_ref(),
+            config.sms.as_ref(),
+            &config.webhook,
+        )
+        .context("notification channels")?;
         let alerts = alerts::Alerts::open(
             alerts_config(&config),
             Arc::clone(&registry),
             &config.store.path,
             store_options(&config),
-            channels(&config)?,
+            channels,
         )
         .context("start alerting")?;
         // Retention and WAL checkpoints, on a connection of its own.
@@ -143,7 +149,7 @@ impl Parts {
         };
         let (influx, history) = match &config.influx {
             Some(influx) => {
-                let endpoint = influx_endpoint(influx)?;
+                let endpoint = influx.endpoint()?;
                 let history =
                     store::history::InfluxHistory::new(&endpoint).context("influx history")?;
                 let sink =
@@ -344,7 +350,7 @@ fn auth_config(config: &Config, registry: &Registry) -> anyhow::Result<api::Auth
         tokens.push(api::TokenEntry {
             name: t.name.clone(),
             role: t.role,
-            token: token.expose().to_owned(),
+            token: token.clone(),
             towns,
         });
     }
@@ -354,75 +360,14 @@ fn auth_config(config: &Config, registry: &Registry) -> anyhow::Result<api::Auth
     })
 }
 
+/// `[alerts]` with what other sections decide: the URL messages quote, and whether the
+/// InfluxDB sink drains an `alert` series.
 fn alerts_config(config: &Config) -> alerts::AlertsConfig {
-    let a = &config.alerts;
     alerts::AlertsConfig {
-        group_wait: a.group_wait,
-        repeat_every: a.repeat_every,
-        escalate_after: a.escalate_after,
-        pending_for: a.pending_for,
-        depleting_horizon: a.depleting_horizon,
         public_url: Some(format!("http://{}", config.api.listen)),
         influx_series: config.influx.is_some(),
-        ..alerts::AlertsConfig::default()
+        ..config.alerts.clone()
     }
-}
-
-fn channels(config: &Config) -> anyhow::Result<alerts::Channels> {
-    let smtp = config.smtp.as_ref().map(|s| {
-        let mut smtp = alerts::SmtpConfig::new(s.url.clone(), s.from.clone());
-        smtp.username = s.username.clone();
-        smtp.password = s.password.as_ref().map(|p| p.expose().to_owned());
-        smtp
-    });
-    let sms = config.sms.as_ref().map(|s| {
-        let mut sms = alerts::SmsConfig::new(s.url.clone());
-        sms.method = s.method.clone();
-        sms.headers = s.headers.clone();
-        sms.body = s.body.clone();
-        sms.preset = s.preset.map(|p| match p {
-            crate::config::SmsPreset::Twilio => alerts::SmsPreset::Twilio,
-        });
-        sms.from = s.from.clone();
-        sms.username = s.username.clone();
-        sms.password = s.password.as_ref().map(|p| p.expose().to_owned());
-        sms
-    });
-    let webhook = alerts::WebhookConfig {
-        timeout: config.webhook.timeout,
-        ..alerts::WebhookConfig::default()
-    };
-    alerts::Channels::from_config(smtp.as_ref(), sms.as_ref(), &webhook)
-        .context("notification channels")
-}
-
-fn influx_endpoint(
-    influx: &crate::config::InfluxConfig,
-) -> anyhow::Result<store::influx::InfluxEndpoint> {
-    use crate::config::InfluxApi;
-    let secret = |s: &Option<crate::config::Secret>| s.as_ref().map(|s| s.expose().to_owned());
-    let api = match influx.api {
-        InfluxApi::V1 => store::influx::InfluxApi::V1 {
-            database: influx
-                .database
-                .clone()
-                .context("influx.database is required for api = \"v1\"")?,
-            username: influx.username.clone(),
-            password: secret(&influx.password),
-        },
-        InfluxApi::V2 => store::influx::InfluxApi::V2 {
-            org: influx
-                .org
-                .clone()
-                .context("influx.org is required for api = \"v2\"")?,
-            bucket: influx
-                .bucket
-                .clone()
-                .context("influx.bucket is required for api = \"v2\"")?,
-            token: secret(&influx.token).context("influx.token is required for api = \"v2\"")?,
-        },
-    };
-    Ok(store::influx::InfluxEndpoint::new(influx.url.clone(), api))
 }
 
 /// With a shard (docs/design.md#scale-out-by-town): the registry narrowed to the shard's
@@ -450,18 +395,15 @@ fn shard_registry(config: &mut Config, registry: Registry) -> Registry {
     part
 }
 
+/// `[mqtt]` with what ingest needs beside it: the CA file's content (only the server
+/// reads files), the store's retention and snapshot interval, a shard's towns.
 fn ingest_config(config: &Config, registry: &Registry) -> anyhow::Result<IngestConfig> {
-    let broker = BrokerUrl::parse(&config.mqtt.url).context("mqtt.url")?;
-    let mut ingest = IngestConfig::new(broker, config.mqtt.client_id.clone());
-    ingest.username = config.mqtt.username.clone();
-    ingest.password = config.mqtt.password.as_ref().map(|s| s.expose().to_owned());
+    let mut ingest = IngestConfig::from_section(config.mqtt.clone()).context("mqtt.url")?;
     if let Some(ca) = &config.mqtt.ca_file {
         ingest.ca_pem =
             Some(std::fs::read(ca).with_context(|| format!("mqtt.ca_file {}", ca.display()))?);
     }
     ingest.retention = config.store.retention;
-    ingest.max_readings_per_message = config.mqtt.max_readings_per_message;
-    ingest.max_payload_bytes = config.mqtt.max_payload_bytes;
     ingest.snapshot_every = config.store.snapshot_every;
     // A whole shard (`0/1`) keeps the two wildcard filters instead of one per town.
     if config.mqtt.shard.is_some_and(|s| !s.is_whole()) {

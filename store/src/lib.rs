@@ -17,11 +17,13 @@
 //! table that grows to its retention, in short chunks between the writer's batches, and
 //! manages WAL checkpoints.
 
+mod config;
 mod error;
 pub mod influx;
 pub mod maintenance;
 mod sqlite;
 
+pub use config::StoreConfig;
 pub use error::StoreError;
 pub use influx::history;
 pub use maintenance::{Maintenance, MaintenanceConfig, MaintenanceCounts, MaintenanceStats};

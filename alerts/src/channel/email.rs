@@ -14,6 +14,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{
     Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
 };
+use secrecy::ExposeSecret as _;
 
 use super::{Channel, ChannelError, ChannelKind, DeliveryError, Notification};
 use crate::config::SmtpConfig;
@@ -131,7 +132,11 @@ fn smtp_transport(config: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Execut
         .map_err(|e| ChannelError::SmtpUrl(format!("{:?}: {e}", redact_url(url))))?
         .timeout(Some(config.timeout));
     if let Some(user) = &config.username {
-        let password = config.password.clone().unwrap_or_default();
+        let password = config
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret().to_owned())
+            .unwrap_or_default();
         builder = builder.credentials(Credentials::new(user.clone(), password));
     }
     Ok(builder.build())

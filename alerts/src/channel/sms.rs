@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::http::{classify, no_answer};
 use super::{Channel, ChannelError, ChannelKind, DeliveryError, Notification};
@@ -18,7 +19,8 @@ pub struct SmsChannel {
     headers: HeaderMap,
     body: Body,
     from: Option<String>,
-    auth: Option<(String, String)>,
+    /// Basic auth: user and password.
+    auth: Option<(String, SecretString)>,
     timeout: Duration,
 }
 
@@ -72,8 +74,9 @@ impl SmsChannel {
         for (name, value) in &config.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| ChannelError::Sms(format!("headers: bad header name {name:?}")))?;
-            let value = HeaderValue::from_str(value)
+            let mut value = HeaderValue::from_str(value.expose_secret())
                 .map_err(|_| ChannelError::Sms(format!("headers: bad value for header {name}")))?;
+            value.set_sensitive(true);
             headers.insert(name, value);
         }
         let content_type = headers
@@ -140,7 +143,7 @@ impl SmsChannel {
             .timeout(self.timeout)
             .headers(self.headers.clone());
         if let Some((user, password)) = &self.auth {
-            request = request.basic_auth(user, Some(password));
+            request = request.basic_auth(user, Some(password.expose_secret()));
         }
         match &self.body {
             Body::None => request,

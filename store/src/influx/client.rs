@@ -16,6 +16,7 @@ use flate2::write::GzEncoder;
 use influxdb2::api::write::TimestampPrecision;
 use influxdb2::models::WriteDataPoint;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use secrecy::ExposeSecret as _;
 
 use super::config::{InfluxApi, InfluxEndpoint};
 
@@ -110,7 +111,7 @@ impl InfluxClient {
         let v2 = match &endpoint.api {
             InfluxApi::V1 { .. } => None,
             InfluxApi::V2 { org, token, .. } => Some(
-                influxdb2::ClientBuilder::new(base.as_str(), org.as_str(), token.as_str())
+                influxdb2::ClientBuilder::new(base.as_str(), org.as_str(), token.expose_secret())
                     .gzip(true)
                     .build()
                     .map_err(|e| client_error(e.to_string()))?,
@@ -159,7 +160,7 @@ impl InfluxClient {
             .header(CONTENT_ENCODING, "gzip")
             .body(body);
         if let Some(user) = username {
-            request = request.basic_auth(user, password.as_ref());
+            request = request.basic_auth(user, password.as_ref().map(|p| p.expose_secret()));
         }
         match request.send().await {
             Ok(response) => {
@@ -222,8 +223,9 @@ impl InfluxClient {
                 username: Some(user),
                 password,
                 ..
-            } => request = request.basic_auth(user, password.as_ref()),
-            InfluxApi::V2 { token, .. } if !token.is_empty() => {
+            } => request = request.basic_auth(user, password.as_ref().map(|p| p.expose_secret())),
+            InfluxApi::V2 { token, .. } if !token.expose_secret().is_empty() => {
+                let token = token.expose_secret();
                 request = request.header(AUTHORIZATION, format!("Token {token}"));
             }
             _ => {}

@@ -16,7 +16,8 @@ mod sink;
 pub use client::InfluxError;
 pub use config::{
     DEFAULT_BATCH_LINES, DEFAULT_DERIVED_EVERY, DEFAULT_FLUSH_EVERY, DEFAULT_OPS_EVERY,
-    DEFAULT_QUEUE_MAX_ROWS, DEFAULT_TIMEOUT, InfluxApi, InfluxEndpoint, InfluxSinkConfig,
+    DEFAULT_QUEUE_MAX_ROWS, DEFAULT_TIMEOUT, InfluxApi, InfluxApiVersion, InfluxConfig,
+    InfluxEndpoint, InfluxSinkConfig, MissingInfluxSetting,
 };
 pub use line::{OpsCounts, alert_line};
 pub use sink::{ChangeSource, NoChanges, Sink, SinkError, SinkMetrics, SinkStats};
