@@ -9,14 +9,13 @@ use chrono::{DateTime, Utc};
 use reserve::Registry;
 use reserve::registry::Lang;
 use serde::{Deserialize, Serialize};
-use store::{AlertQuery, AlertState, DeliveryState, NotificationQuery, OutboxRow};
+use store::{AlertQuery, AlertState, AsyncStore, DeliveryState, NotificationQuery, OutboxRow};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::AlertsError;
 use crate::alert::{Alert, Event};
 use crate::channel::{ChannelKind, channel_id};
 use crate::engine::Silence;
-use crate::outbox::BlockingStore;
 use crate::redact::url_origin;
 use crate::render::Renderer;
 use crate::rules::{Rule, Severity};
@@ -323,7 +322,7 @@ pub struct AlertsHandle {
 #[derive(Debug)]
 struct Inner {
     commands: mpsc::Sender<Command>,
-    reader: BlockingStore,
+    reader: AsyncStore,
     registry: Arc<Registry>,
     renderer: Renderer,
 }
@@ -331,7 +330,7 @@ struct Inner {
 impl AlertsHandle {
     pub(crate) fn new(
         commands: mpsc::Sender<Command>,
-        reader: BlockingStore,
+        reader: AsyncStore,
         registry: Arc<Registry>,
         renderer: Renderer,
     ) -> AlertsHandle {

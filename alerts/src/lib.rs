@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use live::{ChangeConsumer, SharedLedger};
 use reserve::Registry;
 use reserve::registry::TownIdx;
-use store::{Store, StoreError, StoreOptions};
+use store::{AsyncStore, Store, StoreError, StoreOptions};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,7 +59,6 @@ pub use rules::{Rule, Severity};
 
 use engine::{Engine, Policy};
 use handle::Command;
-use outbox::BlockingStore;
 use render::Renderer;
 
 /// Commands from the API queued for the engine; a full queue makes the API wait.
@@ -153,8 +152,7 @@ impl Alerts {
         )?
         .with_influx_series(config.influx_series);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-        let handle =
-            AlertsHandle::new(commands_tx, BlockingStore::new(open()?), registry, renderer);
+        let handle = AlertsHandle::new(commands_tx, AsyncStore::new(open()?), registry, renderer);
         let worker_stores = [
             channels.email.is_some(),
             channels.sms.is_some(),
@@ -201,7 +199,7 @@ impl Alerts {
         let tracker = TaskTracker::new();
         let retry = config.retry;
         if let Some(email) = channels.email {
-            let store = BlockingStore::new(worker_stores.remove(0));
+            let store = AsyncStore::new(worker_stores.remove(0));
             tracker.spawn(outbox::deliver(
                 email,
                 store,
@@ -211,7 +209,7 @@ impl Alerts {
             ));
         }
         if let Some(sms) = channels.sms {
-            let store = BlockingStore::new(worker_stores.remove(0));
+            let store = AsyncStore::new(worker_stores.remove(0));
             tracker.spawn(outbox::deliver(
                 sms,
                 store,
@@ -221,7 +219,7 @@ impl Alerts {
             ));
         }
         if let Some(webhook) = channels.webhook {
-            let store = BlockingStore::new(worker_stores.remove(0));
+            let store = AsyncStore::new(worker_stores.remove(0));
             tracker.spawn(outbox::deliver(
                 webhook,
                 store,

@@ -8,11 +8,11 @@
 //! reaches its server within milliseconds; otherwise the worker sleeps until the next
 //! retry is due.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use store::{OutboxRow, Store, StoreError};
+use store::{AsyncStore, OutboxRow, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -27,41 +27,13 @@ const CONCURRENT_SENDS: usize = 8;
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// Pause after the store failed, before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
-
-/// A store connection used from async code: every call runs on the blocking pool, so
-/// a write waiting for SQLite's lock never stalls the runtime. A std `Mutex` because it
-/// is only ever locked inside those blocking calls.
-#[derive(Debug, Clone)]
-pub(crate) struct BlockingStore(Arc<Mutex<Store>>);
-
-impl BlockingStore {
-    pub(crate) fn new(store: Store) -> BlockingStore {
-        BlockingStore(Arc::new(Mutex::new(store)))
-    }
-
-    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = Arc::clone(&self.0);
-        match tokio::task::spawn_blocking(move || {
-            let guard = store.lock().unwrap_or_else(|p| p.into_inner());
-            f(&guard)
-        })
-        .await
-        {
-            Ok(result) => result,
-            // The closure panicked: a bug, surfaced where it happened.
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        }
-    }
-}
+/// How long a send in flight may still take once shutdown is asked for.
+const SEND_GRACE_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Delivers `channel`'s notifications until `shutdown`.
 pub(crate) async fn deliver<C: Channel>(
     channel: Arc<C>,
-    store: BlockingStore,
+    store: AsyncStore,
     wake: Arc<Notify>,
     retry: RetryPolicy,
     shutdown: CancellationToken,
@@ -97,9 +69,22 @@ pub(crate) async fn deliver<C: Channel>(
             sending.spawn(async move {
                 for row in rows {
                     let message = notification(&row);
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    // A send in flight at shutdown is given a moment to finish and be
+                    // recorded: abandoned after the server took it, it would go out
+                    // again after the restart.
+                    let send = channel.send(&message);
+                    tokio::pin!(send);
                     let outcome = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        outcome = channel.send(&message) => outcome,
+                        outcome = &mut send => outcome,
+                        _ = shutdown.cancelled() => {
+                            match tokio::time::timeout(SEND_GRACE_AT_SHUTDOWN, &mut send).await {
+                                Ok(outcome) => outcome,
+                                Err(_) => return,
+                            }
+                        }
                     };
                     if let Err(error) =
                         record(&store, &row, outcome, &retry, kind, &shutdown).await
@@ -164,7 +149,7 @@ fn notification(row: &OutboxRow) -> Notification {
 }
 
 async fn record(
-    store: &BlockingStore,
+    store: &AsyncStore,
     row: &OutboxRow,
     outcome: Result<(), DeliveryError>,
     retry: &RetryPolicy,

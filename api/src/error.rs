@@ -241,7 +241,6 @@ impl From<store::history::HistoryError> for ApiError {
                     "history is unavailable: InfluxDB did not answer; see the service log".into(),
                 )
             }
-            HistoryError::Task(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -33,7 +33,7 @@ mod model;
 mod routes;
 mod scenario;
 
-use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use alerts::AlertsHandle;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -43,7 +43,7 @@ use hyper_util::service::TowerToHyperService;
 use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::Ledger;
 use store::history::HistorySource;
-use store::{Store, StoreError};
+use store::{AsyncStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -66,10 +66,9 @@ pub struct AppState {
 struct Shared {
     ledger: SharedLedger,
     /// The API's own connection: the ingest writer owns another one, and WAL lets this
-    /// one read while ingest writes. A std `Mutex`, locked only inside
-    /// `spawn_blocking`: SQLite calls block (up to the busy timeout when ingest holds
-    /// the write lock), which must not stall the async workers.
-    store: Mutex<Store>,
+    /// one read while ingest writes. Its calls run on the blocking pool: they block up
+    /// to the busy timeout when ingest holds the write lock.
+    store: AsyncStore,
     ingest: Arc<IngestMetrics>,
     /// Where a change the API makes (a sheltered count) is announced, so alert
     /// evaluation and the history sink see it as they see ingest's.
@@ -98,7 +97,7 @@ impl AppState {
         AppState {
             shared: Arc::new(Shared {
                 ledger,
-                store: Mutex::new(store),
+                store: AsyncStore::new(store),
                 ingest,
                 changes,
                 auth,
@@ -178,14 +177,7 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
-            let mut store = shared.store.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut store)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
-        .map_err(ApiError::from)
+        Ok(self.shared.store.run(f).await?)
     }
 }
 

@@ -31,7 +31,7 @@ pub use sqlite::{
     AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
     NewNotification, NotificationQuery, OutboxCounts, OutboxRow, SilenceRow,
 };
-pub use sqlite::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
+pub use sqlite::{AsyncStore, Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use sqlite::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_REJECTS, DEFAULT_RETENTION, MAX_REJECT_DETAIL,
     MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord, Store, StoreOptions, StoredReading,

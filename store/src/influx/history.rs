@@ -21,7 +21,7 @@
 //! influx is live state that history does not record.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::client::{InfluxClient, InfluxError};
 use super::config::InfluxEndpoint;
 use crate::sqlite::{Columns, FromRow, Limit, RowError, for_each_row};
-use crate::{Store, StoreError};
+use crate::{AsyncStore, Store, StoreError};
 
 /// How far before `from` readings are looked at for the stock carried into the range.
 /// Facilities report every minute by default and are silent after three missed
@@ -99,8 +99,6 @@ pub enum HistoryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Influx(#[from] InfluxError),
-    #[error("history task failed: {0}")]
-    Task(String),
 }
 
 /// Where history comes from: chosen once at start from the configuration.
@@ -119,14 +117,10 @@ impl HistorySource {
     ) -> Result<History, HistoryError> {
         match self {
             HistorySource::Sqlite(store) => {
-                let (store, registry, query) =
-                    (Arc::clone(store), Arc::clone(registry), query.clone());
-                tokio::task::spawn_blocking(move || {
-                    let store = store.lock().unwrap_or_else(PoisonError::into_inner);
-                    sqlite_history(&store, &registry, &query)
-                })
-                .await
-                .map_err(|e| HistoryError::Task(e.to_string()))?
+                let (registry, query) = (Arc::clone(registry), query.clone());
+                AsyncStore::shared(Arc::clone(store))
+                    .call(move |store| sqlite_history(store, &registry, &query))
+                    .await
             }
             HistorySource::Influx(influx) => influx.history(registry, query).await,
         }

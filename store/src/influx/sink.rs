@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use super::client::{InfluxClient, InfluxError, WriteOutcome};
 use super::config::InfluxSinkConfig;
 use super::line::{self, OpsCounts};
-use crate::{Store, StoreError, StoreOptions};
+use crate::{AsyncStore, Store, StoreError, StoreOptions};
 
 /// First wait after a failed write; doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -205,10 +205,7 @@ impl Sink {
     {
         check(&config)?;
         let client = InfluxClient::new(&config.endpoint)?;
-        let store = Arc::new(Mutex::new(Store::open(
-            store_path,
-            StoreOptions::default(),
-        )?));
+        let store = AsyncStore::new(Store::open(store_path, StoreOptions::default())?);
         let metrics = Arc::new(SinkMetrics::default());
         let config = Arc::new(config);
         tracing::info!(
@@ -219,7 +216,7 @@ impl Sink {
         tracker.spawn(
             Writer {
                 client,
-                store: Arc::clone(&store),
+                store: store.clone(),
                 config: Arc::clone(&config),
                 metrics: Arc::clone(&metrics),
             }
@@ -267,7 +264,7 @@ fn check(config: &InfluxSinkConfig) -> Result<(), SinkError> {
 /// Sends the queue to InfluxDB, oldest first.
 struct Writer {
     client: InfluxClient,
-    store: Arc<Mutex<Store>>,
+    store: AsyncStore,
     config: Arc<InfluxSinkConfig>,
     metrics: Arc<SinkMetrics>,
 }
@@ -280,16 +277,18 @@ impl Writer {
             let (batch_lines, max_rows) = (self.config.batch_lines, self.config.queue_max_rows);
             // Look first, read lines only when a batch is due: the look is two index
             // seeks, and trimming (a write) happens only when the bound is passed.
-            let state = with_store(&self.store, move |store| {
-                let mut state = store.influx_queue_state()?;
-                let mut trimmed = 0;
-                if state.depth > max_rows {
-                    trimmed = store.influx_queue_trim(max_rows)?;
-                    state = store.influx_queue_state()?;
-                }
-                Ok((trimmed, state))
-            })
-            .await;
+            let state = self
+                .store
+                .run(move |store| {
+                    let mut state = store.influx_queue_state()?;
+                    let mut trimmed = 0;
+                    if state.depth > max_rows {
+                        trimmed = store.influx_queue_trim(max_rows)?;
+                        state = store.influx_queue_state()?;
+                    }
+                    Ok((trimmed, state))
+                })
+                .await;
             let (trimmed, state) = match state {
                 Ok(state) => state,
                 Err(error) => {
@@ -334,7 +333,10 @@ impl Writer {
                     continue;
                 }
             }
-            let head = with_store(&self.store, move |s| s.influx_queue_head(batch_lines)).await;
+            let head = self
+                .store
+                .run(move |s| s.influx_queue_head(batch_lines))
+                .await;
             let head = match head {
                 Ok(head) => head,
                 Err(error) => {
@@ -397,7 +399,11 @@ impl Writer {
         let mut backoff = STORE_RETRY_MIN;
         let mut failing = false;
         loop {
-            match with_store(&self.store, move |s| s.influx_queue_delete_through(last_id)).await {
+            match self
+                .store
+                .run(move |s| s.influx_queue_delete_through(last_id))
+                .await
+            {
                 Ok(_) => {
                     if failing {
                         tracing::info!(message = "The InfluxDB queue is writable again.");
@@ -466,7 +472,7 @@ async fn deliver(client: &InfluxClient, lines: &[String]) -> Result<u64, InfluxE
 
 /// Enqueues the series computed from the ledger and the counters.
 struct Derived<O> {
-    store: Arc<Mutex<Store>>,
+    store: AsyncStore,
     config: Arc<InfluxSinkConfig>,
     ledger: Arc<RwLock<Ledger>>,
     ops: O,
@@ -507,10 +513,10 @@ where
                 },
             };
             let ledger = Arc::clone(&self.ledger);
-            let enqueued = with_store(&self.store, move |store| {
-                enqueue_derived(store, &ledger, towns.as_ref())
-            })
-            .await;
+            let enqueued = self
+                .store
+                .run(move |store| enqueue_derived(store, &ledger, towns.as_ref()))
+                .await;
             if let Err(error) = enqueued {
                 tracing::error!(message = "Cannot enqueue coverage and town status.", %error);
             }
@@ -528,8 +534,10 @@ where
             stats.lag_s,
             now,
         );
-        if let Err(error) =
-            with_store(&self.store, move |s| s.enqueue_influx_lines(&[line], now)).await
+        if let Err(error) = self
+            .store
+            .run(move |s| s.enqueue_influx_lines(&[line], now))
+            .await
         {
             tracing::error!(message = "Cannot enqueue the ops line.", %error);
         }
@@ -579,30 +587,6 @@ fn enqueue_derived(
         store.enqueue_influx_lines(chunk, now)?;
     }
     Ok(())
-}
-
-/// Runs blocking SQLite work off the async threads.
-async fn with_store<T, F>(store: &Arc<Mutex<Store>>, work: F) -> Result<T, StoreTaskError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || {
-        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-        work(&mut store)
-    })
-    .await
-    .map_err(|e| StoreTaskError::Panicked(e.to_string()))?
-    .map_err(StoreTaskError::Store)
-}
-
-#[derive(Debug, thiserror::Error)]
-enum StoreTaskError {
-    #[error(transparent)]
-    Store(StoreError),
-    #[error("the store task panicked: {0}")]
-    Panicked(String),
 }
 
 /// Sleeps for `d`; false when `shutdown` came first.

@@ -12,6 +12,7 @@
 //! another's lock; WAL readers neither block writers nor see half a batch.
 
 mod alerts;
+mod async_store;
 mod body;
 mod prune;
 mod reject;
@@ -31,6 +32,7 @@ pub use alerts::{
     AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
     NewNotification, NotificationQuery, OutboxCounts, OutboxRow, SilenceRow,
 };
+pub use async_store::AsyncStore;
 pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 
