@@ -12,6 +12,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use minijinja::{AutoEscape, Environment, Output, State, Value};
 use reserve::coverage::NotReady;
 use reserve::registry::Lang;
+use reserve::text::cut_bytes;
 use serde::Serialize;
 use serde_json::json;
 
@@ -385,15 +386,15 @@ fn sorted<'a>(items: &[Item<'a>]) -> Vec<Item<'a>> {
     items
 }
 
-/// WeCom and DingTalk group robots take `{"msgtype":"text",…}`.
+/// WeCom and DingTalk group robots take `{"msgtype":"text",…}`. The host is read by
+/// the URL parser reqwest sends with, so what is matched is where the post goes.
 fn is_robot_url(url: &str) -> bool {
-    let host = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest)
-        .split(['/', '?', ':'])
-        .next()
-        .unwrap_or("");
-    host == "qyapi.weixin.qq.com" || host == "oapi.dingtalk.com"
+    reqwest::Url::parse(url).is_ok_and(|url| {
+        matches!(
+            url.host_str(),
+            Some("qyapi.weixin.qq.com" | "oapi.dingtalk.com")
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -481,18 +482,6 @@ fn colour(event: Event, severity: Severity) -> &'static str {
         (_, Severity::Critical) => "#cf222e",
         (_, Severity::Warning) => "#9a6700",
     }
-}
-
-/// The longest prefix of `s` within `max` bytes, cut on a character boundary.
-fn cut_bytes(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// A number as people read it: one decimal below 100, none above, no trailing `.0`.
@@ -1265,6 +1254,25 @@ mod tests {
             generic["alerts"][0]["ack_url"],
             "https://stockpile.example.org/api/v1/alerts/12/ack"
         );
+    }
+
+    #[test]
+    fn robots_are_known_by_the_host_the_post_goes_to() {
+        let cases = [
+            (
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc",
+                true,
+            ),
+            ("https://oapi.dingtalk.com/robot/send?access_token=x", true),
+            ("https://oapi.dingtalk.com:443/robot/send", true),
+            ("https://hooks.example.org/stockpile", false),
+            ("https://hooks.example.org/?to=qyapi.weixin.qq.com", false),
+            ("https://qyapi.weixin.qq.com.example.org/send", false),
+            ("not a url", false),
+        ];
+        for (url, robot) in cases {
+            assert_eq!(is_robot_url(url), robot, "{url}");
+        }
     }
 
     #[test]

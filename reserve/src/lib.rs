@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod reading;
 pub mod registry;
 pub mod shard;
+pub mod text;
 pub mod wire;
 
 pub use duration::parse_duration;

@@ -208,19 +208,12 @@ impl Rejected {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
         let mut detail = detail.into();
         if detail.len() > MAX_DETAIL_BYTES {
-            let cut = floor_char_boundary(&detail, MAX_DETAIL_BYTES);
+            let cut = crate::text::cut_bytes(&detail, MAX_DETAIL_BYTES).len();
             detail.truncate(cut);
             detail.push('…');
         }
         Rejected { reason, detail }
     }
-}
-
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    (0..=max.min(s.len()))
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
 }
 
 /// Gateway-supplied text quoted for a detail, cut to [`MAX_EXCERPT_CHARS`].
