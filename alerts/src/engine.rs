@@ -24,7 +24,7 @@ use reserve::Registry;
 use reserve::registry::{ClusterIdx, Contact, ContactScope, DistrictIdx, TownIdx};
 use store::{AckRow, AlertState, NewNotification, SilenceRow, Store, StoreError};
 
-use crate::alert::{Alert, Event, LEVEL_CITY, LEVEL_TOWN, merge_event};
+use crate::alert::{self, Alert, Event, LEVEL_CITY, LEVEL_TOWN, merge_event};
 use crate::channel::{ChannelKind, channel_id};
 use crate::render::{Item, Renderer, TownNames};
 use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
@@ -205,7 +205,7 @@ impl Engine {
         self.flush_at.clear();
         let mut orphans = Vec::new();
         for row in self.store.load_live_alerts()? {
-            match Alert::from_row(row.clone(), &self.registry) {
+            match alert::decode(row.clone(), &self.registry) {
                 Ok(alert) if alert.is_open() => {
                     self.open
                         .entry(alert.town)
@@ -335,13 +335,13 @@ impl Engine {
         for change in &mut staged {
             for alert in change.next.values_mut() {
                 if alert.id == 0 {
-                    alert.id = batch.insert_alert(&alert.to_row(&registry))?;
+                    alert.id = batch.insert_alert(&alert::encode(alert, &registry))?;
                 } else if change.updated.contains(&alert.key) {
-                    batch.update_alert(&alert.to_row(&registry))?;
+                    batch.update_alert(&alert::encode(alert, &registry))?;
                 }
             }
             for alert in &change.resolved {
-                batch.update_alert(&alert.to_row(&registry))?;
+                batch.update_alert(&alert::encode(alert, &registry))?;
             }
             for id in &change.deleted {
                 batch.delete_alert(*id)?;
@@ -422,7 +422,7 @@ impl Engine {
                 AlertState::Pending => change.deleted.push(alert.id),
                 _ => {
                     let mut alert = alert.clone();
-                    let silenced = self.silenced(town, alert.rule, alert.facility(), now);
+                    let silenced = self.silenced(town, alert.rule, alert.detail.facility(), now);
                     change.notice |= resolve(&mut alert, &evaluation.reserves, silenced, now);
                     change.resolved.push(alert);
                 }
@@ -456,7 +456,7 @@ impl Engine {
         for alerts in self.open.values() {
             for alert in alerts.values() {
                 if !alert.awaits_ack()
-                    || self.silenced(alert.town, alert.rule, alert.facility(), now)
+                    || self.silenced(alert.town, alert.rule, alert.detail.facility(), now)
                 {
                     continue;
                 }
@@ -484,7 +484,7 @@ impl Engine {
         }
         let mut batch = self.store.alert_batch()?;
         for alert in &changed {
-            batch.update_alert(&alert.to_row(&self.registry))?;
+            batch.update_alert(&alert::encode(alert, &self.registry))?;
         }
         batch.commit()?;
         for alert in changed {
@@ -526,7 +526,7 @@ impl Engine {
                 continue;
             }
             let mut after = alert.clone();
-            let silenced = self.silenced(town, alert.rule, alert.facility(), now);
+            let silenced = self.silenced(town, alert.rule, alert.detail.facility(), now);
             after.notify_event = None;
             after.escalated_from = None;
             after.updated = now;
@@ -566,7 +566,7 @@ impl Engine {
                 .filter(|a| {
                     a.state == AlertState::Firing
                         && !a.has_notice()
-                        && !self.silenced(town, a.rule, a.facility(), now)
+                        && !self.silenced(town, a.rule, a.detail.facility(), now)
                 })
                 .collect();
             for (level, c) in self.audience.of(&registry, town) {
@@ -621,7 +621,7 @@ impl Engine {
 
         let mut batch = self.store.alert_batch()?;
         for (_, after, _) in &told {
-            batch.update_alert(&after.to_row(&registry))?;
+            batch.update_alert(&alert::encode(after, &registry))?;
         }
         for n in &notifications {
             batch.enqueue(n)?;
@@ -659,7 +659,7 @@ impl Engine {
                 if a.state == AlertState::Pending {
                     return Some(a.created + self.policy.pending_for);
                 }
-                if !a.awaits_ack() || self.silenced(a.town, a.rule, a.facility(), now) {
+                if !a.awaits_ack() || self.silenced(a.town, a.rule, a.detail.facility(), now) {
                     return None;
                 }
                 let escalate = a.escalate_at.filter(|_| a.escalation < LEVEL_CITY);
@@ -690,7 +690,7 @@ impl Engine {
             Some(alert) => alert,
             None => match self.store.alert(id)? {
                 None => return Ok(None),
-                Some(row) => match Alert::from_row(row, &self.registry) {
+                Some(row) => match alert::decode(row, &self.registry) {
                     Ok(alert) => alert,
                     Err(why) => {
                         tracing::warn!(message = "Acknowledged alert does not decode.", alert = id, %why);
@@ -717,7 +717,7 @@ impl Engine {
         }
         alert.updated = now;
         let mut batch = self.store.alert_batch()?;
-        batch.update_alert(&alert.to_row(&self.registry))?;
+        batch.update_alert(&alert::encode(&alert, &self.registry))?;
         batch.commit()?;
         if alert.is_open()
             && let Some(alerts) = self.open.get_mut(&alert.town)

@@ -509,7 +509,7 @@ impl AlertsHandle {
 
     fn view_row(&self, row: store::AlertRow) -> Option<AlertView> {
         let id = row.id;
-        match Alert::from_row(row, &self.inner.registry) {
+        match crate::alert::decode(row, &self.inner.registry) {
             Ok(alert) => Some(self.view(&alert)),
             Err(why) => {
                 tracing::debug!(message = "Alert not shown: it no longer fits the registry.", alert = id, %why);

@@ -28,8 +28,9 @@ pub use error::StoreError;
 pub use influx::history;
 pub use maintenance::{Maintenance, MaintenanceConfig, MaintenanceCounts, MaintenanceStats};
 pub use sqlite::{
-    AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
-    NewNotification, NotificationQuery, OutboxCounts, OutboxRow, SilenceRow,
+    AckRow, Alert, AlertBatch, AlertCounts, AlertKinds, AlertQuery, AlertRow, AlertState,
+    ConvertKinds, DeliveryState, NewNotification, NotificationQuery, OutboxCounts, OutboxRow,
+    SilenceRow, Text,
 };
 pub use sqlite::{AsyncStore, Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use sqlite::{

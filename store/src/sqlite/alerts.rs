@@ -8,7 +8,10 @@
 //! delivery state of single rows and readers (the API) list, each on its own
 //! [`Store`] of the same file.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
+use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
 use rusqlite::{TransactionBehavior, params};
 
 use super::row::{Columns, FromRow, Limit, Millis, RowError, text_enum_sql};
@@ -80,22 +83,59 @@ pub struct AckRow {
     pub note: String,
 }
 
-/// One occurrence of a problem, as stored. Rule, severity and events are the `alerts`
-/// crate's stable ids, kept as text.
+/// The parts of an alert whose types belong to the `alerts` crate (its town index,
+/// rule, severity, detail and event), named once so that one [`Alert`] type serves the
+/// store and the engine: the store reads and writes `Alert<Text>` ([`AlertRow`]), the
+/// engine works with `Alert` of its own kinds, and [`Alert::convert`] moves every other
+/// field across untouched.
+pub trait AlertKinds {
+    type Town: Clone + fmt::Debug + PartialEq;
+    type Rule: Clone + fmt::Debug + PartialEq;
+    type Severity: Clone + fmt::Debug + PartialEq;
+    type Detail: Clone + fmt::Debug + PartialEq;
+    type Event: Clone + fmt::Debug + PartialEq;
+}
+
+/// The kinds as stored: the `alerts` crate's stable ids as text, the detail as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Text;
+
+impl AlertKinds for Text {
+    /// The town's id.
+    type Town = String;
+    type Rule = String;
+    type Severity = String;
+    /// The figures messages quote, as the `alerts` crate wrote them.
+    type Detail = serde_json::Value;
+    type Event = String;
+}
+
+/// How one alert's kinds become another's: decoding a stored row (which may fail: a
+/// town no longer in the registry) or encoding an alert for the store.
+pub trait ConvertKinds<From: AlertKinds, To: AlertKinds> {
+    type Error;
+    fn town(&self, town: From::Town) -> Result<To::Town, Self::Error>;
+    fn rule(&self, rule: From::Rule) -> Result<To::Rule, Self::Error>;
+    fn severity(&self, severity: From::Severity) -> Result<To::Severity, Self::Error>;
+    fn detail(&self, detail: From::Detail) -> Result<To::Detail, Self::Error>;
+    fn event(&self, event: From::Event) -> Result<To::Event, Self::Error>;
+}
+
+/// One occurrence of a problem: as stored ([`AlertRow`]) and, with the `alerts`
+/// crate's kinds, as the engine works with it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AlertRow {
-    /// Assigned by [`AlertBatch::insert_alert`]; ignored there.
+pub struct Alert<K: AlertKinds> {
+    /// Assigned by [`AlertBatch::insert_alert`]; ignored there. 0 until inserted.
     pub id: i64,
     /// `town/family/subject`: unique among open alerts.
     pub key: String,
-    pub town: String,
-    pub rule: String,
+    pub town: K::Town,
+    pub rule: K::Rule,
     /// Category or facility id; empty when the rule has none.
     pub subject: String,
-    pub severity: String,
+    pub severity: K::Severity,
     pub state: AlertState,
-    /// The figures messages quote, as the `alerts` crate wrote them.
-    pub detail: serde_json::Value,
+    pub detail: K::Detail,
     /// When the problem began (a silent facility: when it was last heard).
     pub since: DateTime<Utc>,
     /// When the condition was first seen: the start of the `for` duration.
@@ -109,12 +149,61 @@ pub struct AlertRow {
     pub escalate_at: Option<DateTime<Utc>>,
     pub notified_at: Option<DateTime<Utc>>,
     /// An event waiting for its town's group flush.
-    pub notify_event: Option<String>,
+    pub notify_event: Option<K::Event>,
     /// Escalation level before an escalation still waiting for its flush.
     pub escalated_from: Option<u8>,
     /// Notifications flushed for this alert so far; part of outbox dedup keys.
     pub notify_seq: u32,
     pub updated: DateTime<Utc>,
+}
+
+/// An alert as the store reads and writes it.
+pub type AlertRow = Alert<Text>;
+
+impl<K: AlertKinds> Alert<K> {
+    /// The same alert with its kinds converted by `to`; every other field as it is.
+    pub fn convert<L: AlertKinds, C: ConvertKinds<K, L>>(
+        self,
+        to: &C,
+    ) -> Result<Alert<L>, C::Error> {
+        Ok(Alert {
+            id: self.id,
+            key: self.key,
+            town: to.town(self.town)?,
+            rule: to.rule(self.rule)?,
+            subject: self.subject,
+            severity: to.severity(self.severity)?,
+            state: self.state,
+            detail: to.detail(self.detail)?,
+            since: self.since,
+            created: self.created,
+            fired_at: self.fired_at,
+            resolved_at: self.resolved_at,
+            ack: self.ack,
+            escalation: self.escalation,
+            remind_at: self.remind_at,
+            escalate_at: self.escalate_at,
+            notified_at: self.notified_at,
+            notify_event: self.notify_event.map(|e| to.event(e)).transpose()?,
+            escalated_from: self.escalated_from,
+            notify_seq: self.notify_seq,
+            updated: self.updated,
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state != AlertState::Resolved
+    }
+
+    /// Waiting for the town's group flush.
+    pub fn has_notice(&self) -> bool {
+        self.notify_event.is_some() || self.escalated_from.is_some()
+    }
+
+    /// Whether reminders and escalation apply: firing, told, and nobody took it on.
+    pub fn awaits_ack(&self) -> bool {
+        self.state == AlertState::Firing && self.ack.is_none() && self.notified_at.is_some()
+    }
 }
 
 /// A maintenance window: alerts it matches notify nobody until `until`. A `None`
@@ -223,6 +312,25 @@ const ALERT_COLUMNS: &str = "id, key, town, rule, subject, severity, state, deta
 
 const OUTBOX_COLUMNS: &str = "id, dedup_key, town, alert_ids, event, contact, channel, \
      recipient, subject, body, html, state, attempts, next_attempt, last_error, created, sent_at";
+
+/// Columns an update leaves as inserted: they make the alert's identity.
+const IMMUTABLE_ALERT_COLUMNS: [&str; 3] = ["key", "town", "subject"];
+
+/// A value to bind, owned so that insert and update can share one list of them.
+fn value(v: impl ToSql) -> rusqlite::Result<Value> {
+    Ok(match v.to_sql()? {
+        ToSqlOutput::Borrowed(v) => match v {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(n) => Value::Integer(n),
+            ValueRef::Real(x) => Value::Real(x),
+            // Text bound from a Rust string: UTF-8.
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        },
+        ToSqlOutput::Owned(v) => v,
+        _ => unreachable!("no blob or array features are enabled"),
+    })
+}
 
 /// SQL condition on an `outbox` row: no older notification to the same recipient on
 /// the same channel is still pending (see [`Store::due_notifications`]).
@@ -464,84 +572,91 @@ pub struct AlertBatch<'s> {
 impl AlertBatch<'_> {
     /// Inserts `alert` (its `id` is ignored) and returns the new id.
     pub fn insert_alert(&mut self, alert: &AlertRow) -> Result<i64, StoreError> {
-        let detail = self.encode_detail(alert)?;
-        self.tx
-            .prepare_cached(
-                "INSERT INTO alerts (key, town, rule, subject, severity, state, detail, since,
-                    created, fired_at, resolved_at, acked_by, acked_at, ack_note, escalation,
-                    remind_at, escalate_at, notified_at, notify_event, escalated_from,
-                    notify_seq, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    alert.key,
-                    alert.town,
-                    alert.rule,
-                    alert.subject,
-                    alert.severity,
-                    alert.state,
-                    detail,
-                    Millis(alert.since),
-                    Millis(alert.created),
-                    alert.fired_at.map(Millis),
-                    alert.resolved_at.map(Millis),
-                    alert.ack.as_ref().map(|a| &a.by),
-                    alert.ack.as_ref().map(|a| Millis(a.at)),
-                    alert.ack.as_ref().map(|a| &a.note),
-                    alert.escalation,
-                    alert.remind_at.map(Millis),
-                    alert.escalate_at.map(Millis),
-                    alert.notified_at.map(Millis),
-                    alert.notify_event,
-                    alert.escalated_from,
-                    alert.notify_seq,
-                    Millis(alert.updated),
-                ])
-            })
-            .map_err(sqlite_error(self.path, "insert an alert"))?;
+        let action = "insert an alert";
+        let values = self.alert_values(alert, action)?;
+        let columns: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
+        let sql = format!(
+            "INSERT INTO alerts ({}) VALUES (:{})",
+            columns.join(", "),
+            columns.join(", :")
+        );
+        self.write_alert(&sql, &values, None, action)?;
         Ok(self.tx.last_insert_rowid())
     }
 
     /// Writes every field of `alert` (but its key, town and subject, which never change)
     /// over the row with its id.
     pub fn update_alert(&mut self, alert: &AlertRow) -> Result<(), StoreError> {
-        let detail = self.encode_detail(alert)?;
+        let action = "update an alert";
+        let mut values = self.alert_values(alert, action)?;
+        values.retain(|(c, _)| !IMMUTABLE_ALERT_COLUMNS.contains(c));
+        let set: Vec<String> = values.iter().map(|(c, _)| format!("{c} = :{c}")).collect();
+        let sql = format!("UPDATE alerts SET {} WHERE id = :id", set.join(", "));
+        self.write_alert(&sql, &values, Some(alert.id), action)
+    }
+
+    /// Every column of an `alerts` row but `id`, with `alert`'s value: the one list
+    /// that insert and update write.
+    fn alert_values(
+        &self,
+        alert: &AlertRow,
+        action: &'static str,
+    ) -> Result<Vec<(&'static str, Value)>, StoreError> {
+        let detail = serde_json::to_string(&alert.detail).map_err(|cause| StoreError::Encode {
+            path: self.path.to_owned(),
+            what: "alert detail",
+            cause,
+        })?;
+        let ack = alert.ack.as_ref();
+        let values = || -> rusqlite::Result<Vec<(&'static str, Value)>> {
+            Ok(vec![
+                ("key", value(&alert.key)?),
+                ("town", value(&alert.town)?),
+                ("rule", value(&alert.rule)?),
+                ("subject", value(&alert.subject)?),
+                ("severity", value(&alert.severity)?),
+                ("state", value(alert.state)?),
+                ("detail", value(detail)?),
+                ("since", value(Millis(alert.since))?),
+                ("created", value(Millis(alert.created))?),
+                ("fired_at", value(alert.fired_at.map(Millis))?),
+                ("resolved_at", value(alert.resolved_at.map(Millis))?),
+                ("acked_by", value(ack.map(|a| &a.by))?),
+                ("acked_at", value(ack.map(|a| Millis(a.at)))?),
+                ("ack_note", value(ack.map(|a| &a.note))?),
+                ("escalation", value(alert.escalation)?),
+                ("remind_at", value(alert.remind_at.map(Millis))?),
+                ("escalate_at", value(alert.escalate_at.map(Millis))?),
+                ("notified_at", value(alert.notified_at.map(Millis))?),
+                ("notify_event", value(&alert.notify_event)?),
+                ("escalated_from", value(alert.escalated_from)?),
+                ("notify_seq", value(alert.notify_seq)?),
+                ("updated", value(Millis(alert.updated))?),
+            ])
+        };
+        values().map_err(sqlite_error(self.path, action))
+    }
+
+    fn write_alert(
+        &mut self,
+        sql: &str,
+        values: &[(&'static str, Value)],
+        id: Option<i64>,
+        action: &'static str,
+    ) -> Result<(), StoreError> {
+        let names: Vec<String> = values.iter().map(|(c, _)| format!(":{c}")).collect();
+        let mut params: Vec<(&str, &dyn ToSql)> = names
+            .iter()
+            .zip(values)
+            .map(|(name, (_, v))| (name.as_str(), v as &dyn ToSql))
+            .collect();
+        if let Some(id) = &id {
+            params.push((":id", id));
+        }
         self.tx
-            .prepare_cached(
-                "UPDATE alerts SET rule = ?2, severity = ?3, state = ?4, detail = ?5, since = ?6,
-                    created = ?7, fired_at = ?8, resolved_at = ?9, acked_by = ?10,
-                    acked_at = ?11, ack_note = ?12, escalation = ?13, remind_at = ?14,
-                    escalate_at = ?15, notified_at = ?16, notify_event = ?17,
-                    escalated_from = ?18, notify_seq = ?19, updated = ?20
-                 WHERE id = ?1",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    alert.id,
-                    alert.rule,
-                    alert.severity,
-                    alert.state,
-                    detail,
-                    Millis(alert.since),
-                    Millis(alert.created),
-                    alert.fired_at.map(Millis),
-                    alert.resolved_at.map(Millis),
-                    alert.ack.as_ref().map(|a| &a.by),
-                    alert.ack.as_ref().map(|a| Millis(a.at)),
-                    alert.ack.as_ref().map(|a| &a.note),
-                    alert.escalation,
-                    alert.remind_at.map(Millis),
-                    alert.escalate_at.map(Millis),
-                    alert.notified_at.map(Millis),
-                    alert.notify_event,
-                    alert.escalated_from,
-                    alert.notify_seq,
-                    Millis(alert.updated),
-                ])
-            })
-            .map_err(sqlite_error(self.path, "update an alert"))?;
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params.as_slice()))
+            .map_err(sqlite_error(self.path, action))?;
         Ok(())
     }
 
@@ -638,14 +753,6 @@ impl AlertBatch<'_> {
         self.tx
             .commit()
             .map_err(sqlite_error(self.path, "commit an alert batch"))
-    }
-
-    fn encode_detail(&self, alert: &AlertRow) -> Result<String, StoreError> {
-        serde_json::to_string(&alert.detail).map_err(|cause| StoreError::Encode {
-            path: self.path.to_owned(),
-            what: "alert detail",
-            cause,
-        })
     }
 }
 

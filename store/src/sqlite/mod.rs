@@ -29,8 +29,9 @@ use reserve::{FacilityId, Reading, TownId};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
 
 pub use alerts::{
-    AckRow, AlertBatch, AlertCounts, AlertQuery, AlertRow, AlertState, DeliveryState,
-    NewNotification, NotificationQuery, OutboxCounts, OutboxRow, SilenceRow,
+    AckRow, Alert, AlertBatch, AlertCounts, AlertKinds, AlertQuery, AlertRow, AlertState,
+    ConvertKinds, DeliveryState, NewNotification, NotificationQuery, OutboxCounts, OutboxRow,
+    SilenceRow, Text,
 };
 pub use async_store::AsyncStore;
 pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
