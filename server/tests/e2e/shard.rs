@@ -3,15 +3,13 @@
 //! instance must show only its towns and store only their readings, and between them
 //! every reading must be stored exactly once.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::Service;
 use chrono::Utc;
-use common::Service;
 use reserve::FacilityId;
 use reserve::shard::town_shard;
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};

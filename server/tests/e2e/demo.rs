@@ -3,13 +3,11 @@
 //! some fall below target, their officers' alert emails show on the console and land
 //! in the mailbox directory it names; SIGINT stops it cleanly.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Service;
+use crate::common::Service;
 use nix::sys::signal::Signal;
 
 /// What the console prints before a notification's subject.

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
+use super::publish_one;
 use crate::common::{Deployment, Service};
-use crate::publish_one;
 
 /// Messages per flood phase, as in the report that found the problem.
 const FLOOD: usize = 130;

@@ -1,13 +1,11 @@
 //! The files in deploy/ are used for real: the ACL in a real Mosquitto in front of the
 //! service, and the sample configuration through `check-config`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Deployment;
+use crate::common::Deployment;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
 fn deploy_file(name: &str) -> String {
@@ -65,7 +63,7 @@ async fn a_gateway_cannot_publish_for_another_town() {
         "service-secret\n",
     )
     .unwrap();
-    let service = tokio::task::block_in_place(|| common::Service::start(&deployment.config()));
+    let service = tokio::task::block_in_place(|| crate::common::Service::start(&deployment.config()));
 
     let ts = chrono::Utc::now().timestamp_millis();
     let reading = |water: u32| format!(r#"{{"ts": {ts}, "stock": {{"water": {water}}}}}"#);

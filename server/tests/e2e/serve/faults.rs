@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::{publish_paced, wait_until};
 use crate::common::{Deployment, Service};
-use crate::{publish_paced, wait_until};
 use store::{Store, StoreOptions};
 
 /// The readiness answer, parsed.

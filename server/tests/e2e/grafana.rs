@@ -5,8 +5,6 @@
 //! flood. A panel whose query errors, returns nothing, or lacks a field the panel maps
 //! fails the test, named by dashboard, panel and query.
 
-mod common;
-#[path = "grafana/dashboard.rs"]
 mod dashboard;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::Service;
 use chrono::Utc;
-use common::Service;
 use dashboard::{
     DATASOURCE_UID, Dashboard, Macros, SCHEMA_VERSION, grafana_dir, is_row, panel_title, read,
     referenced_fields, targets,

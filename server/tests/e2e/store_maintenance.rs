@@ -1,12 +1,10 @@
 //! `stockpile serve` prunes its store by itself: the real binary, on a SQLite file that
 //! already holds readings older than the configured retention.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::Deployment;
 use chrono::Utc;
-use common::Deployment;
 use reserve::reading::{Observation, Reading};
 use store::{Store, StoreOptions};
 
@@ -50,7 +48,7 @@ fn serve_prunes_readings_beyond_retention_soon_after_start() {
     batch.commit().unwrap();
     assert_eq!(store.count_readings().unwrap(), 3_100);
 
-    let service = common::Service::start(&deployment.config());
+    let service = crate::common::Service::start(&deployment.config());
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.count_readings().unwrap() > 100 {
         assert!(

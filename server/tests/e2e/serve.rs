@@ -2,17 +2,14 @@
 //! SQLite file. The process is killed with SIGKILL in the middle of a burst and
 //! restarted; every reading the broker accepted must end up in SQLite exactly once.
 
-mod common;
-#[path = "serve/faults.rs"]
 mod faults;
-#[path = "serve/flood.rs"]
 mod flood;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::{Deployment, Service, WAREHOUSES};
 use chrono::Utc;
-use common::{Deployment, Service, WAREHOUSES};
 use nix::sys::signal::Signal;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use store::{Store, StoreOptions};

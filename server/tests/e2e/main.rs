@@ -1,0 +1,14 @@
+//! The `stockpile` binary's end-to-end tests, as operators run it: real Mosquitto,
+//! InfluxDB, SMTP server, SQLite files, the built binary. One test binary for all of
+//! them, because linking is most of the suite's time on two cores (and disk: each
+//! binary links the whole service).
+
+mod common;
+
+mod check_config;
+mod demo;
+mod deploy;
+mod grafana;
+mod serve;
+mod shard;
+mod store_maintenance;
