@@ -12,7 +12,7 @@
 //! debug build). For a long run, set `PROPTEST_CASES`, which every property here obeys:
 //!
 //! ```sh
-//! PROPTEST_CASES=200000 cargo test -p reserve --release --test bad_input
+//! PROPTEST_CASES=200000 cargo test -p reserve --release --test reserve bad_input::
 //! ```
 
 use std::collections::BTreeSet;

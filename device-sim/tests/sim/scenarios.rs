@@ -1,12 +1,10 @@
 //! Each built-in scenario against a real Mosquitto: what a subscriber hears, decoded with
 //! `reserve::wire` as the service would, has the scenario's shape.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Recorder, clean_readings, facility_ids, run, statuses, tiny_registry};
+use crate::common::{Recorder, clean_readings, facility_ids, run, statuses, tiny_registry};
 use device_sim::{ClientMode, Scenario, SimConfig};
 use reserve::reading::{PowerState, PumpState};
 use reserve::wire::Connectivity;
@@ -249,7 +247,7 @@ async fn earthquake_runs_every_power_unit_at_its_burn_rate_and_silences_some_gat
     );
     let went_quiet = heard
         .iter()
-        .filter(|h| &common::facility_of(h) == silent)
+        .filter(|h| &crate::common::facility_of(h) == silent)
         .map(|h| h.received)
         .max()
         .unwrap();
@@ -355,9 +353,10 @@ async fn comms_cut_case(clients: ClientMode) {
     for facility in &cut.facilities {
         let backlog = heard
             .iter()
-            .find(|h| &common::facility_of(h) == facility && h.is_array())
+            .find(|h| &crate::common::facility_of(h) == facility && h.is_array())
             .unwrap_or_else(|| panic!("{facility} sent no backlog array"));
-        let common::Verdict::Readings(buffered) = common::verdict(&registry, backlog) else {
+        let crate::common::Verdict::Readings(buffered) = crate::common::verdict(&registry, backlog)
+        else {
             panic!("{facility}'s backlog was rejected");
         };
         assert!(

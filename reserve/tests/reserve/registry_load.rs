@@ -39,16 +39,16 @@ fn rendered(errors: &LoadErrors) -> Vec<String> {
     errors.0.iter().map(|e| e.to_string()).collect()
 }
 
-const FIXTURE: &str = include_str!("fixtures/registry/registry.toml");
+const FIXTURE: &str = include_str!("../fixtures/registry/registry.toml");
 const FIXTURE_CSV: &[(&str, &str)] = &[
-    ("towns.csv", include_str!("fixtures/registry/towns.csv")),
+    ("towns.csv", include_str!("../fixtures/registry/towns.csv")),
     (
         "facilities.csv",
-        include_str!("fixtures/registry/facilities.csv"),
+        include_str!("../fixtures/registry/facilities.csv"),
     ),
     (
         "contacts.csv",
-        include_str!("fixtures/registry/contacts.csv"),
+        include_str!("../fixtures/registry/contacts.csv"),
     ),
 ];
 

@@ -2,11 +2,9 @@
 //! reading arrives stamped and numbered as a gateway's would be. A test binary of its
 //! own, so no other test competes for the two cores while it measures.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Recorder, clean_readings, run, tiny_registry};
+use crate::common::{Recorder, clean_readings, run, tiny_registry};
 use device_sim::{LoadConfig, Qos, Scenario, SimConfig};
 
 const RATE: u32 = 2000;

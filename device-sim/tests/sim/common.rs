@@ -2,7 +2,7 @@
 //! `stockpile/v1/#` on a real Mosquitto, and decoding what it heard with `reserve::wire`
 //! exactly as the service would.
 
-#![allow(dead_code)] // Each test binary uses a different part.
+#![allow(dead_code)] // Each test module uses a different part.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1,12 +1,10 @@
 //! Faults on demand against a real Mosquitto, judged by `reserve::wire` as the service
 //! would judge them.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     Recorder, Verdict, clean_readings, facility_of, run, statuses, tiny_registry, verdict,
 };
 use device_sim::{ClientMode, Fault, Scenario, SimConfig};

@@ -1,0 +1,9 @@
+//! The domain's tests: wire decoding, registry loading, the ledger, and bad input
+//! (property tests and a corpus of nasty payloads). One test binary: linking several
+//! costs more than running them all.
+
+mod bad_input;
+mod corpus;
+mod ledger;
+mod registry_load;
+mod wire_decode;
