@@ -158,9 +158,7 @@ impl Parts {
             }
             None => (
                 None,
-                store::history::HistorySource::Sqlite(Arc::new(std::sync::Mutex::new(open_store(
-                    &config,
-                )?))),
+                store::history::HistorySource::Sqlite(store::AsyncStore::new(open_store(&config)?)),
             ),
         };
         let ingest_config = ingest_config(&config, &registry)?;

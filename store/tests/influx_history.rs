@@ -3,7 +3,6 @@
 
 mod influx_support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -140,7 +139,7 @@ async fn influx_and_sqlite_give_the_same_history() {
     sink.drained(&store, Duration::from_secs(10)).await;
     sink.stop().await;
 
-    let from_sqlite = HistorySource::Sqlite(Arc::new(Mutex::new(fx.store())));
+    let from_sqlite = HistorySource::Sqlite(store::AsyncStore::new(fx.store()));
     let from_influx = HistorySource::Influx(InfluxHistory::new(&endpoint).unwrap());
     let at = |from: DateTime<Utc>, to: DateTime<Utc>| HistoryQuery {
         from,

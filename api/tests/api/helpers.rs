@@ -295,7 +295,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     }
     if options.history {
         let reader = Store::open(&db, StoreOptions::default()).expect("history store opens");
-        state = state.with_history(HistorySource::Sqlite(Arc::new(Mutex::new(reader))));
+        state = state.with_history(HistorySource::Sqlite(store::AsyncStore::new(reader)));
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -21,7 +21,7 @@
 //! influx is live state that history does not record.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -105,7 +105,7 @@ pub enum HistoryError {
 #[derive(Debug)]
 pub enum HistorySource {
     /// The readings in the embedded store (a connection of the API's own: reads).
-    Sqlite(Arc<Mutex<Store>>),
+    Sqlite(AsyncStore),
     Influx(InfluxHistory),
 }
 
@@ -118,7 +118,7 @@ impl HistorySource {
         match self {
             HistorySource::Sqlite(store) => {
                 let (registry, query) = (Arc::clone(registry), query.clone());
-                AsyncStore::shared(Arc::clone(store))
+                store
                     .call(move |store| sqlite_history(store, &registry, &query))
                     .await
             }

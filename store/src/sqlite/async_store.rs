@@ -20,11 +20,6 @@ impl AsyncStore {
         AsyncStore(Arc::new(Mutex::new(store)))
     }
 
-    /// A handle on a store already shared behind a mutex.
-    pub fn shared(store: Arc<Mutex<Store>>) -> AsyncStore {
-        AsyncStore(store)
-    }
-
     /// Runs `work`, one or more store calls, on the blocking pool.
     pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where

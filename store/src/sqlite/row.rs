@@ -271,3 +271,74 @@ macro_rules! text_enum_sql {
     };
 }
 pub(crate) use text_enum_sql;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row of a table made up for the test: `(id, at, seq)`.
+    #[derive(Debug, PartialEq)]
+    struct Probe {
+        at: DateTime<Utc>,
+        seq: Option<u64>,
+    }
+
+    impl FromRow for Probe {
+        const TABLE: &'static str = "probe";
+        const KEY: &'static [&'static str] = &["id"];
+
+        fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+            Ok(Probe {
+                at: row.get::<Millis>("at")?.0,
+                seq: row.get::<Option<Seq>>("seq")?.map(|s| s.0),
+            })
+        }
+    }
+
+    fn read_back(at: &dyn ToSql, seq: &dyn ToSql) -> Result<Vec<Probe>, StoreError> {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE probe (id INTEGER PRIMARY KEY, at, seq)")
+            .unwrap();
+        conn.execute("INSERT INTO probe (at, seq) VALUES (?1, ?2)", [at, seq])
+            .unwrap();
+        let mut out = Vec::new();
+        for_each_row(
+            &conn,
+            Path::new("probe.db"),
+            "SELECT id, at, seq FROM probe",
+            [],
+            "read probes",
+            |p| {
+                out.push(p);
+                Ok::<_, StoreError>(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    #[test]
+    fn every_seq_and_time_round_trips() {
+        let at = DateTime::from_timestamp_millis(1_795_496_400_123).unwrap();
+        for seq in [0, 1, i64::MAX as u64 + 1, u64::MAX] {
+            let probes = read_back(&Millis(at), &Seq(seq)).unwrap();
+            assert_eq!(probes, [Probe { at, seq: Some(seq) }], "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_names_table_key_and_problem() {
+        let cases: [(&dyn ToSql, &str); 3] = [
+            (
+                &i64::MAX,
+                "table probe, row 1: bad time 9223372036854775807",
+            ),
+            (&"noon", "table probe, row 1: at holds a value of type Text"),
+            (&1.5, "table probe, row 1: at holds a value of type Real"),
+        ];
+        for (at, want) in cases {
+            let err = read_back(at, &rusqlite::types::Null).unwrap_err();
+            assert!(matches!(err, StoreError::CorruptRow { .. }), "{err:?}");
+            assert!(err.to_string().ends_with(want), "{err}");
+        }
+    }
+}
