@@ -326,6 +326,7 @@ impl Evaluator {
         let all: Arc<Vec<TownIdx>> = Arc::new(engine.registry().town_indices().collect());
         let mut next_tick = Utc::now();
         let mut towns: BTreeSet<TownIdx> = BTreeSet::new();
+        let mut failing = false;
         loop {
             let now = Utc::now();
             let everything = now >= next_tick;
@@ -356,16 +357,23 @@ impl Evaluator {
             engine = returned;
             let wake_at = match outcome {
                 Ok((enqueued, next)) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(message = "Alert evaluation works again.");
+                    }
                     for channel in enqueued {
                         wakers.wake(channel);
                     }
                     next.map_or(next_tick, |at| at.min(next_tick))
                 }
                 Err(error) => {
-                    tracing::error!(
-                        message = "Alert evaluation failed; alert state reloaded, retrying.",
-                        %error
-                    );
+                    // Once per streak: a store locked for minutes would otherwise log
+                    // every second.
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::error!(
+                            message = "Alert evaluation failed; alert state reloaded, retrying every second until the store answers.",
+                            %error
+                        );
+                    }
                     // Evaluate everything again once the store answers.
                     next_tick = now + chrono_duration(STORE_RETRY);
                     next_tick

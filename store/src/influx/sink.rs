@@ -229,6 +229,7 @@ impl Sink {
                 ledger,
                 ops,
                 metrics: Arc::clone(&metrics),
+                failing: Default::default(),
             }
             .run(changes, shutdown),
         );
@@ -477,6 +478,9 @@ struct Derived<O> {
     ledger: Arc<RwLock<Ledger>>,
     ops: O,
     metrics: Arc<SinkMetrics>,
+    /// Enqueueing into the store is failing (locked, disk full): logged when it starts
+    /// and when it ends, not at every tick in between.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl<O> Derived<O>
@@ -517,11 +521,31 @@ where
                 .store
                 .run(move |store| enqueue_derived(store, &ledger, towns.as_ref()))
                 .await;
-            if let Err(error) = enqueued {
-                tracing::error!(message = "Cannot enqueue coverage and town status.", %error);
-            }
+            self.note(enqueued.map(drop), "coverage and town status");
         }
         tracing::info!(message = "InfluxDB sink derived series stopped.");
+    }
+
+    /// Logs the first failure of a streak and the recovery; the points of the ticks in
+    /// between are skipped (the next tick writes fresh ones).
+    fn note(&self, enqueued: Result<(), StoreError>, what: &'static str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match enqueued {
+            Ok(()) => {
+                if self.failing.swap(false, Relaxed) {
+                    tracing::info!(message = "The InfluxDB queue takes derived series again.");
+                }
+            }
+            Err(error) => {
+                if !self.failing.swap(true, Relaxed) {
+                    tracing::error!(
+                        message = "Cannot enqueue derived series for InfluxDB; skipping them until the store answers.",
+                        series = what,
+                        %error
+                    );
+                }
+            }
+        }
     }
 
     async fn enqueue_ops(&self) {
@@ -534,13 +558,11 @@ where
             stats.lag_s,
             now,
         );
-        if let Err(error) = self
+        let enqueued = self
             .store
             .run(move |s| s.enqueue_influx_lines(&[line], now))
-            .await
-        {
-            tracing::error!(message = "Cannot enqueue the ops line.", %error);
-        }
+            .await;
+        self.note(enqueued.map(drop), "the ops line");
     }
 }
 
