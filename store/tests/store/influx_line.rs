@@ -2,12 +2,10 @@
 //! and every series parsed back by an independent parser (InfluxDB 3's
 //! `influxdb-line-protocol`), so escaping and types are checked by someone else's rules.
 
-mod influx_support;
-
 use std::collections::BTreeMap;
 
+use crate::influx_support::*;
 use chrono::Utc;
-use influx_support::*;
 use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines};
 use proptest::prelude::*;
 use reserve::TownId;

@@ -1,12 +1,10 @@
 //! A town's history from SQLite and from InfluxDB (InfluxQL on a real InfluxDB 1.6 with
 //! authentication): the same readings give the same answer.
 
-mod influx_support;
-
 use std::time::Duration;
 
+use crate::influx_support::*;
 use chrono::{DateTime, Utc};
-use influx_support::*;
 use reserve::reading::{PowerState, PumpState};
 use store::history::{
     History, HistoryError, HistoryQuery, HistorySource, InfluxHistory, sqlite_history,

@@ -2,15 +2,13 @@
 //! back with InfluxQL), VictoriaMetrics for the v2 path through the `influxdb2` crate
 //! (read back with its export API).
 
-mod influx_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::influx_support::*;
 use chrono::Utc;
-use influx_support::*;
 use reserve::TownId;
 use reserve::reading::{PowerState, PumpState};
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! Shared by the `influx_*` tests: a small registry, readings, a store with the InfluxDB
 //! queue on, and a running sink.
 
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code)] // each test module uses a different part
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
