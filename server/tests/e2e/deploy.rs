@@ -63,7 +63,8 @@ async fn a_gateway_cannot_publish_for_another_town() {
         "service-secret\n",
     )
     .unwrap();
-    let service = tokio::task::block_in_place(|| crate::common::Service::start(&deployment.config()));
+    let service =
+        tokio::task::block_in_place(|| crate::common::Service::start(&deployment.config()));
 
     let ts = chrono::Utc::now().timestamp_millis();
     let reading = |water: u32| format!(r#"{{"ts": {ts}, "stock": {{"water": {water}}}}}"#);
