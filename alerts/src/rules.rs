@@ -555,9 +555,11 @@ min_battery_pct = 50
     fn reserve_depleting_fires_on_the_forecast_before_the_warning_line() {
         let mut town = Town::new();
         // 4.5 days, consumed at 1000 L/h: 1.5 days × 3000 L above target = 4.5 h away.
-        town.stock(3600, water_days(4.5) + 1000.0);
-        town.stock(7200, water_days(4.5));
-        let evaluation = evaluate(&town.ledger, town.town, &settings(), t(7200));
+        // The forecast rests on an hour or more of judged readings: four, an hour apart.
+        for hour in 1..=4 {
+            town.stock(3600 * hour, water_days(4.5) + 1000.0 * (4 - hour) as f64);
+        }
+        let evaluation = evaluate(&town.ledger, town.town, &settings(), t(4 * 3600));
         assert_eq!(
             evaluation
                 .conditions

@@ -181,52 +181,168 @@ pub fn power_unit_problems(
     problems
 }
 
-/// Time constant of the consumption estimate: readings of the last few hours dominate,
-/// so a town that starts drawing on its stores after a disaster is seen within hours.
-pub const DRAWDOWN_TAU_H: f64 = 6.0;
+/// How much history a forecast needs by default (`[alerts] forecast_min_span`).
+pub const DEFAULT_FORECAST_MIN_SPAN_H: f64 = 1.0;
 
-/// Consumption-rate estimate of one stock (one category at one facility).
-///
-/// Decreases are consumption; a jump up is a restock and says nothing about
-/// consumption, so it only moves the baseline. The estimate is an exponentially
-/// time-weighted average of the observed rates, so irregular reporting intervals weigh
-/// by the time they cover.
+/// A drop is a one-off withdrawal (a truck out, a distribution) when its pace exceeds
+/// this many times both the recent pace and the pace of the interval after it.
+pub const WITHDRAWAL_FACTOR: f64 = 10.0;
+
+/// A drop is a glitch when the next reading gives back at least this share of it.
+pub const GLITCH_RECOVERY: f64 = 0.8;
+
+/// Most buckets a [`Drawdown`] keeps. Each closes once it covers half the min span, so
+/// the window needs three and the one filling; the cap bounds memory (a warehouse has a
+/// `Drawdown` per category, within 1 KiB a facility) whatever the readings do.
+const MAX_BUCKETS: usize = 4;
+
+/// Consumption evidence of a stretch of time: what was consumed over how long, and in
+/// how many intervals between readings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+struct Bucket {
+    /// Seconds, not hours: exact, and 16 bytes a bucket.
+    span_s: u32,
+    consumed: f64,
+    intervals: u32,
+}
+
+/// The last interval between readings, not judged until the reading after it says
+/// whether its drop was a glitch, a withdrawal or consumption.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+struct Pending {
+    span_s: u32,
+    /// Quantity before the interval minus after it: negative for a restock.
+    drop: f64,
+}
+
+/// Consumption-rate estimate of one stock (one category at one facility)
+/// (docs/design.md#forecast).
+///
+/// Each interval between two readings is judged when the reading after it arrives:
+/// - a rise is a restock: it moves the baseline, and is no evidence of consumption;
+/// - a drop the next reading gives back (≥ [`GLITCH_RECOVERY`] of it) is a glitch: both
+///   intervals are dropped;
+/// - a drop whose pace exceeds [`WITHDRAWAL_FACTOR`] times both the recent pace and the
+///   next interval's pace is a withdrawal: the baseline moves down, the rate does not;
+/// - anything else is consumption.
+///
+/// The rate is consumption over time across a sliding window of judged intervals that
+/// covers at least the min span (and half more at most), so a change of pace is
+/// followed within about the min span, and an interval of hours counts as the average
+/// over its hours. No rate until the window covers the min span with at least two
+/// intervals (three readings).
+///
+/// Serialized in facility snapshots: a snapshot of the old version (`last` and an
+/// exponential `rate_per_h`) loads with an empty window; its rate is ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Drawdown {
     last: Option<(DateTime<Utc>, f64)>,
-    rate_per_h: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<Pending>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    window: Vec<Bucket>,
 }
 
 impl Drawdown {
-    /// Units consumed per hour, once at least one interval has been seen.
-    pub fn rate_per_h(&self) -> Option<f64> {
-        self.rate_per_h
+    /// Units consumed per hour, once the judged evidence covers `min_span_h` hours and
+    /// at least two intervals.
+    pub fn rate_per_h(&self, min_span_h: f64) -> Option<f64> {
+        let (span_h, consumed, intervals) = self.totals();
+        (span_h >= min_span_h && span_h > 0.0 && intervals >= 2).then(|| consumed / span_h)
+    }
+
+    fn totals(&self) -> (f64, f64, u32) {
+        self.window.iter().fold((0.0, 0.0, 0), |(s, c, n), b| {
+            (s + hours(b.span_s), c + b.consumed, n + b.intervals)
+        })
     }
 
     /// Feeds the quantity measured at `ts`. Readings not newer than the last are ignored.
-    pub fn observe(&mut self, ts: DateTime<Utc>, quantity: f64) {
+    pub fn observe(&mut self, ts: DateTime<Utc>, quantity: f64, min_span_h: f64) {
         let Some((last_ts, last_qty)) = self.last else {
             self.last = Some((ts, quantity));
             return;
         };
-        let dt_h = (ts - last_ts).num_milliseconds() as f64 / 3_600_000.0;
-        if dt_h <= 0.0 {
+        // Sub-second intervals are no evidence of a pace; a span beyond u32 seconds (136
+        // years) saturates.
+        let span_s = u32::try_from((ts - last_ts).num_seconds()).unwrap_or(u32::MAX);
+        if ts <= last_ts {
             return;
         }
         self.last = Some((ts, quantity));
-        let drop = last_qty - quantity;
-        if drop < 0.0 {
-            return; // restock
+        if span_s == 0 {
+            return;
         }
-        let sample = drop / dt_h;
-        self.rate_per_h = Some(match self.rate_per_h {
-            None => sample,
-            Some(rate) => {
-                let alpha = 1.0 - (-dt_h / DRAWDOWN_TAU_H).exp();
-                rate + alpha * (sample - rate)
-            }
-        });
+        let next = Pending {
+            span_s,
+            drop: last_qty - quantity,
+        };
+        let Some(pending) = self.pending.take() else {
+            self.pending = Some(next);
+            return;
+        };
+        if pending.drop > 0.0 && -next.drop >= GLITCH_RECOVERY * pending.drop {
+            return; // a glitch and its undoing: neither is consumption
+        }
+        self.pending = Some(next);
+        if pending.drop < 0.0 {
+            return; // a restock
+        }
+        let (window_span_h, window_consumed, _) = self.totals();
+        let recent = if window_span_h > 0.0 {
+            window_consumed / window_span_h
+        } else {
+            0.0
+        };
+        let pace = pending.drop / hours(pending.span_s);
+        let next_pace = next.drop.max(0.0) / hours(next.span_s);
+        if pending.drop > 0.0 && pace > WITHDRAWAL_FACTOR * recent.max(next_pace) {
+            return; // a withdrawal
+        }
+        self.record(pending.span_s, pending.drop, min_span_h);
     }
+
+    fn record(&mut self, span_s: u32, consumed: f64, min_span_h: f64) {
+        match self.window.last_mut() {
+            Some(b) if hours(b.span_s) < min_span_h / 2.0 => {
+                b.span_s = b.span_s.saturating_add(span_s);
+                b.consumed += consumed;
+                b.intervals += 1;
+                self.forget(min_span_h, 0.0, 0);
+            }
+            _ => {
+                // Forget first, so the vector never grows past its cap.
+                self.forget(min_span_h, hours(span_s), 1);
+                if self.window.len() == MAX_BUCKETS {
+                    self.window.remove(0);
+                }
+                self.window.push(Bucket {
+                    span_s,
+                    consumed,
+                    intervals: 1,
+                });
+            }
+        }
+    }
+
+    /// Forgets the oldest buckets while the rest, with `extra` evidence to come, still
+    /// make a forecast on their own.
+    fn forget(&mut self, min_span_h: f64, extra_h: f64, extra_intervals: u32) {
+        while let Some(oldest) = self.window.first().copied() {
+            let (span_h, _, intervals) = self.totals();
+            let rest_h = span_h + extra_h - hours(oldest.span_s);
+            let rest_intervals = intervals + extra_intervals - oldest.intervals;
+            let keep_one = extra_intervals == 0 && self.window.len() == 1;
+            if keep_one || rest_h < min_span_h || rest_intervals < 2 {
+                break;
+            }
+            self.window.remove(0);
+        }
+    }
+}
+
+fn hours(seconds: u32) -> f64 {
+    f64::from(seconds) / 3600.0
 }
 
 /// Hours until a stock consumed at `rate_per_h` falls to `target_stock`: 0 when already
@@ -408,54 +524,33 @@ mod tests {
     }
 
     #[test]
-    fn drawdown_ignores_restocks() {
-        let mut d = Drawdown::default();
-        d.observe(at(0.0), 1000.0);
-        assert_eq!(
-            d.rate_per_h(),
-            None,
-            "one reading says nothing about consumption"
-        );
-        d.observe(at(1.0), 900.0);
-        assert_eq!(d.rate_per_h(), Some(100.0));
-        // A truck delivers 5,000: not negative consumption.
-        d.observe(at(2.0), 5900.0);
-        assert_eq!(d.rate_per_h(), Some(100.0));
-        // Consumption resumes from the new baseline at the same pace.
-        d.observe(at(3.0), 5800.0);
-        assert!((d.rate_per_h().unwrap() - 100.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn drawdown_follows_a_change_of_pace_within_hours() {
-        let mut d = Drawdown::default();
-        let mut qty = 100_000.0;
-        for minute in 0..=60 {
-            d.observe(at(minute as f64 / 60.0), qty);
-            qty -= 10.0; // 600 per hour
-        }
-        assert!((d.rate_per_h().unwrap() - 600.0).abs() < 1e-6);
-        // After a disaster consumption triples. Two time constants (12 h) later the
-        // estimate has moved 1 - e^-2 ≈ 86 % of the way from 600 to 1,800.
-        for minute in 1..=(12 * 60) {
-            qty -= 30.0;
-            d.observe(at(1.0 + minute as f64 / 60.0), qty);
-        }
-        let rate = d.rate_per_h().unwrap();
-        let expected = 1800.0 - 1200.0 * (-12.0 / DRAWDOWN_TAU_H).exp();
-        assert!(
-            (rate - expected).abs() < 2.0,
-            "rate {rate}, expected {expected}"
-        );
-    }
-
-    #[test]
     fn drawdown_ignores_out_of_order_readings() {
         let mut d = Drawdown::default();
-        d.observe(at(1.0), 900.0);
-        d.observe(at(0.5), 2000.0);
-        d.observe(at(2.0), 800.0);
-        assert_eq!(d.rate_per_h(), Some(100.0));
+        for (h, qty) in [
+            (1.0, 900.0),
+            (0.5, 2000.0),
+            (2.0, 800.0),
+            (3.0, 700.0),
+            (4.0, 600.0),
+        ] {
+            d.observe(at(h), qty, 1.0);
+        }
+        assert_eq!(d.rate_per_h(1.0), Some(100.0));
+    }
+
+    #[test]
+    fn drawdown_of_the_old_snapshot_format_loads_without_its_rate() {
+        // Written before the window: `last` and an exponential rate (here the one a
+        // glitch left behind). The rate is ignored; the baseline is kept.
+        let old = r#"{"last":["2026-11-24T01:00:00Z",900.0],"rate_per_h":48000000.0}"#;
+        let mut d: Drawdown = serde_json::from_str(old).unwrap();
+        assert_eq!(d.rate_per_h(1.0), None);
+        for (h, qty) in [(2.0, 800.0), (3.0, 700.0), (4.0, 600.0)] {
+            d.observe(at(h), qty, 1.0);
+        }
+        assert_eq!(d.rate_per_h(1.0), Some(100.0));
+        let back: Drawdown = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
     }
 
     #[test]

@@ -215,10 +215,20 @@ pub struct Ledger {
     registry: Arc<Registry>,
     facilities: Vec<FacilityState>,
     towns: Vec<TownState>,
+    /// History a consumption forecast needs (`[alerts] forecast_min_span`).
+    forecast_min_span_h: f64,
 }
 
 impl Ledger {
+    /// A ledger forecasting from the default min span
+    /// ([`coverage::DEFAULT_FORECAST_MIN_SPAN_H`]).
     pub fn new(registry: Arc<Registry>) -> Ledger {
+        Ledger::with_forecast(registry, coverage::DEFAULT_FORECAST_MIN_SPAN_H)
+    }
+
+    /// A ledger whose consumption forecasts rest on at least `min_span_h` hours of
+    /// history (docs/design.md#forecast).
+    pub fn with_forecast(registry: Arc<Registry>, min_span_h: f64) -> Ledger {
         let towns = registry
             .town_indices()
             .map(|t| TownState {
@@ -231,7 +241,13 @@ impl Ledger {
             facilities: vec![FacilityState::default(); registry.facilities.len()],
             towns,
             registry,
+            forecast_min_span_h: min_span_h,
         }
+    }
+
+    /// Units per hour `drawdown` has seen consumed, when its history makes a forecast.
+    pub fn consumption_per_h(&self, drawdown: &Drawdown) -> Option<f64> {
+        drawdown.rate_per_h(self.forecast_min_span_h)
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -268,6 +284,7 @@ impl Ledger {
         state.last_seq = reading.seq;
         state.heard_at = state.heard_at.max(Some(heard_at));
         let ts = reading.ts;
+        let min_span_h = self.forecast_min_span_h;
         state.latest = Some(match (&reading.observation, state.latest.take()) {
             (Observation::Stock(quantities), previous) => {
                 let mut lines = match previous {
@@ -278,11 +295,11 @@ impl Ledger {
                     match lines.iter_mut().find(|l| l.category == category) {
                         Some(line) => {
                             line.quantity = quantity;
-                            line.drawdown.observe(ts, quantity);
+                            line.drawdown.observe(ts, quantity, min_span_h);
                         }
                         None => {
                             let mut drawdown = Drawdown::default();
-                            drawdown.observe(ts, quantity);
+                            drawdown.observe(ts, quantity, min_span_h);
                             lines.push(StockLine {
                                 category,
                                 quantity,
@@ -298,7 +315,7 @@ impl Ledger {
                     Some(Latest::Water { drawdown, .. }) => drawdown,
                     _ => Drawdown::default(),
                 };
-                drawdown.observe(ts, obs.level_l);
+                drawdown.observe(ts, obs.level_l, min_span_h);
                 Latest::Water {
                     obs: *obs,
                     drawdown,
@@ -328,7 +345,7 @@ impl Ledger {
                             (
                                 registry.category(l.category).id.clone(),
                                 l.quantity,
-                                l.drawdown,
+                                l.drawdown.clone(),
                             )
                         })
                         .collect(),
@@ -337,7 +354,7 @@ impl Ledger {
                     level_l: obs.level_l,
                     pump: obs.pump,
                     potable: obs.potable,
-                    drawdown: *drawdown,
+                    drawdown: drawdown.clone(),
                 },
                 Latest::Power(obs) => LatestSnapshot::Power {
                     fuel_l: obs.fuel_l,
@@ -367,7 +384,7 @@ impl Ledger {
                         Some(StockLine {
                             category: registry.category_idx(id.as_str())?,
                             quantity: *quantity,
-                            drawdown: *drawdown,
+                            drawdown: drawdown.clone(),
                         })
                     })
                     .collect(),
@@ -386,7 +403,7 @@ impl Ledger {
                     pump: *pump,
                     potable: *potable,
                 },
-                drawdown: *drawdown,
+                drawdown: drawdown.clone(),
             }),
             (
                 Some(LatestSnapshot::Power {
@@ -533,7 +550,7 @@ impl Ledger {
                             h.add(
                                 line.category.index(),
                                 line.quantity,
-                                line.drawdown.rate_per_h(),
+                                line.drawdown.rate_per_h(self.forecast_min_span_h),
                             );
                         }
                     }
@@ -547,7 +564,11 @@ impl Ledger {
                         Some(Latest::Water { obs, drawdown }) => {
                             // Only potable stored water is drinking water.
                             if let (Some(c), true) = (water, obs.potable) {
-                                h.add(c, obs.level_l, drawdown.rate_per_h());
+                                h.add(
+                                    c,
+                                    obs.level_l,
+                                    drawdown.rate_per_h(self.forecast_min_span_h),
+                                );
                             }
                             let problems = coverage::water_point_problems(obs, is_silent);
                             Readiness {

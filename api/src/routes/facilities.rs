@@ -164,7 +164,7 @@ pub(super) async fn facility(
                             category: category.id.to_string(),
                             unit: category.unit.clone(),
                             quantity: line.quantity,
-                            consumption_per_h: line.drawdown.rate_per_h(),
+                            consumption_per_h: ledger.consumption_per_h(&line.drawdown),
                         }
                     })
                     .collect(),
@@ -178,7 +178,7 @@ pub(super) async fn facility(
                 level_l: obs.level_l,
                 pump: obs.pump.into(),
                 potable: obs.potable,
-                consumption_l_per_h: drawdown.rate_per_h(),
+                consumption_l_per_h: ledger.consumption_per_h(drawdown),
             }),
             power: None,
         },

@@ -537,13 +537,16 @@ impl TestApp {
         );
     }
 
-    /// The city of [`REGISTRY`]'s table. Jingshan's food drops 600 in the last hour.
+    /// The city of [`REGISTRY`]'s table. Jingshan's food drops 600 an hour over the
+    /// last three hours: enough history for a forecast (docs/design.md#forecast).
     pub fn seed(&self) {
-        self.stock_at(
-            "js-wh1",
-            &[("water", 4500.0), ("food", 15_600.0)],
-            Duration::hours(1),
-        );
+        for hours in (1..=3).rev() {
+            self.stock_at(
+                "js-wh1",
+                &[("water", 4500.0), ("food", 15_000.0 + 600.0 * hours as f64)],
+                Duration::hours(hours),
+            );
+        }
         self.stock("js-wh1", &[("water", 4500.0), ("food", 15_000.0)]);
         self.water("js-wp1", 1500.0, PumpState::Ok, true);
         self.power("js-pu1", 400.0, PowerState::Standby, 90.0);

@@ -428,17 +428,27 @@ fn overrides_change_a_towns_target() {
 fn drawdown_forecasts_hours_to_target_across_facilities() {
     let mut ledger = ledger_with(parts());
     all_healthy(&mut ledger, t0());
-    // Each warehouse loses 1,000 L of water an hour; the water point stays full.
-    ledger.apply(&stock(WH1, mins(60), &[(WATER, 59_000.0)]), mins(60));
-    ledger.apply(&stock(WH2, mins(60), &[(WATER, 39_000.0)]), mins(60));
+    // Each warehouse loses 1,000 L of water an hour; the water point stays full. A
+    // forecast needs an hour of judged history from three readings and the one after.
+    for h in 1..=3 {
+        let q = 1_000.0 * h as f64;
+        ledger.apply(
+            &stock(WH1, mins(60 * h), &[(WATER, 60_000.0 - q)]),
+            mins(60 * h),
+        );
+        ledger.apply(
+            &stock(WH2, mins(60 * h), &[(WATER, 40_000.0 - q)]),
+            mins(60 * h),
+        );
+    }
     // A restock at warehouse 1 is not negative consumption.
-    ledger.apply(&stock(WH1, mins(90), &[(WATER, 70_000.0)]), mins(90));
-    let f = ledger.refresh(JINGSHAN, mins(90));
+    ledger.apply(&stock(WH1, mins(190), &[(WATER, 70_000.0)]), mins(190));
+    let f = ledger.refresh(JINGSHAN, mins(190));
     let water = &f.categories[WATER.index()];
     assert_eq!(water.consumption_per_h, Some(2_000.0));
-    // 129,000 L against 90,000 at 2,000 L/h: 19.5 h.
-    assert_eq!(water.stock, 129_000.0);
-    assert_eq!(water.hours_to_target, Some(19.5));
+    // 127,000 L (the water point's 20,000 too) against 90,000 at 2,000 L/h: 18.5 h.
+    assert_eq!(water.stock, 127_000.0);
+    assert_eq!(water.hours_to_target, Some(18.5));
 }
 
 proptest! {
@@ -494,4 +504,29 @@ fn a_snapshot_of_a_facility_whose_kind_changed_is_not_restored() {
     assert!(!other.restore(&snapshot));
     snapshot.facility = FacilityId::parse("gone").unwrap();
     assert!(!other.restore(&snapshot));
+}
+
+#[test]
+fn a_snapshot_of_the_old_drawdown_loads_with_its_baseline_and_without_its_rate() {
+    // Written before the forecast window: each drawdown was `last` and an exponential
+    // `rate_per_h` (here the 48,000,000 L/h one glitch left behind, issue 14).
+    let old = r#"{
+        "facility": "js-wh1",
+        "last_ts": "2026-11-24T06:00:00Z",
+        "heard_at": "2026-11-24T06:00:00Z",
+        "latest": {"stock": [["water", 59000.0, {
+            "last": ["2026-11-24T06:00:00Z", 59000.0],
+            "rate_per_h": 48000000.0
+        }]]}
+    }"#;
+    let snapshot: reserve::ledger::FacilitySnapshot = serde_json::from_str(old).unwrap();
+    let mut ledger = ledger_with(parts());
+    all_healthy(&mut ledger, t0());
+    assert!(ledger.restore(&snapshot));
+    let water = &ledger.refresh(JINGSHAN, mins(61)).categories[WATER.index()];
+    assert_eq!(water.stock, 119_000.0);
+    assert_eq!(
+        (water.consumption_per_h, water.hours_to_target),
+        (None, None)
+    );
 }

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod corpus;
+mod forecast;
 mod ledger;
 mod registry_load;
 mod wire_decode;
