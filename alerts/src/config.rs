@@ -39,6 +39,11 @@ pub struct AlertsConfig {
     /// `reserve_depleting` fires when the target is forecast to be crossed this soon.
     #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub depleting_horizon: Duration,
+    /// A stock's consumption is forecast only from at least this much history (and
+    /// three readings): less is too easily fooled by a glitch (docs/design.md#forecast).
+    /// Read by the ledger, which the server builds with it.
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
+    pub forecast_min_span: Duration,
     /// How often every town is re-evaluated without a change: silence and the expiry
     /// of silences depend on time alone. Bounds how late a silent facility is noticed
     /// (beyond its `stale_after`); a pass over 40,000 towns costs some CPU, so not
@@ -73,6 +78,7 @@ impl Default for AlertsConfig {
             escalate_after: Duration::from_secs(30 * 60),
             pending_for: Duration::ZERO,
             depleting_horizon: Duration::from_secs(12 * 3600),
+            forecast_min_span: Duration::from_secs(3600),
             tick: Duration::from_secs(10),
             public_url: None,
             utc_offset: FixedOffset::east_opt(DEFAULT_UTC_OFFSET_S)

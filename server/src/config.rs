@@ -589,6 +589,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
         ("alerts.repeat_every", alerts.repeat_every),
         ("alerts.escalate_after", alerts.escalate_after),
         ("alerts.depleting_horizon", alerts.depleting_horizon),
+        ("alerts.forecast_min_span", alerts.forecast_min_span),
     ] {
         if value.is_zero() {
             c.field(field, "must be > 0".into());

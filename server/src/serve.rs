@@ -104,7 +104,10 @@ impl Parts {
         );
 
         let mut ingest_store = open_store(&config)?;
-        let mut ledger = Ledger::new(Arc::clone(&registry));
+        let mut ledger = Ledger::with_forecast(
+            Arc::clone(&registry),
+            config.alerts.forecast_min_span.as_secs_f64() / 3600.0,
+        );
         let restored = ingest::restore_ledger(&mut ingest_store, &mut ledger)
             .with_context(|| format!("rebuild the ledger from {}", config.store.path.display()))?;
         tracing::info!(

@@ -437,6 +437,29 @@ fn store_retention_settings_are_read_and_must_be_positive() {
 }
 
 #[test]
+fn forecast_min_span_is_read_defaults_to_an_hour_and_must_be_positive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("stockpile.toml");
+    std::fs::write(&path, config_with_contacts("", "")).expect("write config");
+    let loaded = config::load(&path, &[]).expect("loads");
+    assert_eq!(loaded.config.alerts.forecast_min_span.as_secs(), 3600);
+
+    let alerts = "[alerts]\nforecast_min_span = \"90m\"\n";
+    std::fs::write(&path, config_with_contacts(alerts, "")).expect("write config");
+    let loaded = config::load(&path, &[]).expect("loads");
+    assert_eq!(loaded.config.alerts.forecast_min_span.as_secs(), 5400);
+
+    let alerts = "[alerts]\nforecast_min_span = \"0s\"\n";
+    std::fs::write(&path, config_with_contacts(alerts, "")).expect("write config");
+    let out = check_config_in(dir.path(), "stockpile.toml", &[]);
+    assert_eq!(
+        out.stderr,
+        "stockpile.toml:4: alerts.forecast_min_span: must be > 0\n1 error\n"
+    );
+    assert_eq!(out.code, Some(1));
+}
+
+#[test]
 fn credentials_in_urls_are_never_printed() {
     const SECRETS: [&str; 4] = ["mqtt-pass-1", "influx-pass-2", "smtp-pass-3", "sms-key-4"];
     // The secrets of every URL-bearing section, with `smtp` as the SMTP URL.
