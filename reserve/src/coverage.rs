@@ -539,6 +539,23 @@ mod tests {
     }
 
     #[test]
+    fn drawdown_stays_small_whatever_the_readings() {
+        // A warehouse has one per category and a facility gets 1 KiB in all
+        // (docs/design.md#performance-targets).
+        let mut d = Drawdown::default();
+        for minute in 0..(48 * 60) {
+            let h = f64::from(minute) / 60.0;
+            // Irregular use, glitches and a restock now and then.
+            let qty = 1e6 - 500.0 * h + if minute % 7 == 0 { -3e4 } else { 0.0 };
+            let qty = if minute % 600 == 0 { qty + 1e5 } else { qty };
+            d.observe(at(h), qty, 1.0);
+            assert!(d.window.capacity() <= MAX_BUCKETS, "at minute {minute}");
+        }
+        let bytes = std::mem::size_of::<Drawdown>() + MAX_BUCKETS * std::mem::size_of::<Bucket>();
+        assert!(bytes <= 160, "{bytes} bytes");
+    }
+
+    #[test]
     fn drawdown_of_the_old_snapshot_format_loads_without_its_rate() {
         // Written before the window: `last` and an exponential rate (here the one a
         // glitch left behind). The rate is ignored; the baseline is kept.
