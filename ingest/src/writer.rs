@@ -53,6 +53,9 @@ pub(crate) struct Writer {
     metrics: Arc<IngestMetrics>,
     changes: Arc<TownChanges>,
     shutdown: CancellationToken,
+    /// The ledger's registry, fixed for its life: taken once, not from the lock at
+    /// every batch.
+    registry: Arc<Registry>,
     /// When each gateway's rejects were last logged. Keyed by registry facility, with
     /// one shared key (`None`) for topics that name no facility of ours, so its size is
     /// bounded by the registry whatever ids a sender invents, and each message costs
@@ -118,7 +121,9 @@ impl Writer {
         changes: Arc<TownChanges>,
         shutdown: CancellationToken,
     ) -> Writer {
+        let registry = Arc::clone(ledger.read().unwrap_or_else(|p| p.into_inner()).registry());
         Writer {
+            registry,
             config,
             ledger,
             store,
@@ -141,10 +146,9 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.config.batch_max);
         while self.gather(&runtime, &mut deliveries, &mut batch) {
             let now = Utc::now();
-            let registry = Arc::clone(self.read_ledger().registry());
             let messages: Vec<Message> = batch
                 .iter()
-                .map(|d| decode(d, &registry, &self.config, now))
+                .map(|d| decode(d, &self.registry, &self.config, now))
                 .collect();
             let Some(persisted) = self.persist_until_committed(&runtime, &messages, now)? else {
                 // Shutting down while the store is unavailable: nothing of this batch
@@ -310,14 +314,13 @@ impl Writer {
         save: &SnapshotSave,
         now: DateTime<Utc>,
     ) -> Result<Persisted, StoreError> {
-        let registry = Arc::clone(self.read_ledger().registry());
         let mut tx = self.store.batch()?;
         let mut inserted = Vec::with_capacity(messages.len());
         let mut earliest_inserted: Option<DateTime<Utc>> = None;
         for message in messages {
             let mut flags = Vec::with_capacity(message.readings.len());
             for reading in &message.readings {
-                let new = tx.insert_reading(&registry, reading, now)?;
+                let new = tx.insert_reading(&self.registry, reading, now)?;
                 if new {
                     earliest_inserted =
                         Some(earliest_inserted.map_or(reading.ts, |t| t.min(reading.ts)));
@@ -362,7 +365,7 @@ impl Writer {
         let mut tally = BatchTally::default();
         let mut changed = BTreeSet::new();
         let mut ledger = self.ledger.write().unwrap_or_else(|p| p.into_inner());
-        let registry = Arc::clone(ledger.registry());
+        let registry = &self.registry;
         for (message, inserted) in messages.iter().zip(&persisted.inserted) {
             if let Some((facility, link)) = message.link {
                 ledger.set_link(facility, link, now);
