@@ -62,6 +62,7 @@ use std::collections::HashSet;
 use std::net::TcpListener;
 use std::sync::{Mutex, PoisonError};
 
+mod disk;
 pub mod http;
 mod http_receiver;
 mod influx;
@@ -70,6 +71,7 @@ mod process;
 mod smtp;
 mod victoria;
 
+pub use disk::SmallDisk;
 pub use http_receiver::{HttpReceiver, RecordedRequest};
 pub use influx::{Influx1, Influx1Builder};
 pub use mosquitto::{Mosquitto, MosquittoBuilder};

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use crate::Kit;
 use crate::gateways::Gateways;
 use crate::plan::{Key, Plan};
-use crate::rig::{Deployment, Log, Netns, SmallDisk, Stockpile, lock};
+use crate::rig::{Deployment, Log, Netns, Stockpile, lock};
 use crate::tally::{self, Notifications};
+use testkit::SmallDisk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

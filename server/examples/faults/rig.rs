@@ -3,7 +3,7 @@
 //! the store, a network namespace for the broker), each undone when dropped, also
 //! when a fault panics.
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -223,50 +223,6 @@ fn run(program: &str, args: &[&str]) {
         output.status,
         String::from_utf8_lossy(&output.stderr).trim()
     );
-}
-
-/// A tmpfs of a few MiB mounted over a directory; unmounted (lazily: the service may
-/// still hold files open) when dropped.
-#[derive(Debug)]
-pub struct SmallDisk {
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    pub fn mount(dir: &Path, size: &str) -> SmallDisk {
-        let dir_text = dir.to_string_lossy();
-        run(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                &dir_text,
-            ],
-        );
-        SmallDisk {
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// Fills the disk with a file of zeros until a write fails; returns its path.
-    pub fn fill(&self) -> PathBuf {
-        let path = self.dir.join("filler");
-        let mut file = std::fs::File::create(&path).expect("create the filler file");
-        let chunk = vec![0u8; 64 * 1024];
-        while file.write_all(&chunk).is_ok() {}
-        while file.write_all(&chunk[..512]).is_ok() {}
-        let _ = file.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
 }
 
 /// A network namespace for the broker, reached through two veth pairs: one link for

@@ -4,13 +4,14 @@
 //! `/readyz` says why, and everything the broker held is stored exactly once when the
 //! cause goes away.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{publish_paced, wait_until};
 use crate::common::{Deployment, Service};
 use store::{Store, StoreOptions};
+use testkit::SmallDisk;
 
 /// The readiness answer, parsed.
 fn readyz(api: &str) -> (u16, serde_json::Value) {
@@ -141,54 +142,6 @@ async fn a_store_locked_by_another_process_pauses_ingest_and_loses_nothing() {
     assert_ne!(town["status"], "unknown", "{town}");
 }
 
-/// A tmpfs mounted over a directory for the life of the value; unmounted on drop.
-struct SmallDisk {
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the disk-full test mounts a tmpfs and must run as root (CI and scripts/test do)"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount (util-linux) to make a small disk for the store");
-        assert!(status.success(), "mount -t tmpfs failed: {status}");
-        SmallDisk {
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// Fills the disk with a file of zeros until it is full; returns its path.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.dir.join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        loop {
-            if file.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        // Whatever smaller room is left, too.
-        while file.write_all(&chunk[..512]).is_ok() {}
-        let _ = file.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        // Lazy: the service may still hold files open while it is being killed.
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_pauses_ingest_and_everything_is_stored_once_space_is_freed() {
     let broker = testkit::Mosquitto::builder()
@@ -201,7 +154,7 @@ async fn a_full_disk_pauses_ingest_and_everything_is_stored_once_space_is_freed(
     let config = config.replace("path = \"stockpile.db\"", "path = \"data/stockpile.db\"");
     assert!(config.contains("data/stockpile.db"));
     std::fs::write(deployment.config(), config).unwrap();
-    let db = disk.dir.join("stockpile.db");
+    let db = disk.dir().join("stockpile.db");
 
     let service = tokio::task::block_in_place(|| Service::start(&deployment.config()));
     let api = tokio::task::block_in_place(|| service.api_url());
@@ -252,7 +205,7 @@ async fn a_full_disk_pauses_ingest_and_everything_is_stored_once_space_is_freed(
                 String::from_utf8_lossy(
                     &Command::new("ls")
                         .arg("-la")
-                        .arg(&disk.dir)
+                        .arg(disk.dir())
                         .output()
                         .unwrap()
                         .stdout
