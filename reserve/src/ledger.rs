@@ -542,46 +542,13 @@ impl Ledger {
         for &f in &registry.town(town_idx).facilities {
             let unverified = silent.contains(&f) || never_reported.contains(&f);
             let is_silent = silent.contains(&f);
-            let latest = &self.facilities[f.index()].latest;
+            let latest = self.facilities[f.index()].latest.as_ref();
             match &registry.facility(f).kind {
-                FacilityKind::Warehouse => {
-                    if let Some(Latest::Stock(lines)) = latest {
-                        for line in lines {
-                            h.add(
-                                line.category.index(),
-                                line.quantity,
-                                line.drawdown.rate_per_h(self.forecast_min_span_h),
-                            );
-                        }
-                    }
-                    if unverified {
-                        h.verified.iter_mut().for_each(|v| *v = false);
-                    }
-                }
+                FacilityKind::Warehouse => self.add_warehouse(&mut h, latest, unverified),
                 FacilityKind::WaterPoint { .. } => {
-                    let water = registry.water_category.map(|c| c.index());
-                    let readiness = match latest {
-                        Some(Latest::Water { obs, drawdown }) => {
-                            // Only potable stored water is drinking water.
-                            if let (Some(c), true) = (water, obs.potable) {
-                                h.add(
-                                    c,
-                                    obs.level_l,
-                                    drawdown.rate_per_h(self.forecast_min_span_h),
-                                );
-                            }
-                            let problems = coverage::water_point_problems(obs, is_silent);
-                            Readiness {
-                                facility: f,
-                                ready: problems.is_empty(),
-                                problems,
-                                runtime_h: None,
-                            }
-                        }
-                        _ => Readiness::never_reported(f),
-                    };
-                    if let (Some(c), true) = (water, unverified) {
-                        h.verified[c] = false;
+                    let readiness = self.add_water_point(&mut h, f, latest, is_silent);
+                    if let (Some(c), true) = (registry.water_category, unverified) {
+                        h.verified[c.index()] = false;
                     }
                     h.water_points.push(readiness);
                 }
@@ -598,14 +565,12 @@ impl Ledger {
                             target_days,
                             is_silent,
                         );
+                        let burn = obs.burn_l_per_h.unwrap_or(*burn_l_per_h);
                         Readiness {
                             facility: f,
                             ready: problems.is_empty(),
                             problems,
-                            runtime_h: Some(coverage::runtime_h(
-                                obs.fuel_l,
-                                obs.burn_l_per_h.unwrap_or(*burn_l_per_h),
-                            )),
+                            runtime_h: Some(coverage::runtime_h(obs.fuel_l, burn)),
                         }
                     }
                     _ => Readiness::never_reported(f),
@@ -613,6 +578,45 @@ impl Ledger {
             }
         }
         h
+    }
+
+    /// A warehouse's stock lines into the town's holdings; an unheard warehouse leaves
+    /// every category unverified (it might hold any of them).
+    fn add_warehouse(&self, h: &mut Holdings, latest: Option<&Latest>, unverified: bool) {
+        if let Some(Latest::Stock(lines)) = latest {
+            for line in lines {
+                let rate = line.drawdown.rate_per_h(self.forecast_min_span_h);
+                h.add(line.category.index(), line.quantity, rate);
+            }
+        }
+        if unverified {
+            h.verified.iter_mut().for_each(|v| *v = false);
+        }
+    }
+
+    /// A water point's potable stored water into the holdings, and its readiness.
+    fn add_water_point(
+        &self,
+        h: &mut Holdings,
+        f: FacilityIdx,
+        latest: Option<&Latest>,
+        is_silent: bool,
+    ) -> Readiness {
+        let Some(Latest::Water { obs, drawdown }) = latest else {
+            return Readiness::never_reported(f);
+        };
+        // Only potable stored water is drinking water.
+        if let (Some(c), true) = (self.registry.water_category, obs.potable) {
+            let rate = drawdown.rate_per_h(self.forecast_min_span_h);
+            h.add(c.index(), obs.level_l, rate);
+        }
+        let problems = coverage::water_point_problems(obs, is_silent);
+        Readiness {
+            facility: f,
+            ready: problems.is_empty(),
+            problems,
+            runtime_h: None,
+        }
     }
 
     /// One category's coverage in a town from what its facilities hold.

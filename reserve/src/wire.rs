@@ -60,7 +60,7 @@ use crate::id::check_slug;
 use crate::reading::{
     Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
 };
-use crate::registry::{FacilityIdx, FacilityKind, FacilityKindName, Registry};
+use crate::registry::{Facility, FacilityIdx, FacilityKind, FacilityKindName, Registry};
 
 /// Every v1 topic starts with this.
 pub const TOPIC_PREFIX: &str = "stockpile/v1/";
@@ -727,6 +727,36 @@ pub fn decode_readings(
     payload: &[u8],
     ctx: &DecodeContext<'_>,
 ) -> Result<DecodedReadings, Rejected> {
+    let facility = check_envelope(topic, payload, ctx)?;
+    let checker = ReadingChecker::new(facility, ctx);
+    if first_byte(payload) != Some(b'[') {
+        let wire = parse_reading(payload)?;
+        let reading = checker.check(&wire)?;
+        return Ok(DecodedReadings {
+            facility,
+            readings: vec![reading],
+            rejected: Vec::new(),
+        });
+    }
+    let (mut readings, rejected) = decode_array(payload, &checker, ctx.max_readings)?;
+    // A backlog may arrive in any order (a gateway flushing several buffers); the
+    // ledger's drawdown estimate needs time order.
+    readings.sort_by_key(|r| r.ts);
+    Ok(DecodedReadings {
+        facility,
+        readings,
+        rejected,
+    })
+}
+
+/// What rejects a message before its JSON is read: a topic that is not a reading
+/// topic or names no facility of ours, a payload over the size limit, a byte order
+/// mark. Returns the topic's facility.
+fn check_envelope(
+    topic: &Topic<'_>,
+    payload: &[u8],
+    ctx: &DecodeContext<'_>,
+) -> Result<FacilityIdx, Rejected> {
     if topic.kind != TopicKind::Reading {
         return Err(Rejected::new(
             RejectReason::BadTopic,
@@ -754,26 +784,23 @@ pub fn decode_readings(
             "payload starts with a UTF-8 byte order mark (EF BB BF); send JSON without one",
         ));
     }
-    let checker = ReadingChecker::new(facility, ctx);
+    Ok(facility)
+}
 
-    if first_byte(payload) != Some(b'[') {
-        let wire = parse_reading(payload)?;
-        let reading = checker.check(&wire)?;
-        return Ok(DecodedReadings {
-            facility,
-            readings: vec![reading],
-            rejected: Vec::new(),
-        });
-    }
-
-    let elements = match bounded_array(payload, ctx.max_readings) {
+/// An array payload: each element checked on its own. `Err` only for the array as a
+/// whole (not JSON, too many elements, empty).
+fn decode_array(
+    payload: &[u8],
+    checker: &ReadingChecker<'_>,
+    max_readings: usize,
+) -> Result<(Vec<Reading>, Vec<Rejected>), Rejected> {
+    let elements = match bounded_array(payload, max_readings) {
         Ok(BoundedArray::Within(elements)) => elements,
         Ok(BoundedArray::Over) => {
             return Err(Rejected::new(
                 RejectReason::TooManyReadings,
                 format!(
-                    "the array holds more than {} readings; send a long backlog in several messages",
-                    ctx.max_readings
+                    "the array holds more than {max_readings} readings; send a long backlog in several messages"
                 ),
             ));
         }
@@ -796,14 +823,7 @@ pub fn decode_readings(
             )),
         }
     }
-    // A backlog may arrive in any order (a gateway flushing several buffers); the
-    // ledger's drawdown estimate needs time order.
-    readings.sort_by_key(|r| r.ts);
-    Ok(DecodedReadings {
-        facility,
-        readings,
-        rejected,
-    })
+    Ok((readings, rejected))
 }
 
 /// A JSON array of raw elements, collected only up to a cap: past it the rest is
@@ -1042,87 +1062,10 @@ impl<'r> ReadingChecker<'r> {
 
     fn check_observation(&self, wire: &WireReading<'_>) -> Result<Observation, Rejected> {
         let facility = self.registry.facility(self.facility);
-        let kind = facility.kind.name();
-        let expected = section_for(kind);
-        let (section, observation) = match (&wire.stock, &wire.water, &wire.power) {
-            (Some(_), None, None) => ("stock", Section::Stock),
-            (None, Some(w), None) => ("water", Section::Water(*w)),
-            (None, None, Some(p)) => ("power", Section::Power(*p)),
-            (None, None, None) => {
-                return Err(Rejected::new(
-                    RejectReason::BadPayload,
-                    format!(
-                        "reading has none of \"stock\", \"water\", \"power\"; facility {:?} is a {kind} and sends {expected:?}",
-                        facility.id.as_str()
-                    ),
-                ));
-            }
-            (stock, water, power) => {
-                let present: Vec<&str> = [
-                    stock.as_ref().map(|_| "\"stock\""),
-                    water.as_ref().map(|_| "\"water\""),
-                    power.as_ref().map(|_| "\"power\""),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                return Err(Rejected::new(
-                    RejectReason::BadPayload,
-                    format!(
-                        "reading has {}; send only {expected:?} (facility {:?} is a {kind})",
-                        present.join(" and "),
-                        facility.id.as_str()
-                    ),
-                ));
-            }
-        };
-        if section != expected {
-            return Err(Rejected::new(
-                RejectReason::WrongKind,
-                format!(
-                    "facility {:?} is a {kind}: it sends {expected:?}, not {section:?}",
-                    facility.id.as_str()
-                ),
-            ));
-        }
-        match observation {
+        match section_of(wire, facility)? {
             Section::Stock => self.check_stock(wire.stock.as_ref()),
-            Section::Water(w) => Ok(Observation::Water(WaterObservation {
-                level_l: within_capacity(
-                    "water.level_l",
-                    quantity("water.level_l", w.level_l, MAX_QUANTITY)?,
-                    match facility.kind {
-                        FacilityKind::WaterPoint { capacity_l } => capacity_l,
-                        _ => None,
-                    },
-                    "capacity_l",
-                )?,
-                pump: w.pump,
-                potable: w.potable,
-            })),
-            Section::Power(p) => Ok(Observation::Power(PowerObservation {
-                fuel_l: within_capacity(
-                    "power.fuel_l",
-                    quantity("power.fuel_l", p.fuel_l, MAX_QUANTITY)?,
-                    match facility.kind {
-                        FacilityKind::PowerUnit {
-                            fuel_capacity_l, ..
-                        } => Some(fuel_capacity_l),
-                        _ => None,
-                    },
-                    "fuel_capacity_l",
-                )?,
-                battery_pct: p
-                    .battery_pct
-                    .map(|v| quantity("power.battery_pct", v, MAX_BATTERY_PCT))
-                    .transpose()?,
-                state: p.state,
-                burn_l_per_h: match p.burn_l_per_h {
-                    Some(v) => Some(quantity("power.burn_l_per_h", v, MAX_QUANTITY)?)
-                        .filter(|&burn| burn > 0.0),
-                    None => None,
-                },
-            })),
+            Section::Water(w) => check_water(w, &facility.kind),
+            Section::Power(p) => check_power(p, &facility.kind),
         }
     }
 
@@ -1169,6 +1112,91 @@ impl<'r> ReadingChecker<'r> {
         }
         Ok(Observation::Stock(out))
     }
+}
+
+/// The one section a reading carries, checked against what its facility sends.
+fn section_of(wire: &WireReading<'_>, facility: &Facility) -> Result<Section, Rejected> {
+    let kind = facility.kind.name();
+    let expected = section_for(kind);
+    let (section, observation) = match (&wire.stock, &wire.water, &wire.power) {
+        (Some(_), None, None) => ("stock", Section::Stock),
+        (None, Some(w), None) => ("water", Section::Water(*w)),
+        (None, None, Some(p)) => ("power", Section::Power(*p)),
+        (None, None, None) => {
+            return Err(Rejected::new(
+                RejectReason::BadPayload,
+                format!(
+                    "reading has none of \"stock\", \"water\", \"power\"; facility {:?} is a {kind} and sends {expected:?}",
+                    facility.id.as_str()
+                ),
+            ));
+        }
+        (stock, water, power) => {
+            let present: Vec<&str> = [
+                stock.as_ref().map(|_| "\"stock\""),
+                water.as_ref().map(|_| "\"water\""),
+                power.as_ref().map(|_| "\"power\""),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            return Err(Rejected::new(
+                RejectReason::BadPayload,
+                format!(
+                    "reading has {}; send only {expected:?} (facility {:?} is a {kind})",
+                    present.join(" and "),
+                    facility.id.as_str()
+                ),
+            ));
+        }
+    };
+    if section != expected {
+        return Err(Rejected::new(
+            RejectReason::WrongKind,
+            format!(
+                "facility {:?} is a {kind}: it sends {expected:?}, not {section:?}",
+                facility.id.as_str()
+            ),
+        ));
+    }
+    Ok(observation)
+}
+
+fn check_water(w: WireWater, kind: &FacilityKind) -> Result<Observation, Rejected> {
+    let capacity = match *kind {
+        FacilityKind::WaterPoint { capacity_l } => capacity_l,
+        _ => None,
+    };
+    let level = quantity("water.level_l", w.level_l, MAX_QUANTITY)?;
+    Ok(Observation::Water(WaterObservation {
+        level_l: within_capacity("water.level_l", level, capacity, "capacity_l")?,
+        pump: w.pump,
+        potable: w.potable,
+    }))
+}
+
+fn check_power(p: WirePower, kind: &FacilityKind) -> Result<Observation, Rejected> {
+    let capacity = match *kind {
+        FacilityKind::PowerUnit {
+            fuel_capacity_l, ..
+        } => Some(fuel_capacity_l),
+        _ => None,
+    };
+    let fuel = quantity("power.fuel_l", p.fuel_l, MAX_QUANTITY)?;
+    Ok(Observation::Power(PowerObservation {
+        fuel_l: within_capacity("power.fuel_l", fuel, capacity, "fuel_capacity_l")?,
+        battery_pct: p
+            .battery_pct
+            .map(|v| quantity("power.battery_pct", v, MAX_BATTERY_PCT))
+            .transpose()?,
+        state: p.state,
+        burn_l_per_h: match p.burn_l_per_h {
+            Some(v) => {
+                Some(quantity("power.burn_l_per_h", v, MAX_QUANTITY)?).filter(|&burn| burn > 0.0)
+            }
+            None => None,
+        },
+    }))
 }
 
 /// Which section a reading has; a copy of it for the water and power cases.
