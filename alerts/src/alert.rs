@@ -16,8 +16,12 @@ pub const LEVEL_CITY: u8 = 3;
 pub enum Event {
     /// The alert fired (or fired while silenced and the silence ended).
     Fired,
-    /// Its severity rose.
+    /// It got worse: its severity rose, or its rule moved up within its family
+    /// (`reserve_depleting` → `reserve_near_target`).
     Raised,
+    /// It eased but still fires: its severity fell, or its rule moved down within its
+    /// family (critical → warning, `reserve_near_target` → `reserve_depleting`).
+    Lowered,
     Resolved,
     /// Still firing and unacknowledged after `repeat_every`.
     Remind,
@@ -30,6 +34,7 @@ impl Event {
         match self {
             Event::Fired => "fired",
             Event::Raised => "raised",
+            Event::Lowered => "lowered",
             Event::Resolved => "resolved",
             Event::Remind => "remind",
             Event::Escalate => "escalate",
@@ -40,6 +45,7 @@ impl Event {
         [
             Event::Fired,
             Event::Raised,
+            Event::Lowered,
             Event::Resolved,
             Event::Remind,
             Event::Escalate,
@@ -51,27 +57,33 @@ impl Event {
     /// How much a reader wants to see this event first in a grouped message.
     pub fn weight(self) -> u8 {
         match self {
-            Event::Fired | Event::Raised => 4,
-            Event::Escalate => 3,
-            Event::Remind => 2,
+            Event::Fired | Event::Raised => 5,
+            Event::Escalate => 4,
+            Event::Remind => 3,
+            Event::Lowered => 2,
             Event::Resolved => 1,
         }
     }
 }
 
 /// Folds a new event into one still waiting for the town's group flush, so that a
-/// group carries one event per alert. `None`: nothing left to say (it fired and
+/// group carries one event per alert and a change of severity within `group_wait`
+/// becomes one message, not two. The message quotes the alert as it is at the flush;
+/// the event says which way it last moved. `None`: nothing left to say (it fired and
 /// resolved before anyone was told).
 pub fn merge_event(waiting: Option<Event>, new: Event) -> Option<Event> {
     use Event::*;
     match (waiting, new) {
         (None, e) => Some(e),
         (Some(Fired), Resolved) => None,
+        // Not told yet: the message that fires it quotes its severity now.
         (Some(Fired), _) => Some(Fired),
         (Some(_), Resolved) => Some(Resolved),
-        (Some(Raised), _) | (Some(_), Raised) => Some(Raised),
-        (Some(Resolved), e) => Some(e),
-        (Some(Remind | Escalate), e) => Some(e),
+        // A rise and a fall within one group: the latest move is what is told.
+        (Some(Raised | Lowered), e @ (Raised | Lowered)) => Some(e),
+        // A change of severity says all a reminder would, and more.
+        (Some(e @ (Raised | Lowered)), Remind | Escalate | Fired) => Some(e),
+        (Some(Resolved | Remind | Escalate), e) => Some(e),
     }
 }
 
@@ -179,6 +191,16 @@ mod tests {
             (Some(Raised), Remind, Some(Raised)),
             (Some(Remind), Resolved, Some(Resolved)),
             (Some(Resolved), Fired, Some(Fired)),
+            // A fall is told as one update; one within group_wait of a rise is one
+            // message saying where it ended up, not two.
+            (None, Lowered, Some(Lowered)),
+            (Some(Fired), Lowered, Some(Fired)),
+            (Some(Raised), Lowered, Some(Lowered)),
+            (Some(Lowered), Raised, Some(Raised)),
+            (Some(Lowered), Lowered, Some(Lowered)),
+            (Some(Lowered), Remind, Some(Lowered)),
+            (Some(Remind), Lowered, Some(Lowered)),
+            (Some(Lowered), Resolved, Some(Resolved)),
         ];
         for (waiting, new, want) in cases {
             assert_eq!(merge_event(*waiting, *new), *want, "{waiting:?} + {new:?}");

@@ -862,6 +862,7 @@ fn step(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> bool {
+    let was = alert.rule;
     alert.rule = c.rule;
     alert.detail = c.detail.clone();
     let severity = c.severity();
@@ -874,22 +875,30 @@ fn step(
                 alert.fired_at = Some(now);
             }
         }
-        AlertState::Firing if severity > alert.severity => {
-            alert.severity = severity;
+        AlertState::Firing => {
             // An acknowledgement covers the severity it was given at: a worse problem
             // needs somebody to take it on again, so reminders and escalation resume.
-            if alert.ack.take().is_some() {
+            if severity > alert.severity && alert.ack.take().is_some() {
                 alert.remind_at = Some(now + policy.repeat_every);
                 alert.escalate_at =
                     (alert.escalation < LEVEL_CITY).then_some(now + policy.escalate_after);
             }
-            if !silenced && (alert.notified_at.is_some() || alert.notify_event.is_some()) {
-                alert.notify_event = merge_event(alert.notify_event, Event::Raised);
+            alert.severity = severity;
+            // Every move of the rule within its family is told, up or down (the
+            // ledger's hysteresis keeps the level from flapping across a line).
+            let moved = match c.rule.gravity().cmp(&was.gravity()) {
+                std::cmp::Ordering::Greater => Some(Event::Raised),
+                std::cmp::Ordering::Less => Some(Event::Lowered),
+                std::cmp::Ordering::Equal => None,
+            };
+            if let Some(event) = moved
+                && !silenced
+                && (alert.notified_at.is_some() || alert.notify_event.is_some())
+            {
+                alert.notify_event = merge_event(alert.notify_event, event);
                 notice = true;
             }
         }
-        // Severity falls silently (hysteresis already keeps it from flapping).
-        AlertState::Firing => alert.severity = severity,
         AlertState::Resolved => {}
     }
     // Firing and never told (it fired now, or while silenced): tell it.
@@ -949,6 +958,10 @@ fn reschedule(after: &mut Alert, before: &Alert, policy: &Policy, now: DateTime<
             after.escalate_at = escalate;
         }
         Some(Event::Remind) => after.remind_at = Some(now + policy.repeat_every),
+        // A reminder merged into the update is due again a period on.
+        Some(Event::Lowered) if after.remind_at.is_none() => {
+            after.remind_at = Some(now + policy.repeat_every);
+        }
         _ => {}
     }
     if before.escalated_from.is_some() {

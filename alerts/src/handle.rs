@@ -157,7 +157,7 @@ pub struct NotificationView {
     pub id: i64,
     pub town: String,
     pub alert_ids: Vec<i64>,
-    /// `fired`, `raised`, `resolved`, `remind` or `escalate`.
+    /// `fired`, `raised`, `lowered`, `resolved`, `remind` or `escalate`.
     pub event: String,
     pub contact: String,
     /// `email`, `sms` or `webhook`.

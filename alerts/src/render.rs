@@ -656,6 +656,8 @@ impl Words {
         let sev = self.severity(s);
         match (self.zh(), event) {
             (_, Event::Fired | Event::Raised) => sev.to_owned(),
+            (true, Event::Lowered) => format!("缓解（{sev}）"),
+            (false, Event::Lowered) => format!("EASED, {sev}"),
             (true, Event::Remind) => format!("提醒（{sev}）"),
             (false, Event::Remind) => format!("REMINDER, {sev}"),
             (true, Event::Escalate) => format!("逐级上报（{sev}）"),
@@ -670,11 +672,13 @@ impl Words {
         match (self.zh(), event) {
             (true, Event::Fired) => "新",
             (true, Event::Raised) => "加重",
+            (true, Event::Lowered) => "缓解",
             (true, Event::Remind) => "提醒",
             (true, Event::Escalate) => "上报",
             (true, Event::Resolved) => "已恢复",
             (false, Event::Fired) => "NEW",
             (false, Event::Raised) => "WORSE",
+            (false, Event::Lowered) => "EASED",
             (false, Event::Remind) => "REMINDER",
             (false, Event::Escalate) => "ESCALATED",
             (false, Event::Resolved) => "RESOLVED",
@@ -686,6 +690,7 @@ impl Words {
             (true, Event::Fired | Event::Raised) => format!("{town}出现以下需要处理的问题："),
             (true, Event::Remind) => format!("提醒：{town}的以下问题仍未确认："),
             (true, Event::Escalate) => format!("{town}的以下问题一直未确认，现逐级上报给您："),
+            (true, Event::Lowered) => format!("{town}的以下问题有所缓解，但尚未解除："),
             (true, Event::Resolved) => format!("{town}的以下问题已恢复："),
             (false, Event::Fired | Event::Raised) => {
                 format!("{town} has problems that need attention:")
@@ -695,6 +700,9 @@ impl Words {
             }
             (false, Event::Escalate) => {
                 format!("Escalated to you: these problems of {town} have not been acknowledged:")
+            }
+            (false, Event::Lowered) => {
+                format!("These problems of {town} have eased but are not over:")
             }
             (false, Event::Resolved) => format!("Problems of {town} resolved:"),
         }
@@ -1424,6 +1432,21 @@ mod tests {
                 "==== {r} grouped\n{}\n---- text\n{}---- html\n{}\n---- sms\n{}\n",
                 message.subject, message.text, message.html, message.sms
             ));
+            // A fall in severity (to a warning line, to a forecast), after the rest so
+            // that adding it left the lines above as they were.
+            for lang in [Lang::Zh, Lang::En] {
+                for alert in &alerts[1..3] {
+                    let items = [Item {
+                        alert,
+                        event: Event::Lowered,
+                    }];
+                    let message = renderer.message(lang, &town("景山街道"), &items, &[]);
+                    out.push_str(&format!(
+                        "==== {r} {lang:?} lowered {}\n{}\n---- text\n{}---- html\n{}\n---- sms\n{}\n",
+                        alert.id, message.subject, message.text, message.html, message.sms
+                    ));
+                }
+            }
         }
         out
     }

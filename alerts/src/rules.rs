@@ -93,6 +93,18 @@ impl Rule {
             _ => Severity::Warning,
         }
     }
+
+    /// How bad the rule is within its family: a move up is told as `raised`, a move
+    /// down as `lowered`. Reserve: forecast to cross the target (0) < below the warning
+    /// line (1) < below the target (2); every other family has one rule.
+    pub fn gravity(self) -> u8 {
+        match self {
+            Rule::ReserveDepleting => 0,
+            Rule::ReserveNearTarget => 1,
+            Rule::ReserveBelowTarget => 2,
+            _ => 0,
+        }
+    }
 }
 
 impl std::fmt::Display for Rule {

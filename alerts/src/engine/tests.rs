@@ -505,13 +505,128 @@ fn a_severity_rise_is_told_and_needs_a_new_acknowledgement() {
         (alert.id, alert.severity, alert.ack),
         (id, Severity::Critical, None)
     );
-    // Falling back to a warning says nothing; escalation resumes from the rise.
+    // Falling back to a warning is told; escalation still runs from the rise.
     fx.step(vec![water(Rule::ReserveNearTarget, 3.2)], mins(3));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "lowered", NEAR_EASED)]);
     fx.tick(mins(32));
     assert_eq!(
         fx.sent().into_iter().map(|s| s.0).collect::<Vec<_>>(),
         vec![CLUSTER]
     );
+}
+
+const NEAR_EASED: &str =
+    "[Stockpile] 缓解（警告）：景山街道 饮用水剩 3.2 天，低于预警线 3.5 天（目标 3 天）";
+
+fn depleting(hours: f64) -> Condition {
+    let mut c = water(Rule::ReserveDepleting, 3.8);
+    if let Detail::Reserve(r) = &mut c.detail {
+        r.hours_to_target = Some(hours);
+    }
+    c
+}
+
+/// DESIGN §7: notify on every change of severity, rise or fall; within the reserve
+/// family a move between the forecast and the warning line is one too.
+#[test]
+fn every_change_of_severity_is_told_once_up_or_down() {
+    let mut fx = Fixture::new(policy());
+    let events = |sent: Vec<Sent>| sent.into_iter().map(|s| (s.0, s.1)).collect::<Vec<_>>();
+    let officer = |event: &str| vec![(OFFICER.to_owned(), event.to_owned())];
+    fx.step(vec![depleting(5.0)], mins(0));
+    assert_eq!(events(fx.sent()), officer("fired"));
+    fx.step(vec![depleting(4.0)], mins(1));
+    assert_eq!(
+        fx.sent(),
+        vec![],
+        "a new forecast is not a change of severity"
+    );
+    fx.step(vec![water(Rule::ReserveNearTarget, 3.4)], mins(2));
+    assert_eq!(events(fx.sent()), officer("raised"));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(3));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "raised", BELOW)]);
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.4)], mins(4));
+    assert_eq!(fx.sent(), vec![]);
+    fx.step(vec![water(Rule::ReserveNearTarget, 3.2)], mins(5));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "lowered", NEAR_EASED)]);
+    fx.step(vec![depleting(7.5)], mins(6));
+    assert_eq!(
+        fx.sent(),
+        vec![to(
+            OFFICER,
+            "lowered",
+            "[Stockpile] 缓解（警告）：景山街道 饮用水预计 7.5 小时后低于目标 3 天（现剩 3.8 天）"
+        )]
+    );
+    fx.step(vec![], mins(7));
+    assert_eq!(events(fx.sent()), officer("resolved"));
+    let alert = fx.engine.store.alert(1).unwrap().unwrap();
+    assert_eq!(
+        alert.notify_seq, 6,
+        "one message per change, all about one alert"
+    );
+}
+
+#[test]
+fn a_rise_and_fall_within_group_wait_is_one_message() {
+    let mut fx = Fixture::new(Policy {
+        group_wait: Duration::seconds(10),
+        ..policy()
+    });
+    fx.step(vec![water(Rule::ReserveNearTarget, 3.3)], secs(0));
+    fx.tick(secs(10));
+    assert_eq!(fx.sent().len(), 1, "fired");
+    // Below target for three seconds (a delivery lands), then back on the warning line.
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.9)], secs(20));
+    fx.step(vec![water(Rule::ReserveNearTarget, 3.2)], secs(23));
+    fx.tick(secs(29));
+    assert_eq!(fx.sent(), vec![], "group_wait has not passed");
+    fx.tick(secs(30));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "lowered", NEAR_EASED)]);
+    // And a fall then a rise is one message saying it is worse.
+    fx.step(vec![depleting(5.0)], secs(40));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], secs(45));
+    fx.tick(secs(50));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "raised", BELOW)]);
+}
+
+#[test]
+fn a_fall_while_silenced_is_not_told_and_reminders_survive_a_fall() {
+    let mut fx = Fixture::new(Policy {
+        repeat_every: Duration::minutes(60),
+        escalate_after: Duration::hours(100),
+        ..policy()
+    });
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(0));
+    assert_eq!(fx.sent().len(), 1);
+    // The reminder falls due in the same step as the fall: one message, the update.
+    fx.step(vec![water(Rule::ReserveNearTarget, 3.2)], mins(60));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "lowered", NEAR_EASED)]);
+    assert_eq!(
+        fx.only_alert().remind_at,
+        Some(mins(120)),
+        "reminders go on"
+    );
+    fx.tick(mins(120));
+    assert_eq!(
+        fx.sent().into_iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec!["remind"]
+    );
+
+    fx.engine
+        .add_silence(Silence {
+            id: 0,
+            town: Some("jingshan".into()),
+            facility: None,
+            rule: None,
+            until: mins(600),
+            created_by: "ops".into(),
+            comment: "maintenance".into(),
+            created: mins(121),
+        })
+        .unwrap();
+    fx.step(vec![depleting(5.0)], mins(130));
+    assert_eq!(fx.sent(), vec![], "silenced");
 }
 
 #[test]
