@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use super::client::{InfluxClient, InfluxError, WriteOutcome};
 use super::config::InfluxSinkConfig;
 use super::line::{self, OpsCounts};
+use super::queue::QueueState;
 use crate::{AsyncStore, Store, StoreError, StoreOptions};
 
 /// First wait after a failed write; doubles up to [`BACKOFF_MAX`].
@@ -262,6 +263,45 @@ fn check(config: &InfluxSinkConfig) -> Result<(), SinkError> {
     Err(SinkError::Config(problem.to_owned()))
 }
 
+/// What the writer does after a turn.
+enum Turn {
+    /// Look at the queue again at once (a batch was written; more may be due).
+    Again,
+    Wait(Duration),
+    /// Shutdown came while a written batch waited to be deleted.
+    Stop,
+}
+
+/// How InfluxDB has been answering: the wait before the next try and the failures
+/// since it last accepted a write (for the "accepts writes again" log line).
+struct Health {
+    backoff: Duration,
+    failures: u64,
+}
+
+impl Health {
+    fn recovered(&mut self, queued: u64) {
+        if self.failures > 0 {
+            tracing::info!(
+                message = "InfluxDB accepts writes again; replaying the queue.",
+                failed_attempts = self.failures,
+                queued,
+            );
+        }
+        self.failures = 0;
+        self.backoff = BACKOFF_MIN;
+    }
+
+    /// Counts a failed write; returns the wait before the next, which doubles up to
+    /// `BACKOFF_MAX`.
+    fn failed(&mut self) -> Duration {
+        self.failures += 1;
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        wait
+    }
+}
+
 /// Sends the queue to InfluxDB, oldest first.
 struct Writer {
     client: InfluxClient,
@@ -272,123 +312,127 @@ struct Writer {
 
 impl Writer {
     async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
-        let mut failures = 0u64;
+        let mut health = Health {
+            backoff: BACKOFF_MIN,
+            failures: 0,
+        };
         while !shutdown.is_cancelled() {
-            let (batch_lines, max_rows) = (self.config.batch_lines, self.config.queue_max_rows);
-            // Look first, read lines only when a batch is due: the look is two index
-            // seeks, and trimming (a write) happens only when the bound is passed.
-            let state = self
-                .store
-                .run(move |store| {
-                    let mut state = store.influx_queue_state()?;
-                    let mut trimmed = 0;
-                    if state.depth > max_rows {
-                        trimmed = store.influx_queue_trim(max_rows)?;
-                        state = store.influx_queue_state()?;
-                    }
-                    Ok((trimmed, state))
-                })
-                .await;
-            let (trimmed, state) = match state {
-                Ok(state) => state,
-                Err(error) => {
-                    tracing::error!(message = "Cannot read the InfluxDB queue.", %error);
-                    if !sleep_or_stop(backoff, &shutdown).await {
+            match self.turn(&mut health, &shutdown).await {
+                Turn::Again => {}
+                Turn::Wait(wait) => {
+                    if !sleep_or_stop(wait, &shutdown).await {
                         break;
                     }
-                    continue;
                 }
-            };
-            if trimmed > 0 {
-                self.metrics.dropped_overflow.fetch_add(trimmed, Relaxed);
-                tracing::error!(
-                    message = "InfluxDB queue over its bound: oldest lines dropped.",
-                    dropped = trimmed,
-                    bound = max_rows,
-                );
-            }
-            self.metrics.queue_depth.store(state.depth, Relaxed);
-            self.metrics
-                .oldest_enqueued_ms
-                .store(state.oldest_enqueued_ms.unwrap_or(NO_LINE), Relaxed);
-
-            if state.depth == 0 {
-                if !sleep_or_stop(IDLE_POLL, &shutdown).await {
-                    break;
-                }
-                continue;
-            }
-            if state.depth < batch_lines as u64 {
-                // A partial batch waits until its oldest line is `flush_every` old.
-                let age_ms = state
-                    .oldest_enqueued_ms
-                    .map_or(0, |t| Utc::now().timestamp_millis() - t);
-                let flush_ms =
-                    i64::try_from(self.config.flush_every.as_millis()).unwrap_or(i64::MAX);
-                if age_ms < flush_ms {
-                    let wait = Duration::from_millis(u64::try_from(flush_ms - age_ms).unwrap_or(0));
-                    if !sleep_or_stop(wait.min(self.config.flush_every), &shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
-            }
-            let head = self
-                .store
-                .run(move |s| s.influx_queue_head(batch_lines))
-                .await;
-            let head = match head {
-                Ok(head) => head,
-                Err(error) => {
-                    tracing::error!(message = "Cannot read the InfluxDB queue.", %error);
-                    if !sleep_or_stop(backoff, &shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let Some(last_id) = head.last().map(|q| q.id) else {
-                continue;
-            };
-
-            let lines: Vec<String> = head.into_iter().map(|q| q.line).collect();
-            match deliver(&self.client, &lines).await {
-                Ok(dropped) => {
-                    if failures > 0 {
-                        tracing::info!(
-                            message = "InfluxDB accepts writes again; replaying the queue.",
-                            failed_attempts = failures,
-                            queued = state.depth,
-                        );
-                    }
-                    failures = 0;
-                    backoff = BACKOFF_MIN;
-                    self.metrics.dropped_malformed.fetch_add(dropped, Relaxed);
-                    if !self.delete_written(last_id, &shutdown).await {
-                        break;
-                    }
-                    self.metrics
-                        .written_lines
-                        .fetch_add(lines.len() as u64 - dropped, Relaxed);
-                }
-                Err(error) => {
-                    failures += 1;
-                    self.metrics.write_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(
-                        message = "InfluxDB write failed; the lines stay queued.",
-                        %error,
-                        queued = state.depth,
-                        retry_in_s = backoff.as_secs(),
-                    );
-                    if !sleep_or_stop(backoff, &shutdown).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+                Turn::Stop => break,
             }
         }
         tracing::info!(message = "InfluxDB sink writer stopped.");
+    }
+
+    /// One look at the queue and, when a batch is due, one write of it.
+    async fn turn(&self, health: &mut Health, shutdown: &CancellationToken) -> Turn {
+        let state = match self.look().await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::error!(message = "Cannot read the InfluxDB queue.", %error);
+                return Turn::Wait(health.backoff);
+            }
+        };
+        if let Some(wait) = self.until_batch_due(&state) {
+            return Turn::Wait(wait);
+        }
+        let batch_lines = self.config.batch_lines;
+        let head = match self
+            .store
+            .run(move |s| s.influx_queue_head(batch_lines))
+            .await
+        {
+            Ok(head) => head,
+            Err(error) => {
+                tracing::error!(message = "Cannot read the InfluxDB queue.", %error);
+                return Turn::Wait(health.backoff);
+            }
+        };
+        let Some(last_id) = head.last().map(|q| q.id) else {
+            return Turn::Again;
+        };
+        let lines: Vec<String> = head.into_iter().map(|q| q.line).collect();
+        match deliver(&self.client, &lines).await {
+            Ok(dropped) => {
+                health.recovered(state.depth);
+                self.metrics.dropped_malformed.fetch_add(dropped, Relaxed);
+                if !self.delete_written(last_id, shutdown).await {
+                    return Turn::Stop;
+                }
+                self.metrics
+                    .written_lines
+                    .fetch_add(lines.len() as u64 - dropped, Relaxed);
+                Turn::Again
+            }
+            Err(error) => {
+                self.metrics.write_errors.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    message = "InfluxDB write failed; the lines stay queued.",
+                    %error,
+                    queued = state.depth,
+                    retry_in_s = health.backoff.as_secs(),
+                );
+                Turn::Wait(health.failed())
+            }
+        }
+    }
+
+    /// The queue's depth and age, trimming it first when it is over its bound; the
+    /// metrics follow. Look first, read lines only when a batch is due: the look is two
+    /// index seeks, and trimming (a write) happens only when the bound is passed.
+    async fn look(&self) -> Result<QueueState, StoreError> {
+        let max_rows = self.config.queue_max_rows;
+        let (trimmed, state) = self
+            .store
+            .run(move |store| {
+                let mut state = store.influx_queue_state()?;
+                let mut trimmed = 0;
+                if state.depth > max_rows {
+                    trimmed = store.influx_queue_trim(max_rows)?;
+                    state = store.influx_queue_state()?;
+                }
+                Ok((trimmed, state))
+            })
+            .await?;
+        if trimmed > 0 {
+            self.metrics.dropped_overflow.fetch_add(trimmed, Relaxed);
+            tracing::error!(
+                message = "InfluxDB queue over its bound: oldest lines dropped.",
+                dropped = trimmed,
+                bound = max_rows,
+            );
+        }
+        self.metrics.queue_depth.store(state.depth, Relaxed);
+        self.metrics
+            .oldest_enqueued_ms
+            .store(state.oldest_enqueued_ms.unwrap_or(NO_LINE), Relaxed);
+        Ok(state)
+    }
+
+    /// How long until a batch is due: `None` when one is due now. An empty queue is
+    /// looked at again after `IDLE_POLL`; a partial batch waits until its oldest line
+    /// is `flush_every` old.
+    fn until_batch_due(&self, state: &QueueState) -> Option<Duration> {
+        if state.depth == 0 {
+            return Some(IDLE_POLL);
+        }
+        if state.depth >= self.config.batch_lines as u64 {
+            return None;
+        }
+        let age_ms = state
+            .oldest_enqueued_ms
+            .map_or(0, |t| Utc::now().timestamp_millis() - t);
+        let flush_ms = i64::try_from(self.config.flush_every.as_millis()).unwrap_or(i64::MAX);
+        (age_ms < flush_ms).then(|| {
+            let wait = Duration::from_millis(u64::try_from(flush_ms - age_ms).unwrap_or(0));
+            wait.min(self.config.flush_every)
+        })
     }
 
     /// Deletes the written batch from the queue, waiting out a store that fails (locked
