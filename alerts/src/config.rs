@@ -44,6 +44,12 @@ pub struct AlertsConfig {
     /// Read by the ledger, which the server builds with it.
     #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub forecast_min_span: Duration,
+    /// A shortfall resting on a facility that has never reported is held back for this
+    /// many of that facility's `report_every` from the service's start: gateways come
+    /// online over minutes, and until they do their stock counts as 0
+    /// (docs/design.md#lifecycle). 0 announces at once.
+    #[serde(deserialize_with = "grace_factor")]
+    pub startup_grace_factor: f64,
     /// How often every town is re-evaluated without a change: silence and the expiry
     /// of silences depend on time alone. Bounds how late a silent facility is noticed
     /// (beyond its `stale_after`); a pass over 40,000 towns costs some CPU, so not
@@ -79,6 +85,7 @@ impl Default for AlertsConfig {
             pending_for: Duration::ZERO,
             depleting_horizon: Duration::from_secs(12 * 3600),
             forecast_min_span: Duration::from_secs(3600),
+            startup_grace_factor: 2.0,
             tick: Duration::from_secs(10),
             public_url: None,
             utc_offset: FixedOffset::east_opt(DEFAULT_UTC_OFFSET_S)
@@ -87,6 +94,18 @@ impl Default for AlertsConfig {
             retry: RetryPolicy::default(),
             influx_series: false,
         }
+    }
+}
+
+/// A factor of `report_every`: a finite number, 0 or more.
+fn grace_factor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let factor = f64::deserialize(d)?;
+    if factor.is_finite() && (0.0..=1000.0).contains(&factor) {
+        Ok(factor)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected a factor of report_every from 0 to 1000, such as 2, got {factor}"
+        )))
     }
 }
 

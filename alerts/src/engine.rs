@@ -443,7 +443,9 @@ impl Engine {
             .iter()
             .filter(|(_, alerts)| {
                 alerts.values().any(|a| {
-                    a.state == AlertState::Pending && a.created + self.policy.pending_for <= now
+                    a.state == AlertState::Pending
+                        && a.created + self.policy.pending_for <= now
+                        && !a.detail.held(now)
                 })
             })
             .map(|(t, _)| *t)
@@ -657,7 +659,8 @@ impl Engine {
             .flat_map(|alerts| alerts.values())
             .filter_map(|a| {
                 if a.state == AlertState::Pending {
-                    return Some(a.created + self.policy.pending_for);
+                    let due = a.created + self.policy.pending_for;
+                    return Some(a.detail.held_until().map_or(due, |held| due.max(held)));
                 }
                 if !a.awaits_ack() || self.silenced(a.town, a.rule, a.detail.facility(), now) {
                     return None;
@@ -870,7 +873,8 @@ fn step(
     match alert.state {
         AlertState::Pending => {
             alert.severity = severity;
-            if alert.created + policy.pending_for <= now {
+            // A shortfall resting on facilities still in their start-up grace waits.
+            if alert.created + policy.pending_for <= now && !c.detail.held(now) {
                 alert.state = AlertState::Firing;
                 alert.fired_at = Some(now);
             }

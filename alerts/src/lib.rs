@@ -234,6 +234,7 @@ impl Alerts {
             settings: rules::RuleSettings {
                 depleting_horizon_h: config.depleting_horizon.as_secs_f64() / 3600.0,
                 started_at: Utc::now(),
+                startup_grace_factor: config.startup_grace_factor,
             },
             tick: chrono_duration(config.tick),
             engine,

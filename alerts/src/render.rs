@@ -256,6 +256,10 @@ impl Renderer {
         let resolved = event == Event::Resolved;
         match &alert.detail {
             Detail::Reserve(r) if resolved => w.reserve_back(r),
+            // "0 days" would be a claim: say what is missing instead.
+            Detail::Reserve(r) if r.never_reported > 0 && alert.rule != Rule::ReserveDepleting => {
+                w.reserve_unreported(r)
+            }
             Detail::Reserve(r) => match alert.rule {
                 Rule::ReserveBelowTarget => w.reserve_below(r),
                 Rule::ReserveNearTarget => w.reserve_near(r),
@@ -316,6 +320,7 @@ impl Renderer {
         if let Detail::Reserve(r) = &alert.detail
             && !r.verified
             && event != Event::Resolved
+            && (r.never_reported == 0 || alert.rule == Rule::ReserveDepleting)
         {
             line.push_str(w.unverified);
         }
@@ -361,8 +366,15 @@ impl Renderer {
             return self.headline(lang, alert, event);
         };
         let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        let (n, of) = (r.never_reported, r.facilities);
         match (event, alert.rule) {
             (Event::Resolved, _) => format!("{c} back to {d}d (target {t}d)"),
+            (_, Rule::ReserveBelowTarget | Rule::ReserveNearTarget) if n > 0 && n == of => {
+                format!("{c}: no site reported")
+            }
+            (_, Rule::ReserveBelowTarget | Rule::ReserveNearTarget) if n > 0 => {
+                format!("{c} {d}d, {n}/{of} sites unreported")
+            }
             (_, Rule::ReserveBelowTarget) => format!("{c} {d}d left (target {t}d)"),
             (_, Rule::ReserveNearTarget) => format!("{c} {d}d left (warn {}d)", num(r.warn_days)),
             _ => format!(
@@ -787,6 +799,27 @@ impl Words {
         }
     }
 
+    /// Below a line while facilities it sums never reported: how many, and what the
+    /// others hold.
+    fn reserve_unreported(&self, r: &ReserveDetail) -> String {
+        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        let (n, of) = (r.never_reported, r.facilities);
+        match (self.zh(), n == of) {
+            (true, true) if of == 1 => format!("{c}：唯一的设施从未上报（目标 {t} 天）"),
+            (false, true) if of == 1 => {
+                format!("{c}: its only facility never reported (target {t})")
+            }
+            (true, true) => format!("{c}：{of} 个设施均从未上报（目标 {t} 天）"),
+            (true, false) => {
+                format!("{c}：{of} 个设施中 {n} 个从未上报，其余仅够 {d} 天（目标 {t} 天）")
+            }
+            (false, true) => format!("{c}: none of its {of} facilities ever reported (target {t})"),
+            (false, false) => format!(
+                "{c}: {n} of {of} facilities never reported, the others hold {d} days (target {t})"
+            ),
+        }
+    }
+
     fn reserve_back(&self, r: &ReserveDetail) -> String {
         let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
         if self.zh() {
@@ -953,6 +986,9 @@ mod tests {
                 warn_days: 3.5,
                 hours_to_target: Some(6.0),
                 verified: true,
+                never_reported: 0,
+                facilities: 2,
+                held_until: None,
             }),
             since: t(6, 5),
             created: t(6, 5),
@@ -1444,6 +1480,24 @@ mod tests {
                     out.push_str(&format!(
                         "==== {r} {lang:?} lowered {}\n{}\n---- text\n{}---- html\n{}\n---- sms\n{}\n",
                         alert.id, message.subject, message.text, message.html, message.sms
+                    ));
+                }
+            }
+            // A shortfall resting on facilities that never reported says how many.
+            for lang in [Lang::Zh, Lang::En] {
+                for (never, of, days) in [(3, 5, 1.2), (2, 2, 0.0)] {
+                    let mut alert = reserve(9, Rule::ReserveBelowTarget, "Blankets", days);
+                    if let Detail::Reserve(r) = &mut alert.detail {
+                        (r.never_reported, r.facilities, r.verified) = (never, of, false);
+                    }
+                    let items = [Item {
+                        alert: &alert,
+                        event: Event::Fired,
+                    }];
+                    let message = renderer.message(lang, &town("景山街道"), &items, &[]);
+                    out.push_str(&format!(
+                        "==== {r} {lang:?} unreported {never}/{of}\n{}\n---- text\n{}---- sms\n{}\n",
+                        message.subject, message.text, message.sms
                     ));
                 }
             }

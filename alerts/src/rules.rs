@@ -11,6 +11,12 @@
 //!   that would be every facility whose gateway is not installed yet. It already counts
 //!   as zero stock (so a town relying on it is below target) and marks the figures
 //!   unverified, which messages say.
+//! - A shortfall that rests on such a facility is held back (its alert stays pending)
+//!   until the facility had its chance: `startup_grace_factor` × its `report_every` from
+//!   the service's start (a facility new to the registry appears with a start too). Real
+//!   gateways come online over minutes; without this every cold start pages every
+//!   officer for towns whose other warehouses simply had not reported yet. After the
+//!   grace the alert fires and says how many facilities never reported.
 //! - Silence is judged here, at `now`, from when each facility was last heard, not from
 //!   the ledger's cached figures; and not before `stale_after` has passed since the
 //!   service started, so a restart after downtime does not call every gateway silent.
@@ -18,11 +24,13 @@
 //!   not also `facility_silent`, which would say the same thing again.
 //! - Readiness problems `silent` and `never_reported` are left to the rules above.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use reserve::Ledger;
 use reserve::coverage::{Level, NotReady};
 use reserve::ledger::{Link, Readiness};
-use reserve::registry::{FacilityIdx, TownIdx};
+use reserve::registry::{CategoryIdx, FacilityIdx, FacilityKind, TownIdx};
 use serde::{Deserialize, Serialize};
 
 /// Rule ids of docs/design.md#rules; API-stable.
@@ -177,6 +185,19 @@ pub enum Detail {
 }
 
 impl Detail {
+    /// Until when the problem is not to be announced, if it rests on figures not in yet.
+    pub fn held_until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Detail::Reserve(r) => r.held_until,
+            _ => None,
+        }
+    }
+
+    /// Whether the problem must not be announced yet at `now`.
+    pub fn held(&self, now: DateTime<Utc>) -> bool {
+        self.held_until().is_some_and(|until| until > now)
+    }
+
     /// The facility the problem is about, if it is about one.
     pub fn facility(&self) -> Option<&str> {
         match self {
@@ -202,6 +223,16 @@ pub struct ReserveDetail {
     pub hours_to_target: Option<f64>,
     /// False when a contributing facility is silent or has never reported.
     pub verified: bool,
+    /// Of the `facilities` the stock is summed from (the town's warehouses, and its
+    /// water points for water), how many have never reported: their stock counts as 0.
+    #[serde(default)]
+    pub never_reported: u32,
+    #[serde(default)]
+    pub facilities: u32,
+    /// A shortfall resting on facilities that never reported is not announced before
+    /// this: they are still within their start-up grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// One problem a town has now.
@@ -243,6 +274,9 @@ pub struct RuleSettings {
     pub depleting_horizon_h: f64,
     /// When the service started: no facility is silent before `stale_after` from here.
     pub started_at: DateTime<Utc>,
+    /// A facility that has never reported gets this many of its `report_every` from
+    /// `started_at` before a shortfall resting on it is announced.
+    pub startup_grace_factor: f64,
 }
 
 /// The problems of `town` at `now`, from the ledger's last figures and live facility
@@ -262,6 +296,7 @@ pub fn evaluate(
             continue; // nobody in the town needs this category
         };
         let category = registry.category(coverage.category);
+        let unreported = unreported(ledger, town, coverage.category, settings, now);
         let detail = ReserveDetail {
             category: category.id.to_string(),
             category_name: category.name.clone(),
@@ -272,6 +307,9 @@ pub fn evaluate(
             warn_days: coverage.warn_days,
             hours_to_target: coverage.hours_to_target,
             verified: coverage.verified,
+            never_reported: unreported.never,
+            facilities: unreported.of,
+            held_until: None,
         };
         let depleting = coverage
             .hours_to_target
@@ -289,7 +327,10 @@ pub fn evaluate(
                 subject: detail.category.clone(),
                 facility: None,
                 since: None,
-                detail: Detail::Reserve(detail.clone()),
+                detail: Detail::Reserve(ReserveDetail {
+                    held_until: unreported.grace_until,
+                    ..detail.clone()
+                }),
             });
         }
         out.reserves.push(detail);
@@ -350,6 +391,55 @@ pub fn evaluate(
                     last_heard: heard,
                 },
             });
+        }
+    }
+    out
+}
+
+/// The facilities a category's stock in a town is summed from, and those of them that
+/// never reported.
+struct Unreported {
+    of: u32,
+    never: u32,
+    /// The latest end of a start-up grace still running among those that never reported.
+    grace_until: Option<DateTime<Utc>>,
+}
+
+fn unreported(
+    ledger: &Ledger,
+    town: TownIdx,
+    category: CategoryIdx,
+    settings: &RuleSettings,
+    now: DateTime<Utc>,
+) -> Unreported {
+    let registry = ledger.registry();
+    let never_reported = &ledger.figures(town).never_reported;
+    let mut out = Unreported {
+        of: 0,
+        never: 0,
+        grace_until: None,
+    };
+    for &f in &registry.town(town).facilities {
+        let facility = registry.facility(f);
+        let holds = match facility.kind {
+            FacilityKind::Warehouse => true,
+            FacilityKind::WaterPoint { .. } => registry.water_category == Some(category),
+            FacilityKind::PowerUnit { .. } => false,
+        };
+        if !holds {
+            continue;
+        }
+        out.of += 1;
+        if !never_reported.contains(&f) {
+            continue;
+        }
+        out.never += 1;
+        let grace = facility.report_every.as_secs_f64() * settings.startup_grace_factor;
+        // A factor beyond reason (checked at load) waits as long as chrono can count.
+        let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::MAX);
+        let until = settings.started_at + crate::chrono_duration(grace);
+        if until > now {
+            out.grace_until = out.grace_until.max(Some(until));
         }
     }
     out
@@ -449,6 +539,7 @@ min_battery_pct = 50
         RuleSettings {
             depleting_horizon_h: 12.0,
             started_at: t(-3600),
+            startup_grace_factor: 2.0,
         }
     }
 
@@ -681,6 +772,46 @@ min_battery_pct = 50
             vec![rule(Rule::FacilitySilent, "js-wh1")]
         );
         assert_eq!(town.rules(10), vec![]);
+    }
+
+    /// The cold start: a town whose warehouse reported a low stock while its
+    /// water point, which holds water too, has not reported yet.
+    #[test]
+    fn a_shortfall_resting_on_facilities_not_in_yet_is_held_through_their_grace() {
+        let mut town = Town::new();
+        town.settings.started_at = t(0);
+        town.stock(5, water_days(1.0));
+        let registry = Arc::clone(town.ledger.registry());
+        let wp = registry.facility(registry.facility_idx("js-wp1").unwrap());
+        let grace_end = t(0) + chrono::Duration::from_std(wp.report_every * 2).unwrap();
+        let reserve_of = |town: &Town, at| {
+            let evaluation = evaluate(&town.ledger, town.town, &town.settings, at);
+            let reserve: Vec<_> = evaluation
+                .conditions
+                .into_iter()
+                .filter(|c| c.rule.family() == "reserve")
+                .collect();
+            assert_eq!(reserve.len(), 1, "{reserve:?}");
+            let Detail::Reserve(detail) = reserve[0].detail.clone() else {
+                panic!("reserve detail expected");
+            };
+            (reserve[0].rule, detail)
+        };
+        let (rule, held) = reserve_of(&town, t(10));
+        assert_eq!(rule, Rule::ReserveBelowTarget);
+        assert_eq!(held.held_until, Some(grace_end));
+        assert_eq!((held.never_reported, held.facilities), (1, 2));
+        let (_, after) = reserve_of(&town, grace_end);
+        assert_eq!(after.held_until, None, "the grace is over");
+        assert_eq!((after.never_reported, after.facilities), (1, 2));
+        // A factor of 0 announces at once.
+        town.settings.startup_grace_factor = 0.0;
+        assert_eq!(reserve_of(&town, t(10)).1.held_until, None);
+        // Once the water point reports, nothing rests on the unreported.
+        town.settings.startup_grace_factor = 2.0;
+        town.read("js-wp1", 20, water(PumpState::Ok, true, 0.0));
+        let (_, reported) = reserve_of(&town, t(20));
+        assert_eq!((reported.never_reported, reported.held_until), (0, None));
     }
 
     #[test]

@@ -233,6 +233,9 @@ fn water_detail(days: f64) -> ReserveDetail {
         warn_days: 3.5,
         hours_to_target: None,
         verified: true,
+        never_reported: 0,
+        facilities: 1,
+        held_until: None,
     }
 }
 
@@ -824,4 +827,58 @@ fn firing_alerts_are_written_again_once_a_minute() {
         Some("alert,town=jingshan,rule=reserve_below_target,severity=critical firing=0i")
     );
     assert_eq!(alert_series(&fx).len(), 4);
+}
+
+/// Below target only because a warehouse has not sent its first reading yet.
+fn held_water(until: DateTime<Utc>) -> Condition {
+    let mut c = water(Rule::ReserveBelowTarget, 0.0);
+    if let Detail::Reserve(r) = &mut c.detail {
+        (r.never_reported, r.facilities, r.verified) = (1, 1, false);
+        r.held_until = Some(until);
+    }
+    c
+}
+
+#[test]
+fn a_shortfall_held_for_the_start_up_grace_stays_pending_and_unannounced() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![held_water(mins(2))], secs(0));
+    assert_eq!(fx.only_alert().state, AlertState::Pending);
+    assert_eq!(fx.engine.next_wake(secs(0)), Some(mins(2)));
+    assert!(fx.engine.pending_due(secs(119)).is_empty());
+    fx.step(vec![held_water(mins(2))], secs(60));
+    assert_eq!(fx.sent(), vec![], "within the grace");
+    // The warehouse reports within its grace: the pending alert goes, unseen.
+    fx.step(vec![], secs(90));
+    assert_eq!(fx.engine.open_alerts().count(), 0);
+    fx.tick(mins(10));
+    assert_eq!(fx.sent(), vec![]);
+
+    // It never reports: once the grace is over the alert fires and says why.
+    fx.step(vec![held_water(mins(12))], mins(11));
+    assert_eq!(fx.engine.pending_due(mins(12)), vec![fx.jingshan]);
+    let after_grace = Condition {
+        detail: match held_water(mins(12)).detail {
+            Detail::Reserve(r) => Detail::Reserve(ReserveDetail {
+                held_until: None,
+                ..r
+            }),
+            other => other,
+        },
+        ..held_water(mins(12))
+    };
+    fx.step(vec![after_grace], mins(12));
+    assert_eq!(
+        fx.sent(),
+        vec![to(
+            OFFICER,
+            "fired",
+            "[Stockpile] 严重：景山街道 饮用水：唯一的设施从未上报（目标 3 天）"
+        )]
+    );
+    // A firing alert is not taken back by a grace (a restart starts one again).
+    fx.restart(mins(13));
+    fx.step(vec![held_water(mins(20))], mins(13));
+    assert_eq!(fx.only_alert().state, AlertState::Firing);
+    assert_eq!(fx.sent(), vec![]);
 }
