@@ -1,6 +1,7 @@
 //! Email through SMTP with lettre: plain for a local relay (`smtp://`), STARTTLS
 //! (`smtp://…?tls=required`) or TLS from the first byte (`smtps://`), with optional
-//! authentication. Text and HTML bodies as `multipart/alternative`.
+//! authentication. Text and HTML bodies as `multipart/alternative`. The session runs on
+//! a socket of our own with `TCP_NODELAY` (`smtp_relay`).
 //!
 //! Or into a directory (`file:///var/spool/stockpile-mail`): each message is written
 //! there as an `.eml` file instead of being sent, for a mail relay's drop directory and
@@ -10,26 +11,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{
-    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-};
-use secrecy::ExposeSecret as _;
+use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::smtp_relay::SmtpRelay;
 use super::{Channel, ChannelError, ChannelKind, DeliveryError, Notification};
 use crate::config::SmtpConfig;
-use crate::redact::redact_url;
 
 pub struct EmailChannel {
     transport: Transport,
     from: Mailbox,
-    /// The whole attempt, connect to QUIT: lettre's own timeout is per socket operation.
+    /// The whole attempt, connect to QUIT: the relay's own timeout is for connecting.
     timeout: Duration,
 }
 
 /// Where messages go.
 enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpRelay),
     /// One `<uuid>.eml` file per message in `dir`.
     Directory {
         dir: PathBuf,
@@ -61,7 +58,15 @@ impl EmailChannel {
                 dir,
             }
         } else if url.starts_with("smtp://") || url.starts_with("smtps://") {
-            Transport::Smtp(smtp_transport(config)?)
+            Transport::Smtp(
+                SmtpRelay::from_url(
+                    url,
+                    config.username.as_deref(),
+                    config.password.as_ref(),
+                    config.timeout,
+                )
+                .map_err(ChannelError::SmtpUrl)?,
+            )
         } else {
             return Err(ChannelError::SmtpUrl(format!(
                 "expected smtp://host:port, smtp://host:port?tls=required, smtps://host:port or file:///directory, got {url:?}"
@@ -106,40 +111,16 @@ impl EmailChannel {
         built.map_err(|e| DeliveryError::Permanent(format!("cannot build the message: {e}")))
     }
 
-    async fn send_smtp(
-        &self,
-        smtp: &AsyncSmtpTransport<Tokio1Executor>,
-        message: Message,
-    ) -> Result<(), DeliveryError> {
-        match tokio::time::timeout(self.timeout, smtp.send(message)).await {
+    async fn send_smtp(&self, smtp: &SmtpRelay, message: Message) -> Result<(), DeliveryError> {
+        let bytes = message.formatted();
+        match tokio::time::timeout(self.timeout, smtp.send(message.envelope(), &bytes)).await {
             Err(_) => Err(DeliveryError::Transient(format!(
                 "no answer from the SMTP server within {:?}",
                 self.timeout
             ))),
-            Ok(Ok(_)) => Ok(()),
-            // 5xx: the server will not take it, however often we ask. Everything else
-            // (4xx, connection refused, TLS, timeouts) may pass.
-            Ok(Err(e)) if e.is_permanent() => Err(DeliveryError::Permanent(format!("smtp: {e}"))),
-            Ok(Err(e)) => Err(DeliveryError::Transient(format!("smtp: {e}"))),
+            Ok(outcome) => outcome,
         }
     }
-}
-
-fn smtp_transport(config: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, ChannelError> {
-    let url = config.url.as_str();
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-        // The URL may carry the SMTP password: the message shows it redacted.
-        .map_err(|e| ChannelError::SmtpUrl(format!("{:?}: {e}", redact_url(url))))?
-        .timeout(Some(config.timeout));
-    if let Some(user) = &config.username {
-        let password = config
-            .password
-            .as_ref()
-            .map(|p| p.expose_secret().to_owned())
-            .unwrap_or_default();
-        builder = builder.credentials(Credentials::new(user.clone(), password));
-    }
-    Ok(builder.build())
 }
 
 /// The directory of `file:///dir` (`path` is what follows `file://`), created if

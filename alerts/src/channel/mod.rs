@@ -5,6 +5,7 @@
 mod email;
 mod http;
 mod sms;
+mod smtp_relay;
 mod webhook;
 
 use std::future::Future;
