@@ -75,6 +75,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
 fn protected_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(overview::overview))
+        .routes(routes!(board::me))
         .routes(routes!(towns::list_towns))
         .routes(routes!(towns::town))
         .routes(routes!(towns::set_sheltered))

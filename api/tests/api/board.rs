@@ -1,6 +1,8 @@
 //! The built-in wall board.
 
-use crate::helpers::spawn_app;
+use serde_json::json;
+
+use crate::helpers::{ADMIN, OFFICER, VIEWER, spawn_app};
 
 #[tokio::test]
 async fn board_is_one_self_contained_page_that_polls_the_towns() {
@@ -26,4 +28,36 @@ async fn board_is_one_self_contained_page_that_polls_the_towns() {
             "no colour for {status}"
         );
     }
+}
+
+/// What the board's sign-in asks: who a token belongs to. The token itself is never in
+/// the answer, and without one there is nobody to describe, public reads or not.
+#[tokio::test]
+async fn me_names_the_token_holder_its_role_and_towns() {
+    let app = spawn_app().await; // public reads on
+    let cases = [
+        (
+            OFFICER,
+            json!({"name": "li-wei", "role": "officer", "towns": ["jingshan"]}),
+        ),
+        (ADMIN, json!({"name": "ops", "role": "admin", "towns": []})),
+        (
+            VIEWER,
+            json!({"name": "wall", "role": "viewer", "towns": []}),
+        ),
+    ];
+    for (token, want) in cases {
+        let answer = app.get("/api/v1/me", Some(token)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.json(), want);
+        assert!(!answer.text.contains(token), "the answer shows the token");
+    }
+    assert_eq!(
+        app.get("/api/v1/me", None).await.error(),
+        (401, "unauthorized".to_owned())
+    );
+    assert_eq!(
+        app.get("/api/v1/me", Some("not-a-token")).await.error(),
+        (401, "invalid_token".to_owned())
+    );
 }
