@@ -50,6 +50,13 @@ pub struct AlertsConfig {
     /// (docs/design.md#lifecycle). 0 announces at once.
     #[serde(deserialize_with = "grace_factor")]
     pub startup_grace_factor: f64,
+    /// Simulated time per wall-clock time of the readings (the demo's `--speed`; 1 in
+    /// service). Readings are stamped on the wall clock while each carries `speed` times
+    /// the consumption of its interval, so a forecast in wall-clock hours is this much
+    /// shorter than the simulated world's: rules multiply by it before comparing with
+    /// `depleting_horizon` and quoting hours, so a calm day looks calm at any speed.
+    #[serde(skip)]
+    pub clock_speed: f64,
     /// How often every town is re-evaluated without a change: silence and the expiry
     /// of silences depend on time alone. Bounds how late a silent facility is noticed
     /// (beyond its `stale_after`); a pass over 40,000 towns costs some CPU, so not
@@ -86,6 +93,7 @@ impl Default for AlertsConfig {
             depleting_horizon: Duration::from_secs(12 * 3600),
             forecast_min_span: Duration::from_secs(3600),
             startup_grace_factor: 2.0,
+            clock_speed: 1.0,
             tick: Duration::from_secs(10),
             public_url: None,
             utc_offset: FixedOffset::east_opt(DEFAULT_UTC_OFFSET_S)

@@ -235,6 +235,7 @@ impl Alerts {
                 depleting_horizon_h: config.depleting_horizon.as_secs_f64() / 3600.0,
                 started_at: Utc::now(),
                 startup_grace_factor: config.startup_grace_factor,
+                clock_speed: config.clock_speed,
             },
             tick: chrono_duration(config.tick),
             engine,

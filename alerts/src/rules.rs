@@ -219,7 +219,8 @@ pub struct ReserveDetail {
     pub days: f64,
     pub target_days: f64,
     pub warn_days: f64,
-    /// Forecast hours until the stock falls below the target, at the current drawdown.
+    /// Forecast hours until the stock falls below the target, at the current drawdown
+    /// (simulated hours in the demo: see [`RuleSettings::clock_speed`]).
     pub hours_to_target: Option<f64>,
     /// False when a contributing facility is silent or has never reported.
     pub verified: bool,
@@ -277,6 +278,9 @@ pub struct RuleSettings {
     /// A facility that has never reported gets this many of its `report_every` from
     /// `started_at` before a shortfall resting on it is announced.
     pub startup_grace_factor: f64,
+    /// Simulated hours per wall-clock hour of the readings' stamps (the demo's speed; 1
+    /// in service): forecast hours are multiplied by it.
+    pub clock_speed: f64,
 }
 
 /// The problems of `town` at `now`, from the ledger's last figures and live facility
@@ -305,13 +309,13 @@ pub fn evaluate(
             days,
             target_days: coverage.target_days,
             warn_days: coverage.warn_days,
-            hours_to_target: coverage.hours_to_target,
+            hours_to_target: coverage.hours_to_target.map(|h| h * settings.clock_speed),
             verified: coverage.verified,
             never_reported: unreported.never,
             facilities: unreported.of,
             held_until: None,
         };
-        let depleting = coverage
+        let depleting = detail
             .hours_to_target
             .is_some_and(|h| h <= settings.depleting_horizon_h);
         let rule = match coverage.level {
@@ -540,6 +544,7 @@ min_battery_pct = 50
             depleting_horizon_h: 12.0,
             started_at: t(-3600),
             startup_grace_factor: 2.0,
+            clock_speed: 1.0,
         }
     }
 
@@ -772,6 +777,37 @@ min_battery_pct = 50
             vec![rule(Rule::FacilitySilent, "js-wh1")]
         );
         assert_eq!(town.rules(10), vec![]);
+    }
+
+    /// The demo: readings 10 s apart on the wall clock, each carrying 720 × 10 s (two
+    /// simulated hours) of a normal day's use, 125 L/h. Four and a half days is 36
+    /// simulated hours from the target: calm, at any speed.
+    #[test]
+    fn forecasts_are_in_simulated_hours_at_the_demos_speed() {
+        const SPEED: f64 = 720.0;
+        let mut town = Town::new();
+        town.ledger =
+            Ledger::with_forecast(Arc::clone(town.ledger.registry()), 3600.0 / SPEED / 3600.0);
+        town.healthy(0);
+        for i in 0..6 {
+            town.stock(10 * (i + 1), water_days(4.5) - 250.0 * i as f64);
+        }
+        let forecast = |town: &Town, speed: f64| {
+            let settings = RuleSettings {
+                clock_speed: speed,
+                ..town.settings
+            };
+            let evaluation = evaluate(&town.ledger, town.town, &settings, t(60));
+            let rules: Vec<Rule> = evaluation.conditions.iter().map(|c| c.rule).collect();
+            (rules, evaluation.reserves[0].hours_to_target.unwrap())
+        };
+        let (rules, hours) = forecast(&town, SPEED);
+        assert_eq!(rules, vec![], "a calm day raises nothing");
+        assert!((hours - (4500.0 - 1250.0) / 125.0).abs() < 0.5, "{hours} h");
+        // Read on the wall clock, the same figures are a storm.
+        let (rules, hours) = forecast(&town, 1.0);
+        assert_eq!(rules, vec![Rule::ReserveDepleting]);
+        assert!(hours < 0.1, "{hours} h");
     }
 
     /// The cold start: a town whose warehouse reported a low stock while its

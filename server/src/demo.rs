@@ -123,6 +123,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // the others count as empty until they do (docs/design.md#coverage-and-readiness).
     // Within 10 s every facility reports and those false alarms clear before anyone is
     // told.
+    reason_in_simulated_time(&mut config.alerts, options.speed);
     let store_path = config.store.path.clone();
     let loaded = Loaded {
         config,
@@ -205,6 +206,23 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     }
     drop(data); // the temp dir goes with the demo
     outcome
+}
+
+/// The simulator stamps readings on the wall clock and puts `speed` times the use of
+/// each interval into them, so the alert engine's forecasts, read on the wall clock,
+/// would be `speed` times too short: at 720× a normal day's 30 hours to the target is
+/// 2.5 minutes, and `reserve_depleting` (12 h) would fire in every town. The engine
+/// multiplies forecast hours by the speed instead, and the forecast rests on the same
+/// simulated hour of history as in service.
+fn reason_in_simulated_time(alerts: &mut alerts::AlertsConfig, speed: f64) {
+    // A speed the simulator will refuse (0, negative) changes nothing here.
+    if !(speed.is_finite() && speed > 0.0) {
+        return;
+    }
+    alerts.clock_speed = speed;
+    alerts.forecast_min_span =
+        Duration::try_from_secs_f64(alerts.forecast_min_span.as_secs_f64() / speed)
+            .unwrap_or(alerts.forecast_min_span);
 }
 
 /// Prints one line about the city every few seconds.
@@ -391,6 +409,27 @@ fn demo_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// At 720× an hour of history is five wall-clock seconds, and a forecast of 0.05
+    /// wall-clock hours is 36 simulated ones.
+    #[test]
+    fn the_demos_alerts_reason_in_simulated_time() {
+        let mut alerts = alerts::AlertsConfig::default();
+        reason_in_simulated_time(&mut alerts, 720.0);
+        assert_eq!(alerts.clock_speed, 720.0);
+        assert_eq!(alerts.forecast_min_span, Duration::from_secs(5));
+        assert_eq!(
+            alerts.depleting_horizon,
+            Duration::from_secs(12 * 3600),
+            "the horizon stays in the simulated world's hours"
+        );
+        let mut refused = alerts::AlertsConfig::default();
+        reason_in_simulated_time(&mut refused, 0.0);
+        assert_eq!(
+            refused.clock_speed, 1.0,
+            "the simulator refuses speed 0 itself"
+        );
+    }
 
     #[test]
     fn a_flood_of_notifications_prints_ten_lines_a_window_and_counts_the_rest() {

@@ -26,6 +26,7 @@
 //! | InfluxDB 1.6 (`influxdb`) | [`Influx1::start`], [`Influx1::builder`] | `url()` = `http://127.0.0.1:PORT`, `query`, `query_rows`, `write`, `create_database` |
 //! | VictoriaMetrics 1.79 (`victoria-metrics`) | [`VictoriaMetrics::start`] | `url()`, `export`, `export_json`, `flush` |
 //! | SMTP, aiosmtpd (`python3-aiosmtpd`) | [`SmtpServer::start`], [`SmtpServer::builder`] | `url()` = `smtp://127.0.0.1:PORT`, `messages`, `wait_for`, `set_reject` |
+//! | ChromeDriver with headless Chromium (`chromium-driver`, `chromium`) | [`ChromeDriver::start`] | `url()` = the WebDriver endpoint, `capabilities()` for a new session, `log()` (no restart) |
 //! | HTTP receiver (in-process) | [`HttpReceiver::start`] | `url()`, `requests`, `wait_for`, `set_response`, `push_response`, `set_delay` |
 //!
 //! Every handle has `port()`, `url()`, `stop()` and `start_again()` (same port, same
@@ -62,6 +63,7 @@ use std::collections::HashSet;
 use std::net::TcpListener;
 use std::sync::{Mutex, PoisonError};
 
+mod chromedriver;
 mod disk;
 pub mod http;
 mod http_receiver;
@@ -71,6 +73,7 @@ mod process;
 mod smtp;
 mod victoria;
 
+pub use chromedriver::ChromeDriver;
 pub use disk::SmallDisk;
 pub use http_receiver::{HttpReceiver, RecordedRequest};
 pub use influx::{Influx1, Influx1Builder};

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod board;
 mod check_config;
 mod demo;
 mod deploy;
