@@ -7,3 +7,4 @@ mod channels_file;
 mod end_to_end;
 mod helpers;
 mod scenarios;
+mod trust;
