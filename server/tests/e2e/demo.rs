@@ -133,3 +133,62 @@ fn the_demo_shows_every_town_and_some_below_target_then_stops_on_sigint() {
     let printed = demo.output();
     assert_eq!(demo.wait(Duration::from_secs(10)), Some(0), "{printed}");
 }
+
+/// `--scenario normal` at the default 720×: the simulator stamps readings on the wall
+/// clock with 720 times an interval's use in each, and the engine reasons in simulated
+/// time. Forecasts of a calm day are quoted in the day's hours (a town at 3.6 days is
+/// hours from the target, not "0.0 h"), and only towns within the 12-hour horizon are
+/// told they are depleting.
+#[test]
+fn a_calm_demo_day_forecasts_in_simulated_hours() {
+    let port = testkit::free_port();
+    let mqtt_port = testkit::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+        .args([
+            "demo",
+            "--scenario",
+            "normal",
+            "--port",
+            &port.to_string(),
+            "--mqtt-port",
+            &mqtt_port.to_string(),
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start stockpile demo");
+    let demo = Service::from_child(child);
+    demo.wait_for_output("Wall board", Duration::from_secs(30));
+    let alerts = format!("http://127.0.0.1:{port}/api/v1/alerts");
+
+    // Forecasts need a simulated hour and three readings (20 s at 10 s a reading).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let hours: Vec<f64> = loop {
+        let depleting =
+            testkit::http::get(&alerts, &[("rule", "reserve_depleting"), ("limit", "1000")]).json();
+        let hours: Vec<f64> = depleting
+            .as_array()
+            .expect("alerts list")
+            .iter()
+            .filter_map(|a| a["detail"]["hours_to_target"].as_f64())
+            .collect();
+        if !hours.is_empty() {
+            break hours;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no forecast after 90 s\n{}",
+            demo.output()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        hours.iter().all(|h| (1.0..=12.0).contains(h)),
+        "forecasts in simulated hours, within the 12-hour horizon: {hours:?}"
+    );
+
+    demo.signal(Signal::SIGINT);
+    let printed = demo.output();
+    assert_eq!(demo.wait(Duration::from_secs(10)), Some(0), "{printed}");
+}
