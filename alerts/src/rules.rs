@@ -850,6 +850,22 @@ min_battery_pct = 50
         assert_eq!((reported.never_reported, reported.held_until), (0, None));
     }
 
+    /// No facility of the town has reported: it is `unknown`, not below target, and
+    /// raises nothing, during the grace or after it.
+    #[test]
+    fn a_town_without_any_reading_stays_unknown_and_raises_nothing() {
+        let mut town = Town::new();
+        town.settings.started_at = t(0);
+        town.ledger.refresh(town.town, t(10));
+        assert_eq!(
+            town.ledger.figures(town.town).status,
+            reserve::coverage::TownStatus::Unknown
+        );
+        assert_eq!(town.rules(10), vec![]);
+        town.ledger.refresh(town.town, t(100_000));
+        assert_eq!(town.rules(100_000), vec![]);
+    }
+
     #[test]
     fn alert_keys_group_reserve_rules() {
         assert_eq!(
