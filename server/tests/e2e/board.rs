@@ -1,7 +1,8 @@
 //! The board acknowledges: a town officer signs in on the wall board of a real
 //! `stockpile serve` (readings through a real Mosquitto raise the alert) in headless
 //! Chromium, driven over WebDriver by ChromeDriver, and acknowledges the alert there; an
-//! officer of another town is offered no button and is refused by the API.
+//! officer of another town is offered no button for it and is refused by the API; a
+//! failed acknowledgement is shown on the board.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use nix::sys::signal::Signal;
 
 use crate::common::{Deployment, Service, WAREHOUSES};
 
@@ -34,8 +37,9 @@ async fn an_officer_signs_in_on_the_board_and_acknowledges_an_alert_of_their_tow
     let service = tokio::task::block_in_place(|| Service::start(&deployment.config()));
     let api = service.api_url();
 
-    // Every jingshan warehouse reports (its figures are verified): 60,000 L of water for
-    // 30,000 people who need 90,000 L a day, 0.7 days, critical. Donghua has 6.7 days.
+    // Every warehouse reports (the figures are verified). Jingshan: 60,000 L of water
+    // for 30,000 people who need 90,000 L a day, 0.7 days. Donghua: 30,000 L for 20,000
+    // people, 0.5 days. Both critical.
     let mut readings: Vec<(String, String)> = (0..WAREHOUSES)
         .map(|i| {
             (
@@ -44,16 +48,43 @@ async fn an_officer_signs_in_on_the_board_and_acknowledges_an_alert_of_their_tow
             )
         })
         .collect();
-    readings.push(("stockpile/v1/donghua/dh-wh1/reading".into(), water(400_000)));
+    readings.push(("stockpile/v1/donghua/dh-wh1/reading".into(), water(30_000)));
     publish_all(&broker, readings).await;
-    let alert = open_alert_of(&api, "jingshan").await;
-    let alert_id = alert["id"].as_i64().expect("an alert id");
+    let jingshan = open_alert_of(&api, "jingshan").await;
+    let donghua = open_alert_of(&api, "donghua").await;
 
     let driver = tokio::task::block_in_place(testkit::ChromeDriver::start);
     let browser = Browser::open(&driver, &format!("{api}/")).await;
+    public_board_refuses_a_wrong_token(&browser).await;
+    officer_acknowledges_on_the_board(&browser, &api, jingshan).await;
+    other_officer_is_offered_only_their_town(&browser, &api, jingshan, donghua).await;
 
-    // Without a token the board is the wall display it always was: tiles, no alerts
-    // to act on, a sign-in button.
+    // A refusal the board cannot prevent (here: the service is gone) is shown on the
+    // row, and the button is offered again.
+    service.signal(Signal::SIGTERM);
+    assert_eq!(
+        service.wait(SERVICE_TIMEOUT),
+        Some(0),
+        "stockpile stops cleanly"
+    );
+    browser.acknowledge(donghua, "").await;
+    let page = browser
+        .wait_for("the failed acknowledgement on the row", |p| {
+            p.alert(donghua)
+                .is_some_and(|a| !a.error.is_empty() && a.button)
+        })
+        .await;
+    let row = page.alert(donghua).expect("the alert's row");
+    assert!(
+        row.error.starts_with("确认失败 Not acknowledged: ") && !row.acked,
+        "{row:#?}"
+    );
+    browser.close().await;
+}
+
+/// Without a token the board is the wall display it always was: tiles, no alerts to act
+/// on, a sign-in button. A wrong token is said to be wrong, and kept nowhere.
+async fn public_board_refuses_a_wrong_token(browser: &Browser) {
     let page = browser
         .wait_for("the public board with jingshan critical", |p| {
             p.tiles
@@ -64,7 +95,6 @@ async fn an_officer_signs_in_on_the_board_and_acknowledges_an_alert_of_their_tow
     assert!(page.alerts_hidden && page.alerts.is_empty(), "{page:#?}");
     assert!(page.sign_in_shown && page.whoami.is_none(), "{page:#?}");
 
-    // A wrong token is said to be wrong, and kept nowhere.
     browser.sign_in("not-a-token").await;
     let page = browser
         .wait_for("the sign-in error", |p| !p.account_error.is_empty())
@@ -76,13 +106,17 @@ async fn an_officer_signs_in_on_the_board_and_acknowledges_an_alert_of_their_tow
     );
     assert_eq!(page.stored_token, None, "{page:#?}");
     assert!(page.whoami.is_none(), "{page:#?}");
-
-    // The officer signs in: who they are shows, the token is in sessionStorage only.
     browser.clear_token_input().await;
+}
+
+/// Jingshan's officer signs in (the token in sessionStorage only), acknowledges with a
+/// note, and the board and the API show who, when and why; a reload keeps the sign-in,
+/// signing out forgets it.
+async fn officer_acknowledges_on_the_board(browser: &Browser, api: &str, alert: i64) {
     browser.sign_in(OFFICER.1).await;
     let page = browser
         .wait_for("the officer's alert with an acknowledge button", |p| {
-            p.alert(alert_id).is_some_and(|a| a.button)
+            p.alert(alert).is_some_and(|a| a.button)
         })
         .await;
     let whoami = page.whoami.as_deref().unwrap_or_default();
@@ -90,72 +124,77 @@ async fn an_officer_signs_in_on_the_board_and_acknowledges_an_alert_of_their_tow
         assert!(whoami.contains(shown), "whoami {whoami:?} lacks {shown:?}");
     }
     assert_eq!(page.account_error, "", "{page:#?}");
+    assert_eq!(page.alerts_note, "", "{page:#?}");
     assert_eq!(page.stored_token.as_deref(), Some(OFFICER.1));
     assert!(
         !page.url.contains(OFFICER.1),
         "token in the URL: {}",
         page.url
     );
-    let row = page.alert(alert_id).expect("the alert's row");
-    assert!(row.text.contains("景山街道"), "{row:#?}");
+    assert_eq!(
+        page.alerts.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [alert],
+        "only jingshan's alert: {page:#?}"
+    );
+    assert!(page.alerts[0].text.contains("景山街道"), "{page:#?}");
 
-    // Acknowledge with a note; the row says by whom, when, and the note.
-    browser.acknowledge(alert_id, NOTE).await;
+    browser.acknowledge(alert, NOTE).await;
     let page = browser
         .wait_for("the alert acknowledged on the board", |p| {
-            p.alert(alert_id).is_some_and(|a| a.acked)
+            p.alert(alert).is_some_and(|a| a.acked)
         })
         .await;
-    let row = page.alert(alert_id).expect("the alert's row");
+    let row = page.alert(alert).expect("the alert's row");
     assert!(!row.button, "still offered after acknowledging: {row:#?}");
     for shown in ["已确认 Acknowledged", OFFICER.0, NOTE] {
         assert!(row.text.contains(shown), "row lacks {shown:?}: {row:#?}");
     }
     assert_eq!(row.error, "", "{row:#?}");
 
-    // The API agrees: acknowledged by the officer, with the note; the public list says
-    // when, not who or why.
-    let acked = alert_as(&api, alert_id, Some(ADMIN.1)).await;
+    // The API agrees; its public list says when, not who or why.
+    let acked = alert_as(api, alert, Some(ADMIN.1)).await;
     assert_eq!(acked["acknowledged"]["by"], OFFICER.0, "{acked}");
     assert_eq!(acked["acknowledged"]["note"], NOTE, "{acked}");
-    let public = alert_as(&api, alert_id, None).await;
+    let public = alert_as(api, alert, None).await;
     assert!(public["acknowledged"]["at"].is_string(), "{public}");
     assert!(public["acknowledged"].get("by").is_none(), "{public}");
 
-    // A reload keeps the session's sign-in and shows the acknowledgement from the API.
     browser.reload().await;
     browser
         .wait_for("the acknowledgement after a reload", |p| {
             p.whoami.as_deref().is_some_and(|w| w.contains(OFFICER.0))
-                && p.alert(alert_id)
+                && p.alert(alert)
                     .is_some_and(|a| a.acked && a.text.contains(NOTE))
         })
         .await;
-
-    // Signing out forgets the token and the alerts.
     browser.click("#sign-out").await;
     let page = browser
         .wait_for("the signed-out board", |p| p.whoami.is_none())
         .await;
     assert_eq!(page.stored_token, None, "{page:#?}");
     assert!(page.alerts_hidden && page.alerts.is_empty(), "{page:#?}");
+}
 
-    // Donghua's officer is offered nothing of jingshan, and the API refuses them.
+/// Donghua's officer is offered donghua's alert and nothing of jingshan's, and the API
+/// refuses them jingshan's.
+async fn other_officer_is_offered_only_their_town(
+    browser: &Browser,
+    api: &str,
+    jingshan: i64,
+    donghua: i64,
+) {
     browser.sign_in(OTHER_OFFICER.1).await;
     let page = browser
-        .wait_for("donghua's officer signed in, alerts listed", |p| {
-            p.whoami
-                .as_deref()
-                .is_some_and(|w| w.contains(OTHER_OFFICER.0))
-                && p.alerts_note.contains("No open alerts")
+        .wait_for("donghua's officer with donghua's alert", |p| {
+            p.alert(donghua).is_some_and(|a| a.button)
         })
         .await;
-    assert!(page.alerts.is_empty(), "{page:#?}");
-    let refused = ack_as(&api, alert_id, OTHER_OFFICER.1).await;
+    let whoami = page.whoami.as_deref().unwrap_or_default();
+    assert!(whoami.contains(OTHER_OFFICER.0), "{whoami:?}");
+    assert!(page.alert(jingshan).is_none(), "{page:#?}");
+    let refused = ack_as(api, jingshan, OTHER_OFFICER.1).await;
     assert_eq!(refused.0, 403, "{}", refused.1);
     assert_eq!(refused.1["error"]["code"], "forbidden", "{}", refused.1);
-
-    browser.close().await;
 }
 
 /// The shared deployment, with alerts fired at once and three tokens.
@@ -206,8 +245,8 @@ async fn publish_all(broker: &testkit::Mosquitto, readings: Vec<(String, String)
     }
 }
 
-/// The town's first open alert, once the service has raised one.
-async fn open_alert_of(api: &str, town: &str) -> Value {
+/// The id of the town's first open alert, once the service has raised one.
+async fn open_alert_of(api: &str, town: &str) -> i64 {
     let deadline = Instant::now() + SERVICE_TIMEOUT;
     loop {
         let alerts = reqwest::get(format!("{api}/api/v1/alerts?open=true&town={town}"))
@@ -216,8 +255,8 @@ async fn open_alert_of(api: &str, town: &str) -> Value {
             .json::<Value>()
             .await
             .expect("alerts as JSON");
-        if let Some(alert) = alerts.as_array().and_then(|a| a.first()) {
-            return alert.clone();
+        if let Some(id) = alerts.as_array().and_then(|a| a.first()?["id"].as_i64()) {
+            return id;
         }
         assert!(
             Instant::now() < deadline,
@@ -287,7 +326,7 @@ struct TileView {
 struct AlertRow {
     id: i64,
     acked: bool,
-    /// An "Acknowledge" button is offered.
+    /// An "Acknowledge" button is offered, and may be pressed.
     button: bool,
     text: String,
     /// What the row says went wrong with an acknowledgement.
@@ -315,7 +354,7 @@ return {
   alerts: Array.from(document.querySelectorAll("#alert-list .alert"), row => ({
     id: Number(row.dataset.alert),
     acked: row.dataset.acked === "true",
-    button: row.querySelector("button.ack") !== null,
+    button: (b => b !== null && !b.disabled)(row.querySelector("button.ack")),
     text: row.innerText,
     error: row.querySelector(".ack-error").textContent,
   })),
