@@ -16,6 +16,8 @@ pub enum Entity {
     Category,
     Alert,
     Silence,
+    /// A district, cluster or town named by an export's `scope`.
+    Scope,
 }
 
 impl Entity {
@@ -27,6 +29,7 @@ impl Entity {
             Entity::Category => "unknown_category",
             Entity::Alert => "unknown_alert",
             Entity::Silence => "unknown_silence",
+            Entity::Scope => "unknown_scope",
         }
     }
 
@@ -38,6 +41,7 @@ impl Entity {
             Entity::Category => "category",
             Entity::Alert => "alert",
             Entity::Silence => "silence",
+            Entity::Scope => "scope",
         }
     }
 }

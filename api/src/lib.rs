@@ -26,6 +26,7 @@
 mod aid;
 mod auth;
 mod error;
+mod export;
 mod extract;
 mod limits;
 mod metrics;

@@ -4,6 +4,7 @@
 mod alerts;
 mod board;
 mod clusters;
+mod export;
 mod facilities;
 mod history;
 mod ops;
@@ -100,16 +101,18 @@ fn personal_routes(alerts: bool) -> OpenApiRouter<AppState> {
 }
 
 /// Protected routes whose requests may each take much memory or CPU: what-if scenarios
-/// always, stock history when it is plugged in. They share one concurrency limit.
+/// and the resource list always, stock history when it is plugged in. They share one concurrency limit.
 fn expensive_routes(history: bool) -> OpenApiRouter<AppState> {
     let scenarios = OpenApiRouter::new()
         .routes(routes!(scenarios::run_scenario))
         .layer(limits::body_limit(limits::SCENARIO_BODY_LIMIT))
         .layer(Extension(BodyLimit(limits::SCENARIO_BODY_LIMIT)));
+    // The resource list copies the scope's figures and compresses a workbook.
+    let routes = scenarios.merge(OpenApiRouter::new().routes(routes!(export::export_resources)));
     if history {
-        scenarios.merge(history_routes())
+        routes.merge(history_routes())
     } else {
-        scenarios
+        routes
     }
 }
 

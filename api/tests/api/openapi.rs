@@ -116,6 +116,7 @@ async fn every_routed_operation_is_documented_and_every_documented_one_routed() 
             "/api/v1/alerts/{id}/ack",
             "/api/v1/clusters",
             "/api/v1/clusters/{id}",
+            "/api/v1/export/resources",
             "/api/v1/facilities/{id}",
             "/api/v1/me",
             "/api/v1/notifications",
