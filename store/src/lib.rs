@@ -35,6 +35,6 @@ pub use sqlite::{
 pub use sqlite::{AsyncStore, Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use sqlite::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_REJECTS, DEFAULT_RETENTION, MAX_REJECT_DETAIL,
-    MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord, Store, StoreOptions, StoredReading,
-    WriteBatch,
+    MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, ManualEntry, ReadingSource, RejectRecord, Store,
+    StoreOptions, StoredReading, WriteBatch,
 };

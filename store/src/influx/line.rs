@@ -4,9 +4,9 @@
 //! on.
 //!
 //! ```text
-//! stock,town=T,facility=F,category=C quantity=…
-//! water_point,town=T,facility=F level_l=…,pump_ok=1i,potable=1i,ready=1i
-//! power_unit,town=T,facility=F fuel_l=…,runtime_h=…,battery_pct=…,ready=1i
+//! stock,town=T,facility=F,source=S,category=C quantity=…
+//! water_point,town=T,facility=F,source=S level_l=…,pump_ok=1i,potable=1i,ready=1i
+//! power_unit,town=T,facility=F,source=S fuel_l=…,runtime_h=…,battery_pct=…,ready=1i
 //! coverage,town=T,cluster=K,district=D,category=C days=…,stock=…,need_per_day=…,target_days=…,verified=1i
 //! town_status,town=T,cluster=K,district=D worst_days=…,status=0i,lat=…,lon=…,name="…"
 //! alert,town=T,rule=R,severity=S firing=1i
@@ -29,6 +29,8 @@ use reserve::ledger::TownFigures;
 use reserve::reading::{Observation, PumpState};
 use reserve::registry::{FacilityKind, Registry};
 use reserve::{Reading, TownId};
+
+use crate::ReadingSource;
 
 /// Floats refused because they were NaN or infinite, since the process started. Inputs
 /// are validated upstream, so anything but 0 here is a bug worth a look.
@@ -169,13 +171,20 @@ fn escape_into(out: &mut String, s: &str, special: &[char]) {
 }
 
 /// The lines of one stored reading: `stock` (one per category reported), `water_point`
-/// or `power_unit`, timestamped with the reading's `ts`.
+/// or `power_unit`, timestamped with the reading's `ts`, tagged with its `source`
+/// (`gateway` or `manual`). A tag, not a field: a dashboard can filter or group by it,
+/// and queries grouped by town and facility go on merging both sources. Who entered a
+/// manual reading is not written: a person's name has no place in a series key.
 ///
 /// Readiness here is the reading's own: a water point is ready when its pump is `ok`
 /// and its water potable; a power unit when its state, fuel (at the reported or rated
 /// burn, against the town's target days) and battery allow. Silence cannot be judged
 /// from a reading; the `coverage`/`town_status` series carry it.
-pub fn reading_lines(registry: &Registry, reading: &Reading) -> Vec<String> {
+pub fn reading_lines(
+    registry: &Registry,
+    reading: &Reading,
+    source: &ReadingSource,
+) -> Vec<String> {
     let facility = registry.facility(reading.facility);
     let town = registry.town(facility.town);
     let ts = reading.ts.timestamp_millis();
@@ -183,6 +192,7 @@ pub fn reading_lines(registry: &Registry, reading: &Reading) -> Vec<String> {
         Line::new(measurement)
             .tag("town", town.id.as_str())
             .tag("facility", facility.id.as_str())
+            .tag("source", source.as_str())
     };
     match (&reading.observation, &facility.kind) {
         (Observation::Stock(quantities), _) => quantities

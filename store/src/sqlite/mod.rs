@@ -18,6 +18,7 @@ mod prune;
 mod reject;
 mod row;
 mod schema;
+mod source;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub use alerts::{
 pub use async_store::AsyncStore;
 pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
+pub use source::{ManualEntry, ReadingSource};
 
 use crate::StoreError;
 pub(crate) use row::{Columns, FromRow, Limit, Millis, RowError, for_each_row};
@@ -99,6 +101,8 @@ pub struct StoredReading {
     pub received_at: DateTime<Utc>,
     /// The observation, e.g. `{"stock":{"water":12000.0}}` (see the `body` module).
     pub body: serde_json::Value,
+    /// Its gateway, or an officer's hand count.
+    pub source: ReadingSource,
 }
 
 /// The embedded SQLite store.
@@ -224,7 +228,7 @@ impl Store {
         row::for_each_row(
             &self.conn,
             &self.path,
-            "SELECT facility, ts, seq, received, body FROM readings
+            "SELECT facility, ts, seq, received, body, source, entered_by FROM readings
              WHERE ts >= ?1 ORDER BY ts, facility",
             [Millis(from)],
             "replay readings",
@@ -300,7 +304,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredReading>, StoreError> {
         self.rows(
-            "SELECT facility, ts, seq, received, body FROM readings
+            "SELECT facility, ts, seq, received, body, source, entered_by FROM readings
              WHERE ts >= ?2 AND ts < ?3 AND facility = ?1
              ORDER BY ts LIMIT ?4",
             params![Slug(facility), Millis(from), Millis(to), Limit(limit)],
@@ -355,6 +359,7 @@ impl FromRow for StoredReading {
             seq: row.get::<Option<Seq>>("seq")?.map(|s| s.0),
             received_at: row.get::<Millis>("received")?.0,
             body: row.json("body")?,
+            source: ReadingSource::from_columns(row)?,
         })
     }
 }
@@ -421,14 +426,28 @@ pub struct WriteBatch<'s> {
 }
 
 impl WriteBatch<'_> {
-    /// Adds `reading` (validated against `registry`) to history. Returns false when a
-    /// reading of the same facility with the same `ts` is already stored: a QoS 1
-    /// redelivery or a gateway resending, which is acknowledged and not stored again.
+    /// Adds a gateway's `reading` (validated against `registry`) to history. Returns
+    /// false when a reading of the same facility with the same `ts` is already stored: a
+    /// QoS 1 redelivery or a gateway resending, which is acknowledged and not stored
+    /// again.
     pub fn insert_reading(
         &mut self,
         registry: &Registry,
         reading: &Reading,
         received_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.insert_reading_from(registry, reading, received_at, &ReadingSource::Gateway)
+    }
+
+    /// Adds `reading` to history with where it came from: a gateway's, or a count
+    /// entered by hand. A duplicate (same facility and `ts`) is not stored again,
+    /// whatever its source: the first one stored stays, as for a gateway resending.
+    pub fn insert_reading_from(
+        &mut self,
+        registry: &Registry,
+        reading: &Reading,
+        received_at: DateTime<Utc>,
+        source: &ReadingSource,
     ) -> Result<bool, StoreError> {
         let facility = registry.facility(reading.facility).id.as_str();
         let body =
@@ -440,8 +459,8 @@ impl WriteBatch<'_> {
         let inserted = self
             .tx
             .prepare_cached(
-                "INSERT INTO readings (facility, ts, seq, received, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO readings (facility, ts, seq, received, body, source, entered_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (ts, facility) DO NOTHING",
             )
             .and_then(|mut stmt| {
@@ -451,6 +470,8 @@ impl WriteBatch<'_> {
                     reading.seq.map(Seq),
                     Millis(received_at),
                     body,
+                    source.as_str(),
+                    source.entered_by(),
                 ])
             })
             .map_err(sqlite_error(self.path, "insert reading"))?;
@@ -458,7 +479,7 @@ impl WriteBatch<'_> {
             // Only a reading stored for the first time: a duplicate's lines are queued
             // already, so InfluxDB gets each reading once.
             let enqueued = Millis(received_at);
-            for line in crate::influx::line::reading_lines(registry, reading) {
+            for line in crate::influx::line::reading_lines(registry, reading, source) {
                 crate::influx::queue::insert(&self.tx, &line, enqueued)
                     .map_err(sqlite_error(self.path, "enqueue an InfluxDB line"))?;
             }

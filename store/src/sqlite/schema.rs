@@ -151,6 +151,18 @@ const MIGRATIONS: &[&str] = &[
     // (`Store::due_notifications`): this finds that older one without a scan.
     "CREATE INDEX outbox_pending_recipient ON outbox (channel, recipient, id)
         WHERE state = 'pending';",
+    // Where each reading came from (issue 15): its gateway, or a count an officer
+    // entered through the API, with the name of the token it was entered with. Every
+    // reading stored before came from a gateway. ADD COLUMN with a constant default
+    // rewrites no row, so the migration is quick whatever the history's size. The
+    // partial index holds manual readings only (a few a day, where gateways send one a
+    // minute): it finds a facility's latest hand count without a scan and costs
+    // gateway inserts nothing.
+    "ALTER TABLE readings ADD COLUMN source TEXT NOT NULL DEFAULT 'gateway'
+        CHECK (source IN ('gateway', 'manual'));
+    ALTER TABLE readings ADD COLUMN entered_by TEXT
+        CHECK ((source = 'manual') = (entered_by IS NOT NULL));
+    CREATE INDEX readings_manual ON readings (facility, ts) WHERE source = 'manual';",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is

@@ -12,7 +12,7 @@ use reserve::TownId;
 use reserve::reading::{PowerState, PumpState};
 use store::influx::alert_line;
 use store::influx::line::{Line, coverage_lines, ops_line, reading_lines, town_status_line};
-use store::{Store, StoreOptions};
+use store::{ReadingSource, Store, StoreOptions};
 
 /// A parsed line in plain values: measurement, tags, fields, timestamp.
 #[derive(Debug, PartialEq)]
@@ -93,20 +93,24 @@ fn each_stored_reading_enqueues_its_lines_in_the_same_batch() {
         (
             stock(JS_WH1, t0(), &[(WATER, 12000.0), (FOOD, 5400.5)]),
             vec![
-                format!("stock,town=jingshan,facility=js-wh1,category=water quantity=12000 {t}"),
-                format!("stock,town=jingshan,facility=js-wh1,category=food quantity=5400.5 {t}"),
+                format!(
+                    "stock,town=jingshan,facility=js-wh1,source=gateway,category=water quantity=12000 {t}"
+                ),
+                format!(
+                    "stock,town=jingshan,facility=js-wh1,source=gateway,category=food quantity=5400.5 {t}"
+                ),
             ],
         ),
         (
             water(t0(), 52000.0, PumpState::Ok, true),
             vec![format!(
-                "water_point,town=jingshan,facility=js-wp1 level_l=52000,pump_ok=1i,potable=1i,ready=1i {t}"
+                "water_point,town=jingshan,facility=js-wp1,source=gateway level_l=52000,pump_ok=1i,potable=1i,ready=1i {t}"
             )],
         ),
         (
             water(mins(1), 0.25, PumpState::Fault, false),
             vec![format!(
-                "water_point,town=jingshan,facility=js-wp1 level_l=0.25,pump_ok=0i,potable=0i,ready=0i {}",
+                "water_point,town=jingshan,facility=js-wp1,source=gateway level_l=0.25,pump_ok=0i,potable=0i,ready=0i {}",
                 ms(mins(1))
             )],
         ),
@@ -114,7 +118,7 @@ fn each_stored_reading_enqueues_its_lines_in_the_same_batch() {
         (
             power(t0(), 380.0, Some(96.0), PowerState::Standby, None),
             vec![format!(
-                "power_unit,town=jingshan,facility=js-pu1 fuel_l=380,runtime_h=76,battery_pct=96,ready=1i {t}"
+                "power_unit,town=jingshan,facility=js-pu1,source=gateway fuel_l=380,runtime_h=76,battery_pct=96,ready=1i {t}"
             )],
         ),
         // A measured 6 L/h overrides the rated burn: 63.3 h is short of 72 h. No
@@ -122,14 +126,14 @@ fn each_stored_reading_enqueues_its_lines_in_the_same_batch() {
         (
             power(mins(1), 380.0, None, PowerState::Running, Some(6.0)),
             vec![format!(
-                "power_unit,town=jingshan,facility=js-pu1 fuel_l=380,runtime_h=63.333333333333336,ready=0i {}",
+                "power_unit,town=jingshan,facility=js-pu1,source=gateway fuel_l=380,runtime_h=63.333333333333336,ready=0i {}",
                 ms(mins(1))
             )],
         ),
         (
             power(mins(2), 400.0, Some(30.0), PowerState::Standby, None),
             vec![format!(
-                "power_unit,town=jingshan,facility=js-pu1 fuel_l=400,runtime_h=80,battery_pct=30,ready=0i {}",
+                "power_unit,town=jingshan,facility=js-pu1,source=gateway fuel_l=400,runtime_h=80,battery_pct=30,ready=0i {}",
                 ms(mins(2))
             )],
         ),
@@ -138,7 +142,10 @@ fn each_stored_reading_enqueues_its_lines_in_the_same_batch() {
         let before = fx.queued_lines().len();
         assert_eq!(fx.ingest(&mut store, std::slice::from_ref(reading)), [true]);
         assert_eq!(&fx.queued_lines()[before..], &want[..], "{reading:?}");
-        assert_eq!(&reading_lines(&fx.registry, reading), want);
+        assert_eq!(
+            &reading_lines(&fx.registry, reading, &ReadingSource::Gateway),
+            want
+        );
     }
 
     // A redelivered reading is a duplicate: stored once, sent once.
@@ -156,6 +163,7 @@ fn each_stored_reading_enqueues_its_lines_in_the_same_batch() {
             tags: tags(&[
                 ("town", "jingshan"),
                 ("facility", "js-wh1"),
+                ("source", "gateway"),
                 ("category", "water")
             ]),
             fields: fields(&[("quantity", F(12000.0))]),

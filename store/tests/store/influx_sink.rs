@@ -83,23 +83,23 @@ async fn v1_points_land_with_the_schemas_tags_and_fields() {
     assert_eq!(
         q("SELECT * FROM stock"),
         [
-            json!({"time": ms(t0()), "town": "jingshan", "facility": "js-wh1", "category": "food", "quantity": 5400.5}),
-            json!({"time": ms(t0()), "town": "jingshan", "facility": "js-wh1", "category": "water", "quantity": 12000}),
-            json!({"time": ms(mins(1)), "town": "donghua", "facility": "dh-wh1", "category": "food", "quantity": 100}),
+            json!({"time": ms(t0()), "town": "jingshan", "facility": "js-wh1", "source": "gateway", "category": "food", "quantity": 5400.5}),
+            json!({"time": ms(t0()), "town": "jingshan", "facility": "js-wh1", "source": "gateway", "category": "water", "quantity": 12000}),
+            json!({"time": ms(mins(1)), "town": "donghua", "facility": "dh-wh1", "source": "gateway", "category": "food", "quantity": 100}),
         ]
         .map(row)
     );
     assert_eq!(
         q("SELECT * FROM water_point"),
         [row(json!({
-            "time": ms(t0()), "town": "jingshan", "facility": "js-wp1",
+            "time": ms(t0()), "town": "jingshan", "facility": "js-wp1", "source": "gateway",
             "level_l": 48000, "pump_ok": 1, "potable": 1, "ready": 1
         }))]
     );
     assert_eq!(
         q("SELECT * FROM power_unit"),
         [row(json!({
-            "time": ms(t0()), "town": "jingshan", "facility": "js-pu1",
+            "time": ms(t0()), "town": "jingshan", "facility": "js-pu1", "source": "gateway",
             "fuel_l": 380, "runtime_h": 76, "battery_pct": 96, "ready": 1
         }))]
     );

@@ -8,4 +8,5 @@ mod influx_history;
 mod influx_line;
 mod influx_sink;
 mod maintenance;
+mod reading_source;
 mod sqlite;
