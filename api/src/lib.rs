@@ -41,7 +41,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use live::{IngestMetrics, SharedLedger, TownChanges};
+use live::{IngestMetrics, ManualReadings, SharedLedger, TownChanges};
 use reserve::Ledger;
 use store::history::HistorySource;
 use store::{AsyncStore, Store, StoreError};
@@ -61,6 +61,8 @@ pub struct AppState {
     shared: Arc<Shared>,
     alerts: Option<AlertsHandle>,
     history: Option<Arc<HistorySource>>,
+    /// The ingest writer's queue of counts entered by hand, when ingest runs here.
+    manual_readings: Option<ManualReadings>,
     limits: HttpLimits,
 }
 
@@ -105,6 +107,7 @@ impl AppState {
             }),
             alerts: None,
             history: None,
+            manual_readings: None,
             limits: HttpLimits::default(),
         }
     }
@@ -130,6 +133,20 @@ impl AppState {
             history: Some(Arc::new(source)),
             ..self
         }
+    }
+
+    /// Plugs in counts entered by hand: routes `POST /api/v1/facilities/{id}/readings`.
+    /// `manual` is the API's end of the queue given to
+    /// `ingest::run_with_manual_readings`.
+    pub fn with_manual_readings(self, manual: ManualReadings) -> AppState {
+        AppState {
+            manual_readings: Some(manual),
+            ..self
+        }
+    }
+
+    pub(crate) fn manual_readings(&self) -> Option<&ManualReadings> {
+        self.manual_readings.as_ref()
     }
 
     pub(crate) fn alerts(&self) -> Option<&AlertsHandle> {

@@ -61,6 +61,9 @@ pub fn install_crypto_provider() {
 /// How often the outbox counts the `ops` series reports are refreshed (the sink asks
 /// for them synchronously, so a task keeps a recent copy).
 const OPS_COUNTS_EVERY: Duration = Duration::from_secs(5);
+/// How long `POST /api/v1/facilities/{id}/readings` waits for its count's commit
+/// before answering 503: well inside the API's 30 s request timeout.
+const MANUAL_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything a service needs, built and checked, nothing running yet (zero2prod's
 /// build-then-run): a part that cannot start (port taken, store unreadable, bad
@@ -72,6 +75,8 @@ struct Parts {
     ingest_config: IngestConfig,
     /// The store ingest writes through, with the ledger already rebuilt from it.
     ingest_store: Store,
+    /// Counts entered by hand, from the API to the ingest writer.
+    manual_queue: live::ManualQueue,
     api_state: api::AppState,
     listener: tokio::net::TcpListener,
     /// The InfluxDB sink's settings, when an `[influx]` section is configured.
@@ -174,6 +179,12 @@ impl Parts {
         )
         .with_alerts(shared.alerts.clone())
         .with_history(history);
+        let (manual, manual_queue) = live::ManualReadings::channel(
+            ingest_config.mqtt.max_readings_per_message,
+            ingest_config.retention,
+            MANUAL_COMMIT_WAIT,
+        );
+        let api_state = api_state.with_manual_readings(manual);
         let listener = tokio::net::TcpListener::bind(&config.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
@@ -183,6 +194,7 @@ impl Parts {
             maintenance,
             ingest_config,
             ingest_store,
+            manual_queue,
             api_state,
             listener,
             influx,
@@ -243,6 +255,7 @@ impl Service {
             maintenance,
             ingest_config,
             ingest_store,
+            manual_queue,
             api_state,
             listener,
             influx,
@@ -264,12 +277,13 @@ impl Service {
         );
         running.spawn_part(
             "ingest",
-            ingest::run(
+            ingest::run_with_manual_readings(
                 ingest_config,
                 Arc::clone(&shared.ledger),
                 ingest_store,
                 Arc::clone(&shared.ingest_metrics),
                 Arc::clone(&shared.changes),
+                manual_queue,
                 running.shutdown.clone(),
             ),
         );

@@ -6,6 +6,7 @@ mod board;
 mod clusters;
 mod export;
 mod facilities;
+mod facility_readings;
 mod history;
 mod ops;
 mod overview;
@@ -83,6 +84,7 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::list_clusters))
         .routes(routes!(clusters::cluster))
         .routes(routes!(facilities::facility))
+        .routes(routes!(facility_readings::post_readings))
         .routes(routes!(ops::metrics))
 }
 

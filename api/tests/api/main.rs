@@ -10,6 +10,7 @@ mod export;
 mod facilities;
 mod helpers;
 mod history;
+mod manual_readings;
 mod limits;
 mod mqtt;
 mod openapi;
