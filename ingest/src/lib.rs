@@ -8,6 +8,7 @@
 //!  broker ─► subscriber task ─(deliveries)─► writer thread ─(acks)─► acker task ─► broker
 //!           (rumqttc poll loop)              (decode, ledger,          (client.ack)
 //!                                             SQLite commit)
+//!  API (counts by hand) ─(manual submissions)─┘ └─(replies, after the commit)─► API
 //! ```
 //!
 //! The poll loop never awaits a client call: rumqttc's request channel is drained only
@@ -124,6 +125,24 @@ pub async fn run(
     changes: Arc<TownChanges>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
+    // No API to take counts by hand: a queue nobody can send to.
+    let (_, manual) = live::ManualReadings::channel(0, Duration::ZERO, Duration::ZERO);
+    run_with_manual_readings(config, ledger, store, metrics, changes, manual, shutdown).await
+}
+
+/// [`run`], with counts entered by hand (`POST /api/v1/facilities/{id}/readings`)
+/// taken from `manual` into the same batches as the MQTT deliveries: stored, committed
+/// and applied by the same writer, each answered after its commit. They need no
+/// broker: a count is stored while the broker is unreachable.
+pub async fn run_with_manual_readings(
+    config: IngestConfig,
+    ledger: SharedLedger,
+    store: Store,
+    metrics: Arc<IngestMetrics>,
+    changes: Arc<TownChanges>,
+    manual: live::ManualQueue,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
     let options = broker::mqtt_options(&config)?;
     // The request channel carries acks and subscriptions; the acker task waits on it,
     // never the poll loop.
@@ -143,7 +162,7 @@ pub async fn run(
     let runtime = tokio::runtime::Handle::current();
     let writer_thread = std::thread::Builder::new()
         .name("ingest-writer".into())
-        .spawn(move || writer.run(runtime, delivery_rx, ack_tx))
+        .spawn(move || writer.run(runtime, delivery_rx, manual, ack_tx))
         .map_err(|e| IngestError::Writer(e.to_string()))?;
     let acker = spawn_acker(client.clone(), Arc::clone(&generation), ack_rx);
 

@@ -1,5 +1,7 @@
 //! The writer thread: turns each batch of deliveries into one SQLite transaction, then a
-//! ledger update, then acks. One call per layer:
+//! ledger update, then acks. Counts entered by hand (`live::ManualReadings`) join the
+//! same batches and are answered where deliveries are acknowledged, after the commit.
+//! One call per layer:
 //!
 //! ```text
 //!  gather ─► decode ─► persist ─────────► apply ─────────► publish
@@ -18,12 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use live::{IngestMetrics, SharedLedger, TownChanges};
+use live::{
+    IngestMetrics, ManualOutcome, ManualQueue, ManualSubmission, SharedLedger, TownChanges,
+};
 use reserve::Reading;
 use reserve::ledger::{Applied, FacilitySnapshot, Link};
 use reserve::registry::{FacilityIdx, Registry, TownIdx};
 use reserve::wire::{self, Connectivity, DecodeContext, RejectReason, Rejected, TopicKind};
-use store::{RejectRecord, Store, StoreError};
+use store::{ReadingSource, RejectRecord, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -66,10 +70,82 @@ pub(crate) struct Writer {
     last_snapshot_save: Instant,
 }
 
-/// One MQTT message, decoded and validated against the registry: what persisting and
-/// applying need, nothing borrowed from the delivery.
+/// What the writer takes in: the broker's deliveries and the counts entered by hand.
+struct Inputs {
+    deliveries: mpsc::Receiver<Delivery>,
+    manual: ManualQueue,
+    /// False once the API is gone (or was never there): the writer stops polling it.
+    manual_open: bool,
+}
+
+enum Input {
+    Delivery(Delivery),
+    Manual(ManualSubmission),
+}
+
+impl Inputs {
+    /// The next input, waiting for one; `None` once the deliveries closed (shutdown).
+    async fn recv(&mut self) -> Option<Input> {
+        loop {
+            tokio::select! {
+                // Counts by hand first: they are few, and a person waits on each.
+                biased;
+                m = self.manual.recv(), if self.manual_open => match m {
+                    Some(m) => return Some(Input::Manual(m)),
+                    None => self.manual_open = false,
+                },
+                d = self.deliveries.recv() => return d.map(Input::Delivery),
+            }
+        }
+    }
+
+    /// The next input already queued.
+    fn try_recv(&mut self) -> Option<Input> {
+        if self.manual_open
+            && let Ok(m) = self.manual.try_recv()
+        {
+            return Some(Input::Manual(m));
+        }
+        self.deliveries.try_recv().ok().map(Input::Delivery)
+    }
+}
+
+/// One transaction's worth of inputs: deliveries are acknowledged after its commit,
+/// manual submissions answered.
+#[derive(Default)]
+struct Batch {
+    deliveries: Vec<Delivery>,
+    manual: Vec<ManualSubmission>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.deliveries.len() + self.manual.len()
+    }
+
+    /// Adds `input`; true when someone waits on its commit (a QoS 1 delivery's ack, a
+    /// person's answer), so the batch should not linger for more.
+    fn push(&mut self, input: Input) -> bool {
+        match input {
+            Input::Delivery(d) => {
+                let awaits_ack = d.publish.qos != rumqttc::QoS::AtMostOnce;
+                self.deliveries.push(d);
+                awaits_ack
+            }
+            Input::Manual(m) => {
+                self.manual.push(m);
+                true
+            }
+        }
+    }
+}
+
+/// One MQTT message or one manual submission, decoded and validated against the
+/// registry: what persisting and applying need, nothing borrowed from the delivery.
 #[derive(Debug, Default)]
 struct Message {
+    /// Who produced the readings: the gateway, or the officer who entered them.
+    source: ReadingSource,
     readings: Vec<Reading>,
     /// A gateway's `online`/`offline` status.
     link: Option<(FacilityIdx, Link)>,
@@ -140,69 +216,81 @@ impl Writer {
     pub(crate) fn run(
         mut self,
         runtime: tokio::runtime::Handle,
-        mut deliveries: mpsc::Receiver<Delivery>,
+        deliveries: mpsc::Receiver<Delivery>,
+        manual: ManualQueue,
         acks: mpsc::UnboundedSender<Delivery>,
     ) -> Result<(), IngestError> {
-        let mut batch = Vec::with_capacity(self.config.batch_max);
-        while self.gather(&runtime, &mut deliveries, &mut batch) {
+        let mut inputs = Inputs {
+            deliveries,
+            manual,
+            manual_open: true,
+        };
+        let mut batch = Batch::default();
+        while self.gather(&runtime, &mut inputs, &mut batch) {
             let now = Utc::now();
-            let messages: Vec<Message> = batch
+            let mut messages: Vec<Message> = batch
+                .deliveries
                 .iter()
                 .map(|d| decode(d, &self.registry, &self.config, now))
                 .collect();
+            messages.extend(batch.manual.iter_mut().map(Message::manual));
             let Some(persisted) = self.persist_until_committed(&runtime, &messages, now)? else {
                 // Shutting down while the store is unavailable: nothing of this batch
-                // was committed or acknowledged, so the broker redelivers it.
+                // was committed or acknowledged, so the broker redelivers it; the
+                // manual submissions are dropped unanswered, and their requests say so.
                 return Ok(());
             };
             let changed = self.apply(&messages, &persisted, now);
+            let from = batch.deliveries.len();
+            let outcomes: Vec<ManualOutcome> = messages[from..]
+                .iter()
+                .zip(&persisted.inserted[from..])
+                .map(|(message, inserted)| manual_outcome(message, inserted))
+                .collect();
             self.publish(messages, &changed);
-            for d in batch.drain(..) {
+            for d in batch.deliveries.drain(..) {
                 if d.publish.qos != rumqttc::QoS::AtMostOnce {
                     let _ = acks.send(d);
                 }
+            }
+            // After the ledger update: a read after the answer shows the new figure. A
+            // requester that gave up meanwhile is told nothing; its count is stored.
+            for (submission, outcome) in batch.manual.drain(..).zip(outcomes) {
+                let _ = submission.reply.send(outcome);
             }
         }
         self.save_all_snapshots()
     }
 
     /// Waits for the next batch: whatever is queued, up to `batch_max`, lingering a
-    /// little for more only when nothing in it awaits an ack. False when the channel
-    /// closed and nothing is left (shutdown).
+    /// little for more only when nothing in it awaits an ack or an answer. False when
+    /// the deliveries closed and nothing is left (shutdown).
     fn gather(
         &self,
         runtime: &tokio::runtime::Handle,
-        deliveries: &mut mpsc::Receiver<Delivery>,
-        batch: &mut Vec<Delivery>,
+        inputs: &mut Inputs,
+        batch: &mut Batch,
     ) -> bool {
-        let Some(first) = runtime.block_on(deliveries.recv()) else {
+        let Some(first) = runtime.block_on(inputs.recv()) else {
             return false;
         };
         let linger_until = Instant::now() + QOS0_LINGER;
-        let mut awaits_ack = first.publish.qos != rumqttc::QoS::AtMostOnce;
-        batch.push(first);
+        let mut awaited = batch.push(first);
         loop {
             while batch.len() < self.config.batch_max {
-                match deliveries.try_recv() {
-                    Ok(d) => {
-                        awaits_ack |= d.publish.qos != rumqttc::QoS::AtMostOnce;
-                        batch.push(d);
-                    }
-                    Err(_) => break,
+                match inputs.try_recv() {
+                    Some(input) => awaited |= batch.push(input),
+                    None => break,
                 }
             }
             let left = linger_until.saturating_duration_since(Instant::now());
-            if batch.len() >= self.config.batch_max || awaits_ack || left.is_zero() {
+            if batch.len() >= self.config.batch_max || awaited || left.is_zero() {
                 return true;
             }
             // The timeout is made inside the runtime: its timer needs the context.
-            let next =
-                runtime.block_on(async { tokio::time::timeout(left, deliveries.recv()).await });
+            let next = runtime.block_on(async { tokio::time::timeout(left, inputs.recv()).await });
             match next {
-                Ok(Some(d)) => {
-                    awaits_ack |= d.publish.qos != rumqttc::QoS::AtMostOnce;
-                    batch.push(d);
-                }
+                Ok(Some(input)) => awaited |= batch.push(input),
                 // Closed (shutdown: commit what we hold) or the linger is over.
                 Ok(None) | Err(_) => return true,
             }
@@ -320,7 +408,7 @@ impl Writer {
         for message in messages {
             let mut flags = Vec::with_capacity(message.readings.len());
             for reading in &message.readings {
-                let new = tx.insert_reading(&self.registry, reading, now)?;
+                let new = tx.insert_reading_from(&self.registry, reading, now, &message.source)?;
                 if new {
                     earliest_inserted =
                         Some(earliest_inserted.map_or(reading.ts, |t| t.min(reading.ts)));
@@ -467,6 +555,31 @@ impl Writer {
     }
 }
 
+impl Message {
+    /// A manual submission's readings, validated by the API already; taken, since the
+    /// submission is kept only for its reply.
+    fn manual(submission: &mut ManualSubmission) -> Message {
+        Message {
+            source: ReadingSource::Manual {
+                entered_by: submission.entered_by.clone(),
+            },
+            readings: std::mem::take(&mut submission.readings),
+            ..Message::default()
+        }
+    }
+}
+
+/// What a manual submission's requester is told: how many of its readings were stored
+/// now and how many were there already.
+fn manual_outcome(message: &Message, inserted: &[bool]) -> ManualOutcome {
+    let stored = inserted.iter().filter(|&&new| new).count();
+    ManualOutcome {
+        stored,
+        duplicates: inserted.len() - stored,
+        latest_ts: message.readings.iter().map(|r| r.ts).max(),
+    }
+}
+
 /// Decodes one delivery into a [`Message`]. Never fails: what does not decode becomes
 /// the message's reject record.
 fn decode(
@@ -534,8 +647,8 @@ fn decode(
                     });
                     Message {
                         readings: decoded.readings,
-                        link: None,
                         rejects,
+                        ..Message::default()
                     }
                 }
             }

@@ -1,5 +1,5 @@
 //! The live state every component shares: the ledger in memory, the feed of towns it
-//! changed, and ingest's counters.
+//! changed, ingest's counters, and the queue of counts entered by hand.
 //!
 //! It is a crate of its own because its users sit on both sides of the data flow: the
 //! ingest writer (and the tick, and the API's sheltered counts) write the ledger and
@@ -8,6 +8,7 @@
 //! does I/O: a lock, a change set with a wake-up, and atomics.
 
 mod changes;
+mod manual;
 mod metrics;
 
 use std::sync::{Arc, RwLock};
@@ -15,6 +16,9 @@ use std::sync::{Arc, RwLock};
 use reserve::Ledger;
 
 pub use changes::{ChangeConsumer, TownChanges};
+pub use manual::{
+    MANUAL_QUEUE, ManualError, ManualOutcome, ManualQueue, ManualReadings, ManualSubmission,
+};
 pub use metrics::{IngestCounts, IngestMetrics, StoreFault};
 
 /// The ledger shared between its writers (the ingest writer, the tick, the sheltered

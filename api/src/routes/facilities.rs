@@ -1,4 +1,5 @@
-//! `GET /api/v1/facilities/{id}`: one facility's latest state.
+//! `GET /api/v1/facilities/{id}`: one facility's latest state, and where its latest
+//! reading came from (a gateway, or a count entered by hand: issue 15).
 
 use axum::Json;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, Entity, ErrorBody};
 use crate::extract::ApiPath;
 use crate::model::{LinkState, PowerMode, Pump};
@@ -66,6 +68,33 @@ pub struct FacilityDetail {
     pub problems: Vec<NotReady>,
     /// The latest observation: exactly one of `stock`, `water`, `power`, as on the wire.
     pub latest: Option<LatestView>,
+    /// Where the latest reading came from, and its age: a figure that rests on a count
+    /// made by hand says so. Absent when the facility never reported (or the store
+    /// could not be read: see the log).
+    pub latest_source: Option<LatestSource>,
+}
+
+/// Where the latest reading came from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestSource {
+    pub source: ReadingSourceName,
+    /// For a count entered by hand, the name of the token it was entered with. Shown
+    /// to callers with a token only: it names a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entered_by: Option<String>,
+    /// For a count entered by hand, seconds since it was counted (by its `ts`): how old
+    /// the figure is. A gateway's readings are judged by `heard_at` and `silent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadingSourceName {
+    /// The facility's gateway, over MQTT.
+    Gateway,
+    /// A count entered by hand (`POST /api/v1/facilities/{id}/readings`).
+    Manual,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -112,7 +141,7 @@ pub struct PowerView {
     pub runtime_h: f64,
 }
 
-/// A facility's latest state, link and silence.
+/// A facility's latest state, link and silence, and where its latest reading came from.
 #[utoipa::path(get, path = "/api/v1/facilities/{id}", tag = "facilities",
     params(("id" = String, Path, description = "Facility id, e.g. `jingshan-wh1`")),
     responses(
@@ -120,11 +149,31 @@ pub struct PowerView {
         (status = 401, description = "A token is needed", body = ErrorBody),
         (status = 404, description = "Unknown facility (`unknown_facility`)", body = ErrorBody),
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state, caller))]
 pub(super) async fn facility(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<FacilityDetail>, ApiError> {
+    let facility_id = {
+        let ledger = state.ledger();
+        let registry = ledger.registry();
+        let f = registry
+            .facility_idx(&id)
+            .ok_or_else(|| ApiError::not_found(Entity::Facility, &id))?;
+        registry.facility(f).id.clone()
+    };
+    // Before the ledger is read: the ledger's lock is never held across I/O.
+    let manual = state
+        .with_store(move |store| store.latest_manual_entry(&facility_id))
+        .await
+        .inspect_err(|error| {
+            tracing::warn!(
+                message = "Cannot read the facility's latest hand count; its source is left out.",
+                %error
+            );
+        })
+        .ok();
     let now = Utc::now();
     let ledger = state.ledger();
     let registry = ledger.registry();
@@ -222,5 +271,32 @@ pub(super) async fn facility(
         ready: readiness.map(|r| r.ready),
         problems: readiness.map(|r| r.problems.clone()).unwrap_or_default(),
         latest,
+        latest_source: manual
+            .and_then(|manual| latest_source(live.last_ts, manual.as_ref(), &caller, now)),
     }))
+}
+
+/// Where the reading at `last_ts` came from: a hand count when the facility's latest
+/// one is at that millisecond (a facility and `ts` are stored once), its gateway
+/// otherwise.
+fn latest_source(
+    last_ts: Option<DateTime<Utc>>,
+    manual: Option<&store::ManualEntry>,
+    caller: &Caller,
+    now: DateTime<Utc>,
+) -> Option<LatestSource> {
+    let last_ts = last_ts?;
+    // The store keeps milliseconds (its key), the ledger what the reading said.
+    let by_hand = manual.filter(|m| m.ts.timestamp_millis() == last_ts.timestamp_millis());
+    Some(LatestSource {
+        source: if by_hand.is_some() {
+            ReadingSourceName::Manual
+        } else {
+            ReadingSourceName::Gateway
+        },
+        entered_by: by_hand
+            .filter(|_| !matches!(caller, Caller::Public))
+            .map(|m| m.entered_by.clone()),
+        age_s: by_hand.map(|m| ((now - m.ts).num_milliseconds() as f64 / 1000.0).max(0.0)),
+    })
 }
