@@ -311,14 +311,23 @@ async fn an_officers_count_is_stored_shown_as_manual_and_survives_a_restart() {
     app.stop().await;
 }
 
+/// (facility, token, body, status, error code, reasons of the rejected readings)
+type Refusal<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Vec<u8>,
+    u16,
+    &'a str,
+    Vec<&'a str>,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn who_may_enter_counts_and_what_is_refused() {
     let fx = Fixture::new();
     let app = fx.start(Duration::from_secs(10)).await;
     let good = || count(json!({"water": 100}));
     let now_ms = Utc::now().timestamp_millis();
-    // (facility, token, body, status, error code, reasons of the rejected readings)
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str, Vec<&str>)> = vec![
+    let cases: Vec<Refusal> = vec![
         ("js-wh1", None, good(), 401, "unauthorized", vec![]),
         ("js-wh1", Some(VIEWER), good(), 403, "forbidden", vec![]),
         (
