@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reserve::Ledger;
 use reserve::coverage::{Level, NotReady};
-use reserve::ledger::{Link, Readiness};
+use reserve::ledger::{CategoryCoverage, Link, Readiness};
 use reserve::registry::{CategoryIdx, FacilityIdx, FacilityKind, TownIdx};
 use serde::{Deserialize, Serialize};
 
@@ -294,52 +294,9 @@ pub fn evaluate(
     let registry = ledger.registry();
     let figures = ledger.figures(town);
     let mut out = TownEvaluation::default();
-
     for coverage in &figures.categories {
-        let Some(days) = coverage.days else {
-            continue; // nobody in the town needs this category
-        };
-        let category = registry.category(coverage.category);
-        let unreported = unreported(ledger, town, coverage.category, settings, now);
-        let detail = ReserveDetail {
-            category: category.id.to_string(),
-            category_name: category.name.clone(),
-            unit: category.unit.clone(),
-            stock: coverage.stock,
-            days,
-            target_days: coverage.target_days,
-            warn_days: coverage.warn_days,
-            hours_to_target: coverage.hours_to_target.map(|h| h * settings.clock_speed),
-            verified: coverage.verified,
-            never_reported: unreported.never,
-            facilities: unreported.of,
-            held_until: None,
-        };
-        let depleting = detail
-            .hours_to_target
-            .is_some_and(|h| h <= settings.depleting_horizon_h);
-        let rule = match coverage.level {
-            Level::Critical => Some(Rule::ReserveBelowTarget),
-            Level::Warning => Some(Rule::ReserveNearTarget),
-            Level::Ok if depleting => Some(Rule::ReserveDepleting),
-            Level::Ok => None,
-        };
-        if let Some(rule) = rule {
-            out.conditions.push(Condition {
-                town,
-                rule,
-                subject: detail.category.clone(),
-                facility: None,
-                since: None,
-                detail: Detail::Reserve(ReserveDetail {
-                    held_until: unreported.grace_until,
-                    ..detail.clone()
-                }),
-            });
-        }
-        out.reserves.push(detail);
+        reserve_condition(ledger, town, coverage, settings, now, &mut out);
     }
-
     let readiness = figures
         .power_units
         .iter()
@@ -357,47 +314,113 @@ pub fn evaluate(
     }
 
     for &f in &registry.town(town).facilities {
-        let facility = registry.facility(f);
-        let state = ledger.facility(f);
-        let id = facility.id.to_string();
-        if let Some((Link::Offline, at)) = state.link {
-            out.conditions.push(Condition {
-                town,
-                rule: Rule::GatewayOffline,
-                subject: id.clone(),
-                facility: Some(f),
-                since: Some(at),
-                detail: Detail::Offline {
-                    facility: id,
-                    facility_name: facility.name.clone(),
-                    since: at,
-                },
-            });
-            continue;
-        }
-        let Some(heard) = state.heard_at else {
-            continue; // never reported: see the module docs
-        };
-        let quiet_since = heard.max(settings.started_at);
-        let silent = (now - quiet_since)
-            .to_std()
-            .is_ok_and(|quiet| quiet > facility.stale_after);
-        if silent {
-            out.conditions.push(Condition {
-                town,
-                rule: Rule::FacilitySilent,
-                subject: id.clone(),
-                facility: Some(f),
-                since: Some(heard),
-                detail: Detail::Silent {
-                    facility: id,
-                    facility_name: facility.name.clone(),
-                    last_heard: heard,
-                },
-            });
+        if let Some(condition) = link_condition(ledger, town, f, settings, now) {
+            out.conditions.push(condition);
         }
     }
     out
+}
+
+/// A category's figures (always kept, for resolve messages) and its reserve condition
+/// if it has one: below target, near it, or forecast to cross it within the horizon.
+fn reserve_condition(
+    ledger: &Ledger,
+    town: TownIdx,
+    coverage: &CategoryCoverage,
+    settings: &RuleSettings,
+    now: DateTime<Utc>,
+    out: &mut TownEvaluation,
+) {
+    let registry = ledger.registry();
+    let Some(days) = coverage.days else {
+        return; // nobody in the town needs this category
+    };
+    let category = registry.category(coverage.category);
+    let unreported = unreported(ledger, town, coverage.category, settings, now);
+    let detail = ReserveDetail {
+        category: category.id.to_string(),
+        category_name: category.name.clone(),
+        unit: category.unit.clone(),
+        stock: coverage.stock,
+        days,
+        target_days: coverage.target_days,
+        warn_days: coverage.warn_days,
+        hours_to_target: coverage.hours_to_target.map(|h| h * settings.clock_speed),
+        verified: coverage.verified,
+        never_reported: unreported.never,
+        facilities: unreported.of,
+        held_until: None,
+    };
+    let depleting = detail
+        .hours_to_target
+        .is_some_and(|h| h <= settings.depleting_horizon_h);
+    let rule = match coverage.level {
+        Level::Critical => Some(Rule::ReserveBelowTarget),
+        Level::Warning => Some(Rule::ReserveNearTarget),
+        Level::Ok if depleting => Some(Rule::ReserveDepleting),
+        Level::Ok => None,
+    };
+    if let Some(rule) = rule {
+        out.conditions.push(Condition {
+            town,
+            rule,
+            subject: detail.category.clone(),
+            facility: None,
+            since: None,
+            detail: Detail::Reserve(ReserveDetail {
+                held_until: unreported.grace_until,
+                ..detail.clone()
+            }),
+        });
+    }
+    out.reserves.push(detail);
+}
+
+/// A facility's gateway offline (its Last Will) or, failing that, silent longer than
+/// its `stale_after`.
+fn link_condition(
+    ledger: &Ledger,
+    town: TownIdx,
+    f: FacilityIdx,
+    settings: &RuleSettings,
+    now: DateTime<Utc>,
+) -> Option<Condition> {
+    let registry = ledger.registry();
+    let facility = registry.facility(f);
+    let state = ledger.facility(f);
+    let id = facility.id.to_string();
+    if let Some((Link::Offline, at)) = state.link {
+        return Some(Condition {
+            town,
+            rule: Rule::GatewayOffline,
+            subject: id.clone(),
+            facility: Some(f),
+            since: Some(at),
+            detail: Detail::Offline {
+                facility: id,
+                facility_name: facility.name.clone(),
+                since: at,
+            },
+        });
+    }
+    // Never reported: see the module docs.
+    let heard = state.heard_at?;
+    let quiet_since = heard.max(settings.started_at);
+    let silent = (now - quiet_since)
+        .to_std()
+        .is_ok_and(|quiet| quiet > facility.stale_after);
+    silent.then(|| Condition {
+        town,
+        rule: Rule::FacilitySilent,
+        subject: id.clone(),
+        facility: Some(f),
+        since: Some(heard),
+        detail: Detail::Silent {
+            facility: id,
+            facility_name: facility.name.clone(),
+            last_heard: heard,
+        },
+    })
 }
 
 /// The facilities a category's stock in a town is summed from, and those of them that
