@@ -478,3 +478,65 @@ async fn a_count_waits_out_a_locked_store_and_is_never_a_201_unstored() {
     }
     app.stop().await;
 }
+
+/// A gateway back online: its next reading, newer than the hand count, is the figure
+/// now, and says it is a gateway's. Both stay in history with their sources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_newer_reading_takes_over_from_a_hand_count() {
+    let fx = Fixture::new();
+    let app = fx.start(Duration::from_secs(10)).await;
+    let counted = app
+        .post("js-wh1", Some(OFFICER), count(json!({"water": 9000})))
+        .await;
+    assert_eq!(counted.status, 201, "{}", counted.body);
+
+    let url = BrokerUrl::parse(&fx.broker.url()).unwrap();
+    let mut options = rumqttc::MqttOptions::new("gw-jingshan", url.host.clone(), url.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+    let payload = json!({"ts": Utc::now().timestamp_millis(), "stock": {"water": 8000}});
+    client
+        .publish(
+            "stockpile/v1/jingshan/js-wh1/reading",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&payload).unwrap(),
+        )
+        .await
+        .unwrap();
+    // Ingest may not have subscribed yet: the broker keeps nothing for a session that
+    // does not exist, so publish until the figure moves.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::select! {
+            _ = eventloop.poll() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                let facility = app.facility("js-wh1").await;
+                if stock_of(&facility, "water") == 8000.0 {
+                    assert_eq!(facility["latest_source"], json!({"source": "gateway"}));
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no gateway reading: {facility}");
+                client
+                    .try_publish(
+                        "stockpile/v1/jingshan/js-wh1/reading",
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        serde_json::to_vec(&payload).unwrap(),
+                    )
+                    .ok();
+            }
+        }
+    }
+    let sources: Vec<ReadingSource> = fx.stored("js-wh1").into_iter().map(|r| r.source).collect();
+    assert_eq!(
+        sources,
+        [
+            ReadingSource::Manual {
+                entered_by: "li-wei".into()
+            },
+            ReadingSource::Gateway
+        ]
+    );
+    app.stop().await;
+}
