@@ -68,6 +68,10 @@ pub struct AlertsConfig {
     /// Set by the server from `[api] listen`.
     #[serde(skip)]
     pub public_url: Option<String>,
+    /// Signed acknowledgement links in every email and SMS (docs/design.md#acknowledging-from-a-phone):
+    /// set by the server when `[api] public_url` and `link_key_file` are.
+    #[serde(skip)]
+    pub ack_links: Option<crate::link::AckLinks>,
     /// Times in messages are shown in this zone.
     #[serde(skip)]
     pub utc_offset: FixedOffset,
@@ -96,6 +100,7 @@ impl Default for AlertsConfig {
             clock_speed: 1.0,
             tick: Duration::from_secs(10),
             public_url: None,
+            ack_links: None,
             utc_offset: FixedOffset::east_opt(DEFAULT_UTC_OFFSET_S)
                 .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC is a valid offset")),
             subject_prefix: "[Stockpile]".into(),
@@ -227,6 +232,12 @@ pub struct SmsConfig {
     pub password: Option<SecretString>,
     /// A file holding the password; the server reads it into `password` at load.
     pub password_file: Option<PathBuf>,
+    /// Twilio's auth token: replies the provider posts to `POST /api/v1/sms/inbound`
+    /// must carry its `X-Twilio-Signature`. Without it replies are taken unsigned (and
+    /// the server warns). Exposed only to that check.
+    pub inbound_auth_token: Option<SecretString>,
+    /// A file holding it; the server reads it into `inbound_auth_token` at load.
+    pub inbound_auth_token_file: Option<PathBuf>,
     /// One request, connection to response.
     #[serde(skip)]
     pub timeout: Duration,
@@ -250,6 +261,8 @@ impl SmsConfig {
             username: None,
             password: None,
             password_file: None,
+            inbound_auth_token: None,
+            inbound_auth_token_file: None,
             timeout: Duration::from_secs(10),
         }
     }

@@ -580,8 +580,11 @@ impl Engine {
                 if items.is_empty() {
                     continue;
                 }
-                let message = self.renderer.message(contact.lang, &names, &items, &others);
                 let alert_ids: Vec<i64> = items.iter().map(|i| i.alert.id).collect();
+                let message = self
+                    .renderer
+                    .for_contact(&contact.name, &alert_ids, now)
+                    .message(contact.lang, &names, &items, &others);
                 let event = items
                     .iter()
                     .max_by_key(|i| i.event.weight())

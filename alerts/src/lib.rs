@@ -23,6 +23,7 @@ pub mod channel;
 mod config;
 mod engine;
 mod handle;
+pub mod link;
 mod outbox;
 pub mod redact;
 mod render;
@@ -135,7 +136,8 @@ impl Alerts {
                 .webhook
                 .as_ref()
                 .map_or(WebhookFormat::Auto, |w| w.format()),
-        );
+        )
+        .with_links(config.ack_links.clone());
         let available: Vec<ChannelKind> =
             [ChannelKind::Email, ChannelKind::Sms, ChannelKind::Webhook]
                 .into_iter()

@@ -6,7 +6,7 @@
 //! Messages are rendered when they are enqueued, not when delivered, so a retry sends
 //! exactly what the first attempt would have, and the outbox shows what was said.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, FixedOffset, Utc};
 use minijinja::{AutoEscape, Environment, Output, State, Value};
@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::alert::{Alert, Event};
 use crate::config::WebhookFormat;
+use crate::link::AckLinks;
 use crate::rules::{Detail, ReserveDetail, Rule, Severity};
 
 /// The email templates, compiled once. `.html` is autoescaped (registry names are
@@ -63,6 +64,21 @@ pub struct Renderer {
     offset: FixedOffset,
     subject_prefix: String,
     webhook_format: WebhookFormat,
+    /// Signed acknowledgement links, when configured: how to acknowledge becomes a link
+    /// to tap instead of an API call (docs/design.md#acknowledging-from-a-phone).
+    links: Option<Arc<AckLinks>>,
+    /// Whom the next message is for ([`Renderer::for_contact`]): links are signed for
+    /// them. Without one, messages give the API call, as without links.
+    reader: Option<Reader>,
+}
+
+/// The contact a message is rendered for, and what its links may acknowledge.
+#[derive(Debug, Clone)]
+struct Reader {
+    contact: String,
+    /// Every alert the message is about: the SMS's one link names them all.
+    alert_ids: Vec<i64>,
+    now: DateTime<Utc>,
 }
 
 impl Renderer {
@@ -77,7 +93,36 @@ impl Renderer {
             offset,
             subject_prefix: subject_prefix.to_owned(),
             webhook_format,
+            links: None,
+            reader: None,
         }
+    }
+
+    /// With signed acknowledgement links (none: messages give the API call).
+    pub fn with_links(self, links: Option<AckLinks>) -> Renderer {
+        Renderer {
+            links: links.map(Arc::new),
+            ..self
+        }
+    }
+
+    /// This renderer for a message to `contact` about `alert_ids`, made at `now`: its
+    /// links let that contact acknowledge those alerts until they expire.
+    pub fn for_contact(&self, contact: &str, alert_ids: &[i64], now: DateTime<Utc>) -> Renderer {
+        Renderer {
+            reader: Some(Reader {
+                contact: contact.to_owned(),
+                alert_ids: alert_ids.to_vec(),
+                now,
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// A signed link for the reader to acknowledge `ids`, when links are configured.
+    fn ack_link(&self, ids: &[i64]) -> Option<String> {
+        let (links, reader) = (self.links.as_ref()?, self.reader.as_ref()?);
+        Some(links.url(&reader.contact, ids, reader.now))
     }
 
     /// A message about `items` (at least one) of `town`, listing `others` (the town's
@@ -230,12 +275,23 @@ impl Renderer {
             return Some(Words::of(lang).acked(&ack.by, &self.time(ack.at)));
         }
         let w = Words::of(lang);
+        if let Some(link) = self.ack_link(&[item.alert.id]) {
+            return Some(format!("{}{}{link}", w.ack_label, w.colon));
+        }
         Some(format!(
             "{}{}POST {}",
             w.ack_label,
             w.colon,
             self.ack_url(item.alert.id)
         ))
+    }
+
+    /// How to acknowledge by SMS: the message's link when there is one (it names every
+    /// alert of the message), else the alert's number to acknowledge on the board.
+    fn sms_ack(&self, lang: Lang, head: &Alert) -> String {
+        let ids = self.reader.as_ref().map_or(&[][..], |r| &r.alert_ids[..]);
+        let ids = if ids.is_empty() { &[head.id][..] } else { ids };
+        Words::of(lang).sms_ack(head.id, self.ack_link(ids).as_deref())
     }
 
     /// The lines under every email: what acknowledging does, where the board is, and
@@ -345,7 +401,14 @@ impl Renderer {
         };
         let more = (more > 0).then(|| w.sms_more(more));
         let ack = (head.event != Event::Resolved && head.alert.ack.is_none())
-            .then(|| w.sms_ack(head.alert.id));
+            .then(|| self.sms_ack(lang, head.alert));
+        // A link is never cut, and a problem cut to a few characters tells nothing: when
+        // the two do not fit one segment together, the SMS takes two
+        // (docs/design.md#acknowledging-from-a-phone).
+        let segments = match (&ack, self.ack_link(&[head.alert.id])) {
+            (Some(ack), Some(_)) if !fits_sms(&format!("{core}{ack}"), 1) => 2,
+            _ => 1,
+        };
         let parts: Vec<(String, u8)> = [
             (Some(w.sms_brand.to_owned()), 2),
             (Some(core), SMS_CORE),
@@ -356,7 +419,7 @@ impl Renderer {
         .into_iter()
         .filter_map(|(part, rank)| part.map(|p| (p, rank)))
         .collect();
-        compose_sms(&parts)
+        compose_sms_in(&parts, segments)
     }
 
     /// The headline, shorter where English allows (a Chinese town name leaves an
@@ -520,9 +583,20 @@ const GSM_EXTENDED: &str = "^{}\\[~]|€\u{c}";
 
 /// Whether `s` fits in one SMS segment.
 pub fn fits_one_sms(s: &str) -> bool {
+    fits_sms(s, 1)
+}
+
+/// Whether `s` fits in `segments` segments: a concatenated SMS spends 7 septets (3
+/// UTF-16 units) of each segment on the header that joins them.
+fn fits_sms(s: &str, segments: usize) -> bool {
+    let (gsm, ucs2) = if segments <= 1 {
+        (SMS_GSM_LIMIT, SMS_UCS2_LIMIT)
+    } else {
+        (153 * segments, 67 * segments)
+    };
     match gsm_septets(s) {
-        Some(n) => n <= SMS_GSM_LIMIT,
-        None => s.encode_utf16().count() <= SMS_UCS2_LIMIT,
+        Some(n) => n <= gsm,
+        None => s.encode_utf16().count() <= ucs2,
     }
 }
 
@@ -542,11 +616,18 @@ fn gsm_septets(s: &str) -> Option<usize> {
 /// Rank of the part of an SMS that is never dropped, only cut.
 const SMS_CORE: u8 = u8::MAX;
 
-/// `parts` (text, rank) joined, dropping the lowest-ranked parts until the text fits in
-/// one segment. When only the core and the best other part are left and it still does
-/// not fit, the core is cut with an ellipsis ("..." in GSM text, "…" otherwise, so the
-/// cut does not change the encoding).
+/// `compose_sms_in` within one segment.
+#[cfg(test)]
 fn compose_sms(parts: &[(String, u8)]) -> String {
+    compose_sms_in(parts, 1)
+}
+
+/// `parts` (text, rank) joined, dropping the lowest-ranked parts until the text fits in
+/// `segments` segments. When only the core and the best other part are left and it
+/// still does not fit, the core is cut with an ellipsis ("..." in GSM text, "…"
+/// otherwise, so the cut does not change the encoding).
+fn compose_sms_in(parts: &[(String, u8)], segments: usize) -> String {
+    let fits_one_sms = |s: &str| fits_sms(s, segments);
     let join = |kept: &[&(String, u8)]| kept.iter().map(|(p, _)| p.as_str()).collect::<String>();
     let mut kept: Vec<&(String, u8)> = parts.iter().collect();
     loop {
@@ -926,11 +1007,12 @@ impl Words {
         }
     }
 
-    fn sms_ack(&self, id: i64) -> String {
-        if self.zh() {
-            format!("。请在看板确认#{id}")
-        } else {
-            format!(". Ack #{id} on board")
+    fn sms_ack(&self, id: i64, link: Option<&str>) -> String {
+        match (self.zh(), link) {
+            (true, Some(link)) => format!("。确认：{link}"),
+            (false, Some(link)) => format!(". Ack: {link}"),
+            (true, None) => format!("。请在看板确认#{id}"),
+            (false, None) => format!(". Ack #{id} on board"),
         }
     }
 }
@@ -1231,6 +1313,83 @@ mod tests {
             "{}",
             message.sms
         );
+    }
+
+    /// With links, the email's ack line and the SMS carry a link signed for the reader;
+    /// a Chinese SMS that cannot hold the problem and the link in one segment takes two,
+    /// the link whole.
+    #[test]
+    fn messages_carry_a_signed_link_for_their_reader() {
+        use crate::link::{AckLinks, DEFAULT_LINK_TTL, LinkKey};
+        let links = AckLinks::new(
+            LinkKey::new(vec![9; 32]).unwrap(),
+            "https://stockpile.example.org",
+            DEFAULT_LINK_TTL,
+        );
+        let linked = renderer().with_links(Some(links.clone()));
+        let water = reserve(12, Rule::ReserveBelowTarget, "饮用水", 2.14);
+        let items = [Item {
+            alert: &water,
+            event: Event::Fired,
+        }];
+        let zh = linked.for_contact("李伟", &[12, 13], t(6, 0)).message(
+            Lang::Zh,
+            &town("景山街道"),
+            &items,
+            &[],
+        );
+        let link = zh
+            .text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("确认告警："))
+            .unwrap_or_else(|| panic!("no link in\n{}", zh.text));
+        let token = link
+            .strip_prefix("https://stockpile.example.org/ack/")
+            .unwrap();
+        let grant = links.verify(token, t(6, 0)).unwrap();
+        assert_eq!(grant.alert_ids, [12]);
+        assert!(grant.is_for("李伟"));
+        assert!(zh.html.contains(link), "{}", zh.html);
+        // The SMS's link names every alert of the message.
+        let sms_link = zh.sms.split("确认：").nth(1).unwrap();
+        let sms_token = sms_link
+            .strip_prefix("https://stockpile.example.org/ack/")
+            .unwrap();
+        assert_eq!(
+            links.verify(sms_token, t(6, 0)).unwrap().alert_ids,
+            [12, 13]
+        );
+        assert!(
+            zh.sms.contains("饮用水仅剩 2.1 天（目标 3 天）"),
+            "{}",
+            zh.sms
+        );
+        assert!(!fits_one_sms(&zh.sms) && fits_sms(&zh.sms, 2), "{}", zh.sms);
+        // GSM-7 has room for both in one segment.
+        let water_en = reserve(12, Rule::ReserveBelowTarget, "Drinking water", 2.14);
+        let en = linked.for_contact("Li Wei", &[12], t(6, 0)).message(
+            Lang::En,
+            &town("Jingshan"),
+            &[Item {
+                alert: &water_en,
+                event: Event::Fired,
+            }],
+            &[],
+        );
+        assert!(
+            en.sms.contains(". Ack: https://stockpile.example.org/ack/"),
+            "{}",
+            en.sms
+        );
+        assert!(fits_one_sms(&en.sms), "{}", en.sms);
+        // Without a reader (or without links) the message gives the API call, as before.
+        let plain = linked.message(Lang::Zh, &town("景山街道"), &items, &[]);
+        assert!(
+            plain
+                .text
+                .contains("POST https://stockpile.example.org/api/v1/alerts/12/ack")
+        );
+        assert!(plain.sms.ends_with("请在看板确认#12"), "{}", plain.sms);
     }
 
     #[test]

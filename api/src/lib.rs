@@ -23,8 +23,10 @@
 //! # }
 //! ```
 
+mod ack;
 mod aid;
 mod auth;
+mod config;
 mod error;
 mod export;
 mod extract;
@@ -37,18 +39,22 @@ mod scenario;
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use alerts::AlertsHandle;
+use alerts::link::AckLinks;
+use chrono::FixedOffset;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use live::{IngestMetrics, ManualReadings, SharedLedger, TownChanges};
 use reserve::Ledger;
+use secrecy::SecretString;
 use store::history::HistorySource;
 use store::{AsyncStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{AuthConfig, Caller, Role, TokenEntry};
+pub use config::{ApiConfig, ApiToken};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use limits::HttpLimits;
 
@@ -61,9 +67,32 @@ pub struct AppState {
     shared: Arc<Shared>,
     alerts: Option<AlertsHandle>,
     history: Option<Arc<HistorySource>>,
+    /// Signed acknowledgement links: the `/ack/{token}` pages, when configured.
+    links: Option<Arc<AckPages>>,
+    /// The SMS provider's inbound webhook, when SMS is configured.
+    sms_inbound: Option<Arc<SmsInbound>>,
     /// The ingest writer's queue of counts entered by hand, when ingest runs here.
     manual_readings: Option<ManualReadings>,
     limits: HttpLimits,
+}
+
+/// What the acknowledgement pages need: the key that verifies links, and the zone
+/// their times are shown in (the messages').
+#[derive(Debug)]
+pub(crate) struct AckPages {
+    pub links: AckLinks,
+    pub utc_offset: FixedOffset,
+}
+
+/// The SMS provider's inbound webhook (`POST /api/v1/sms/inbound`).
+#[derive(Debug, Clone, Default)]
+pub struct SmsInbound {
+    /// Twilio's auth token: when set, every request must carry a good
+    /// `X-Twilio-Signature`. Exposed only to that check.
+    pub auth_token: Option<SecretString>,
+    /// `[api] public_url`: the signature is over the URL the provider called, which is
+    /// this plus the path, not the listen address.
+    pub public_url: Option<String>,
 }
 
 struct Shared {
@@ -107,6 +136,8 @@ impl AppState {
             }),
             alerts: None,
             history: None,
+            links: None,
+            sms_inbound: None,
             manual_readings: None,
             limits: HttpLimits::default(),
         }
@@ -147,6 +178,32 @@ impl AppState {
 
     pub(crate) fn manual_readings(&self) -> Option<&ManualReadings> {
         self.manual_readings.as_ref()
+    }
+
+    /// Plugs in signed acknowledgement links: routes `GET|POST /ack/{token}` (with
+    /// alerting). `utc_offset` is the zone times are shown in.
+    pub fn with_ack_links(self, links: AckLinks, utc_offset: FixedOffset) -> AppState {
+        AppState {
+            links: Some(Arc::new(AckPages { links, utc_offset })),
+            ..self
+        }
+    }
+
+    /// Plugs in the SMS provider's inbound webhook: routes `POST /api/v1/sms/inbound`
+    /// (with alerting).
+    pub fn with_sms_inbound(self, inbound: SmsInbound) -> AppState {
+        AppState {
+            sms_inbound: Some(Arc::new(inbound)),
+            ..self
+        }
+    }
+
+    pub(crate) fn ack_pages(&self) -> Option<&AckPages> {
+        self.links.as_deref()
+    }
+
+    pub(crate) fn sms_inbound(&self) -> Option<&SmsInbound> {
+        self.sms_inbound.as_deref()
     }
 
     pub(crate) fn alerts(&self) -> Option<&AlertsHandle> {

@@ -36,7 +36,7 @@ pub const CONFIG_SECTIONS: &[&str] = &[
 ];
 
 /// The typed configuration, checked and with secrets read from their files. Each
-/// section is its component's own type; `[api]` and `[log]` are the server's.
+/// section is its component's own type; `[log]` is the server's.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub mqtt: MqttConfig,
@@ -56,44 +56,8 @@ pub struct Config {
 /// API roles, as the API defines them (one definition for config and checks).
 pub use api::Role;
 
-/// One bearer token of the HTTP API.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiToken {
-    /// Who holds it; shown in acknowledgements and logs instead of the token.
-    pub name: String,
-    pub role: Role,
-    /// After loading, also holds the token read from `token_file`. Exposed only to the
-    /// API's token table.
-    #[serde(default)]
-    pub token: Option<SecretString>,
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Officer tokens: the towns whose alerts the holder may acknowledge.
-    #[serde(default)]
-    pub towns: Vec<String>,
-}
-
-/// `[api]`: the HTTP API and the built-in wall board.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ApiConfig {
-    /// `host:port` to listen on.
-    pub listen: String,
-    /// Reads without a token, for wall displays.
-    pub public_read: bool,
-    pub tokens: Vec<ApiToken>,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            listen: "127.0.0.1:8080".into(),
-            public_read: false,
-            tokens: Vec::new(),
-        }
-    }
-}
+/// `[api]` is the API's own config type, as every other section is its component's.
+pub use api::{ApiConfig, ApiToken};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -537,6 +501,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
             c.field(&field, "towns: only officer tokens have towns".into());
         }
     }
+    check_links(&mut config.api, &mut c);
 
     if let Some(smtp) = &mut config.smtp {
         if !(has_scheme(&smtp.url, "smtp://")
@@ -582,6 +547,17 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
             );
         }
         c.secret("sms.password", &mut sms.password, &sms.password_file);
+        c.secret(
+            "sms.inbound_auth_token",
+            &mut sms.inbound_auth_token,
+            &sms.inbound_auth_token_file,
+        );
+        if sms.inbound_auth_token.is_some() && config.api.public_url.is_none() {
+            c.field(
+                "sms.inbound_auth_token",
+                "needs api.public_url: the provider signs the URL it calls".into(),
+            );
+        }
     }
 
     let alerts = &config.alerts;
@@ -600,6 +576,51 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         c.field("log.level", format!("not a tracing filter: {e}"));
+    }
+}
+
+/// `[api] public_url`, `link_key_file` (read here; the key never printed) and `link_ttl`.
+fn check_links(api: &mut ApiConfig, c: &mut Checks<'_, '_>) {
+    if let Some(url) = &api.public_url
+        && !(has_scheme(url, "http://") || has_scheme(url, "https://"))
+    {
+        c.field(
+            "api.public_url",
+            format!(
+                "expected the address officers reach, such as \"https://stockpile.example.org\", got {:?}",
+                redact_url(url)
+            ),
+        );
+    }
+    if api.link_ttl.is_zero() {
+        c.field("api.link_ttl", "must be > 0".into());
+    }
+    let Some(file) = &api.link_key_file else {
+        return;
+    };
+    if api.public_url.is_none() {
+        c.field(
+            "api.link_key_file",
+            "needs api.public_url: links point there".into(),
+        );
+    }
+    let path = c.dir.join(file);
+    match std::fs::read(&path) {
+        Ok(bytes) => match alerts::link::LinkKey::new(bytes) {
+            Ok(key) => api.link_key = Some(key),
+            Err(e) => c.field(
+                "api.link_key_file",
+                format!(
+                    "{}: {e} (make one with: head -c 32 /dev/urandom > {})",
+                    path.display(),
+                    path.display()
+                ),
+            ),
+        },
+        Err(e) => c.field(
+            "api.link_key_file",
+            format!("cannot read {}: {e}", path.display()),
+        ),
     }
 }
 

@@ -179,6 +179,7 @@ impl Parts {
         )
         .with_alerts(shared.alerts.clone())
         .with_history(history);
+        let api_state = with_phone_acks(api_state, &config);
         let (manual, manual_queue) = live::ManualReadings::channel(
             ingest_config.mqtt.max_readings_per_message,
             ingest_config.retention,
@@ -375,11 +376,34 @@ fn auth_config(config: &Config, registry: &Registry) -> anyhow::Result<api::Auth
     })
 }
 
+/// Acknowledging from a phone (docs/design.md#acknowledging-from-a-phone): the pages
+/// of signed links when `[api]` has a public URL and a key, the SMS reply webhook when
+/// `[sms]` is configured.
+fn with_phone_acks(state: api::AppState, config: &Config) -> api::AppState {
+    let state = match config.api.ack_links() {
+        Some(links) => state.with_ack_links(links, config.alerts.utc_offset),
+        None => state,
+    };
+    let Some(sms) = &config.sms else {
+        return state;
+    };
+    if sms.inbound_auth_token.is_none() {
+        tracing::warn!(
+            message = "SMS replies are accepted unsigned: set sms.inbound_auth_token so that only the provider can acknowledge by SMS."
+        );
+    }
+    state.with_sms_inbound(api::SmsInbound {
+        auth_token: sms.inbound_auth_token.clone(),
+        public_url: config.api.public_url.clone(),
+    })
+}
+
 /// `[alerts]` with what other sections decide: the URL messages quote, and whether the
 /// InfluxDB sink drains an `alert` series.
 fn alerts_config(config: &Config) -> alerts::AlertsConfig {
     alerts::AlertsConfig {
-        public_url: Some(format!("http://{}", config.api.listen)),
+        public_url: Some(config.api.message_url()),
+        ack_links: config.api.ack_links(),
         influx_series: config.influx.is_some(),
         ..config.alerts.clone()
     }

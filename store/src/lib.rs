@@ -32,7 +32,9 @@ pub use sqlite::{
     ConvertKinds, DeliveryState, NewNotification, NotificationQuery, OutboxCounts, OutboxRow,
     SilenceRow, Text,
 };
-pub use sqlite::{AsyncStore, Checkpoint, CheckpointMode, PruneTable, wal_bytes};
+pub use sqlite::{
+    AsyncStore, AuditRow, Checkpoint, CheckpointMode, NewAudit, PruneTable, wal_bytes,
+};
 pub use sqlite::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_REJECTS, DEFAULT_RETENTION, MAX_REJECT_DETAIL,
     MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, ManualEntry, ReadingSource, RejectRecord, Store,

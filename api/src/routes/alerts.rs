@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::ack::{self, Via};
 use crate::auth::{Caller, Role, RowScope};
 use crate::error::{ApiError, Entity, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -138,8 +139,19 @@ pub(super) async fn ack_alert(
         .ok_or_else(|| ApiError::not_found(Entity::Alert, &id.to_string()))?;
     caller.require_town(&town_id(&alert.town)?)?;
     let ApiJson(request) = body?;
+    let first = alert.acknowledged.is_none();
     let acked = alerts.ack(id, caller.name(), &request.note).await?;
     tracing::info!(message = "Alert acknowledged.", alert = id, town = %acked.town, by = caller.name());
+    if first {
+        ack::record(
+            &state,
+            caller.name(),
+            Via::Token,
+            std::slice::from_ref(&acked),
+            &request.note,
+        )
+        .await;
+    }
     Ok(Json(acked))
 }
 

@@ -1,7 +1,9 @@
 //! The route table: every route is a handler with `#[utoipa::path]`, registered with
 //! `routes!`, so the router and the OpenAPI document come from the same declarations.
 
+mod ack_page;
 mod alerts;
+mod audit;
 mod board;
 mod clusters;
 mod export;
@@ -12,6 +14,7 @@ mod ops;
 mod overview;
 mod rejects;
 mod scenarios;
+mod sms;
 mod towns;
 
 use std::sync::Arc;
@@ -93,7 +96,9 @@ fn protected_routes() -> OpenApiRouter<AppState> {
 /// and an officer's or an admin's ([`auth::require_personal_reader`]). The rejects
 /// always; the notification outbox with alerting.
 fn personal_routes(alerts: bool) -> OpenApiRouter<AppState> {
-    let routes = OpenApiRouter::new().routes(routes!(rejects::rejects));
+    let routes = OpenApiRouter::new()
+        .routes(routes!(rejects::rejects))
+        .routes(routes!(audit::audit));
     let routes = if alerts {
         routes.routes(routes!(alerts::list_notifications))
     } else {
@@ -127,6 +132,20 @@ fn alert_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::delete_silence))
 }
 
+/// Routes that authenticate by other means than a bearer token: the pages of signed
+/// acknowledgement links (the link is the credential) and the SMS provider's webhook
+/// (its signature), when those are plugged in with alerting.
+fn credential_routes(parts: Parts) -> OpenApiRouter<AppState> {
+    let mut routes = OpenApiRouter::new();
+    if parts.alerts && parts.links {
+        routes = routes.routes(routes!(ack_page::ack_page, ack_page::ack_by_link));
+    }
+    if parts.alerts && parts.sms_inbound {
+        routes = routes.routes(routes!(sms::sms_inbound));
+    }
+    routes
+}
+
 /// Protected routes of stock history, when a source is plugged in.
 fn history_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(history::town_history))
@@ -137,18 +156,24 @@ fn history_routes() -> OpenApiRouter<AppState> {
 struct Parts {
     alerts: bool,
     history: bool,
+    links: bool,
+    sms_inbound: bool,
 }
 
 impl Parts {
     const ALL: Parts = Parts {
         alerts: true,
         history: true,
+        links: true,
+        sms_inbound: true,
     };
 
     fn of(state: &AppState) -> Parts {
         Parts {
             alerts: state.alerts().is_some(),
             history: state.history().is_some(),
+            links: state.ack_pages().is_some(),
+            sms_inbound: state.sms_inbound().is_some(),
         }
     }
 
@@ -182,6 +207,7 @@ fn openapi_of(parts: Parts) -> OpenApi {
     let personal = personal_routes(parts.alerts).into_openapi();
     let mut doc = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(public_routes())
+        .merge(credential_routes(parts))
         .merge(parts.protected(&limit))
         .into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -239,6 +265,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         ));
     let (router, _) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(public_routes())
+        .merge(credential_routes(parts))
         .merge(protected)
         .split_for_parts();
     // Serialising a document built from our own types cannot fail; if it ever did, the

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use alerts::{Alerts, AlertsConfig, Channels, RetryPolicy, WebhookConfig};
-use api::{AppState, AuthConfig, HttpLimits, Role, TokenEntry};
-use chrono::{DateTime, Duration, Utc};
+use alerts::link::{AckLinks, LinkKey};
+use alerts::{Alerts, AlertsConfig, Channels, RetryPolicy, SmsConfig, SmtpConfig, WebhookConfig};
+use api::{AppState, AuthConfig, HttpLimits, Role, SmsInbound, TokenEntry};
+use chrono::{DateTime, Duration, FixedOffset, Utc};
 use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::reading::{
     Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
@@ -168,8 +169,24 @@ pub struct AppOptions {
     pub alerts: bool,
     /// Plug in history from the SQLite readings (`AppState::with_history`).
     pub history: bool,
+    /// Signed acknowledgement links with [`LINK_KEY`], the app's address as the
+    /// public URL: in messages and at `/ack/{token}`.
+    pub links: bool,
+    /// The SMS reply webhook (`POST /api/v1/sms/inbound`), checking signatures with
+    /// this auth token when there is one.
+    pub sms_inbound: Option<Option<String>>,
+    /// Email through this SMTP server (`smtp://…`).
+    pub smtp_url: Option<String>,
+    /// SMS through this HTTP gateway.
+    pub sms_url: Option<String>,
+    /// Appended to [`REGISTRY`] (more contacts).
+    pub extra_registry: &'static str,
     pub limits: HttpLimits,
 }
+
+/// The key of the test app's signed links, so a test can make a link of its own
+/// (an expired one).
+pub const LINK_KEY: [u8; 32] = [0x5a; 32];
 
 impl Default for AppOptions {
     fn default() -> Self {
@@ -177,6 +194,11 @@ impl Default for AppOptions {
             public_read: true,
             alerts: false,
             history: false,
+            links: false,
+            sms_inbound: None,
+            smtp_url: None,
+            sms_url: None,
+            extra_registry: "",
             limits: HttpLimits::default(),
         }
     }
@@ -188,6 +210,8 @@ impl AppOptions {
         AppOptions {
             alerts: true,
             history: true,
+            links: true,
+            sms_inbound: Some(None),
             ..AppOptions::default()
         }
     }
@@ -243,7 +267,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let registry = load_registry(
         &Source {
             name: "registry.toml".into(),
-            text: REGISTRY.into(),
+            text: format!("{REGISTRY}{}", options.extra_registry),
         },
         &[],
         &mut |name| Err(format!("no file {name}")),
@@ -273,13 +297,44 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         auth,
     )
     .with_limits(options.limits);
+    // Bound first: the address is the public URL of links and signatures.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let links = options.links.then(|| {
+        AckLinks::new(
+            LinkKey::new(LINK_KEY.to_vec()).unwrap(),
+            &address,
+            alerts::link::DEFAULT_LINK_TTL,
+        )
+    });
+    if let Some(links) = &links {
+        state = state.with_ack_links(links.clone(), FixedOffset::east_opt(8 * 3600).unwrap());
+    }
+    if let Some(auth_token) = &options.sms_inbound {
+        state = state.with_sms_inbound(SmsInbound {
+            auth_token: auth_token.as_deref().map(Into::into),
+            public_url: Some(address.clone()),
+        });
+    }
     let mut alerts_task = None;
     if options.alerts {
         let registry = Arc::clone(ledger.read().unwrap().registry());
+        let smtp = options
+            .smtp_url
+            .as_ref()
+            .map(|url| SmtpConfig::new(url, "Stockpile <alerts@example.org>"));
+        let sms = options.sms_url.as_ref().map(SmsConfig::new);
         let channels =
-            Channels::from_config(None, None, &WebhookConfig::default()).expect("channels build");
+            Channels::from_config(smtp.as_ref(), sms.as_ref(), &WebhookConfig::default())
+                .expect("channels build");
         let alerts = Alerts::open(
-            quick_alerts(),
+            AlertsConfig {
+                public_url: Some(address.clone()),
+                ack_links: links,
+                ..quick_alerts()
+            },
             registry,
             &db,
             StoreOptions::default(),
@@ -297,10 +352,6 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         let reader = Store::open(&db, StoreOptions::default()).expect("history store opens");
         state = state.with_history(HistorySource::Sqlite(store::AsyncStore::new(reader)));
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let address = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
     TestApp {
         address,

@@ -16,6 +16,7 @@ mod mqtt;
 mod openapi;
 mod ops;
 mod overview;
+mod phone_ack;
 mod privacy;
 mod rejects;
 mod scenarios;

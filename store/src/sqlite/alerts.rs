@@ -310,7 +310,7 @@ const ALERT_COLUMNS: &str = "id, key, town, rule, subject, severity, state, deta
      created, fired_at, resolved_at, acked_by, acked_at, ack_note, escalation, remind_at, \
      escalate_at, notified_at, notify_event, escalated_from, notify_seq, updated";
 
-const OUTBOX_COLUMNS: &str = "id, dedup_key, town, alert_ids, event, contact, channel, \
+pub(super) const OUTBOX_COLUMNS: &str = "id, dedup_key, town, alert_ids, event, contact, channel, \
      recipient, subject, body, html, state, attempts, next_attempt, last_error, created, sent_at";
 
 /// Columns an update leaves as inserted: they make the alert's identity.

@@ -13,6 +13,7 @@
 
 mod alerts;
 mod async_store;
+mod audit;
 mod body;
 mod prune;
 mod reject;
@@ -35,6 +36,7 @@ pub use alerts::{
     SilenceRow, Text,
 };
 pub use async_store::AsyncStore;
+pub use audit::{AuditRow, NewAudit};
 pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 pub use source::{ManualEntry, ReadingSource};

@@ -163,6 +163,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE readings ADD COLUMN entered_by TEXT
         CHECK ((source = 'manual') = (entered_by IS NOT NULL));
     CREATE INDEX readings_manual ON readings (facility, ts) WHERE source = 'manual';",
+    // The audit log: acknowledgements through signed links, SMS replies and tokens
+    // (docs/design.md#acknowledging-from-a-phone). Only appended to, never pruned: it
+    // grows by what people do, not by what gateways send. The index finds the last
+    // message sent to a phone that replies "1".
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,          -- epoch ms
+        actor TEXT NOT NULL,          -- a contact's or a token's name
+        via TEXT NOT NULL,            -- link | sms | token
+        action TEXT NOT NULL,         -- ack
+        alert_ids TEXT NOT NULL,      -- JSON array
+        detail TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX outbox_recipient ON outbox (channel, recipient, id);",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is
