@@ -623,3 +623,143 @@ async fn last_will_marks_a_gateway_offline() {
     .await;
     service.stop().await;
 }
+
+/// Ingest with counts entered by hand: the writer's queue (as the API holds it).
+async fn start_with_manual(
+    broker: &str,
+    db: &Path,
+    commit_wait: Duration,
+) -> (Service, live::ManualReadings) {
+    let mut store = Store::open(db, StoreOptions::default()).expect("store opens");
+    let mut ledger = Ledger::new(registry());
+    ingest::restore_ledger(&mut store, &mut ledger).expect("ledger restores");
+    let ledger: SharedLedger = Arc::new(RwLock::new(ledger));
+    let metrics = Arc::new(IngestMetrics::default());
+    let shutdown = CancellationToken::new();
+    let config = IngestConfig::new(BrokerUrl::parse(broker).unwrap(), "stockpile-test");
+    let (manual, queue) =
+        live::ManualReadings::channel(1000, store::DEFAULT_RETENTION, commit_wait);
+    let task = tokio::spawn(ingest::run_with_manual_readings(
+        config,
+        Arc::clone(&ledger),
+        store,
+        Arc::clone(&metrics),
+        Arc::new(TownChanges::default()),
+        queue,
+        shutdown.clone(),
+    ));
+    let service = Service {
+        ledger,
+        metrics,
+        shutdown,
+        task,
+    };
+    let m = Arc::clone(&service.metrics);
+    wait_until("ingest connects", || m.connected()).await;
+    (service, manual)
+}
+
+fn hand_count(
+    ledger: &SharedLedger,
+    facility: &str,
+    ts: DateTime<Utc>,
+    water: f64,
+) -> Vec<reserve::Reading> {
+    let ledger = ledger.read().unwrap();
+    let registry = ledger.registry();
+    let facility = registry.facility_idx(facility).unwrap();
+    let water_idx = registry.category_idx("water").unwrap();
+    vec![reserve::Reading {
+        facility,
+        ts,
+        seq: None,
+        observation: reserve::reading::Observation::Stock(vec![(water_idx, water)]),
+    }]
+}
+
+/// Counts by hand share the writer's batches with a burst of gateway readings; each is
+/// answered only once its row is in the file, and every row keeps its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_by_hand_are_answered_after_their_commit_beside_a_gateway_burst() {
+    let broker = testkit::Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_path(&dir);
+    let (service, manual) = start_with_manual(&broker.url(), &db, Duration::from_secs(30)).await;
+
+    let burst: Vec<(String, Vec<u8>)> = (0..500)
+        .map(|i| {
+            (
+                topic("donghua", "dh-wh1"),
+                stock_payload(ms_ago(60_000 - i), i as u64, 100.0, 100.0),
+            )
+        })
+        .collect();
+    let url = broker.url();
+    let gateway = tokio::spawn(async move { publish_all(&url, "gw-dh", burst).await });
+    let reader = store_at(&db);
+    let js_wh1 = reserve::FacilityId::parse("js-wh1").unwrap();
+    for i in 0..20 {
+        let ts = ms_ago(30_000 - i * 10);
+        let readings = hand_count(&service.ledger, "js-wh1", ts, 1000.0 + i as f64);
+        let outcome = manual
+            .submit(readings, "li-wei".into())
+            .await
+            .expect("stored");
+        assert_eq!((outcome.stored, outcome.duplicates), (1, 0));
+        // Answered after the commit: the row is there for any other connection.
+        let rows = reader
+            .readings(&js_wh1, ts, ts + chrono::Duration::milliseconds(1), 10)
+            .unwrap();
+        assert_eq!(rows.len(), 1, "count {i} answered before its commit");
+        assert_eq!(
+            rows[0].source,
+            store::ReadingSource::Manual {
+                entered_by: "li-wei".into()
+            }
+        );
+    }
+    gateway.await.unwrap();
+    let m = Arc::clone(&service.metrics);
+    wait_until("the burst is stored", || m.counts().accepted >= 520).await;
+    let from = ms_ago(120_000);
+    let to = Utc::now();
+    let gateway_rows = reader
+        .readings(
+            &reserve::FacilityId::parse("dh-wh1").unwrap(),
+            from,
+            to,
+            1000,
+        )
+        .unwrap();
+    assert_eq!(gateway_rows.len(), 500);
+    assert!(
+        gateway_rows
+            .iter()
+            .all(|r| r.source == store::ReadingSource::Gateway)
+    );
+    service.stop().await;
+}
+
+/// A count waiting on a locked store when the service stops is dropped and its
+/// requester told so, never answered as stored; nothing of it is in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_pending_at_shutdown_is_refused_not_stored() {
+    let broker = testkit::Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_path(&dir);
+    let (service, manual) = start_with_manual(&broker.url(), &db, Duration::from_secs(30)).await;
+    let mut locker = store_at(&db);
+    let lock = locker.batch().expect("write lock taken");
+    let readings = hand_count(&service.ledger, "js-wh1", ms_ago(1000), 42.0);
+    let pending = tokio::spawn(async move { manual.submit(readings, "li-wei".into()).await });
+    let m = Arc::clone(&service.metrics);
+    wait_until("ingest pauses on the lock", || m.store_fault().is_some()).await;
+    service.stop().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("the requester is answered")
+        .unwrap();
+    assert_eq!(outcome, Err(live::ManualError::Stopped));
+    drop(lock);
+    assert_eq!(store_at(&db).count_readings().unwrap(), 0);
+}
