@@ -489,9 +489,9 @@ mod tests {
 
         let mut restocked = warehouse(&Scenario::normal(), 1000.0, 4.0);
         restocked.advance(13.0, 1.0);
-        // Delivered at hour 12 up to 4.5 days, then one more hour drawn.
+        // Delivered at hour 12 up to 5 days, then one more hour drawn.
         let q = restocked.lines[0].quantity;
-        assert!(q > 4400.0 && q < 4500.0, "{q}");
+        assert!(q > 4900.0 && q < 5000.0, "{q}");
     }
 
     fn fixed_rng() -> Rng {

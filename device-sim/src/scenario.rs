@@ -1,7 +1,8 @@
 //! Scenarios: what the city is going through, as data. A scenario is a TOML file; the
 //! five built-ins live in `device-sim/scenarios/` and are compiled in, and an operator
-//! writes their own by copying one. Every field has the default of an ordinary day, so
-//! a scenario states only what differs from one.
+//! writes their own by copying one. Every field has a default (the stock levels the
+//! disaster scenarios start from: 4 ± 0.75 days, restocked to 4.5), so a scenario
+//! states only what differs; `normal` starts fuller, as a well-kept city does.
 //!
 //! Times (`*_h`) are in simulated hours from the start of the run; with `--speed 60` one
 //! simulated hour passes per wall-clock minute.

@@ -95,7 +95,7 @@ async fn normal_day_reports_every_facility_cleanly_draws_down_and_restocks() {
         );
     }
 
-    // Initial stock is start_days (4 ± 0.75) of the town's need, split among its
+    // Initial stock is start_days (5 ± 0.4) of the town's need, split among its
     // warehouses; infant formula follows the infants, and beta has none.
     let first = |facility: &str, category: &str| {
         stock_series(&registry, &readings)[&(facility.to_owned(), category.to_owned())][0]
@@ -117,7 +117,7 @@ async fn normal_day_reports_every_facility_cleanly_draws_down_and_restocks() {
         );
         // The first reading comes up to two simulated hours in.
         assert!(
-            (3.0..=4.75).contains(&days),
+            (4.4..=5.4).contains(&days),
             "{facility} {category}: {days} days"
         );
     }
