@@ -522,3 +522,61 @@ fn credentials_in_urls_are_never_printed() {
         }
     }
 }
+
+#[test]
+fn link_keys_are_read_from_their_file_never_printed_and_problems_located() {
+    const KEY: &str = "link-key-material-that-must-never-print-0123456789";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("stockpile.toml");
+    std::fs::write(dir.path().join("link.key"), KEY).expect("write key");
+    std::fs::write(dir.path().join("short.key"), "too short").expect("write key");
+    let api = |url: &str, file: &str| {
+        format!("[api]\npublic_read = true\n{url}link_key_file = \"{file}\"\n")
+    };
+    let url = "public_url = \"https://stockpile.example.org/\"\n";
+
+    std::fs::write(&path, config_with_contacts(&api(url, "link.key"), "")).expect("write");
+    let loaded = config::load(&path, &[]).expect("loads");
+    assert!(loaded.config.api.ack_links().is_some());
+    assert_eq!(
+        loaded.config.api.message_url(),
+        "https://stockpile.example.org"
+    );
+    assert!(!format!("{:?}", loaded.config).contains(KEY));
+    let out = check_config_in(dir.path(), "stockpile.toml", &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stdout.contains(KEY) && !out.stderr.contains(KEY));
+
+    // (public_url line, key file, what is said, at which line)
+    let cases = [
+        (url, "missing.key", "api.link_key_file: cannot read", 6),
+        (url, "short.key", "api.link_key_file: ", 6),
+        ("", "link.key", "api.link_key_file: needs api.public_url", 5),
+        (
+            "public_url = \"stockpile.example.org\"\n",
+            "link.key",
+            "api.public_url: expected",
+            5,
+        ),
+    ];
+    for (url, file, says, line) in cases {
+        std::fs::write(&path, config_with_contacts(&api(url, file), "")).expect("write");
+        let out = check_config_in(dir.path(), "stockpile.toml", &[]);
+        assert_eq!(out.code, Some(1), "{file}: {}", out.stderr);
+        let at = format!("stockpile.toml:{line}: {says}");
+        assert!(
+            out.stderr.starts_with(&at),
+            "{file}: want {at:?} in {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains(KEY), "{}", out.stderr);
+    }
+    std::fs::write(&path, config_with_contacts(&api(url, "short.key"), "")).expect("write");
+    let out = check_config_in(dir.path(), "stockpile.toml", &[]);
+    assert!(
+        out.stderr
+            .contains("the key is 9 bytes; at least 32 are needed"),
+        "{}",
+        out.stderr
+    );
+}
