@@ -14,8 +14,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use live::{ManualError, ManualOutcome};
+use live::{ManualError, ManualOutcome, ManualReadings};
 use reserve::wire::{self, DecodeContext, Rejected, Topic, TopicKind};
+use reserve::{FacilityId, Reading, TownId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -208,27 +209,7 @@ pub(super) async fn post_readings(
         )
         .into());
     };
-    let readings = {
-        let ledger = state.ledger();
-        let topic = Topic {
-            town: town.as_str(),
-            facility: facility.as_str(),
-            kind: TopicKind::Reading,
-        };
-        let context = DecodeContext {
-            max_payload_bytes: limits::BODY_LIMIT,
-            max_readings: manual.max_readings,
-            retention: manual.retention,
-            ..DecodeContext::new(ledger.registry(), Utc::now())
-        };
-        match wire::decode_readings(&topic, &payload, &context) {
-            Err(rejected) => return Err(CountRefused::Rejected(vec![rejected])),
-            Ok(decoded) if !decoded.rejected.is_empty() => {
-                return Err(CountRefused::Rejected(decoded.rejected));
-            }
-            Ok(decoded) => decoded.readings,
-        }
-    };
+    let readings = decode_count(&state, manual, &town, &facility, &payload)?;
     let entered_by = caller.name().to_owned();
     let outcome = manual
         .submit(readings, entered_by.clone())
@@ -254,6 +235,36 @@ pub(super) async fn post_readings(
         entered_by,
     };
     Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// The count's readings, decoded and checked by `reserve::wire` as if the facility's
+/// gateway had published them: all accepted, or the count refused with every reason.
+fn decode_count(
+    state: &AppState,
+    manual: &ManualReadings,
+    town: &TownId,
+    facility: &FacilityId,
+    payload: &[u8],
+) -> Result<Vec<Reading>, CountRefused> {
+    let ledger = state.ledger();
+    let topic = Topic {
+        town: town.as_str(),
+        facility: facility.as_str(),
+        kind: TopicKind::Reading,
+    };
+    let context = DecodeContext {
+        max_payload_bytes: limits::BODY_LIMIT,
+        max_readings: manual.max_readings,
+        retention: manual.retention,
+        ..DecodeContext::new(ledger.registry(), Utc::now())
+    };
+    match wire::decode_readings(&topic, payload, &context) {
+        Err(rejected) => Err(CountRefused::Rejected(vec![rejected])),
+        Ok(decoded) if !decoded.rejected.is_empty() => {
+            Err(CountRefused::Rejected(decoded.rejected))
+        }
+        Ok(decoded) => Ok(decoded.readings),
+    }
 }
 
 fn not_stored(e: ManualError) -> CountRefused {
