@@ -26,7 +26,7 @@ use store::{AckRow, AlertState, NewNotification, SilenceRow, Store, StoreError};
 
 use crate::alert::{self, Alert, Event, LEVEL_CITY, LEVEL_TOWN, merge_event};
 use crate::channel::{ChannelKind, channel_id};
-use crate::render::{Item, Renderer, TownNames};
+use crate::render::{DigestTown, Item, Message, Renderer, TownNames};
 use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
 
 /// The lifecycle timings the engine applies.
@@ -161,6 +161,10 @@ pub struct Engine {
     silences: Vec<Silence>,
     /// Towns with notices waiting, and when their group is flushed.
     flush_at: BTreeMap<TownIdx, DateTime<Utc>>,
+    /// When the open digest window closes: every town with news for a contact above
+    /// the town is flushed then, together, so that contact gets one digest over them
+    /// all. `None` while no such news waits.
+    digest_at: Option<DateTime<Utc>>,
     /// Write the `alert` series (docs/design.md#influxdb-series) to the InfluxDB queue
     /// with each change.
     influx_series: bool,
@@ -190,6 +194,7 @@ impl Engine {
             resolved: HashMap::new(),
             silences: Vec::new(),
             flush_at: BTreeMap::new(),
+            digest_at: None,
             influx_series: false,
             series_refreshed_at: None,
         };
@@ -203,6 +208,7 @@ impl Engine {
         self.open.clear();
         self.resolved.clear();
         self.flush_at.clear();
+        self.digest_at = None;
         let mut orphans = Vec::new();
         for row in self.store.load_live_alerts()? {
             match alert::decode(row.clone(), &self.registry) {
@@ -431,10 +437,34 @@ impl Engine {
         change
     }
 
+    /// A town's group is flushed `group_wait` after its first notice; a town with news
+    /// for contacts above the town joins the open digest window instead (opening one
+    /// if none is), so those contacts hear of every such town once per window.
     fn schedule_flush(&mut self, town: TownIdx, now: DateTime<Utc>) {
         self.flush_at
             .entry(town)
             .or_insert(now + self.policy.group_wait);
+        if self.tells_above_town(town) {
+            let window = *self.digest_at.get_or_insert(now + self.policy.group_wait);
+            self.flush_at.insert(town, window);
+        }
+    }
+
+    /// Whether a notice of `town` waiting for its flush reaches a cluster, district or
+    /// city contact.
+    fn tells_above_town(&self, town: TownIdx) -> bool {
+        let levels: BTreeSet<u8> = self
+            .audience
+            .of(&self.registry, town)
+            .into_iter()
+            .map(|(level, _)| level)
+            .filter(|&level| level > LEVEL_TOWN)
+            .collect();
+        let open = self.open.get(&town).into_iter().flat_map(BTreeMap::values);
+        let resolved = self.resolved.get(&town).into_iter().flatten();
+        open.chain(resolved)
+            .filter(|a| a.has_notice())
+            .any(|a| levels.iter().any(|&level| item_for(a, level).is_some()))
     }
 
     /// Towns with a pending alert whose `for` is over: evaluate them again to fire it.
@@ -499,30 +529,64 @@ impl Engine {
         Ok(())
     }
 
-    /// Flushes every town whose group is due: one message per contact and channel.
-    /// Returns the channels that got notifications.
+    /// Flushes every town whose group is due, in one transaction with the notices it
+    /// clears: town officers get one message per town, and each contact above the town
+    /// one message over every due town it hears of (a digest; the town's own message
+    /// when there is one town). Returns the channels that got notifications.
     pub fn flush_due(&mut self, now: DateTime<Utc>) -> Result<Enqueued, StoreError> {
+        if self.digest_at.is_some_and(|at| at <= now) {
+            self.digest_at = None;
+        }
         let due: Vec<TownIdx> = self
             .flush_at
             .iter()
             .filter(|(_, at)| **at <= now)
             .map(|(t, _)| *t)
             .collect();
-        let mut enqueued = Enqueued::new();
-        for town in due {
-            enqueued.extend(self.flush(town, now)?);
+        if due.is_empty() {
+            return Ok(Enqueued::new());
+        }
+        let flushes: Vec<TownFlush> = due.iter().map(|&t| self.clear_notices(t, now)).collect();
+        let (notifications, enqueued) = self.compose(&flushes, now);
+
+        let mut batch = self.store.alert_batch()?;
+        for (_, after, _) in flushes.iter().flat_map(|f| &f.told) {
+            batch.update_alert(&alert::encode(after, &self.registry))?;
+        }
+        for n in &notifications {
+            batch.enqueue(n)?;
+        }
+        batch.commit()?;
+
+        for flush in flushes {
+            let town = flush.town;
+            for (_, after, _) in flush.told {
+                if after.is_open()
+                    && let Some(alerts) = self.open.get_mut(&town)
+                {
+                    alerts.insert(after.key.clone(), after);
+                }
+            }
+            self.resolved.remove(&town);
+            self.flush_at.remove(&town);
+        }
+        if !notifications.is_empty() {
+            tracing::info!(
+                message = "Notifications enqueued.",
+                towns = due.len(),
+                count = notifications.len()
+            );
         }
         Ok(enqueued)
     }
 
-    fn flush(&mut self, town: TownIdx, now: DateTime<Utc>) -> Result<Enqueued, StoreError> {
-        let registry = Arc::clone(&self.registry);
+    /// Every alert of `town` with a notice, cleared and rescheduled as it will be once
+    /// told (or held back, when silenced).
+    fn clear_notices(&self, town: TownIdx, now: DateTime<Utc>) -> TownFlush {
         let empty = BTreeMap::new();
         let open = self.open.get(&town).unwrap_or(&empty);
         let resolved = self.resolved.get(&town).map_or(&[][..], Vec::as_slice);
-        // Every alert with a notice, cleared and rescheduled as it will be once told.
-        // (as it was, as it will be, whether it is told now)
-        let mut told: Vec<(Alert, Alert, bool)> = Vec::new();
+        let mut told = Vec::new();
         for alert in open.values().chain(resolved) {
             if !alert.has_notice() {
                 continue;
@@ -552,104 +616,163 @@ impl Engine {
             }
             told.push((alert.clone(), after, !silenced));
         }
+        TownFlush { town, told }
+    }
 
-        let mut notifications = Vec::new();
-        let mut enqueued = Enqueued::new();
-        let speaking: Vec<(&Alert, &Alert)> = told
-            .iter()
-            .filter(|(_, _, speaks)| *speaks)
-            .map(|(before, after, _)| (before, after))
-            .collect();
-        if let Some((first, first_after)) = speaking.iter().min_by_key(|(a, _)| a.id) {
-            let group = format!("{}.{}", first.id, first_after.notify_seq);
-            let names = town_names(&registry, town);
-            let others: Vec<&Alert> = open
-                .values()
-                .filter(|a| {
-                    a.state == AlertState::Firing
-                        && !a.has_notice()
-                        && !self.silenced(town, a.rule, a.detail.facility(), now)
-                })
-                .collect();
-            for (level, c) in self.audience.of(&registry, town) {
-                let contact = &registry.contacts[c];
-                let items: Vec<Item<'_>> = speaking
-                    .iter()
-                    .filter_map(|(before, _)| item_for(before, level))
+    /// The messages of one flush: per town for its officers, per contact above the
+    /// town over all of `flushes`.
+    fn compose(
+        &self,
+        flushes: &[TownFlush],
+        now: DateTime<Utc>,
+    ) -> (Vec<NewNotification>, Enqueued) {
+        let mut out = Outgoing::default();
+        let mut digests: BTreeMap<usize, Vec<(Group, DigestTown<'_>)>> = BTreeMap::new();
+        for flush in flushes {
+            let Some(group) = flush.group() else {
+                continue;
+            };
+            let town = flush.town;
+            let names = town_names(&self.registry, town);
+            let others: Vec<&Alert> = self.open.get(&town).map_or_else(Vec::new, |open| {
+                open.values()
+                    .filter(|a| {
+                        a.state == AlertState::Firing
+                            && !a.has_notice()
+                            && !self.silenced(town, a.rule, a.detail.facility(), now)
+                    })
+                    .collect()
+            });
+            for (level, c) in self.audience.of(&self.registry, town) {
+                let items: Vec<Item<'_>> = flush
+                    .speaking()
+                    .filter_map(|alert| item_for(alert, level))
                     .collect();
                 if items.is_empty() {
                     continue;
                 }
-                let alert_ids: Vec<i64> = items.iter().map(|i| i.alert.id).collect();
-                let message = self
-                    .renderer
-                    .for_contact(&contact.name, &alert_ids, now)
-                    .message(contact.lang, &names, &items, &others);
-                let event = items
-                    .iter()
-                    .max_by_key(|i| i.event.weight())
-                    .map_or(Event::Fired, |i| i.event);
-                for &kind in &contact.channels {
-                    if !self.channels.contains(&kind) {
-                        continue;
-                    }
-                    let Some(recipient) = address(contact, kind) else {
-                        continue;
-                    };
-                    let (body, html) = match kind {
-                        ChannelKind::Email => (message.text.clone(), Some(message.html.clone())),
-                        ChannelKind::Sms => (message.sms.clone(), None),
-                        ChannelKind::Webhook => (
-                            self.renderer
-                                .webhook_body(recipient, &names, &items, &message),
-                            None,
-                        ),
-                    };
-                    let channel = channel_id(kind);
-                    notifications.push(NewNotification {
-                        dedup_key: format!("{group}/{channel}/{recipient}"),
-                        town: names.id.clone(),
-                        alert_ids: alert_ids.clone(),
-                        event: event.as_str().to_owned(),
-                        contact: contact.name.clone(),
-                        channel: channel.to_owned(),
-                        recipient: recipient.to_owned(),
-                        subject: message.subject.clone(),
-                        body,
-                        html,
-                        created: now,
-                    });
-                    enqueued.insert(channel);
+                let town_news = DigestTown {
+                    names: names.clone(),
+                    items,
+                    others: others.clone(),
+                };
+                if level == LEVEL_TOWN {
+                    self.tell_town(c, group, &town_news, now, &mut out);
+                } else {
+                    digests.entry(c).or_default().push((group, town_news));
                 }
             }
         }
-
-        let mut batch = self.store.alert_batch()?;
-        for (_, after, _) in &told {
-            batch.update_alert(&alert::encode(after, &registry))?;
-        }
-        for n in &notifications {
-            batch.enqueue(n)?;
-        }
-        batch.commit()?;
-
-        for (_, after, _) in told {
-            if after.is_open()
-                && let Some(alerts) = self.open.get_mut(&town)
-            {
-                alerts.insert(after.key.clone(), after);
+        for (c, towns) in digests {
+            match &towns[..] {
+                [(group, town_news)] => self.tell_town(c, *group, town_news, now, &mut out),
+                _ => self.tell_digest(c, &towns, now, &mut out),
             }
         }
-        self.resolved.remove(&town);
-        self.flush_at.remove(&town);
-        if !notifications.is_empty() {
-            tracing::info!(
-                message = "Notifications enqueued.",
-                town = %registry.town(town).id,
-                count = notifications.len()
-            );
+        (out.notifications, out.enqueued)
+    }
+
+    /// Contact `c`'s message about one town.
+    fn tell_town(
+        &self,
+        c: usize,
+        (first, seq): Group,
+        news: &DigestTown<'_>,
+        now: DateTime<Utc>,
+        out: &mut Outgoing,
+    ) {
+        let contact = &self.registry.contacts[c];
+        let alert_ids: Vec<i64> = news.items.iter().map(|i| i.alert.id).collect();
+        let message = self
+            .renderer
+            .for_contact(&contact.name, &alert_ids, now)
+            .message(contact.lang, &news.names, &news.items, &news.others);
+        let webhook = |url: &str| {
+            self.renderer
+                .webhook_body(url, &news.names, &news.items, &message)
+        };
+        let what = Told {
+            group: format!("{first}.{seq}"),
+            town: news.names.id.clone(),
+            items: &news.items,
+            message: &message,
+        };
+        self.address(contact, &what, &webhook, now, out);
+    }
+
+    /// Contact `c`'s one message about several towns. Its dedup key names the first
+    /// telling it carries, which no other flush can carry again.
+    fn tell_digest(
+        &self,
+        c: usize,
+        towns: &[(Group, DigestTown<'_>)],
+        now: DateTime<Utc>,
+        out: &mut Outgoing,
+    ) {
+        let contact = &self.registry.contacts[c];
+        let Some((first, seq)) = towns.iter().map(|(group, _)| *group).min() else {
+            return;
+        };
+        let news: Vec<&DigestTown<'_>> = towns.iter().map(|(_, news)| news).collect();
+        let items: Vec<Item<'_>> = news.iter().flat_map(|n| n.items.iter().copied()).collect();
+        let alert_ids: Vec<i64> = items.iter().map(|i| i.alert.id).collect();
+        let renderer = self.renderer.for_contact(&contact.name, &alert_ids, now);
+        let message = renderer.digest(contact.lang, &news);
+        let webhook = |url: &str| renderer.digest_webhook_body(url, &news, &message);
+        let what = Told {
+            group: format!("digest.{first}.{seq}"),
+            // A digest is about no one town: listing a town's notifications leaves it
+            // out, and its alert ids name every town's alerts.
+            town: String::new(),
+            items: &items,
+            message: &message,
+        };
+        self.address(contact, &what, &webhook, now, out);
+    }
+
+    /// `what` to every channel of `contact` that can deliver.
+    fn address(
+        &self,
+        contact: &Contact,
+        what: &Told<'_>,
+        webhook: &dyn Fn(&str) -> String,
+        now: DateTime<Utc>,
+        out: &mut Outgoing,
+    ) {
+        let event = what
+            .items
+            .iter()
+            .max_by_key(|i| i.event.weight())
+            .map_or(Event::Fired, |i| i.event);
+        let alert_ids: Vec<i64> = what.items.iter().map(|i| i.alert.id).collect();
+        for &kind in &contact.channels {
+            if !self.channels.contains(&kind) {
+                continue;
+            }
+            let Some(recipient) = address(contact, kind) else {
+                continue;
+            };
+            let (body, html) = match kind {
+                ChannelKind::Email => (what.message.text.clone(), Some(what.message.html.clone())),
+                ChannelKind::Sms => (what.message.sms.clone(), None),
+                ChannelKind::Webhook => (webhook(recipient), None),
+            };
+            let channel = channel_id(kind);
+            out.notifications.push(NewNotification {
+                dedup_key: format!("{}/{channel}/{recipient}", what.group),
+                town: what.town.clone(),
+                alert_ids: alert_ids.clone(),
+                event: event.as_str().to_owned(),
+                contact: contact.name.clone(),
+                channel: channel.to_owned(),
+                recipient: recipient.to_owned(),
+                subject: what.message.subject.clone(),
+                body,
+                html,
+                created: now,
+            });
+            out.enqueued.insert(channel);
         }
-        Ok(enqueued)
     }
 
     /// When the engine next has something to do by itself (a group to flush, a
@@ -762,6 +885,56 @@ impl Engine {
     pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
         self.open.values().flat_map(|alerts| alerts.values())
     }
+}
+
+/// The first alert a flush tells of a town and the number of its notification: what
+/// names that telling in dedup keys.
+type Group = (i64, u32);
+
+/// One town's notices as a flush tells them.
+#[derive(Debug)]
+struct TownFlush {
+    town: TownIdx,
+    /// Every alert with a notice: (as it was, as it will be, whether it is told now).
+    told: Vec<(Alert, Alert, bool)>,
+}
+
+impl TownFlush {
+    /// The alerts told now, as they were (their notices say what to tell).
+    fn speaking(&self) -> impl Iterator<Item = &Alert> {
+        self.told
+            .iter()
+            .filter(|(_, _, speaks)| *speaks)
+            .map(|(before, _, _)| before)
+    }
+
+    /// What names this telling in dedup keys: the first alert told and the number of
+    /// its notification. No later flush has the pair, and a flush after a restart that
+    /// lost this one has the same.
+    fn group(&self) -> Option<Group> {
+        self.told
+            .iter()
+            .filter(|(_, _, speaks)| *speaks)
+            .min_by_key(|(before, _, _)| before.id)
+            .map(|(before, after, _)| (before.id, after.notify_seq))
+    }
+}
+
+/// One message before it is addressed: its key, what it is about and its text.
+struct Told<'a> {
+    /// The dedup key without channel and recipient.
+    group: String,
+    /// The town's id; empty for a digest.
+    town: String,
+    items: &'a [Item<'a>],
+    message: &'a Message,
+}
+
+/// Notifications a flush enqueues, and their channels.
+#[derive(Default)]
+struct Outgoing {
+    notifications: Vec<NewNotification>,
+    enqueued: Enqueued,
 }
 
 /// What observing one town changes, staged until the store has it.

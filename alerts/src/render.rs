@@ -21,6 +21,9 @@ use crate::config::WebhookFormat;
 use crate::link::AckLinks;
 use crate::rules::{Detail, ReserveDetail, Rule, Severity};
 
+mod digest;
+pub use digest::DigestTown;
+
 /// The email templates, compiled once. `.html` is autoescaped (registry names are
 /// operator text and may hold `<` or `&`); `.txt` is not.
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(templates);
@@ -519,6 +522,8 @@ fn templates() -> Environment<'static> {
     for (name, source) in [
         ("email.txt", include_str!("../templates/email.txt")),
         ("email.html", include_str!("../templates/email.html")),
+        ("digest.txt", include_str!("../templates/digest.txt")),
+        ("digest.html", include_str!("../templates/digest.html")),
     ] {
         env.add_template(name, source)
             .expect("the email templates parse (every render test loads them)");

@@ -882,3 +882,235 @@ fn a_shortfall_held_for_the_start_up_grace_stays_pending_and_unannounced() {
     assert_eq!(fx.only_alert().state, AlertState::Firing);
     assert_eq!(fx.sent(), vec![]);
 }
+
+// ---------------------------------------------------------------------------------
+// Digests: contacts above the town get one message per flush window over all the
+// towns they hear of; town officers keep one message per town.
+
+const DIGEST_DISTRICT: &str = "district@example.org";
+
+/// `towns` towns of one cluster and district, each with its officer, and one district
+/// contact (no cluster contact: escalation passes level 1 unheard).
+fn digest_registry(towns: usize) -> Arc<Registry> {
+    let mut text = String::from(
+        "[[category]]\nid = \"water\"\nname = \"饮用水\"\nunit = \"L\"\ndaily_need = 3.0\n",
+    );
+    for i in 0..towns {
+        text.push_str(&format!(
+            "\n[[town]]\nid = \"town-{i:02}\"\nname = \"Town {i:02}\"\ndistrict = \"dongcheng\"\n\
+             cluster = \"c01\"\npopulation = 1000\n\n[[facility]]\nid = \"wh-{i:02}\"\n\
+             town = \"town-{i:02}\"\nkind = \"warehouse\"\n\n[[contact]]\nname = \"Officer {i:02}\"\n\
+             email = \"officer-{i:02}@example.org\"\nlang = \"en\"\ntowns = [\"town-{i:02}\"]\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[contact]]\nname = \"District duty\"\nemail = \"{DIGEST_DISTRICT}\"\nlang = \"en\"\n\
+         districts = [\"dongcheng\"]\n"
+    ));
+    let source = Source {
+        name: "registry.toml".into(),
+        text,
+    };
+    Arc::new(load_registry(&source, &[], &mut |n| Err(format!("no {n}"))).unwrap())
+}
+
+/// Every town of `towns` below target (2.5 days).
+fn below_target(towns: &[TownIdx]) -> Vec<(TownIdx, TownEvaluation)> {
+    towns
+        .iter()
+        .map(|&town| {
+            let evaluation = TownEvaluation {
+                conditions: vec![Condition {
+                    town,
+                    ..water(Rule::ReserveBelowTarget, 2.5)
+                }],
+                reserves: vec![water_detail(2.5)],
+            };
+            (town, evaluation)
+        })
+        .collect()
+}
+
+fn outbox(path: &std::path::Path) -> Vec<OutboxRow> {
+    let store = Store::open(path, StoreOptions::default()).unwrap();
+    let mut rows = store
+        .list_notifications(&NotificationQuery {
+            limit: 10_000,
+            ..NotificationQuery::default()
+        })
+        .unwrap();
+    rows.reverse();
+    rows
+}
+
+/// Twenty towns fire within ten seconds and go unacknowledged for an hour: their
+/// alerts reach the cluster level (no one there) after 30 minutes and the district
+/// after 60, one after the other over ten seconds. The engine wakes every second.
+fn twenty_towns_escalating(
+    path: &std::path::Path,
+    policy: Policy,
+    registry: &Arc<Registry>,
+) -> Engine {
+    let mut engine = open_engine(registry, path, policy, t0());
+    let towns: Vec<TownIdx> = (0..20).map(TownIdx).collect();
+    for s in 0..=3700 {
+        if s < 10 {
+            let firing = &towns[2 * s as usize..2 * s as usize + 2];
+            engine.observe(&below_target(firing), secs(s)).unwrap();
+        }
+        engine.run_timers(secs(s)).unwrap();
+        engine.flush_due(secs(s)).unwrap();
+    }
+    engine
+}
+
+#[test]
+fn a_district_contact_over_twenty_failing_towns_gets_one_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stockpile.db");
+    let registry = digest_registry(20);
+    let policy = Policy {
+        group_wait: Duration::seconds(10),
+        ..policy()
+    };
+    let engine = twenty_towns_escalating(&path, policy, &registry);
+    let rows = outbox(&path);
+    let officers: Vec<&OutboxRow> = rows
+        .iter()
+        .filter(|n| n.recipient != DIGEST_DISTRICT)
+        .collect();
+    assert_eq!(officers.len(), 20, "one message per officer");
+    assert!(officers.iter().all(|n| n.event == "fired"));
+
+    let digests: Vec<&OutboxRow> = rows
+        .iter()
+        .filter(|n| n.recipient == DIGEST_DISTRICT)
+        .collect();
+    assert_eq!(digests.len(), 1, "{digests:#?}");
+    let digest = digests[0];
+    assert_eq!(digest.event, "escalate");
+    assert_eq!(digest.alert_ids.len(), 20);
+    assert!(
+        digest.dedup_key.starts_with("digest."),
+        "{}",
+        digest.dedup_key
+    );
+    assert_eq!(
+        digest.subject,
+        "[Stockpile] ESCALATED, CRITICAL: 20 towns, worst: Town 00 饮用水 2.5 days left (target 3)"
+    );
+    // The worst ten spelled out (all alike: by id), the rest counted.
+    for i in 0..10 {
+        assert!(
+            digest.body.contains(&format!("Town {i:02} (town-{i:02}")),
+            "{}",
+            digest.body
+        );
+    }
+    assert!(!digest.body.contains("Town 10 ("), "{}", digest.body);
+    assert!(
+        digest
+            .body
+            .contains("And 10 more towns with 10 problems (10 critical)"),
+        "{}",
+        digest.body
+    );
+    // Officers heard nothing of the escalation (it is not theirs), and a restart sends
+    // nothing again.
+    assert_eq!(rows.len(), 21);
+    drop(engine);
+    let mut engine = open_engine(&registry, &path, policy, secs(3701));
+    engine.flush_due(secs(3701)).unwrap();
+    assert_eq!(outbox(&path).len(), 21);
+}
+
+#[test]
+fn above_town_contacts_hear_at_most_once_per_group_wait_and_of_every_town() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stockpile.db");
+    let registry = digest_registry(20);
+    let policy = Policy {
+        group_wait: Duration::seconds(4),
+        ..policy()
+    };
+    // Firings spread over ten seconds, windows of four: several digests.
+    twenty_towns_escalating(&path, policy, &registry);
+    let rows = outbox(&path);
+    let digests: Vec<&OutboxRow> = rows
+        .iter()
+        .filter(|n| n.recipient == DIGEST_DISTRICT)
+        .collect();
+    assert!(digests.len() > 1, "{digests:#?}");
+    for pair in digests.windows(2) {
+        assert!(
+            pair[1].created - pair[0].created >= policy.group_wait,
+            "{pair:#?}"
+        );
+    }
+    let mut told: Vec<i64> = digests.iter().flat_map(|d| d.alert_ids.clone()).collect();
+    told.sort_unstable();
+    told.dedup();
+    assert_eq!(
+        told.len(),
+        20,
+        "every town's alert reached the district once"
+    );
+    assert_eq!(digests.iter().map(|d| d.alert_ids.len()).sum::<usize>(), 20);
+}
+
+#[test]
+fn a_digest_of_one_town_reads_as_the_towns_own_message() {
+    let mut fx = Fixture::new(policy());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(0));
+    fx.sent();
+    fx.tick(mins(30));
+    let rows = fx.new_rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].recipient, CLUSTER);
+    assert_eq!(rows[0].town, "jingshan");
+    assert!(!rows[0].dedup_key.starts_with("digest."));
+}
+
+#[test]
+fn officers_keep_one_message_per_town_while_their_cluster_gets_one_for_both() {
+    let mut fx = Fixture::new(Policy {
+        repeat_every: Duration::minutes(50),
+        ..policy()
+    });
+    let donghua = fx.registry.town_idx("donghua").unwrap();
+    let both = vec![
+        (
+            fx.jingshan,
+            TownEvaluation {
+                conditions: vec![water(Rule::ReserveBelowTarget, 2.5)],
+                reserves: vec![water_detail(2.5)],
+            },
+        ),
+        (
+            donghua,
+            TownEvaluation {
+                conditions: vec![Condition {
+                    town: donghua,
+                    ..water(Rule::ReserveBelowTarget, 2.0)
+                }],
+                reserves: vec![water_detail(2.0)],
+            },
+        ),
+    ];
+    fx.engine.observe(&both, mins(0)).unwrap();
+    fx.tick(mins(0));
+    assert_eq!(fx.sent().len(), 2, "one per town officer");
+    fx.tick(mins(30));
+    let escalated = fx.sent();
+    assert_eq!(escalated.len(), 1, "{escalated:?}");
+    assert_eq!(escalated[0].0, CLUSTER);
+    assert_eq!(
+        escalated[0].2,
+        "[Stockpile] ESCALATED, CRITICAL: 2 towns, worst: 东华门街道 饮用水 2 days left (target 3)"
+    );
+    // A reminder: each officer about their town, the cluster once about both.
+    fx.tick(mins(50));
+    let mut reminded: Vec<String> = fx.sent().into_iter().map(|s| s.0).collect();
+    reminded.sort();
+    assert_eq!(reminded, vec!["dh@example.org", OFFICER, CLUSTER]);
+}

@@ -4,6 +4,7 @@
 
 mod channels;
 mod channels_file;
+mod digests;
 mod end_to_end;
 mod helpers;
 mod scenarios;
