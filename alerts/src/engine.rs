@@ -26,6 +26,7 @@ use store::{AckRow, AlertState, NewNotification, SilenceRow, Store, StoreError};
 
 use crate::alert::{self, Alert, Event, LEVEL_CITY, LEVEL_TOWN, merge_event};
 use crate::channel::{ChannelKind, channel_id};
+use crate::drill::Drill;
 use crate::render::{DigestTown, Item, Message, Renderer, TownNames};
 use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
 
@@ -159,6 +160,9 @@ pub struct Engine {
     resolved: HashMap<TownIdx, Vec<Alert>>,
     /// Silences in force (expired ones are dropped by [`Engine::expire_silences`]).
     silences: Vec<Silence>,
+    /// Drills running (one that ends is dropped by [`Engine::run_timers`] or
+    /// [`Engine::end_drill`], with its alerts resolved).
+    drills: Vec<Drill>,
     /// Towns with notices waiting, and when their group is flushed.
     flush_at: BTreeMap<TownIdx, DateTime<Utc>>,
     /// When the open digest window closes: every town with news for a contact above
@@ -193,6 +197,7 @@ impl Engine {
             open: HashMap::new(),
             resolved: HashMap::new(),
             silences: Vec::new(),
+            drills: Vec::new(),
             flush_at: BTreeMap::new(),
             digest_at: None,
             influx_series: false,
@@ -261,6 +266,12 @@ impl Engine {
             .into_iter()
             .filter_map(Silence::from_row)
             .filter(|s| s.is_active(now))
+            .collect();
+        self.drills = self
+            .store
+            .list_drills(Some(now))?
+            .into_iter()
+            .filter_map(|row| Drill::from_row(&self.registry, row))
             .collect();
         Ok(())
     }
@@ -387,6 +398,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> TownChange {
         let town_id = self.registry.town(town).id.to_string();
+        let drill = self.drill_of(town, now).map(|d| d.row.id);
         let mut change = TownChange {
             town,
             next: BTreeMap::new(),
@@ -405,7 +417,7 @@ impl Engine {
             let silenced = self.silenced(town, condition.rule, condition.detail.facility(), now);
             let mut alert = match current.get(&key) {
                 Some(alert) => alert.clone(),
-                None => new_alert(key.clone(), condition, now),
+                None => new_alert(key.clone(), condition, drill, now),
             };
             let before = alert.clone();
             change.notice |= step(&mut alert, condition, silenced, &self.policy, now);
@@ -482,9 +494,11 @@ impl Engine {
             .collect()
     }
 
-    /// Turns due reminders and escalations into notices.
+    /// Ends drills that are over, then turns due reminders and escalations into
+    /// notices. A drill alert's escalation stops at its drill's scope.
     pub fn run_timers(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut changed: Vec<Alert> = Vec::new();
+        self.end_due_drills(now)?;
+        let mut changed: Vec<(Alert, bool)> = Vec::new();
         for alerts in self.open.values() {
             for alert in alerts.values() {
                 if !alert.awaits_ack()
@@ -499,15 +513,21 @@ impl Engine {
                     alert.remind_at = None;
                     due = true;
                 }
-                if alert.escalate_at.is_some_and(|t| t <= now) && alert.escalation < LEVEL_CITY {
+                let reach = self.reach(&alert);
+                if alert.escalate_at.is_some_and(|t| t <= now) && alert.escalation < reach {
                     alert.escalated_from.get_or_insert(alert.escalation);
                     alert.escalation += 1;
                     alert.escalate_at = None;
                     due = true;
+                } else if alert.escalate_at.is_some_and(|t| t <= now) && alert.escalation >= reach {
+                    // A drill's alert at the edge of its scope: nobody further to tell.
+                    alert.escalate_at = None;
+                    alert.updated = now;
+                    changed.push((alert.clone(), false));
                 }
                 if due {
                     alert.updated = now;
-                    changed.push(alert);
+                    changed.push((alert, true));
                 }
             }
         }
@@ -515,16 +535,18 @@ impl Engine {
             return Ok(());
         }
         let mut batch = self.store.alert_batch()?;
-        for alert in &changed {
+        for (alert, _) in &changed {
             batch.update_alert(&alert::encode(alert, &self.registry))?;
         }
         batch.commit()?;
-        for alert in changed {
+        for (alert, notice) in changed {
             let town = alert.town;
             if let Some(alerts) = self.open.get_mut(&town) {
                 alerts.insert(alert.key.clone(), alert);
             }
-            self.schedule_flush(town, now);
+            if notice {
+                self.schedule_flush(town, now);
+            }
         }
         Ok(())
     }
@@ -797,7 +819,8 @@ impl Engine {
                     (r, e) => r.or(e),
                 }
             });
-        flushes.chain(timers).min()
+        let drill_ends = self.drills.iter().map(|d| d.row.end());
+        flushes.chain(timers).chain(drill_ends).min()
     }
 
     /// Records an acknowledgement: reminders and escalation stop. An alert already
@@ -878,6 +901,117 @@ impl Engine {
         let before = self.silences.len();
         self.silences.retain(|s| s.is_active(now));
         self.silences.len() != before
+    }
+
+    /// The drill running at `town` at `now`; of several, the narrowest.
+    fn drill_of(&self, town: TownIdx, now: DateTime<Utc>) -> Option<&Drill> {
+        self.drills
+            .iter()
+            .filter(|d| d.row.is_active(now) && d.scope.covers(&self.registry, town))
+            .min_by_key(|d| d.scope.reach())
+    }
+
+    /// How far `alert` may escalate: a drill alert no further than its drill's scope
+    /// (a drill whose record is gone: its town officers).
+    fn reach(&self, alert: &Alert) -> u8 {
+        match alert.drill {
+            None => LEVEL_CITY,
+            Some(id) => self
+                .drills
+                .iter()
+                .find(|d| d.row.id == id)
+                .map_or(LEVEL_TOWN, |d| d.scope.reach()),
+        }
+    }
+
+    /// Starts `drill` (validated): alerts raised in its scope from now on are its.
+    pub fn start_drill(&mut self, mut drill: Drill) -> Result<Drill, StoreError> {
+        let mut batch = self.store.alert_batch()?;
+        drill.row.id = batch.insert_drill(&drill.row)?;
+        batch.commit()?;
+        self.drills.push(drill.clone());
+        Ok(drill)
+    }
+
+    /// Ends drill `id` now, resolving its alerts. False when no such drill runs.
+    pub fn end_drill(&mut self, id: i64, by: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        if !self.drills.iter().any(|d| d.row.id == id) {
+            return Ok(false);
+        }
+        let closing = self.drill_alerts_closed(&[id], now);
+        let mut batch = self.store.alert_batch()?;
+        let ended = batch.end_drill(id, now, by)?;
+        write_closed(&mut batch, &closing, &self.registry)?;
+        batch.commit()?;
+        self.forget_closed(&closing);
+        self.drills.retain(|d| d.row.id != id);
+        Ok(ended)
+    }
+
+    /// Ends the drills whose time is up, resolving their alerts.
+    fn end_due_drills(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let over: Vec<i64> = self
+            .drills
+            .iter()
+            .filter(|d| !d.row.is_active(now))
+            .map(|d| d.row.id)
+            .collect();
+        if over.is_empty() {
+            return Ok(());
+        }
+        let closing = self.drill_alerts_closed(&over, now);
+        if !closing.is_empty() {
+            let mut batch = self.store.alert_batch()?;
+            write_closed(&mut batch, &closing, &self.registry)?;
+            batch.commit()?;
+            self.forget_closed(&closing);
+        }
+        self.drills.retain(|d| !over.contains(&d.row.id));
+        tracing::info!(message = "Drills ended.", drills = ?over, alerts = closing.len());
+        Ok(())
+    }
+
+    /// The open alerts of `drills`, as they are once the drill is over: resolved
+    /// without a message (an exercise's figures are no news once it ends; a condition
+    /// that still holds is raised again as a real alert), or forgotten when pending.
+    fn drill_alerts_closed(&self, drills: &[i64], now: DateTime<Utc>) -> Vec<Alert> {
+        self.open
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|a| a.drill.is_some_and(|d| drills.contains(&d)))
+            .map(|a| {
+                let mut a = a.clone();
+                if a.state == AlertState::Firing {
+                    a.state = AlertState::Resolved;
+                    a.resolved_at = Some(now);
+                }
+                a.remind_at = None;
+                a.escalate_at = None;
+                a.notify_event = None;
+                if let Some(from) = a.escalated_from.take() {
+                    a.escalation = from;
+                }
+                a.updated = now;
+                a
+            })
+            .collect()
+    }
+
+    fn forget_closed(&mut self, closed: &[Alert]) {
+        for alert in closed {
+            if let Some(alerts) = self.open.get_mut(&alert.town) {
+                alerts.remove(&alert.key);
+                if alerts.is_empty() {
+                    self.open.remove(&alert.town);
+                }
+            }
+        }
+    }
+
+    /// Drills running, for tests and diagnostics.
+    #[cfg(test)]
+    pub fn drills(&self) -> &[Drill] {
+        &self.drills
     }
 
     /// Open alerts, for tests and diagnostics.
@@ -990,6 +1124,22 @@ fn firing_series(
         .collect()
 }
 
+/// Drill alerts closed at the drill's end: pending ones deleted, the others updated.
+fn write_closed(
+    batch: &mut store::AlertBatch<'_>,
+    closed: &[Alert],
+    registry: &Registry,
+) -> Result<(), StoreError> {
+    for alert in closed {
+        if alert.state == AlertState::Pending {
+            batch.delete_alert(alert.id)?;
+        } else {
+            batch.update_alert(&alert::encode(alert, registry))?;
+        }
+    }
+    Ok(())
+}
+
 fn silenced(
     silences: &[Silence],
     registry: &Registry,
@@ -1007,7 +1157,8 @@ fn silenced(
         .any(|s| s.is_active(now) && s.matches(town_id, rule, facility))
 }
 
-fn new_alert(key: String, c: &Condition, now: DateTime<Utc>) -> Alert {
+/// A new alert of `c`, raised in `drill` when one covers its town.
+fn new_alert(key: String, c: &Condition, drill: Option<i64>, now: DateTime<Utc>) -> Alert {
     Alert {
         id: 0,
         key,
@@ -1030,6 +1181,7 @@ fn new_alert(key: String, c: &Condition, now: DateTime<Utc>) -> Alert {
         escalated_from: None,
         notify_seq: 0,
         updated: now,
+        drill,
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::AlertsError;
 use crate::alert::{Alert, Event};
 use crate::channel::{ChannelKind, channel_id};
+use crate::drill::{Drill, DrillView, NewDrill};
 use crate::engine::Silence;
 use crate::redact::url_origin;
 use crate::render::Renderer;
@@ -121,6 +122,10 @@ pub struct AlertView {
     pub detail: serde_json::Value,
     /// Where to acknowledge it: `POST` with `{"note": "…"}`.
     pub ack_path: String,
+    /// Raised in a drill (docs/design.md#drills): an exercise, not a real shortfall.
+    pub drill: bool,
+    /// The drill's id, when it is one.
+    pub drill_id: Option<i64>,
 }
 
 impl AlertView {
@@ -311,6 +316,15 @@ pub(crate) enum Command {
         id: i64,
         reply: oneshot::Sender<Result<bool, AlertsError>>,
     },
+    StartDrill {
+        drill: Drill,
+        reply: oneshot::Sender<Result<Drill, AlertsError>>,
+    },
+    EndDrill {
+        id: i64,
+        by: String,
+        reply: oneshot::Sender<Result<bool, AlertsError>>,
+    },
 }
 
 /// Shared by the API's handlers: cheap to clone.
@@ -419,6 +433,38 @@ impl AlertsHandle {
     pub async fn delete_silence(&self, id: i64) -> Result<bool, AlertsError> {
         let (reply, answer) = oneshot::channel();
         self.ask(Command::DeleteSilence { id, reply }, answer).await
+    }
+
+    /// Drills running now, or every drill ever started with `include_ended`, newest
+    /// first.
+    pub async fn drills(&self, include_ended: bool) -> Result<Vec<DrillView>, AlertsError> {
+        let now = Utc::now();
+        let since = (!include_ended).then_some(now);
+        let rows = self.inner.reader.run(move |s| s.list_drills(since)).await?;
+        let registry = &self.inner.registry;
+        Ok(rows
+            .iter()
+            .map(|row| DrillView::new(registry, row, now))
+            .collect())
+    }
+
+    /// Starts a drill: alerts raised in its scope until it ends are drill alerts.
+    pub async fn start_drill(&self, new: NewDrill) -> Result<DrillView, AlertsError> {
+        let now = Utc::now();
+        let drill = new.validate(&self.inner.registry, now)?;
+        let (reply, answer) = oneshot::channel();
+        let drill = self
+            .ask(Command::StartDrill { drill, reply }, answer)
+            .await?;
+        Ok(DrillView::new(&self.inner.registry, &drill.row, now))
+    }
+
+    /// Ends a running drill now, resolving its alerts. False when none with this id
+    /// runs.
+    pub async fn end_drill(&self, id: i64, by: &str) -> Result<bool, AlertsError> {
+        let (reply, answer) = oneshot::channel();
+        let by = by.to_owned();
+        self.ask(Command::EndDrill { id, by, reply }, answer).await
     }
 
     /// Notifications matching `filter`, newest first.
@@ -551,6 +597,8 @@ impl AlertsHandle {
             },
             detail: serde_json::to_value(&alert.detail).unwrap_or(serde_json::Value::Null),
             ack_path: format!("/api/v1/alerts/{}/ack", alert.id),
+            drill: alert.drill.is_some(),
+            drill_id: alert.drill,
         }
     }
 }

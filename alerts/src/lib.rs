@@ -21,6 +21,7 @@
 mod alert;
 pub mod channel;
 mod config;
+pub mod drill;
 mod engine;
 mod handle;
 pub mod link;
@@ -489,6 +490,9 @@ fn carry_out(engine: &mut Engine, command: Command) -> bool {
             }
             let _ = reply.send(result);
             lifted
+        }
+        command @ (Command::StartDrill { .. } | Command::EndDrill { .. }) => {
+            drill::carry_out(engine, command, now)
         }
     }
 }

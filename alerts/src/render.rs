@@ -137,7 +137,10 @@ impl Renderer {
         items: &[Item<'_>],
         others: &[&Alert],
     ) -> Message {
-        let items = sorted(items);
+        let mut items = sorted(items);
+        // A real problem heads a message before any drill's: the subject and the SMS
+        // speak of the head, and are marked a drill only when it is one.
+        items.sort_by_key(|i| i.alert.drill.is_some());
         let Some(head) = items.first().copied() else {
             return Message {
                 subject: self.subject_prefix.clone(),
@@ -147,8 +150,14 @@ impl Renderer {
             };
         };
         let more = items.len() - 1 + others.len();
-        let subject = self.subject(lang, town, head, more);
-        let email = self.email(lang, town, &items, others, &subject);
+        let drill = head.alert.drill.is_some().then(|| drill_tag(lang));
+        let subject = format!(
+            "{}{}",
+            drill.unwrap_or(""),
+            self.subject(lang, town, head, more)
+        );
+        let mut email = self.email(lang, town, &items, others, &subject);
+        email.intro = format!("{}{}", drill.unwrap_or(""), email.intro);
         Message {
             text: render("email.txt", &email),
             html: render("email.html", &email),
@@ -245,6 +254,7 @@ impl Renderer {
                     "since": i.alert.since,
                     "detail": i.alert.detail,
                     "ack_url": self.ack_url(i.alert.id),
+                    "drill": i.alert.drill.is_some(),
                 })).collect::<Vec<_>>(),
             })
         };
@@ -366,7 +376,10 @@ impl Renderer {
     /// what the reader should know about the figures.
     fn line(&self, lang: Lang, alert: &Alert, event: Event) -> String {
         let w = Words::of(lang);
-        let mut line = self.headline(lang, alert, event);
+        let mut line = match alert.drill {
+            Some(_) => format!("{}{}", drill_tag(lang), self.headline(lang, alert, event)),
+            None => self.headline(lang, alert, event),
+        };
         let quotes_its_time =
             matches!(alert.detail, Detail::Silent { .. } | Detail::Offline { .. });
         if event == Event::Resolved {
@@ -391,8 +404,12 @@ impl Renderer {
     /// the sender; the problem is cut last, and how to acknowledge stays.
     fn sms(&self, lang: Lang, town: &TownNames, head: Item<'_>, more: usize) -> String {
         let w = Words::of(lang);
+        // A drill's SMS starts with its tag instead of the sender's name: the core is
+        // cut from its end, so the tag stays whatever else must go.
+        let drill = head.alert.drill.is_some();
         let core = format!(
-            "{}{}{} {}",
+            "{}{}{}{} {}",
+            if drill { drill_tag(lang) } else { "" },
             w.prefix(head.event, head.alert.severity),
             w.colon,
             town.name,
@@ -413,7 +430,7 @@ impl Renderer {
             _ => 1,
         };
         let parts: Vec<(String, u8)> = [
-            (Some(w.sms_brand.to_owned()), 2),
+            (Some(w.sms_brand.to_owned()).filter(|_| !drill), 2),
             (Some(core), SMS_CORE),
             (since, 0),
             (more, 1),
@@ -448,6 +465,24 @@ impl Renderer {
                 r.hours_to_target.map_or_else(|| "?".to_owned(), num)
             ),
         }
+    }
+}
+
+/// What a drill's messages start with, and a drill alert's line
+/// (docs/design.md#drills).
+pub(crate) fn drill_tag(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Zh => "【演练】",
+        Lang::En => "[DRILL] ",
+    }
+}
+
+/// What a digest starts with when some, not all, of its alerts are a drill's: its
+/// headline may be one.
+pub(crate) fn some_drill_tag(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Zh => "【含演练】",
+        Lang::En => "[INCL. DRILL] ",
     }
 }
 
@@ -1090,6 +1125,7 @@ mod tests {
             escalated_from: None,
             notify_seq: 0,
             updated: t(6, 5),
+            drill: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub enum Entity {
     Category,
     Alert,
     Silence,
+    Drill,
     /// A district, cluster or town named by an export's `scope`.
     Scope,
 }
@@ -29,6 +30,7 @@ impl Entity {
             Entity::Category => "unknown_category",
             Entity::Alert => "unknown_alert",
             Entity::Silence => "unknown_silence",
+            Entity::Drill => "unknown_drill",
             Entity::Scope => "unknown_scope",
         }
     }
@@ -41,6 +43,7 @@ impl Entity {
             Entity::Category => "category",
             Entity::Alert => "alert",
             Entity::Silence => "silence",
+            Entity::Drill => "drill",
             Entity::Scope => "scope",
         }
     }

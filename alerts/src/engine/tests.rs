@@ -1114,3 +1114,144 @@ fn officers_keep_one_message_per_town_while_their_cluster_gets_one_for_both() {
     reminded.sort();
     assert_eq!(reminded, vec!["dh@example.org", OFFICER, CLUSTER]);
 }
+
+// --- Drills (docs/design.md#drills) ---
+
+fn drill(fx: &mut Fixture, scope: &str, duration: &str, at: DateTime<Utc>) -> i64 {
+    let new = crate::drill::NewDrill {
+        scope: scope.into(),
+        duration: duration.into(),
+        started_by: "admin".into(),
+        note: "季度演练".into(),
+    };
+    let drill = new.validate(&fx.registry, at).unwrap();
+    fx.engine.start_drill(drill).unwrap().row.id
+}
+
+#[test]
+fn a_cluster_drills_alerts_say_so_and_escalate_no_further_than_the_cluster() {
+    let mut fx = Fixture::new(policy());
+    let id = drill(&mut fx, "cluster:c01", "2h", mins(0));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(1));
+    let rows = fx.new_rows();
+    let email = rows.iter().find(|r| r.channel == "email").unwrap();
+    assert_eq!(email.subject, format!("【演练】{BELOW}"));
+    assert!(email.body.starts_with("【演练】"), "{}", email.body);
+    let html = email.html.as_deref().unwrap();
+    assert!(
+        html.contains("<p style=\"font-size: 16px;\">【演练】"),
+        "{html}"
+    );
+    let sms = rows.iter().find(|r| r.channel == "sms").unwrap();
+    assert!(sms.body.starts_with("【演练】"), "{}", sms.body);
+    assert!(crate::fits_one_sms(&sms.body), "{}", sms.body);
+    assert_eq!(fx.only_alert().drill, Some(id));
+
+    fx.tick(mins(31));
+    assert_eq!(
+        fx.sent(),
+        vec![to(
+            CLUSTER,
+            "escalate",
+            "[DRILL] [Stockpile] ESCALATED, CRITICAL: 景山街道 饮用水 2.5 days left (target 3)"
+        )]
+    );
+    // The cluster is the drill's edge: the district is never told.
+    fx.tick(mins(61));
+    fx.tick(mins(91));
+    assert_eq!(fx.sent(), vec![]);
+    assert_eq!(fx.only_alert().escalation, 1);
+    // Nothing left to wake for but the drill's end (the reminder is 4 h on).
+    assert_eq!(fx.engine.next_wake(mins(91)), Some(mins(120)));
+
+    // The drill ends: its alert resolves without a message, and the shortfall, still
+    // there, is raised again as a real alert.
+    fx.tick(mins(120));
+    assert_eq!(fx.sent(), vec![]);
+    assert_eq!(fx.engine.open_alerts().count(), 0);
+    assert!(fx.engine.drills().is_empty());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(121));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "fired", BELOW)]);
+    assert_eq!(fx.only_alert().drill, None);
+}
+
+#[test]
+fn a_town_drill_stays_with_town_officers_across_a_restart_and_ends_early() {
+    let mut fx = Fixture::new(policy());
+    let id = drill(&mut fx, "towns:jingshan", "1h", mins(0));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(1));
+    assert_eq!(
+        fx.sent(),
+        vec![to(OFFICER, "fired", &format!("【演练】{BELOW}"))]
+    );
+
+    fx.restart(mins(2));
+    assert_eq!(fx.engine.drills().len(), 1);
+    assert_eq!(fx.only_alert().drill, Some(id));
+    fx.tick(mins(31));
+    fx.tick(mins(45));
+    assert_eq!(fx.sent(), vec![], "a town drill never leaves the town");
+
+    assert!(fx.engine.end_drill(id, "admin", mins(50)).unwrap());
+    assert!(!fx.engine.end_drill(id, "admin", mins(50)).unwrap());
+    assert_eq!(fx.engine.open_alerts().count(), 0);
+    fx.restart(mins(51));
+    assert!(fx.engine.drills().is_empty(), "an ended drill stays ended");
+    let store = Store::open(&fx.path, StoreOptions::default()).unwrap();
+    let row = store.alert(1).unwrap().unwrap();
+    assert_eq!((row.state, row.drill), (AlertState::Resolved, Some(id)));
+}
+
+#[test]
+fn alerts_outside_a_drills_scope_and_alerts_open_before_it_stay_real() {
+    let mut fx = Fixture::new(policy());
+    // Jingshan's power unit fails before the drill; the drill covers donghua only.
+    fx.step(vec![power_not_ready()], mins(0));
+    drill(&mut fx, "city", "1h", mins(1));
+    drill(&mut fx, "towns:donghua", "1h", mins(1));
+    fx.step(
+        vec![power_not_ready(), water(Rule::ReserveBelowTarget, 2.5)],
+        mins(2),
+    );
+    let by_rule = |rule: Rule| {
+        fx.engine
+            .open_alerts()
+            .find(|a| a.rule == rule)
+            .map(|a| a.drill)
+            .unwrap()
+    };
+    assert_eq!(by_rule(Rule::PowerNotReady), None, "open before the drill");
+    // Jingshan is in the city drill (donghua's narrower one does not cover it).
+    assert!(by_rule(Rule::ReserveBelowTarget).is_some());
+}
+
+#[test]
+fn a_message_about_a_real_and_a_drill_alert_is_headed_by_the_real_one() {
+    let mut fx = Fixture::new(Policy {
+        group_wait: Duration::seconds(10),
+        ..policy()
+    });
+    // Food runs short just before the drill starts (real); water, critical, during it
+    // (a drill's). Both are told in one message: the real warning heads it, though
+    // the drill's problem is worse, so the subject and SMS speak of the real one.
+    fx.step(vec![food(Rule::ReserveNearTarget, 3.2)], secs(0));
+    drill(&mut fx, "towns:jingshan", "1h", secs(1));
+    fx.step(
+        vec![
+            food(Rule::ReserveNearTarget, 3.2),
+            water(Rule::ReserveBelowTarget, 2.5),
+        ],
+        secs(2),
+    );
+    fx.tick(secs(12));
+    let rows = fx.new_rows();
+    let email = rows.iter().find(|r| r.channel == "email").unwrap();
+    assert!(
+        email.subject.starts_with("[Stockpile] 警告"),
+        "{}",
+        email.subject
+    );
+    assert!(email.body.contains("【演练】饮用水"), "{}", email.body);
+    let sms = rows.iter().find(|r| r.channel == "sms").unwrap();
+    assert!(!sms.body.contains("演练"), "{}", sms.body);
+}

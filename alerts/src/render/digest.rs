@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     Item, Message, Renderer, SMS_CORE, TownNames, WEBHOOK_TEXT_MAX_BYTES, Words, colour,
-    compose_sms_in, cut_bytes, fits_sms, is_robot_url, render, sorted,
+    compose_sms_in, cut_bytes, drill_tag, fits_sms, is_robot_url, render, some_drill_tag, sorted,
 };
 use crate::alert::{Alert, Event};
 use crate::config::WebhookFormat;
@@ -91,11 +91,23 @@ impl Renderer {
             first.names.name,
             self.headline(lang, head.alert, head.event),
         );
-        let view = self.digest_view(lang, &towns, head, &subject);
+        // A drill's digest starts with its tag (docs/design.md#drills).
+        let drills = towns
+            .iter()
+            .flat_map(|t| &t.items)
+            .map(|i| i.alert.drill.is_some());
+        let tag = match (drills.clone().all(|d| d), drills.into_iter().any(|d| d)) {
+            (true, _) => drill_tag(lang),
+            (false, true) => some_drill_tag(lang),
+            (false, false) => "",
+        };
+        let subject = format!("{tag}{subject}");
+        let mut view = self.digest_view(lang, &towns, head, &subject);
+        view.intro = format!("{tag}{}", view.intro);
         Message {
             text: render("digest.txt", &view),
             html: render("digest.html", &view),
-            sms: self.digest_sms(lang, &towns, head),
+            sms: self.digest_sms(lang, &towns, head, tag),
             subject,
         }
     }
@@ -169,12 +181,19 @@ impl Renderer {
 
     /// One SMS: how many towns and how many critical, the worst towns as far as they
     /// fit, and how to acknowledge.
-    fn digest_sms(&self, lang: Lang, towns: &[&DigestTown<'_>], head: Item<'_>) -> String {
+    fn digest_sms(
+        &self,
+        lang: Lang,
+        towns: &[&DigestTown<'_>],
+        head: Item<'_>,
+        drill_tag: &str,
+    ) -> String {
         let w = Words::of(lang);
         let d = DigestWords::of(lang);
         let critical: usize = towns.iter().map(|t| t.critical()).sum();
+        // A drill's tag starts the core, which is cut from its end only.
         let core = format!(
-            "{}{}{}",
+            "{drill_tag}{}{}{}",
             w.prefix(head.event, head.alert.severity),
             w.colon,
             d.sms_count(towns.len(), critical)
@@ -200,7 +219,10 @@ impl Renderer {
             (Some(ack), Some(_)) if !fits_sms(&format!("{core}{ack}"), 1) => 2,
             _ => 1,
         };
-        let mut parts = vec![(w.sms_brand.to_owned(), 3), (core, SMS_CORE)];
+        let mut parts = vec![(core, SMS_CORE)];
+        if drill_tag.is_empty() {
+            parts.insert(0, (w.sms_brand.to_owned(), 3));
+        }
         parts.extend(worst);
         parts.extend(ack.map(|ack| (ack, SMS_CORE - 1)));
         compose_sms_in(&parts, segments)
@@ -464,6 +486,7 @@ mod tests {
             escalated_from: None,
             notify_seq: 0,
             updated: t(6, 5),
+            drill: None,
         }
     }
 

@@ -5,6 +5,7 @@
 mod channels;
 mod channels_file;
 mod digests;
+mod drills;
 mod end_to_end;
 mod helpers;
 mod scenarios;

@@ -6,6 +6,7 @@ mod alerts;
 mod audit;
 mod board;
 mod clusters;
+mod drill;
 mod export;
 mod facilities;
 mod facility_readings;
@@ -130,6 +131,8 @@ fn alert_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::ack_alert))
         .routes(routes!(alerts::list_silences, alerts::add_silence))
         .routes(routes!(alerts::delete_silence))
+        .routes(routes!(drill::list_drills, drill::start_drill))
+        .routes(routes!(drill::end_drill))
 }
 
 /// Routes that authenticate by other means than a bearer token: the pages of signed

@@ -6,6 +6,7 @@ mod auth;
 mod board;
 mod board_chromium;
 mod clusters;
+mod drill;
 mod export;
 mod facilities;
 mod helpers;

@@ -155,6 +155,9 @@ pub struct Alert<K: AlertKinds> {
     /// Notifications flushed for this alert so far; part of outbox dedup keys.
     pub notify_seq: u32,
     pub updated: DateTime<Utc>,
+    /// The drill it was raised in ([`crate::DrillRow`]); `None` for a real alert. Set
+    /// when inserted, never changed.
+    pub drill: Option<i64>,
 }
 
 /// An alert as the store reads and writes it.
@@ -188,6 +191,7 @@ impl<K: AlertKinds> Alert<K> {
             escalated_from: self.escalated_from,
             notify_seq: self.notify_seq,
             updated: self.updated,
+            drill: self.drill,
         })
     }
 
@@ -308,13 +312,13 @@ pub struct OutboxCounts {
 
 const ALERT_COLUMNS: &str = "id, key, town, rule, subject, severity, state, detail, since, \
      created, fired_at, resolved_at, acked_by, acked_at, ack_note, escalation, remind_at, \
-     escalate_at, notified_at, notify_event, escalated_from, notify_seq, updated";
+     escalate_at, notified_at, notify_event, escalated_from, notify_seq, updated, drill";
 
 pub(super) const OUTBOX_COLUMNS: &str = "id, dedup_key, town, alert_ids, event, contact, channel, \
      recipient, subject, body, html, state, attempts, next_attempt, last_error, created, sent_at";
 
 /// Columns an update leaves as inserted: they make the alert's identity.
-const IMMUTABLE_ALERT_COLUMNS: [&str; 3] = ["key", "town", "subject"];
+const IMMUTABLE_ALERT_COLUMNS: [&str; 4] = ["key", "town", "subject", "drill"];
 
 /// A value to bind, owned so that insert and update can share one list of them.
 fn value(v: impl ToSql) -> rusqlite::Result<Value> {
@@ -565,8 +569,8 @@ impl Store {
 /// back.
 #[derive(Debug)]
 pub struct AlertBatch<'s> {
-    tx: rusqlite::Transaction<'s>,
-    path: &'s std::path::Path,
+    pub(super) tx: rusqlite::Transaction<'s>,
+    pub(super) path: &'s std::path::Path,
 }
 
 impl AlertBatch<'_> {
@@ -632,6 +636,7 @@ impl AlertBatch<'_> {
                 ("escalated_from", value(alert.escalated_from)?),
                 ("notify_seq", value(alert.notify_seq)?),
                 ("updated", value(Millis(alert.updated))?),
+                ("drill", value(alert.drill)?),
             ])
         };
         values().map_err(sqlite_error(self.path, action))
@@ -819,6 +824,7 @@ impl FromRow for AlertRow {
             escalated_from: row.get("escalated_from")?,
             notify_seq: row.get("notify_seq")?,
             updated: row.get::<Millis>("updated")?.0,
+            drill: row.get("drill")?,
         })
     }
 }
@@ -944,6 +950,7 @@ mod tests {
             escalated_from: None,
             notify_seq: 1,
             updated: t(1),
+            drill: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod alerts;
 mod async_store;
 mod audit;
 mod body;
+mod drill;
 mod prune;
 mod reject;
 mod row;
@@ -37,6 +38,7 @@ pub use alerts::{
 };
 pub use async_store::AsyncStore;
 pub use audit::{AuditRow, NewAudit};
+pub use drill::DrillRow;
 pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 pub use source::{ManualEntry, ReadingSource};

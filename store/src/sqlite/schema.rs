@@ -177,6 +177,22 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     ) STRICT;
     CREATE INDEX outbox_recipient ON outbox (channel, recipient, id);",
+    // Drills (issue 14, docs/design.md#drills): an exercise over a scope for a while.
+    // Alerts raised in its scope while it runs name it in `alerts.drill`, so their
+    // messages say they are a drill and their escalation stops at the drill's scope.
+    // `ended` is set when an admin ends one early; the drill is over at the earlier of
+    // `until` and `ended`. Kept forever, like the audit log: a few rows a month.
+    "CREATE TABLE drills (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,          -- city | district:<id> | cluster:<id> | towns:<id>,<id>
+        started INTEGER NOT NULL,     -- epoch ms
+        until INTEGER NOT NULL,       -- epoch ms: when it ends by itself
+        ended INTEGER,                -- epoch ms: when it was ended early
+        started_by TEXT NOT NULL,     -- a token's name
+        ended_by TEXT,
+        note TEXT NOT NULL
+    ) STRICT;
+    ALTER TABLE alerts ADD COLUMN drill INTEGER;  -- the drill it was raised in; NULL: real",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is

@@ -148,6 +148,7 @@ fn alert(key: &str, state: AlertState, resolved_at: Option<DateTime<Utc>>) -> Al
         escalated_from: None,
         notify_seq: 1,
         updated: resolved_at.unwrap_or(at),
+        drill: None,
     }
 }
 

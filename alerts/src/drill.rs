@@ -1,0 +1,341 @@
+//! Drills (docs/design.md#drills): the seed asks for regular exercises, and without
+//! this one raises real alerts. While a drill runs, an alert raised in its scope is a
+//! drill alert: its messages start with 【演练】 / [DRILL], its escalation stops at the
+//! drill's scope, and when the drill ends it resolves without a message.
+//!
+//! A scope is written as a string, like the resource list's (`GET
+//! /api/v1/export/resources?scope=`): `city`, `district:<id>`, `cluster:<id>`, or
+//! `towns:<id>,<id>` (`town:<id>` for one).
+
+use chrono::{DateTime, SubsecRound, Utc};
+use reserve::Registry;
+use reserve::registry::{ClusterIdx, DistrictIdx, TownIdx};
+use serde::{Deserialize, Serialize};
+use store::DrillRow;
+
+use crate::AlertsError;
+use crate::alert::{LEVEL_CITY, LEVEL_TOWN};
+use crate::engine::Engine;
+use crate::handle::Command;
+
+/// The longest drill: a drill forgotten by its organiser must not mark a district's
+/// real alerts as exercises for days.
+pub const MAX_DRILL: chrono::Duration = chrono::Duration::hours(24);
+/// The shortest drill worth starting.
+pub const MIN_DRILL: chrono::Duration = chrono::Duration::minutes(1);
+/// Longest note kept, in characters.
+const MAX_NOTE_CHARS: usize = 1000;
+/// Most towns a `towns:` scope names (a bigger exercise is a cluster's or a district's).
+const MAX_TOWNS: usize = 100;
+
+/// What a drill covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrillScope {
+    City,
+    District(DistrictIdx),
+    Cluster(ClusterIdx),
+    Towns(Vec<TownIdx>),
+}
+
+impl DrillScope {
+    /// Reads `city`, `district:<id>`, `cluster:<id>`, `towns:<id>,<id>` or `town:<id>`;
+    /// the error says what is wrong, starting with `scope: `.
+    pub fn parse(registry: &Registry, s: &str) -> Result<DrillScope, String> {
+        let s = s.trim();
+        if s == "city" {
+            return Ok(DrillScope::City);
+        }
+        let unknown = |kind: &str, id: &str| format!("scope: unknown {kind} {id:?}");
+        match s.split_once(':') {
+            Some(("district", id)) => registry
+                .district_idx(id)
+                .map(DrillScope::District)
+                .ok_or_else(|| unknown("district", id)),
+            Some(("cluster", id)) => registry
+                .cluster_idx(id)
+                .map(DrillScope::Cluster)
+                .ok_or_else(|| unknown("cluster", id)),
+            Some(("towns" | "town", ids)) => {
+                let mut towns = Vec::new();
+                for id in ids.split(',').map(str::trim) {
+                    let town = registry.town_idx(id).ok_or_else(|| unknown("town", id))?;
+                    if !towns.contains(&town) {
+                        towns.push(town);
+                    }
+                }
+                if towns.len() > MAX_TOWNS {
+                    return Err(format!(
+                        "scope: at most {MAX_TOWNS} towns; drill their cluster or district"
+                    ));
+                }
+                Ok(DrillScope::Towns(towns))
+            }
+            _ => Err(format!(
+                "scope: expected city, district:<id>, cluster:<id> or towns:<id>,<id>, got {s:?}"
+            )),
+        }
+    }
+
+    /// The scope as [`DrillScope::parse`] reads it (and the store keeps it).
+    pub fn to_text(&self, registry: &Registry) -> String {
+        match self {
+            DrillScope::City => "city".to_owned(),
+            DrillScope::District(d) => format!("district:{}", registry.districts[d.index()].id),
+            DrillScope::Cluster(c) => format!("cluster:{}", registry.clusters[c.index()].id),
+            DrillScope::Towns(towns) => {
+                let ids: Vec<&str> = towns
+                    .iter()
+                    .map(|&t| registry.town(t).id.as_str())
+                    .collect();
+                format!("towns:{}", ids.join(","))
+            }
+        }
+    }
+
+    pub fn covers(&self, registry: &Registry, town: TownIdx) -> bool {
+        let t = registry.town(town);
+        match self {
+            DrillScope::City => true,
+            DrillScope::District(d) => t.district == *d,
+            DrillScope::Cluster(c) => t.cluster == *c,
+            DrillScope::Towns(towns) => towns.contains(&town),
+        }
+    }
+
+    /// The highest escalation level a drill alert may reach: the contacts of the
+    /// drill's own scope (a town drill stays with town officers).
+    pub fn reach(&self) -> u8 {
+        match self {
+            DrillScope::Towns(_) => LEVEL_TOWN,
+            DrillScope::Cluster(_) => 1,
+            DrillScope::District(_) => 2,
+            DrillScope::City => LEVEL_CITY,
+        }
+    }
+}
+
+/// A drill as the engine works with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drill {
+    pub scope: DrillScope,
+    pub row: DrillRow,
+}
+
+impl Drill {
+    /// `None` for a stored drill whose scope no longer fits the registry: it covers
+    /// nothing.
+    pub fn from_row(registry: &Registry, row: DrillRow) -> Option<Drill> {
+        match DrillScope::parse(registry, &row.scope) {
+            Ok(scope) => Some(Drill { scope, row }),
+            Err(why) => {
+                tracing::warn!(message = "Stored drill no longer fits the registry; it covers nothing.", drill = row.id, %why);
+                None
+            }
+        }
+    }
+}
+
+/// A drill to start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+pub struct NewDrill {
+    /// `city`, `district:<id>`, `cluster:<id>` or `towns:<id>,<id>`.
+    pub scope: String,
+    /// How long it runs: `90m`, `2h`, `1h30m` (1 minute to 24 hours).
+    pub duration: String,
+    /// Who starts it (the API's token name).
+    pub started_by: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+impl NewDrill {
+    /// The drill to start at `now`; an error names the field at fault.
+    pub(crate) fn validate(
+        self,
+        registry: &Registry,
+        now: DateTime<Utc>,
+    ) -> Result<Drill, AlertsError> {
+        // The store keeps milliseconds: what the API answers now reads back the same.
+        let now = now.trunc_subsecs(3);
+        let scope = DrillScope::parse(registry, &self.scope).map_err(AlertsError::Invalid)?;
+        let duration = parse_duration(&self.duration).map_err(AlertsError::Invalid)?;
+        if self.started_by.trim().is_empty() {
+            return Err(AlertsError::Invalid("started_by: must not be empty".into()));
+        }
+        Ok(Drill {
+            row: DrillRow {
+                id: 0,
+                scope: scope.to_text(registry),
+                started: now,
+                until: now + duration,
+                ended: None,
+                started_by: self.started_by,
+                note: self.note.chars().take(MAX_NOTE_CHARS).collect(),
+            },
+            scope,
+        })
+    }
+}
+
+/// `2h`, `90m`, `1h30m`, `45s`: whole numbers with units h, m, s, within
+/// [`MIN_DRILL`]..=[`MAX_DRILL`].
+pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    let bad = || format!("duration: expected e.g. \"2h\", \"90m\" or \"1h30m\", got {s:?}");
+    let mut total = chrono::Duration::zero();
+    let mut digits = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        // Bounded before multiplying: 10^18 hours would overflow.
+        if n > MAX_DRILL.num_seconds() {
+            return Err(format!("duration: at most {} hours", MAX_DRILL.num_hours()));
+        }
+        total += match c {
+            'h' => chrono::Duration::hours(n),
+            'm' => chrono::Duration::minutes(n),
+            's' => chrono::Duration::seconds(n),
+            _ => return Err(bad()),
+        };
+    }
+    if !digits.is_empty() || total.is_zero() {
+        return Err(bad());
+    }
+    if total > MAX_DRILL {
+        return Err(format!("duration: at most {} hours", MAX_DRILL.num_hours()));
+    }
+    if total < MIN_DRILL {
+        return Err("duration: at least 1 minute".into());
+    }
+    Ok(total)
+}
+
+/// A drill as `GET /api/v1/drill` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DrillView {
+    pub id: i64,
+    /// `city`, `district:<id>`, `cluster:<id>` or `towns:<id>,<id>`.
+    pub scope: String,
+    /// The scope in words: `city`, or the district's, cluster's or towns' names.
+    pub scope_name: String,
+    /// Who started it (a token's name); absent for public reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    pub started: DateTime<Utc>,
+    /// When it ends (or ended).
+    pub until: DateTime<Utc>,
+    /// When it was ended early, if it was.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// What it exercises; absent for public reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub active: bool,
+}
+
+impl DrillView {
+    pub(crate) fn new(registry: &Registry, row: &DrillRow, now: DateTime<Utc>) -> DrillView {
+        let scope_name = match DrillScope::parse(registry, &row.scope) {
+            Ok(DrillScope::City) => "city".to_owned(),
+            Ok(DrillScope::District(d)) => registry.districts[d.index()].name.clone(),
+            Ok(DrillScope::Cluster(c)) => registry.clusters[c.index()].name.clone(),
+            Ok(DrillScope::Towns(towns)) => towns
+                .iter()
+                .map(|&t| registry.town(t).name.as_str())
+                .collect::<Vec<_>>()
+                .join("、"),
+            Err(_) => row.scope.clone(),
+        };
+        DrillView {
+            id: row.id,
+            scope: row.scope.clone(),
+            scope_name,
+            started_by: Some(row.started_by.clone()),
+            started: row.started,
+            until: row.end(),
+            ended_at: row.ended.as_ref().map(|(at, _)| *at),
+            note: Some(row.note.clone()),
+            active: row.is_active(now),
+        }
+    }
+
+    /// The drill as a caller without a token may see it: what and until when, not
+    /// who or why.
+    pub fn without_people(self) -> DrillView {
+        DrillView {
+            started_by: None,
+            note: None,
+            ..self
+        }
+    }
+}
+
+/// Carries out a drill command from the API. Returns true when every town should be
+/// evaluated again: a drill ended early, and a condition its alerts rested on that
+/// still holds is raised again as a real alert.
+pub(crate) fn carry_out(engine: &mut Engine, command: Command, now: DateTime<Utc>) -> bool {
+    match command {
+        Command::StartDrill { drill, reply } => {
+            let result = engine.start_drill(drill).map_err(AlertsError::from);
+            if let Ok(d) = &result {
+                tracing::info!(
+                    message = "Drill started.",
+                    drill = d.row.id,
+                    scope = %d.row.scope,
+                    by = %d.row.started_by,
+                    until = %d.row.until
+                );
+            }
+            let _ = reply.send(result);
+            false
+        }
+        Command::EndDrill { id, by, reply } => {
+            let result = engine.end_drill(id, &by, now).map_err(AlertsError::from);
+            let ended = matches!(result, Ok(true));
+            if ended {
+                tracing::info!(message = "Drill ended early.", drill = id, by = %by);
+            }
+            let _ = reply.send(result);
+            ended
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them_within_a_day() {
+        let ok: &[(&str, i64)] = &[
+            ("2h", 7200),
+            ("90m", 5400),
+            ("1h30m", 5400),
+            ("24h", 86_400),
+            ("60s", 60),
+            (" 45m ", 2700),
+        ];
+        for (s, secs) in ok {
+            assert_eq!(parse_duration(s).map(|d| d.num_seconds()), Ok(*secs), "{s}");
+        }
+        for bad in [
+            "",
+            "2",
+            "h",
+            "2d",
+            "25h",
+            "1441m",
+            "30s",
+            "0h",
+            "-1h",
+            "2 h",
+            "99999999999999999999h",
+        ] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.starts_with("duration: "), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Drills through the API (docs/design.md#drills): only an admin starts or ends one;
+//! while it runs, alerts raised in its scope show `"drill": true`; the wall board
+//! shows a banner; ending it resolves them, and what still holds is raised as real.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN, AppOptions, OFFICER, VIEWER, spawn_app_with};
+
+/// The below-target water alerts of jingshan: (drill, state) of each, newest first.
+fn water_alerts(list: &Value) -> Vec<(bool, String)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"] == "reserve_below_target" && a["subject"] == "water")
+        .map(|a| {
+            (
+                a["drill"].as_bool().unwrap(),
+                a["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn only_an_admin_starts_a_drill_and_bad_ones_are_named() {
+    let app = spawn_app_with(AppOptions::full()).await;
+    let good = json!({"scope": "cluster:c01", "duration": "2h", "note": "断水演练"});
+    for (who, token, body, status, code, field) in [
+        ("nobody", None, good.clone(), 401, "unauthorized", None),
+        (
+            "a viewer",
+            Some(VIEWER),
+            good.clone(),
+            403,
+            "forbidden",
+            None,
+        ),
+        (
+            "an officer",
+            Some(OFFICER),
+            good.clone(),
+            403,
+            "forbidden",
+            None,
+        ),
+        (
+            "unknown cluster",
+            Some(ADMIN),
+            json!({"scope": "cluster:c99", "duration": "2h"}),
+            422,
+            "invalid_body",
+            Some("scope"),
+        ),
+        (
+            "no such scope kind",
+            Some(ADMIN),
+            json!({"scope": "province:hebei", "duration": "2h"}),
+            422,
+            "invalid_body",
+            Some("scope"),
+        ),
+        (
+            "over a day",
+            Some(ADMIN),
+            json!({"scope": "city", "duration": "25h"}),
+            422,
+            "invalid_body",
+            Some("duration"),
+        ),
+        (
+            "not a duration",
+            Some(ADMIN),
+            json!({"scope": "city", "duration": "soon"}),
+            422,
+            "invalid_body",
+            Some("duration"),
+        ),
+        (
+            "scope missing",
+            Some(ADMIN),
+            json!({"duration": "2h"}),
+            422,
+            "invalid_body",
+            None,
+        ),
+    ] {
+        let answer = app.post_json("/api/v1/drill", token, &body).await;
+        assert_eq!(
+            answer.error(),
+            (status, code.to_owned()),
+            "{who}: {}",
+            answer.text
+        );
+        if let Some(field) = field {
+            assert_eq!(answer.json()["error"]["field"], field, "{who}");
+        }
+    }
+    assert_eq!(app.get_ok("/api/v1/drill").await, json!([]));
+    for token in [Some(OFFICER), None] {
+        let answer = app.delete("/api/v1/drill/1", token).await;
+        assert!(matches!(answer.status, 401 | 403), "{}", answer.text);
+    }
+    let answer = app.delete("/api/v1/drill/1", Some(ADMIN)).await;
+    assert_eq!(answer.error(), (404, "unknown_drill".into()));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_drill_flags_its_alerts_shows_on_the_board_and_ends_early() {
+    let app = spawn_app_with(AppOptions::full()).await;
+    let body = json!({"scope": "towns:jingshan,donghua", "duration": "90m", "note": "断水演练"});
+    let answer = app.post_json("/api/v1/drill", Some(ADMIN), &body).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let drill = answer.json();
+    let id = drill["id"].as_i64().unwrap();
+    assert_eq!(drill["scope"], "towns:jingshan,donghua");
+    assert_eq!(drill["scope_name"], "景山街道、东华门街道");
+    assert_eq!(drill["started_by"], "ops");
+    assert_eq!(drill["active"], true);
+
+    // A wall display without a token sees what and until when, not who or why.
+    let public = app.get("/api/v1/drill", None).await.json();
+    assert_eq!(public[0]["id"], id);
+    assert_eq!(public[0]["until"], drill["until"]);
+    assert!(public[0].get("started_by").is_none() && public[0].get("note").is_none());
+    let with_token = app.get_ok_as(VIEWER, "/api/v1/drill").await;
+    assert_eq!(with_token[0]["note"], "断水演练");
+
+    // The board asks for drills and has its banner.
+    let board = app.get("/", None).await.text;
+    assert!(
+        board.contains("/api/v1/drill") && board.contains("演练中"),
+        "no banner"
+    );
+
+    app.seed();
+    app.publish("jingshan");
+    let alerts = app
+        .eventually("/api/v1/alerts?town=jingshan", |b| {
+            !water_alerts(b).is_empty()
+        })
+        .await;
+    assert_eq!(water_alerts(&alerts), vec![(true, "firing".to_owned())]);
+
+    let audit = app.get_ok_as(ADMIN, "/api/v1/audit").await.to_string();
+    assert!(audit.contains("drill_start"), "{audit}");
+
+    let answer = app
+        .delete(&format!("/api/v1/drill/{id}"), Some(ADMIN))
+        .await;
+    assert_eq!(answer.status, 204, "{}", answer.text);
+    let answer = app
+        .delete(&format!("/api/v1/drill/{id}"), Some(ADMIN))
+        .await;
+    assert_eq!(answer.error(), (404, "unknown_drill".into()));
+    assert_eq!(app.get_ok("/api/v1/drill").await, json!([]));
+    let ended = app.get_ok("/api/v1/drill?include_ended=true").await;
+    assert_eq!(
+        (ended[0]["active"].clone(), ended[0]["id"].clone()),
+        (json!(false), json!(id))
+    );
+
+    // Jingshan is still short: the drill's alert resolved, a real one fires.
+    let alerts = app
+        .eventually("/api/v1/alerts?town=jingshan", |b| {
+            water_alerts(b).len() == 2
+        })
+        .await;
+    assert_eq!(
+        water_alerts(&alerts),
+        vec![(false, "firing".to_owned()), (true, "resolved".to_owned())]
+    );
+    let audit = app.get_ok_as(ADMIN, "/api/v1/audit").await.to_string();
+    assert!(audit.contains("drill_end"), "{audit}");
+    app.stop().await;
+}

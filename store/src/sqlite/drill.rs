@@ -1,0 +1,145 @@
+//! Drills (docs/design.md#drills): exercises over a scope for a while. The alert engine
+//! writes them in its own transactions (a drill starts and ends with the alert changes
+//! it causes, and with its audit entry); the API reads them on its own connection.
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::alerts::AlertBatch;
+use super::{Columns, FromRow, Millis, RowError, sqlite_error};
+use crate::{Store, StoreError};
+
+/// A drill as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillRow {
+    /// Assigned by [`AlertBatch::insert_drill`]; ignored there.
+    pub id: i64,
+    /// `city`, `district:<id>`, `cluster:<id>` or `towns:<id>,<id>`.
+    pub scope: String,
+    pub started: DateTime<Utc>,
+    /// When it ends by itself.
+    pub until: DateTime<Utc>,
+    /// When an admin ended it early, and who.
+    pub ended: Option<(DateTime<Utc>, String)>,
+    pub started_by: String,
+    pub note: String,
+}
+
+impl DrillRow {
+    /// When it is over: `until`, or earlier when ended early.
+    pub fn end(&self) -> DateTime<Utc> {
+        self.ended
+            .as_ref()
+            .map_or(self.until, |(at, _)| *at.min(&self.until))
+    }
+
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.started <= now && now < self.end()
+    }
+}
+
+const DRILL_COLUMNS: &str = "id, scope, started, until, ended, ended_by, started_by, note";
+
+impl Store {
+    /// Drills newest first: those not over at `now`, or every drill with `None`.
+    pub fn list_drills(&self, now: Option<DateTime<Utc>>) -> Result<Vec<DrillRow>, StoreError> {
+        self.rows(
+            &format!(
+                "SELECT {DRILL_COLUMNS} FROM drills
+                 WHERE ?1 IS NULL OR (until > ?1 AND (ended IS NULL OR ended > ?1))
+                 ORDER BY id DESC"
+            ),
+            [now.map(Millis)],
+            "list drills",
+        )
+    }
+}
+
+impl AlertBatch<'_> {
+    /// Inserts `drill` (its `id` is ignored) with its audit entry; returns the new id.
+    pub fn insert_drill(&mut self, drill: &DrillRow) -> Result<i64, StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO drills (scope, started, until, started_by, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    drill.scope,
+                    Millis(drill.started),
+                    Millis(drill.until),
+                    drill.started_by,
+                    drill.note,
+                ])
+            })
+            .map_err(sqlite_error(self.path, "insert a drill"))?;
+        let id = self.tx.last_insert_rowid();
+        let detail = format!(
+            "drill {id}: {} until {}: {}",
+            drill.scope, drill.until, drill.note
+        );
+        self.audit_drill(drill.started, &drill.started_by, "drill_start", &detail)?;
+        Ok(id)
+    }
+
+    /// Ends drill `id` at `at` (before its `until`), with its audit entry. False when
+    /// there is no such drill or it is over already.
+    pub fn end_drill(&mut self, id: i64, at: DateTime<Utc>, by: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .tx
+            .prepare_cached(
+                "UPDATE drills SET ended = ?2, ended_by = ?3
+                 WHERE id = ?1 AND ended IS NULL AND until > ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, Millis(at), by]))
+            .map_err(sqlite_error(self.path, "end a drill"))?;
+        if changed > 0 {
+            self.audit_drill(at, by, "drill_end", &format!("drill {id} ended early"))?;
+        }
+        Ok(changed > 0)
+    }
+
+    /// An entry in the audit log (via `token`: drills are started and ended through
+    /// the API).
+    fn audit_drill(
+        &mut self,
+        at: DateTime<Utc>,
+        actor: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO audit (at, actor, via, action, alert_ids, detail)
+                 VALUES (?1, ?2, 'token', ?3, '[]', ?4)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![Millis(at), actor, action, detail]))
+            .map_err(sqlite_error(self.path, "record a drill in the audit log"))?;
+        Ok(())
+    }
+}
+
+impl FromRow for DrillRow {
+    const TABLE: &'static str = "drills";
+    const KEY: &'static [&'static str] = &["id"];
+
+    fn from_row(row: &Columns<'_, '_>) -> Result<Self, RowError> {
+        let ended = match (
+            row.get::<Option<Millis>>("ended")?,
+            row.get::<Option<String>>("ended_by")?,
+        ) {
+            (Some(at), Some(by)) => Some((at.0, by)),
+            (None, None) => None,
+            _ => return Err(RowError::Corrupt("ended without who ended it".into())),
+        };
+        Ok(DrillRow {
+            id: row.get("id")?,
+            scope: row.get("scope")?,
+            started: row.get::<Millis>("started")?.0,
+            until: row.get::<Millis>("until")?.0,
+            ended,
+            started_by: row.get("started_by")?,
+            note: row.get("note")?,
+        })
+    }
+}
