@@ -10,6 +10,7 @@ mod check_config;
 mod demo;
 mod deploy;
 mod grafana;
+mod phone_ack;
 mod serve;
 mod shard;
 mod store_maintenance;
