@@ -306,7 +306,185 @@ pub(crate) fn carry_out(engine: &mut Engine, command: Command, now: DateTime<Utc
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+    use reserve::registry::Lang;
+    use store::AlertState;
+
     use super::*;
+    use crate::alert::{Alert, Event};
+    use crate::config::WebhookFormat;
+    use crate::render::{Item, Renderer, TownNames};
+    use crate::rules::{Detail, ReserveDetail, Rule};
+
+    fn drill_alert(id: i64, drill: Option<i64>) -> Alert {
+        let t = Utc.with_ymd_and_hms(2026, 11, 24, 6, 5, 0).unwrap();
+        Alert {
+            id,
+            key: "jingshan/reserve/water".into(),
+            town: TownIdx(0),
+            rule: Rule::ReserveBelowTarget,
+            subject: "water".into(),
+            severity: Rule::ReserveBelowTarget.severity(),
+            state: AlertState::Firing,
+            detail: Detail::Reserve(ReserveDetail {
+                category: "water".into(),
+                category_name: "Drinking water".into(),
+                unit: "L".into(),
+                stock: 7500.0,
+                days: 2.5,
+                target_days: 3.0,
+                warn_days: 3.5,
+                hours_to_target: None,
+                verified: true,
+                never_reported: 0,
+                facilities: 1,
+                held_until: None,
+            }),
+            since: t,
+            created: t,
+            fired_at: Some(t),
+            resolved_at: None,
+            ack: None,
+            escalation: LEVEL_TOWN,
+            remind_at: None,
+            escalate_at: None,
+            notified_at: None,
+            notify_event: Some(Event::Fired),
+            escalated_from: None,
+            notify_seq: 0,
+            updated: t,
+            drill,
+        }
+    }
+
+    #[test]
+    fn every_form_of_a_drill_message_starts_with_its_tag() {
+        let renderer = Renderer::new(
+            Some("https://stockpile.example.org"),
+            chrono::FixedOffset::east_opt(8 * 3600).unwrap(),
+            "[Stockpile]",
+            WebhookFormat::Auto,
+        );
+        let town = TownNames {
+            id: "jingshan".into(),
+            name: "景山街道".into(),
+            cluster: "c01".into(),
+            district: "dongcheng".into(),
+        };
+        let alert = drill_alert(7, Some(1));
+        let items = [Item {
+            alert: &alert,
+            event: Event::Fired,
+        }];
+        for (lang, tag) in [(Lang::En, "[DRILL] "), (Lang::Zh, "【演练】")] {
+            let m = renderer.message(lang, &town, &items, &[]);
+            assert!(
+                m.subject.starts_with(&format!("{tag}[Stockpile] ")),
+                "{}",
+                m.subject
+            );
+            assert!(m.text.starts_with(tag), "{}", m.text);
+            assert!(
+                m.html
+                    .contains(&format!("<p style=\"font-size: 16px;\">{tag}")),
+                "{}",
+                m.html
+            );
+            assert!(m.sms.starts_with(tag), "{}", m.sms);
+            assert!(crate::fits_one_sms(&m.sms), "{} ({lang:?})", m.sms);
+            let robot = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k";
+            let robot: serde_json::Value =
+                serde_json::from_str(&renderer.webhook_body(robot, &town, &items, &m)).unwrap();
+            let content = robot["text"]["content"].as_str().unwrap();
+            assert!(content.starts_with(tag), "{content}");
+            let generic = "https://hooks.example.org/stockpile";
+            let generic: serde_json::Value =
+                serde_json::from_str(&renderer.webhook_body(generic, &town, &items, &m)).unwrap();
+            assert_eq!(generic["alerts"][0]["drill"], true);
+            assert!(generic["subject"].as_str().unwrap().starts_with(tag));
+        }
+        // A real alert's message carries no tag.
+        let real = drill_alert(8, None);
+        let items = [Item {
+            alert: &real,
+            event: Event::Fired,
+        }];
+        let m = renderer.message(Lang::En, &town, &items, &[]);
+        assert!(
+            m.subject.starts_with("[Stockpile] ") && !m.sms.contains("DRILL"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn scopes_read_and_reach_their_own_level() {
+        let source = reserve::registry::Source {
+            name: "registry.toml".into(),
+            text: r#"
+[[category]]
+id = "water"
+name = "饮用水"
+unit = "L"
+daily_need = 3.0
+
+[[town]]
+id = "jingshan"
+name = "景山街道"
+district = "dongcheng"
+cluster = "c01"
+population = 1000
+
+[[town]]
+id = "tiantan"
+name = "天坛街道"
+district = "dongcheng"
+cluster = "c02"
+population = 1000
+"#
+            .into(),
+        };
+        let registry =
+            reserve::registry::load_registry(&source, &[], &mut |n| Err(format!("no {n}")))
+                .unwrap();
+        let (js, tt) = (
+            registry.town_idx("jingshan").unwrap(),
+            registry.town_idx("tiantan").unwrap(),
+        );
+        let cases: &[(&str, &str, u8, bool, bool)] = &[
+            ("city", "city", LEVEL_CITY, true, true),
+            ("district:dongcheng", "district:dongcheng", 2, true, true),
+            ("cluster:c01", "cluster:c01", 1, true, false),
+            ("town:tiantan", "towns:tiantan", LEVEL_TOWN, false, true),
+            (
+                "towns:jingshan, tiantan,jingshan",
+                "towns:jingshan,tiantan",
+                LEVEL_TOWN,
+                true,
+                true,
+            ),
+        ];
+        for (text, canonical, reach, covers_js, covers_tt) in cases {
+            let scope = DrillScope::parse(&registry, text).unwrap();
+            assert_eq!(scope.to_text(&registry), *canonical);
+            assert_eq!(scope.reach(), *reach, "{text}");
+            assert_eq!(
+                (scope.covers(&registry, js), scope.covers(&registry, tt)),
+                (*covers_js, *covers_tt),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "cluster:",
+            "cluster:c99",
+            "towns:jingshan,atlantis",
+            "province:hebei",
+            "City",
+        ] {
+            let err = DrillScope::parse(&registry, bad).expect_err(bad);
+            assert!(err.starts_with("scope: "), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn durations_read_as_people_write_them_within_a_day() {

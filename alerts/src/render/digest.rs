@@ -269,6 +269,7 @@ impl Renderer {
                     "since": i.alert.since,
                     "detail": i.alert.detail,
                     "ack_url": self.ack_url(i.alert.id),
+                    "drill": i.alert.drill.is_some(),
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })
