@@ -2,9 +2,11 @@
 //! while it runs, alerts raised in its scope show `"drill": true`; the wall board
 //! shows a banner; ending it resolves them, and what still holds is raised as real.
 
+use std::process::Command;
+
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, AppOptions, OFFICER, VIEWER, spawn_app_with};
+use crate::helpers::{ADMIN, AppOptions, OFFICER, VIEWER, installed, spawn_app_with};
 
 /// The below-target water alerts of jingshan: (drill, state) of each, newest first.
 fn water_alerts(list: &Value) -> Vec<(bool, String)> {
@@ -172,5 +174,93 @@ async fn a_drill_flags_its_alerts_shows_on_the_board_and_ends_early() {
     );
     let audit = app.get_ok_as(ADMIN, "/api/v1/audit").await.to_string();
     assert!(audit.contains("drill_end"), "{audit}");
+    app.stop().await;
+}
+
+/// The board's page in headless Chromium once its scripts have run (virtual time lets
+/// its first polls finish before the DOM is dumped): what a wall display shows.
+fn board_dom(url: &str) -> String {
+    let chromium = installed("chromium", "chromium");
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The drill banner's element as the DOM holds it (up to the alert list that follows
+/// it on the page).
+fn drill_banner(dom: &str) -> &str {
+    let start = dom
+        .find("<div id=\"drill-banner\"")
+        .expect("the board has a drill banner");
+    let end = dom[start..].find("<main").map_or(dom.len(), |i| start + i);
+    &dom[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_in_chromium_shows_the_drill_banner_while_a_drill_runs() {
+    let app = spawn_app_with(AppOptions::full()).await;
+    let url = format!("{}/", app.address);
+    let quiet = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || board_dom(&url)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !drill_banner(&quiet).contains("演练中"),
+        "{}",
+        drill_banner(&quiet)
+    );
+
+    let body = json!({"scope": "cluster:c01", "duration": "2h", "note": "断水演练"});
+    let answer = app.post_json("/api/v1/drill", Some(ADMIN), &body).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let id = answer.json()["id"].as_i64().unwrap();
+    let dom = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || board_dom(&url)
+    })
+    .await
+    .unwrap();
+    let banner = drill_banner(&dom);
+    assert!(banner.contains("class=\"show\""), "{banner}");
+    assert!(
+        banner.contains("演练中 DRILL IN PROGRESS · 东城北组团 (cluster:c01) · 至 until "),
+        "{banner}"
+    );
+    // The wall display reads without a token: who started it and why stay private.
+    assert!(!banner.contains("断水演练"), "{banner}");
+
+    let answer = app
+        .delete(&format!("/api/v1/drill/{id}"), Some(ADMIN))
+        .await;
+    assert_eq!(answer.status, 204, "{}", answer.text);
+    let after = tokio::task::spawn_blocking(move || board_dom(&url))
+        .await
+        .unwrap();
+    assert!(
+        !drill_banner(&after).contains("演练中"),
+        "{}",
+        drill_banner(&after)
+    );
     app.stop().await;
 }
