@@ -273,6 +273,29 @@ impl Engine {
             .into_iter()
             .filter_map(|row| Drill::from_row(&self.registry, row))
             .collect();
+        self.close_alerts_of_past_drills(now)
+    }
+
+    /// Alerts of drills that ended while the service was stopped resolve as they
+    /// would have at the end (a drill no longer running never marks an open alert).
+    fn close_alerts_of_past_drills(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let running: Vec<i64> = self.drills.iter().map(|d| d.row.id).collect();
+        let past: BTreeSet<i64> = self
+            .open
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter_map(|a| a.drill)
+            .filter(|d| !running.contains(d))
+            .collect();
+        if past.is_empty() {
+            return Ok(());
+        }
+        let past: Vec<i64> = past.into_iter().collect();
+        let closing = self.drill_alerts_closed(&past, now);
+        let mut batch = self.store.alert_batch()?;
+        write_closed(&mut batch, &closing, &self.registry)?;
+        batch.commit()?;
+        self.forget_closed(&closing);
         Ok(())
     }
 

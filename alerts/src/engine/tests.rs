@@ -1255,3 +1255,24 @@ fn a_message_about_a_real_and_a_drill_alert_is_headed_by_the_real_one() {
     let sms = rows.iter().find(|r| r.channel == "sms").unwrap();
     assert!(!sms.body.contains("演练"), "{}", sms.body);
 }
+
+#[test]
+fn a_drill_that_ended_while_the_service_was_stopped_leaves_no_open_alert() {
+    let mut fx = Fixture::new(policy());
+    let id = drill(&mut fx, "towns:jingshan", "1h", mins(0));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(1));
+    assert_eq!(fx.only_alert().drill, Some(id));
+    assert_eq!(
+        fx.sent(),
+        vec![to(OFFICER, "fired", &format!("【演练】{BELOW}"))]
+    );
+    // Stopped at 00:02, started again after the drill's end.
+    fx.restart(mins(90));
+    assert!(fx.engine.drills().is_empty());
+    assert_eq!(fx.engine.open_alerts().count(), 0);
+    let store = Store::open(&fx.path, StoreOptions::default()).unwrap();
+    assert_eq!(store.alert(1).unwrap().unwrap().state, AlertState::Resolved);
+    // Still short: a real alert now.
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(91));
+    assert_eq!(fx.sent(), vec![to(OFFICER, "fired", BELOW)]);
+}
