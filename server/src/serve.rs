@@ -108,19 +108,7 @@ impl Parts {
             facilities = registry.facilities.len()
         );
 
-        let mut ingest_store = open_store(&config)?;
-        let mut ledger = Ledger::with_forecast(
-            Arc::clone(&registry),
-            config.alerts.forecast_min_span.as_secs_f64() / 3600.0,
-        );
-        let restored = ingest::restore_ledger(&mut ingest_store, &mut ledger)
-            .with_context(|| format!("rebuild the ledger from {}", config.store.path.display()))?;
-        tracing::info!(
-            message = "Ledger rebuilt from the store.",
-            facilities = restored.facilities,
-            replayed = restored.replayed,
-            store = %config.store.path.display()
-        );
+        let (ingest_store, ledger) = rebuild_ledger(&config, &registry)?;
         let channels = alerts::Channels::from_config(
             config.smtp.as_ref(),
             config.sms.as_ref(),
@@ -135,18 +123,7 @@ impl Parts {
             channels,
         )
         .context("start alerting")?;
-        // Retention and WAL checkpoints, on a connection of its own.
-        let maintenance = store::Maintenance::open(
-            &config.store.path,
-            store_options(&config),
-            config.store.maintenance(),
-        )
-        .with_context(|| {
-            format!(
-                "open the store {} for maintenance",
-                config.store.path.display()
-            )
-        })?;
+        let maintenance = open_maintenance(&config)?;
         let shared = Shared {
             registry: Arc::clone(&registry),
             ledger: Arc::new(RwLock::new(ledger)),
@@ -155,20 +132,7 @@ impl Parts {
             alerts: alerts.handle(),
             store_maintenance: maintenance.stats(),
         };
-        let (influx, history) = match &config.influx {
-            Some(influx) => {
-                let endpoint = influx.endpoint()?;
-                let history =
-                    store::history::InfluxHistory::new(&endpoint).context("influx history")?;
-                let sink =
-                    store::influx::InfluxSinkConfig::new(endpoint, config.mqtt.client_id.clone());
-                (Some(sink), store::history::HistorySource::Influx(history))
-            }
-            None => (
-                None,
-                store::history::HistorySource::Sqlite(store::AsyncStore::new(open_store(&config)?)),
-            ),
-        };
+        let (influx, history) = history_source(&config)?;
         let ingest_config = ingest_config(&config, &registry)?;
         let api_state = api::AppState::new(
             Arc::clone(&shared.ledger),
@@ -179,13 +143,13 @@ impl Parts {
         )
         .with_alerts(shared.alerts.clone())
         .with_history(history);
-        let api_state = with_phone_acks(api_state, &config);
         let (manual, manual_queue) = live::ManualReadings::channel(
             ingest_config.mqtt.max_readings_per_message,
             ingest_config.retention,
             MANUAL_COMMIT_WAIT,
         );
         let api_state = api_state.with_manual_readings(manual);
+        let api_state = with_phone_acks(api_state, &config);
         let listener = tokio::net::TcpListener::bind(&config.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
@@ -202,6 +166,64 @@ impl Parts {
             store_path: config.store.path.clone(),
         })
     }
+}
+
+/// Opens the store ingest writes through and rebuilds the ledger from it: the latest
+/// snapshot, then the readings stored since.
+fn rebuild_ledger(config: &Config, registry: &Arc<Registry>) -> anyhow::Result<(Store, Ledger)> {
+    let mut ingest_store = open_store(config)?;
+    let mut ledger = Ledger::with_forecast(
+        Arc::clone(registry),
+        config.alerts.forecast_min_span.as_secs_f64() / 3600.0,
+    );
+    let restored = ingest::restore_ledger(&mut ingest_store, &mut ledger)
+        .with_context(|| format!("rebuild the ledger from {}", config.store.path.display()))?;
+    tracing::info!(
+        message = "Ledger rebuilt from the store.",
+        facilities = restored.facilities,
+        replayed = restored.replayed,
+        store = %config.store.path.display()
+    );
+    Ok((ingest_store, ledger))
+}
+
+/// Retention and WAL checkpoints, on a connection of their own.
+fn open_maintenance(config: &Config) -> anyhow::Result<store::Maintenance> {
+    store::Maintenance::open(
+        &config.store.path,
+        store_options(config),
+        config.store.maintenance(),
+    )
+    .with_context(|| {
+        format!(
+            "open the store {} for maintenance",
+            config.store.path.display()
+        )
+    })
+}
+
+/// Where history comes from (InfluxDB when configured, else the SQLite store), and
+/// the InfluxDB sink's settings when there is one.
+fn history_source(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<store::influx::InfluxSinkConfig>,
+    store::history::HistorySource,
+)> {
+    Ok(match &config.influx {
+        Some(influx) => {
+            let endpoint = influx.endpoint()?;
+            let history =
+                store::history::InfluxHistory::new(&endpoint).context("influx history")?;
+            let sink =
+                store::influx::InfluxSinkConfig::new(endpoint, config.mqtt.client_id.clone());
+            (Some(sink), store::history::HistorySource::Influx(history))
+        }
+        None => (
+            None,
+            store::history::HistorySource::Sqlite(store::AsyncStore::new(open_store(config)?)),
+        ),
+    })
 }
 
 /// The tasks of a running service, and the one way a part's failure is reported.
