@@ -183,6 +183,20 @@ pub async fn run_with_manual_readings(
         backoff: BACKOFF_MIN,
     };
     let stopped = subscriber.run(&shutdown).await;
+    wind_down(subscriber, writer_thread, acker).await?;
+    match stopped {
+        Stopped::Shutdown => Ok(()),
+        Stopped::WriterGone => Err(IngestError::Writer("writer stopped".into())),
+    }
+}
+
+/// After the poll loop stopped: the writer drains what is queued, commits and exits;
+/// then the acks of what it committed are handed to the broker.
+async fn wind_down(
+    subscriber: Subscriber,
+    writer_thread: std::thread::JoinHandle<Result<(), IngestError>>,
+    acker: tokio::task::JoinHandle<()>,
+) -> Result<(), IngestError> {
     subscriber.metrics.set_connected(false);
     let Subscriber {
         client,
@@ -190,18 +204,14 @@ pub async fn run_with_manual_readings(
         queue,
         ..
     } = subscriber;
-    // Stop the writer: it drains what is queued, commits, and exits.
+    // Closing the queue is what stops the writer.
     drop(queue);
     let writer_result = tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .map_err(|e| IngestError::Writer(e.to_string()))?
         .map_err(|_| IngestError::Writer("writer thread panicked".into()))?;
     hand_over_last_acks(client, eventloop, acker).await;
-    writer_result?;
-    match stopped {
-        Stopped::Shutdown => Ok(()),
-        Stopped::WriterGone => Err(IngestError::Writer("writer stopped".into())),
-    }
+    writer_result
 }
 
 /// Acks committed deliveries, in the order the writer hands them over. Unbounded is

@@ -631,28 +631,37 @@ fn decode(
             };
             match wire::decode_readings(&topic, payload, &context) {
                 Err(rejected) => reject(Some(facility), rejected),
-                Ok(decoded) => {
-                    let total = decoded.rejected.len() + decoded.readings.len();
-                    let rejects = (!decoded.rejected.is_empty()).then(|| {
-                        let rejected = &decoded.rejected;
-                        message_rejects(
-                            now,
-                            topic_name,
-                            payload,
-                            None,
-                            Some(facility),
-                            rejected,
-                            total,
-                        )
-                    });
-                    Message {
-                        readings: decoded.readings,
-                        rejects,
-                        ..Message::default()
-                    }
-                }
+                Ok(decoded) => readings_message(decoded, topic_name, payload, now),
             }
         }
+    }
+}
+
+/// A reading message that decoded: its accepted readings, and one reject record for
+/// the elements of an array that did not.
+fn readings_message(
+    decoded: wire::DecodedReadings,
+    topic: &str,
+    payload: &[u8],
+    now: DateTime<Utc>,
+) -> Message {
+    let total = decoded.rejected.len() + decoded.readings.len();
+    let facility = decoded.facility;
+    let rejects = (!decoded.rejected.is_empty()).then(|| {
+        message_rejects(
+            now,
+            topic,
+            payload,
+            None,
+            Some(facility),
+            &decoded.rejected,
+            total,
+        )
+    });
+    Message {
+        readings: decoded.readings,
+        rejects,
+        ..Message::default()
     }
 }
 
