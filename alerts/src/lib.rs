@@ -324,78 +324,31 @@ impl Evaluator {
             mut engine,
             ledger,
             changes,
-            mut commands,
+            commands,
             wakers,
             shutdown,
         } = self;
-        let all: Arc<Vec<TownIdx>> = Arc::new(engine.registry().town_indices().collect());
-        let mut next_tick = Utc::now();
-        let mut towns: BTreeSet<TownIdx> = BTreeSet::new();
-        let mut failing = false;
+        let mut turns = Turns {
+            all: Arc::new(engine.registry().town_indices().collect()),
+            settings,
+            tick,
+            ledger,
+            changes,
+            commands,
+            wakers,
+            shutdown,
+            next_tick: Utc::now(),
+            towns: BTreeSet::new(),
+            failing: false,
+        };
         loop {
             let now = Utc::now();
-            let everything = now >= next_tick;
-            if everything {
-                next_tick = now + tick;
-            }
-            let ledger = Arc::clone(&ledger);
-            let all = Arc::clone(&all);
-            let changed = std::mem::take(&mut towns);
-            let (returned, outcome) = on_engine(engine, move |engine| {
-                let mut towns = changed;
-                if everything {
-                    engine.expire_silences(now);
-                    towns.extend(all.iter().copied());
-                }
-                towns.extend(engine.pending_due(now));
-                match step(engine, &ledger, &settings, &towns, now) {
-                    Ok(enqueued) => Ok((enqueued, engine.next_wake(now))),
-                    Err(error) => {
-                        if let Err(error) = engine.reload(now) {
-                            tracing::error!(message = "Reloading alert state failed.", %error);
-                        }
-                        Err(error)
-                    }
-                }
-            })
-            .await?;
+            let (returned, outcome) = turns.evaluate(engine, now).await?;
             engine = returned;
-            let wake_at = match outcome {
-                Ok((enqueued, next)) => {
-                    if std::mem::take(&mut failing) {
-                        tracing::info!(message = "Alert evaluation works again.");
-                    }
-                    for channel in enqueued {
-                        wakers.wake(channel);
-                    }
-                    next.map_or(next_tick, |at| at.min(next_tick))
-                }
-                Err(error) => {
-                    // Once per streak: a store locked for minutes would otherwise log
-                    // every second.
-                    if !std::mem::replace(&mut failing, true) {
-                        tracing::error!(
-                            message = "Alert evaluation failed; alert state reloaded, retrying every second until the store answers.",
-                            %error
-                        );
-                    }
-                    // Evaluate everything again once the store answers.
-                    next_tick = now + chrono_duration(STORE_RETRY);
-                    next_tick
-                }
-            };
-            let sleep = (wake_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            let wake = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => Wake::Stop,
-                // Once every handle is dropped this branch is disabled (`None`).
-                Some(command) = commands.recv() => Wake::Command(command),
-                changed = changes.changed() => Wake::Changed(changed),
-                _ = tokio::time::sleep(sleep) => Wake::Timer,
-            };
-            match wake {
+            let wake_at = turns.settle(outcome, now);
+            match turns.wait(wake_at).await {
                 Wake::Stop => return Ok(()),
-                Wake::Changed(changed) => towns = changed,
+                Wake::Changed(changed) => turns.towns = changed,
                 Wake::Timer => {}
                 Wake::Command(command) => {
                     let (returned, lifted) =
@@ -403,10 +356,113 @@ impl Evaluator {
                     engine = returned;
                     if lifted {
                         // A silence ended early: its alerts may need telling now.
-                        next_tick = Utc::now();
+                        turns.next_tick = Utc::now();
                     }
                 }
             }
+        }
+    }
+}
+
+/// What an evaluation step gives back: the channels that got notifications and when
+/// the engine next has something to do, or the store's error.
+type StepOutcome = Result<(engine::Enqueued, Option<DateTime<Utc>>), StoreError>;
+
+/// The evaluator's loop, apart from the engine (which moves to the blocking pool and
+/// back each step): what it waits on and what it carries from one turn to the next.
+struct Turns {
+    all: Arc<Vec<TownIdx>>,
+    settings: rules::RuleSettings,
+    tick: chrono::Duration,
+    ledger: SharedLedger,
+    changes: Arc<ChangeConsumer>,
+    commands: mpsc::Receiver<Command>,
+    wakers: Arc<Wakers>,
+    shutdown: CancellationToken,
+    /// When every town is evaluated again (silence and staleness move with time).
+    next_tick: DateTime<Utc>,
+    /// Towns changed since the last step.
+    towns: BTreeSet<TownIdx>,
+    /// Whether the last step failed: failures are logged when a streak begins and ends.
+    failing: bool,
+}
+
+impl Turns {
+    /// One step on the blocking pool: the changed towns (every town when the tick is
+    /// due, and those with a pending alert whose `for` is over), then timers and
+    /// flushes. A failed step reloads the engine's state from the store.
+    async fn evaluate(
+        &mut self,
+        engine: Engine,
+        now: DateTime<Utc>,
+    ) -> Result<(Engine, StepOutcome), AlertsError> {
+        let everything = now >= self.next_tick;
+        if everything {
+            self.next_tick = now + self.tick;
+        }
+        let (ledger, all, settings) = (
+            Arc::clone(&self.ledger),
+            Arc::clone(&self.all),
+            self.settings,
+        );
+        let mut towns = std::mem::take(&mut self.towns);
+        on_engine(engine, move |engine| {
+            if everything {
+                engine.expire_silences(now);
+                towns.extend(all.iter().copied());
+            }
+            towns.extend(engine.pending_due(now));
+            match step(engine, &ledger, &settings, &towns, now) {
+                Ok(enqueued) => Ok((enqueued, engine.next_wake(now))),
+                Err(error) => {
+                    if let Err(error) = engine.reload(now) {
+                        tracing::error!(message = "Reloading alert state failed.", %error);
+                    }
+                    Err(error)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Wakes the channels that got notifications and says when to wake next; after a
+    /// failure, every town is evaluated again once the store answers.
+    fn settle(&mut self, outcome: StepOutcome, now: DateTime<Utc>) -> DateTime<Utc> {
+        match outcome {
+            Ok((enqueued, next)) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(message = "Alert evaluation works again.");
+                }
+                for channel in enqueued {
+                    self.wakers.wake(channel);
+                }
+                next.map_or(self.next_tick, |at| at.min(self.next_tick))
+            }
+            Err(error) => {
+                // Once per streak: a store locked for minutes would otherwise log
+                // every second.
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::error!(
+                        message = "Alert evaluation failed; alert state reloaded, retrying every second until the store answers.",
+                        %error
+                    );
+                }
+                self.next_tick = now + chrono_duration(STORE_RETRY);
+                self.next_tick
+            }
+        }
+    }
+
+    /// Waits for shutdown, a command, a change or `wake_at`, in that order of priority.
+    async fn wait(&mut self, wake_at: DateTime<Utc>) -> Wake {
+        let sleep = (wake_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Wake::Stop,
+            // Once every handle is dropped this branch is disabled (`None`).
+            Some(command) = self.commands.recv() => Wake::Command(command),
+            changed = self.changes.changed() => Wake::Changed(changed),
+            _ = tokio::time::sleep(sleep) => Wake::Timer,
         }
     }
 }
