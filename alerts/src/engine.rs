@@ -1128,7 +1128,11 @@ fn firing_series(
 ) -> Vec<String> {
     let count = |alerts: &BTreeMap<String, Alert>| {
         let mut counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
-        for a in alerts.values().filter(|a| a.state == AlertState::Firing) {
+        // A drill's alerts are not the city's state: the wall display counts real ones.
+        let firing = alerts
+            .values()
+            .filter(|a| a.state == AlertState::Firing && a.drill.is_none());
+        for a in firing {
             *counts
                 .entry((a.rule.as_str(), a.severity.as_str()))
                 .or_default() += 1;

@@ -1276,3 +1276,21 @@ fn a_drill_that_ended_while_the_service_was_stopped_leaves_no_open_alert() {
     fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(91));
     assert_eq!(fx.sent(), vec![to(OFFICER, "fired", BELOW)]);
 }
+
+#[test]
+fn a_drills_alerts_stay_out_of_the_wall_displays_alert_series() {
+    let mut fx = Fixture::new(policy());
+    fx.engine = open_engine(&fx.registry, &fx.path, fx.policy, t0()).with_influx_series(true);
+    drill(&mut fx, "cluster:c01", "2h", mins(0));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(1));
+    fx.engine.refresh_series(mins(2)).unwrap();
+    assert_eq!(fx.only_alert().state, AlertState::Firing);
+    assert_eq!(alert_series(&fx), Vec::<String>::new());
+    // Once the drill is over, the same shortfall is real and counted.
+    fx.tick(mins(120));
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(121));
+    assert_eq!(
+        alert_series(&fx),
+        ["alert,town=jingshan,rule=reserve_below_target,severity=critical firing=1i"]
+    );
+}
