@@ -109,6 +109,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         token_file: None,
         towns: Vec::new(),
     }];
+    // Signed acknowledgement links in every message, opening this board's /ack page: a
+    // newcomer acknowledges from the mail as an officer would from a phone. A fresh key
+    // each run, like the token: nothing of the demo outlives it.
+    config.api.public_url = Some(format!("http://127.0.0.1:{}", options.port));
+    config.api.link_key =
+        Some(alerts::link::LinkKey::new(demo_link_key()).context("the demo's link key")?);
     let smtp_url = options
         .smtp
         .clone()
@@ -404,6 +410,19 @@ fn demo_token() -> String {
             .finish()
     };
     format!("demo-{:016x}{:016x}", random(), random())
+}
+
+/// 32 random bytes for the demo's link key, from the same source as its token.
+fn demo_link_key() -> Vec<u8> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    (0..4)
+        .flat_map(|_| {
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                .to_le_bytes()
+        })
+        .collect()
 }
 
 #[cfg(test)]

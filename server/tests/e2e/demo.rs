@@ -41,6 +41,30 @@ fn mail_subjects(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Plain-text bodies of the `.eml` files in `dir`.
+fn mail_texts(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read the mailbox {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .filter_map(|p| {
+            let raw = std::fs::read(&p).unwrap();
+            let message = mail_parser::MessageParser::default().parse(&raw)?;
+            message.body_text(0).map(|t| t.into_owned())
+        })
+        .collect()
+}
+
+/// The first `{base}/ack/…` link in `text`.
+fn ack_link(text: &str, base: &str) -> Option<String> {
+    let start = text.find(&format!("{base}/ack/"))?;
+    let link: String = text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ')' | '>' | '"' | '）'))
+        .collect();
+    Some(link)
+}
+
 #[test]
 fn the_demo_shows_every_town_and_some_below_target_then_stops_on_sigint() {
     let port = testkit::free_port();
@@ -122,6 +146,19 @@ fn the_demo_shows_every_town_and_some_below_target_then_stops_on_sigint() {
             .iter()
             .all(|s| s.starts_with("[Stockpile]") && towns.iter().any(|t| s.contains(t))),
         "every subject names a town: {subjects:?}"
+    );
+
+    // Each mail carries a signed link to this board's acknowledgement page.
+    let link = mail_texts(&mailbox)
+        .iter()
+        .find_map(|text| ack_link(text, &base))
+        .unwrap_or_else(|| panic!("no {base}/ack/ link in the mails in {}", mailbox.display()));
+    let page = testkit::http::get(&link, &[]);
+    assert_eq!(page.status, 200, "{link}: {}", page.body);
+    assert!(
+        page.body.contains("<form"),
+        "the page has its button: {}",
+        page.body
     );
 
     // The board is served by the binary itself.
