@@ -28,6 +28,7 @@ pub use error::StoreError;
 pub use influx::history;
 pub use maintenance::{Maintenance, MaintenanceConfig, MaintenanceCounts, MaintenanceStats};
 pub use sqlite::DrillRow;
+pub use sqlite::{NewTransfer, TransferRow};
 pub use sqlite::{
     AckRow, Alert, AlertBatch, AlertCounts, AlertKinds, AlertQuery, AlertRow, AlertState,
     ConvertKinds, DeliveryState, NewNotification, NotificationQuery, OutboxCounts, OutboxRow,

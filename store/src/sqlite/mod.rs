@@ -21,6 +21,7 @@ mod reject;
 mod row;
 mod schema;
 mod source;
+mod transfers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +43,7 @@ pub use drill::DrillRow;
 pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 pub use source::{ManualEntry, ReadingSource};
+pub use transfers::{NewTransfer, TransferRow};
 
 use crate::StoreError;
 pub(crate) use row::{Columns, FromRow, Limit, Millis, RowError, for_each_row};

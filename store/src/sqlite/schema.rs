@@ -193,6 +193,25 @@ const MIGRATIONS: &[&str] = &[
         note TEXT NOT NULL
     ) STRICT;
     ALTER TABLE alerts ADD COLUMN drill INTEGER;  -- the drill it was raised in; NULL: real",
+    // Transfers (issue 15): stock moved between facilities, as an officer recorded it.
+    // The facilities' towns are kept with the row, so the list by town stays what it
+    // was when the registry changes; the indexes list a town's sent and received
+    // transfers newest first. Kept forever, like the audit log: a few rows a day.
+    "CREATE TABLE transfers (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,          -- epoch ms: when it was recorded
+        from_facility TEXT NOT NULL,
+        from_town TEXT NOT NULL,
+        to_facility TEXT NOT NULL,
+        to_town TEXT NOT NULL,
+        category TEXT NOT NULL,
+        quantity REAL NOT NULL CHECK (quantity > 0 AND quantity <= 1e9), -- the API's bound
+        note TEXT NOT NULL,
+        recorded_by TEXT NOT NULL     -- a token's name
+    ) STRICT;
+    CREATE INDEX transfers_from_town ON transfers (from_town, at);
+    CREATE INDEX transfers_to_town ON transfers (to_town, at);
+    CREATE INDEX transfers_at ON transfers (at);",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is

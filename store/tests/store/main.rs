@@ -10,3 +10,4 @@ mod influx_sink;
 mod maintenance;
 mod reading_source;
 mod sqlite;
+mod transfers;
