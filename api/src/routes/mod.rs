@@ -17,6 +17,7 @@ mod rejects;
 mod scenarios;
 mod sms;
 mod towns;
+mod transfers;
 
 use std::sync::Arc;
 
@@ -89,6 +90,7 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::cluster))
         .routes(routes!(facilities::facility))
         .routes(routes!(facility_readings::post_readings))
+        .routes(routes!(transfers::list_transfers, transfers::record_transfer))
         .routes(routes!(ops::metrics))
 }
 

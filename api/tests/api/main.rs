@@ -22,3 +22,4 @@ mod privacy;
 mod rejects;
 mod scenarios;
 mod towns;
+mod transfers;
