@@ -58,6 +58,9 @@ index_type!(
 pub const DEFAULT_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// A facility is silent after this many missed reports, unless `stale_after` is set.
 pub const STALE_AFTER_REPORTS: u32 = 3;
+/// A facility counted by hand is silent after a day without a count, unless its town's
+/// target sets `stale_after`: nobody counts a warehouse every three minutes.
+pub const MANUAL_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// The coverage target: how many days of supply a town must hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -218,8 +221,36 @@ pub struct Facility {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     pub report_every: Duration,
-    /// Resolved by [`Registry::build`] from the town's target or `report_every`.
+    /// Resolved by [`Registry::build`] from the town's target, else `report_every`
+    /// (gateway) or [`MANUAL_STALE_AFTER`] (manual).
     pub stale_after: Duration,
+    /// Whether a gateway reports it or officers count it by hand.
+    pub report: Report,
+}
+
+/// How a facility's figures arrive (docs/design.md#entities): from a gateway over MQTT,
+/// or counted by hand and posted to the API, with no gateway expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Report {
+    #[default]
+    Gateway,
+    Manual,
+}
+
+impl Report {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Report::Gateway => "gateway",
+            Report::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Report> {
+        [Report::Gateway, Report::Manual]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -363,9 +394,11 @@ impl Registry {
             {
                 o.apply_to(&mut town_target);
             }
-            f.stale_after = town_target
-                .stale_after
-                .unwrap_or(f.report_every.saturating_mul(STALE_AFTER_REPORTS));
+            let default = match f.report {
+                Report::Gateway => f.report_every.saturating_mul(STALE_AFTER_REPORTS),
+                Report::Manual => MANUAL_STALE_AFTER,
+            };
+            f.stale_after = town_target.stale_after.unwrap_or(default);
         }
         Registry {
             town_index: towns

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reserve::registry::{
     Channel, ContactScope, FacilityKind, FacilityKindName, Group, Lang, LoadErrors, Registry,
-    Source, load_registry,
+    Report, Source, load_registry,
 };
 
 /// Loads `main` (named `registry.toml`); `others` are the files its `[csv]` may name.
@@ -841,6 +841,69 @@ fn a_warehouse_max_names_known_categories_with_positive_numbers() {
             "facilities.csv:5: facility \"w4\": max.water: must be > 0, got -1",
             "facilities.csv:6: facility \"w5\": max: not allowed on a water_point (only on warehouse)",
             "facilities.csv:7: facility \"w6\": max.water: must be a finite number, got NaN",
+        ]
+    );
+}
+
+#[test]
+fn a_facility_counted_by_hand_is_declared_manual_in_toml_or_csv() {
+    let main = format!(
+        "{SKELETON}[[facility]]\nid = \"wh1\"\ntown = \"jingshan\"\nkind = \"warehouse\"\nreport = \"manual\"\n\
+         [[facility]]\nid = \"wh2\"\ntown = \"jingshan\"\nkind = \"warehouse\"\nreport_every = \"5m\"\n\
+         [csv]\nfacilities = \"facilities.csv\"\n"
+    );
+    let facilities = "id,town,kind,report\n\
+                      wh3,jingshan,warehouse,manual\n\
+                      wh4,jingshan,warehouse,gateway\n\
+                      wh5,jingshan,warehouse,\n";
+    let r =
+        load_files(&main, &[], &[("facilities.csv", facilities)]).unwrap_or_else(|e| panic!("{e}"));
+    let f = |id: &str| r.facility(r.facility_idx(id).unwrap());
+    let day = Duration::from_secs(24 * 3600);
+    // (facility, how it reports, silent after): a manual facility waits a day for its
+    // count; a gateway's stays 3 × report_every.
+    let rows = [
+        ("wh1", Report::Manual, day),
+        ("wh2", Report::Gateway, Duration::from_secs(900)),
+        ("wh3", Report::Manual, day),
+        ("wh4", Report::Gateway, Duration::from_secs(180)),
+        ("wh5", Report::Gateway, Duration::from_secs(180)),
+    ];
+    for (id, report, stale_after) in rows {
+        assert_eq!(
+            (f(id).report, f(id).stale_after),
+            (report, stale_after),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn a_town_target_stale_after_still_wins_for_manual_facilities() {
+    let main = format!(
+        "{SKELETON}[target]\nstale_after = \"2h\"\n\
+         [[facility]]\nid = \"wh1\"\ntown = \"jingshan\"\nkind = \"warehouse\"\nreport = \"manual\"\n"
+    );
+    let r = load(&main).unwrap_or_else(|e| panic!("{e}"));
+    let wh1 = r.facility(r.facility_idx("wh1").unwrap());
+    assert_eq!(wh1.stale_after, Duration::from_secs(7200));
+}
+
+#[test]
+fn an_unknown_report_mode_is_located_in_toml_and_csv() {
+    assert_errors(
+        "[[facility]]\nid = \"f\"\ntown = \"jingshan\"\nkind = \"warehouse\"\nreport = \"by hand\" #!",
+        &["facility \"f\": report: unknown \"by hand\" (expected gateway or manual)"],
+    );
+    let main = format!("{SKELETON}[csv]\nfacilities = \"facilities.csv\"\n");
+    let facilities = "id,town,kind,report\n\
+                      w1,jingshan,warehouse,manual\n\
+                      w2,jingshan,warehouse,Manual\n";
+    let errors = load_files(&main, &[], &[("facilities.csv", facilities)]).unwrap_err();
+    assert_eq!(
+        rendered(&errors),
+        [
+            "facilities.csv:3: facility \"w2\": report: unknown \"Manual\" (expected gateway or manual)"
         ]
     );
 }

@@ -58,6 +58,7 @@ fn facility(id: &str, town: TownIdx, kind: FacilityKind) -> Facility {
         lon: None,
         report_every: Duration::from_secs(60),
         stale_after: Duration::ZERO,
+        report: Default::default(),
     }
 }
 

@@ -67,6 +67,7 @@ fn registry() -> Arc<Registry> {
             lon: None,
             report_every: Duration::from_secs(60),
             stale_after: Duration::ZERO,
+            report: Default::default(),
         }],
         contacts: vec![],
     }))

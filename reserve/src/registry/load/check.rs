@@ -16,7 +16,7 @@ use crate::id::{CategoryId, ClusterId, DistrictId, FacilityId, IdError, TownId};
 use crate::registry::{
     Category, CategoryIdx, Channel, Cluster, ClusterIdx, Contact, ContactScope,
     DEFAULT_REPORT_EVERY, District, DistrictIdx, Facility, FacilityIdx, FacilityKind, Group, Lang,
-    Registry, RegistryParts, Target, TargetOverride, Town, TownIdx,
+    Registry, RegistryParts, Report, Target, TargetOverride, Town, TownIdx,
 };
 
 /// Longest `report_every` or `stale_after`: a facility heard from less than once a year
@@ -598,6 +598,7 @@ impl<'a> Checker<'a> {
         let lat = e.number(&raw.lat, "lat", Bounds::Between(-90.0, 90.0));
         let lon = e.number(&raw.lon, "lon", Bounds::Between(-180.0, 180.0));
         let report_every = e.duration(&raw.report_every, "report_every");
+        let report = report_mode(&mut e, &raw.report);
         let kind = e
             .required(&raw.kind, "kind")
             .and_then(|k| facility_kind(&mut e, k, &raw));
@@ -621,6 +622,7 @@ impl<'a> Checker<'a> {
             report_every: report_every.ok()?.unwrap_or(DEFAULT_REPORT_EVERY),
             // Resolved by `Registry::build` from the town's target.
             stale_after: Duration::ZERO,
+            report: report.ok()?,
         })
     }
 
@@ -799,6 +801,20 @@ fn imply<I: Copy, T>(
             Err(e.report(reference.span().start, field, err))
         }
     }
+}
+
+/// `report = "gateway" | "manual"`, default gateway.
+fn report_mode(e: &mut Entry<'_>, raw: &Field<String>) -> Checked<Report> {
+    let Some(v) = raw else {
+        return Ok(Report::default());
+    };
+    Report::parse(v.get_ref()).ok_or_else(|| {
+        e.report(
+            v.span().start,
+            "report",
+            format!("unknown {:?} (expected gateway or manual)", v.get_ref()),
+        )
+    })
 }
 
 fn facility_kind(

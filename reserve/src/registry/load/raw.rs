@@ -79,6 +79,8 @@ pub(super) struct RawFacility {
     pub lat: Field<f64>,
     pub lon: Field<f64>,
     pub report_every: Field<String>,
+    /// `gateway` (default) or `manual`.
+    pub report: Field<String>,
     pub capacity_l: Field<f64>,
     pub fuel_capacity_l: Field<f64>,
     pub burn_l_per_h: Field<f64>,
