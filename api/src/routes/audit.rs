@@ -35,7 +35,7 @@ pub struct AuditEntry {
     pub actor: String,
     /// How: `link` (a signed link), `sms` (an SMS reply) or `token` (the API).
     pub via: String,
-    /// What: `ack`.
+    /// What: `ack`, `drill_start`, `drill_end`, `transfer`.
     pub action: String,
     pub alert_ids: Vec<i64>,
     /// The note, or the SMS's text.

@@ -17,7 +17,7 @@ pub struct NewAudit {
     pub actor: String,
     /// How: `link`, `sms` or `token`.
     pub via: String,
-    /// What: `ack`.
+    /// What: `ack`, `drill_start`, `drill_end`, `transfer`.
     pub action: String,
     /// The alerts it changed.
     pub alert_ids: Vec<i64>,
