@@ -369,6 +369,17 @@ impl Renderer {
                     w.offline(facility_name, &self.time(*since))
                 }
             }
+            Detail::CountDue {
+                facility_name,
+                last_counted,
+                ..
+            } => {
+                if resolved {
+                    w.counted(facility_name)
+                } else {
+                    w.count_due(facility_name, last_counted.map(|t| self.time(t)).as_deref())
+                }
+            }
         }
     }
 
@@ -380,8 +391,10 @@ impl Renderer {
             Some(_) => format!("{}{}", drill_tag(lang), self.headline(lang, alert, event)),
             None => self.headline(lang, alert, event),
         };
-        let quotes_its_time =
-            matches!(alert.detail, Detail::Silent { .. } | Detail::Offline { .. });
+        let quotes_its_time = matches!(
+            alert.detail,
+            Detail::Silent { .. } | Detail::Offline { .. } | Detail::CountDue { .. }
+        );
         if event == Event::Resolved {
             if let Some(at) = alert.resolved_at {
                 line.push_str(&w.resolved_at(&self.time(at)));
@@ -416,7 +429,8 @@ impl Renderer {
             self.sms_headline(lang, head.alert, head.event)
         );
         let since = match (&head.alert.detail, head.event) {
-            (_, Event::Resolved) | (Detail::Silent { .. } | Detail::Offline { .. }, _) => None,
+            (_, Event::Resolved)
+            | (Detail::Silent { .. } | Detail::Offline { .. } | Detail::CountDue { .. }, _) => None,
             _ => Some(w.sms_since(&self.time(head.alert.since))),
         };
         let more = (more > 0).then(|| w.sms_more(more));
@@ -1031,6 +1045,24 @@ impl Words {
         }
     }
 
+    /// A manual facility's count is due: when it was last counted, if ever.
+    fn count_due(&self, name: &str, last_counted: Option<&str>) -> String {
+        match (self.zh(), last_counted) {
+            (true, Some(t)) => format!("{name}请盘点（上次盘点 {t}）"),
+            (true, None) => format!("{name}请盘点（从未盘点）"),
+            (false, Some(t)) => format!("{name} count due (last counted {t})"),
+            (false, None) => format!("{name} count due (never counted)"),
+        }
+    }
+
+    fn counted(&self, name: &str) -> String {
+        if self.zh() {
+            format!("{name}已盘点")
+        } else {
+            format!("{name} counted")
+        }
+    }
+
     fn sms_since(&self, t: &str) -> String {
         if self.zh() {
             format!("，{t}起")
@@ -1637,7 +1669,8 @@ mod tests {
             Event::Resolved,
         ];
         let mut out = String::new();
-        for (r, renderer) in [renderer(), plain].iter().enumerate() {
+        let renderers = [renderer(), plain];
+        for (r, renderer) in renderers.iter().enumerate() {
             for lang in [Lang::Zh, Lang::En] {
                 for name in ["景山街道", "Jing <shan> & \"Co's\""] {
                     for (i, alert) in alerts.iter().enumerate() {
@@ -1699,6 +1732,40 @@ mod tests {
                         "==== {r} {lang:?} unreported {never}/{of}\n{}\n---- text\n{}---- sms\n{}\n",
                         message.subject, message.text, message.sms
                     ));
+                }
+            }
+        }
+        out.push_str(&golden_count_due(&renderers));
+        out
+    }
+
+    /// A manual facility's count due, counted once or never, in every channel's form:
+    /// after everything else, so that adding it left the lines above as they were.
+    fn golden_count_due(renderers: &[Renderer]) -> String {
+        let due = |id, last_counted| Alert {
+            rule: Rule::CountDue,
+            key: "jingshan/count_due/js-wh9".into(),
+            subject: "js-wh9".into(),
+            detail: Detail::CountDue {
+                facility: "js-wh9".into(),
+                facility_name: "景山社区库 <9>".into(),
+                last_counted,
+            },
+            ..reserve(id, Rule::CountDue, "", 0.0)
+        };
+        let alerts = [due(10, Some(t(5, 30))), due(11, None)];
+        let mut out = String::new();
+        for (r, renderer) in renderers.iter().enumerate() {
+            for lang in [Lang::Zh, Lang::En] {
+                for alert in &alerts {
+                    for event in [Event::Fired, Event::Remind, Event::Resolved] {
+                        let items = [Item { alert, event }];
+                        let message = renderer.message(lang, &town("景山街道"), &items, &[]);
+                        out.push_str(&format!(
+                            "==== {r} {lang:?} count_due {} {event:?}\n{}\n---- text\n{}---- html\n{}\n---- sms\n{}\n",
+                            alert.id, message.subject, message.text, message.html, message.sms
+                        ));
+                    }
                 }
             }
         }

@@ -23,6 +23,11 @@
 //! - A gateway whose Last Will said `offline` is `gateway_offline`, immediately; it is
 //!   not also `facility_silent`, which would say the same thing again.
 //! - Readiness problems `silent` and `never_reported` are left to the rules above.
+//! - A facility counted by hand (`report = "manual"`) has no gateway: it is never
+//!   `gateway_offline` nor `facility_silent`. When its last count is older than its
+//!   `stale_after` (a day by default), or it was never counted once its start-up grace
+//!   is over, it is `count_due`: the town officer is asked to count, which is what
+//!   silence means for it. Its stock still counts as zero until the first count.
 
 use std::time::Duration;
 
@@ -30,7 +35,7 @@ use chrono::{DateTime, Utc};
 use reserve::Ledger;
 use reserve::coverage::{Level, NotReady};
 use reserve::ledger::{CategoryCoverage, Link, Readiness};
-use reserve::registry::{CategoryIdx, FacilityIdx, FacilityKind, TownIdx};
+use reserve::registry::{CategoryIdx, Facility, FacilityIdx, FacilityKind, Report, TownIdx};
 use serde::{Deserialize, Serialize};
 
 /// Rule ids of docs/design.md#rules; API-stable.
@@ -56,10 +61,11 @@ pub enum Rule {
     WaterPointNotReady,
     FacilitySilent,
     GatewayOffline,
+    CountDue,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::ReserveBelowTarget,
         Rule::ReserveNearTarget,
         Rule::ReserveDepleting,
@@ -67,6 +73,7 @@ impl Rule {
         Rule::WaterPointNotReady,
         Rule::FacilitySilent,
         Rule::GatewayOffline,
+        Rule::CountDue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +85,7 @@ impl Rule {
             Rule::WaterPointNotReady => "water_point_not_ready",
             Rule::FacilitySilent => "facility_silent",
             Rule::GatewayOffline => "gateway_offline",
+            Rule::CountDue => "count_due",
         }
     }
 
@@ -182,6 +190,13 @@ pub enum Detail {
         facility_name: String,
         since: DateTime<Utc>,
     },
+    /// A facility counted by hand whose count is due.
+    CountDue {
+        facility: String,
+        facility_name: String,
+        /// When it was last counted; `None` when it never was.
+        last_counted: Option<DateTime<Utc>>,
+    },
 }
 
 impl Detail {
@@ -204,7 +219,8 @@ impl Detail {
             Detail::Reserve(_) => None,
             Detail::Readiness { facility, .. }
             | Detail::Silent { facility, .. }
-            | Detail::Offline { facility, .. } => Some(facility),
+            | Detail::Offline { facility, .. }
+            | Detail::CountDue { facility, .. } => Some(facility),
         }
     }
 }
@@ -387,6 +403,9 @@ fn link_condition(
 ) -> Option<Condition> {
     let registry = ledger.registry();
     let facility = registry.facility(f);
+    if facility.report == Report::Manual {
+        return count_due(ledger, town, f, settings, now);
+    }
     let state = ledger.facility(f);
     let id = facility.id.to_string();
     if let Some((Link::Offline, at)) = state.link {
@@ -421,6 +440,51 @@ fn link_condition(
             last_heard: heard,
         },
     })
+}
+
+/// A manual facility whose last count is older than its `stale_after`, or that was
+/// never counted and is past its start-up grace. The count's age is its own (a restart
+/// does not make a count fresher), unlike a gateway's silence: from when it was taken,
+/// not when it was posted (an evening's entry of the morning's count), and never later
+/// than when it was received.
+fn count_due(
+    ledger: &Ledger,
+    town: TownIdx,
+    f: FacilityIdx,
+    settings: &RuleSettings,
+    now: DateTime<Utc>,
+) -> Option<Condition> {
+    let facility = ledger.registry().facility(f);
+    let state = ledger.facility(f);
+    let last_counted = match (state.last_ts, state.heard_at) {
+        (Some(taken), Some(heard)) => Some(taken.min(heard)),
+        (taken, heard) => taken.or(heard),
+    };
+    let due_at = match last_counted {
+        Some(counted) => counted + crate::chrono_duration(facility.stale_after),
+        None => startup_grace_end(facility, settings),
+    };
+    (now > due_at).then(|| Condition {
+        town,
+        rule: Rule::CountDue,
+        subject: facility.id.to_string(),
+        facility: Some(f),
+        since: Some(due_at),
+        detail: Detail::CountDue {
+            facility: facility.id.to_string(),
+            facility_name: facility.name.clone(),
+            last_counted,
+        },
+    })
+}
+
+/// When a facility that never reported has had its chance:
+/// `startup_grace_factor` × its `report_every` after the service started.
+fn startup_grace_end(facility: &Facility, settings: &RuleSettings) -> DateTime<Utc> {
+    let grace = facility.report_every.as_secs_f64() * settings.startup_grace_factor;
+    // A factor beyond reason (checked at load) waits as long as chrono can count.
+    let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::MAX);
+    settings.started_at + crate::chrono_duration(grace)
 }
 
 /// The facilities a category's stock in a town is summed from, and those of them that
@@ -461,10 +525,7 @@ fn unreported(
             continue;
         }
         out.never += 1;
-        let grace = facility.report_every.as_secs_f64() * settings.startup_grace_factor;
-        // A factor beyond reason (checked at load) waits as long as chrono can count.
-        let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::MAX);
-        let until = settings.started_at + crate::chrono_duration(grace);
+        let until = startup_grace_end(facility, settings);
         if until > now {
             out.grace_until = out.grace_until.max(Some(until));
         }
@@ -902,5 +963,104 @@ min_battery_pct = 50
         for r in Rule::ALL {
             assert_eq!(Rule::parse(r.as_str()), Some(r));
         }
+    }
+
+    /// The test town with a second warehouse counted by hand.
+    fn town_with_manual_warehouse() -> Town {
+        let source = Source {
+            name: "registry.toml".into(),
+            text: format!(
+                "{REGISTRY}\n[[facility]]\nid = \"js-wh2\"\nname = \"社区库\"\ntown = \"jingshan\"\n\
+                 kind = \"warehouse\"\nreport = \"manual\"\n"
+            ),
+        };
+        let registry =
+            Arc::new(load_registry(&source, &[], &mut |n| Err(format!("no {n}"))).unwrap());
+        Town {
+            town: registry.town_idx("jingshan").unwrap(),
+            ledger: Ledger::new(registry),
+            settings: RuleSettings {
+                started_at: t(0),
+                ..settings()
+            },
+        }
+    }
+
+    const DAY: i64 = 24 * 3600;
+
+    #[test]
+    fn a_manual_facility_never_counted_is_due_once_its_grace_is_over() {
+        let mut town = town_with_manual_warehouse();
+        town.healthy(0);
+        // Its report_every is the default 60 s: the grace is 2 × 60 s from the start.
+        assert_eq!(town.rules(120), vec![]);
+        let due = evaluate(&town.ledger, town.town, &town.settings, t(121)).conditions;
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(
+            (due[0].rule, due[0].severity()),
+            (Rule::CountDue, Severity::Warning)
+        );
+        assert_eq!(due[0].since, Some(t(120)));
+        assert_eq!(
+            due[0].detail,
+            Detail::CountDue {
+                facility: "js-wh2".into(),
+                facility_name: "社区库".into(),
+                last_counted: None,
+            }
+        );
+        // It still counts as zero stock: the figures are unverified.
+        town.ledger.refresh(town.town, t(121));
+        assert!(!town.ledger.figures(town.town).categories[0].verified);
+    }
+
+    #[test]
+    fn a_manual_facility_is_due_a_day_after_its_count_and_never_silent_or_offline() {
+        let mut town = town_with_manual_warehouse();
+        let water = town.ledger.registry().category_idx("water").unwrap();
+        let count = |town: &mut Town, at| {
+            town.read("js-wh2", at, Observation::Stock(vec![(water, 500.0)]));
+        };
+        count(&mut town, 100);
+        // Gateways keep reporting; the count waits a day, not 3 × 60 s.
+        for at in [1000, DAY / 2, DAY + 100] {
+            town.healthy(at);
+            assert_eq!(town.rules(at), vec![], "at {at}");
+        }
+        town.healthy(DAY + 101);
+        let due = evaluate(&town.ledger, town.town, &town.settings, t(DAY + 101)).conditions;
+        assert_eq!(
+            due.iter().map(|c| (c.rule, c.since)).collect::<Vec<_>>(),
+            vec![(Rule::CountDue, Some(t(DAY + 100)))]
+        );
+        assert!(matches!(
+            due[0].detail,
+            Detail::CountDue { last_counted: Some(at), .. } if at == t(100)
+        ));
+        // No Last Will makes it offline: there is no gateway to lose.
+        let f = town.ledger.registry().facility_idx("js-wh2").unwrap();
+        town.ledger.set_link(f, Link::Offline, t(DAY + 150));
+        assert_eq!(town.rules(DAY + 160), vec![rule(Rule::CountDue, "js-wh2")]);
+        // A new count settles it.
+        count(&mut town, DAY + 200);
+        town.healthy(DAY + 200);
+        assert_eq!(town.rules(DAY + 201), vec![]);
+    }
+
+    #[test]
+    fn a_count_is_as_old_as_when_it_was_taken() {
+        let mut town = town_with_manual_warehouse();
+        let water = town.ledger.registry().category_idx("water").unwrap();
+        let f = town.ledger.registry().facility_idx("js-wh2").unwrap();
+        // The morning's count, entered ten hours later.
+        let reading = Reading {
+            facility: f,
+            ts: t(0),
+            seq: None,
+            observation: Observation::Stock(vec![(water, 500.0)]),
+        };
+        town.ledger.apply(&reading, t(10 * 3600));
+        town.healthy(DAY + 1);
+        assert_eq!(town.rules(DAY + 1), vec![rule(Rule::CountDue, "js-wh2")]);
     }
 }
