@@ -4,6 +4,7 @@
 
 mod channels;
 mod channels_file;
+mod count_due;
 mod digests;
 mod drills;
 mod end_to_end;
