@@ -6,7 +6,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use reserve::coverage::NotReady;
 use reserve::ledger::Latest;
-use reserve::registry::{FacilityKind, FacilityKindName};
+use reserve::registry::{FacilityKind, FacilityKindName, Report};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -34,6 +34,24 @@ impl From<FacilityKindName> for FacilityKindView {
     }
 }
 
+/// How a facility's figures arrive: from a gateway, or counted by hand (no gateway
+/// expected; a count is due after `stale_after_s`).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportView {
+    Gateway,
+    Manual,
+}
+
+impl From<Report> for ReportView {
+    fn from(r: Report) -> ReportView {
+        match r {
+            Report::Gateway => ReportView::Gateway,
+            Report::Manual => ReportView::Manual,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FacilityDetail {
     pub id: String,
@@ -41,11 +59,14 @@ pub struct FacilityDetail {
     /// Town id.
     pub town: String,
     pub kind: FacilityKindView,
+    /// `gateway`, or `manual` for a facility counted by hand (docs/design.md#entities).
+    pub report: ReportView,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     /// Expected interval between readings.
     pub report_every_s: f64,
-    /// Silent after this long without a reading.
+    /// Silent after this long without a reading; for a manual facility, its count is
+    /// due after this long.
     pub stale_after_s: f64,
     /// Water points: tank capacity.
     pub capacity_l: Option<f64>,
@@ -251,6 +272,7 @@ pub(super) async fn facility(
         name: facility.name.clone(),
         town: registry.town(facility.town).id.to_string(),
         kind: facility.kind.name().into(),
+        report: facility.report.into(),
         lat: facility.lat,
         lon: facility.lon,
         report_every_s: facility.report_every.as_secs_f64(),

@@ -3,7 +3,7 @@
 use chrono::Duration;
 use serde_json::json;
 
-use crate::helpers::{assert_close, spawn_app};
+use crate::helpers::{AppOptions, assert_close, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn facility_shows_its_latest_observation_and_readiness() {
@@ -74,4 +74,52 @@ async fn a_silent_facility_is_flagged_and_its_town_unverified() {
     // Its last values still count, but a town we cannot vouch for is a warning.
     assert_close(&town["worst_days"], 4.0);
     assert_eq!(town["status"], "warning");
+}
+
+/// A community store counted by hand: its grace is 2 × 1 s from the start.
+const MANUAL_STORE: &str = r#"
+[[facility]]
+id = "js-wh9"
+name = "景山社区库"
+town = "jingshan"
+kind = "warehouse"
+report = "manual"
+report_every = "1s"
+"#;
+
+#[tokio::test]
+async fn a_manual_facility_says_so_and_is_due_a_count_instead_of_silent() {
+    let app = spawn_app_with(AppOptions {
+        extra_registry: MANUAL_STORE,
+        ..AppOptions::full()
+    })
+    .await;
+    app.seed();
+    app.publish("jingshan");
+
+    let store = app.get_ok("/api/v1/facilities/js-wh9").await;
+    assert_eq!(store["report"], "manual");
+    assert_close(&store["stale_after_s"], 86_400.0);
+    assert_eq!(store["never_reported"], true);
+    let gateway = app.get_ok("/api/v1/facilities/js-wh1").await;
+    assert_eq!(gateway["report"], "gateway");
+
+    let due = app
+        .eventually("/api/v1/alerts?state=firing&town=jingshan", |list| {
+            list.as_array()
+                .is_some_and(|l| l.iter().any(|a| a["rule"] == "count_due"))
+        })
+        .await;
+    let rules: Vec<(&str, &str)> = due
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["subject"] == "js-wh9")
+        .map(|a| (a["rule"].as_str().unwrap(), a["severity"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rules, [("count_due", "warning")], "{due}");
+    // Never counted, it holds nothing: the town's figures are unverified.
+    let town = app.get_ok("/api/v1/towns/jingshan").await;
+    assert_eq!(town["verified"], false, "{town}");
+    app.stop().await;
 }
