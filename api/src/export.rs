@@ -237,6 +237,7 @@ impl Sheets {
         row.extend([
             Cell::text(facility.id.as_str()),
             Cell::text(&facility.name),
+            Cell::text(facility.report.as_str()),
             Cell::number(facility.lat),
             Cell::number(facility.lon),
         ]);
@@ -349,6 +350,8 @@ fn facility_columns() -> Vec<Column> {
     columns.extend([
         col("设施编号", "Facility id"),
         col("设施名称", "Facility"),
+        // `gateway`, or `manual` for a facility counted by hand.
+        col("上报方式", "Report"),
         col("纬度", "Latitude"),
         col("经度", "Longitude"),
     ]);

@@ -141,6 +141,7 @@ async fn the_city_workbook_has_a_sheet_per_kind_with_the_figures_the_api_shows()
             close(number(cell(warehouses, r, &header)), &line["quantity"]);
         }
         assert_eq!(cell(warehouses, r, "Reporting").to_string(), "reporting");
+        assert_eq!(cell(warehouses, r, "Report").to_string(), "gateway");
     }
     // longtan never reported: its warehouse is listed, with no figures.
     let lt = row(warehouses, "Facility id", "lt-wh1");
