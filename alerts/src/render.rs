@@ -1750,6 +1750,7 @@ mod tests {
                 facility: "js-wh9".into(),
                 facility_name: "景山社区库 <9>".into(),
                 last_counted,
+                held_until: None,
             },
             ..reserve(id, Rule::CountDue, "", 0.0)
         };

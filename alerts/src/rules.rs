@@ -196,6 +196,10 @@ pub enum Detail {
         facility_name: String,
         /// When it was last counted; `None` when it never was.
         last_counted: Option<DateTime<Utc>>,
+        /// Never counted and still within its start-up grace: not announced before
+        /// this (an alert already firing, say before a restart, stays firing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_until: Option<DateTime<Utc>>,
     },
 }
 
@@ -204,6 +208,7 @@ impl Detail {
     pub fn held_until(&self) -> Option<DateTime<Utc>> {
         match self {
             Detail::Reserve(r) => r.held_until,
+            Detail::CountDue { held_until, .. } => *held_until,
             _ => None,
         }
     }
@@ -443,10 +448,11 @@ fn link_condition(
 }
 
 /// A manual facility whose last count is older than its `stale_after`, or that was
-/// never counted and is past its start-up grace. The count's age is its own (a restart
-/// does not make a count fresher), unlike a gateway's silence: from when it was taken,
-/// not when it was posted (an evening's entry of the morning's count), and never later
-/// than when it was received.
+/// never counted: held until its start-up grace is over, rather than absent, so that a
+/// restart does not resolve a firing reminder as if the count had come. The count's
+/// age is its own (a restart does not make a count fresher), unlike a gateway's
+/// silence: from when it was taken, not when it was posted (an evening's entry of the
+/// morning's count), and never later than when it was received.
 fn count_due(
     ledger: &Ledger,
     town: TownIdx,
@@ -460,11 +466,20 @@ fn count_due(
         (Some(taken), Some(heard)) => Some(taken.min(heard)),
         (taken, heard) => taken.or(heard),
     };
-    let due_at = match last_counted {
-        Some(counted) => counted + crate::chrono_duration(facility.stale_after),
-        None => startup_grace_end(facility, settings),
+    let (due_at, held_until) = match last_counted {
+        Some(counted) => {
+            let due_at = counted + crate::chrono_duration(facility.stale_after);
+            if now <= due_at {
+                return None;
+            }
+            (due_at, None)
+        }
+        None => {
+            let grace_end = startup_grace_end(facility, settings);
+            (grace_end, (grace_end > now).then_some(grace_end))
+        }
     };
-    (now > due_at).then(|| Condition {
+    Some(Condition {
         town,
         rule: Rule::CountDue,
         subject: facility.id.to_string(),
@@ -474,6 +489,7 @@ fn count_due(
             facility: facility.id.to_string(),
             facility_name: facility.name.clone(),
             last_counted,
+            held_until,
         },
     })
 }
@@ -993,7 +1009,11 @@ min_battery_pct = 50
         let mut town = town_with_manual_warehouse();
         town.healthy(0);
         // Its report_every is the default 60 s: the grace is 2 × 60 s from the start.
-        assert_eq!(town.rules(120), vec![]);
+        // Within it the reminder is held, not absent: a restart must not resolve it.
+        let held = evaluate(&town.ledger, town.town, &town.settings, t(60)).conditions;
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(held[0].detail.held_until(), Some(t(120)));
+        assert!(held[0].detail.held(t(60)));
         let due = evaluate(&town.ledger, town.town, &town.settings, t(121)).conditions;
         assert_eq!(due.len(), 1, "{due:?}");
         assert_eq!(
@@ -1007,6 +1027,7 @@ min_battery_pct = 50
                 facility: "js-wh2".into(),
                 facility_name: "社区库".into(),
                 last_counted: None,
+                held_until: None,
             }
         );
         // It still counts as zero stock: the figures are unverified.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use alerts::{AlertFilter, Rule};
+use alerts::{AlertFilter, AlertStatus, Rule};
 use chrono::Utc;
 use reserve::{Observation, Reading};
 use testkit::{HttpReceiver, SmtpServer};
@@ -118,6 +118,23 @@ async fn the_officer_is_asked_to_count_a_stale_or_never_counted_store_and_told_w
     assert_eq!(
         mails[2].subject,
         "[Stockpile] 已恢复：景山街道 景山社区库已盘点"
+    );
+
+    // A restart starts Donghua's never-counted store on a new grace: its reminder,
+    // already firing, stays so and is not told as counted.
+    let donghua = AlertFilter {
+        town: Some("donghua".into()),
+        ..AlertFilter::default()
+    };
+    let before = service.handle.list_alerts(&donghua).await.unwrap();
+    service.stop().await;
+    let service = Service::start(&world, quick_config(), Some(&smtp.url()), None).await;
+    settle(Duration::from_millis(2600)).await; // past the new 2 s grace
+    assert_eq!(smtp.messages().len(), 3, "{:?}", smtp.messages());
+    let after = service.handle.list_alerts(&donghua).await.unwrap();
+    assert_eq!(
+        after.iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(),
+        [(before[0].id, AlertStatus::Firing)]
     );
     service.stop().await;
 }
