@@ -28,7 +28,6 @@ pub use error::StoreError;
 pub use influx::history;
 pub use maintenance::{Maintenance, MaintenanceConfig, MaintenanceCounts, MaintenanceStats};
 pub use sqlite::DrillRow;
-pub use sqlite::{NewTransfer, TransferRow};
 pub use sqlite::{
     AckRow, Alert, AlertBatch, AlertCounts, AlertKinds, AlertQuery, AlertRow, AlertState,
     ConvertKinds, DeliveryState, NewNotification, NotificationQuery, OutboxCounts, OutboxRow,
@@ -42,3 +41,4 @@ pub use sqlite::{
     MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, ManualEntry, ReadingSource, RejectRecord, Store,
     StoreOptions, StoredReading, WriteBatch,
 };
+pub use sqlite::{NewTransfer, TransferRow};

@@ -90,7 +90,10 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::cluster))
         .routes(routes!(facilities::facility))
         .routes(routes!(facility_readings::post_readings))
-        .routes(routes!(transfers::list_transfers, transfers::record_transfer))
+        .routes(routes!(
+            transfers::list_transfers,
+            transfers::record_transfer
+        ))
         .routes(routes!(ops::metrics))
 }
 
