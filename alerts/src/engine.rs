@@ -730,7 +730,7 @@ impl Engine {
         let alert_ids: Vec<i64> = news.items.iter().map(|i| i.alert.id).collect();
         let message = self
             .renderer
-            .for_contact(&contact.name, &alert_ids, now)
+            .for_contact(&crate::link::contact_key(contact), &alert_ids, now)
             .message(contact.lang, &news.names, &news.items, &news.others);
         let webhook = |url: &str| {
             self.renderer
@@ -761,7 +761,9 @@ impl Engine {
         let news: Vec<&DigestTown<'_>> = towns.iter().map(|(_, news)| news).collect();
         let items: Vec<Item<'_>> = news.iter().flat_map(|n| n.items.iter().copied()).collect();
         let alert_ids: Vec<i64> = items.iter().map(|i| i.alert.id).collect();
-        let renderer = self.renderer.for_contact(&contact.name, &alert_ids, now);
+        let renderer =
+            self.renderer
+                .for_contact(&crate::link::contact_key(contact), &alert_ids, now);
         let message = renderer.digest(contact.lang, &news);
         let webhook = |url: &str| renderer.digest_webhook_body(url, &news, &message);
         let what = Told {

@@ -111,14 +111,15 @@ fn verify(state: &AppState, token: &str) -> Result<(Contact, AckGrant, FixedOffs
 }
 
 /// The one contact of the registry the grant was made for (none when two share a tag:
-/// the link cannot say whom it is for).
+/// the link cannot say whom it is for). The tag covers the name and addresses
+/// ([`alerts::link::contact_key`]): namesakes are told apart.
 fn contact_of(state: &AppState, grant: &AckGrant) -> Option<Contact> {
     let ledger = state.ledger();
     let mut matching = ledger
         .registry()
         .contacts
         .iter()
-        .filter(|c| grant.is_for(&c.name));
+        .filter(|c| grant.is_for(&alerts::link::contact_key(c)));
     match (matching.next(), matching.next()) {
         (Some(contact), None) => Some(contact.clone()),
         _ => None,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use alerts::link::{AckGrant, AckLinks, LinkKey, contact_tag};
+use alerts::link::{AckGrant, AckLinks, LinkKey, contact_key, contact_tag};
 use base64::Engine as _;
 use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
@@ -172,12 +172,18 @@ async fn tampered_expired_and_foreign_links_are_refused_and_acknowledge_nothing(
         &app.address,
         Duration::from_secs(3600),
     );
-    let good = links.url("李伟", &[id], Utc::now());
+    // Links name a contact by name and addresses (namesakes are told apart).
+    let li_wei = {
+        let ledger = app.ledger.read().unwrap();
+        let contact = ledger.registry().contacts.iter().find(|c| c.name == "李伟");
+        contact_key(contact.expect("李伟 in the registry"))
+    };
+    let good = links.url(&li_wei, &[id], Utc::now());
     let token = good.rsplit('/').next().unwrap();
     let mut flipped = token.as_bytes().to_vec();
     flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
     let expired = links.token(&AckGrant {
-        contact_tag: contact_tag("李伟"),
+        contact_tag: contact_tag(&li_wei),
         alert_ids: vec![id],
         expires: Utc::now() - chrono::Duration::minutes(1),
     });
@@ -186,7 +192,7 @@ async fn tampered_expired_and_foreign_links_are_refused_and_acknowledge_nothing(
         &app.address,
         Duration::from_secs(3600),
     )
-    .url("李伟", &[id], Utc::now());
+    .url(&li_wei, &[id], Utc::now());
     let nobody = links.url("Nobody In The Registry", &[id], Utc::now());
     let cases = [
         (
