@@ -244,18 +244,7 @@ impl Renderer {
                 "town": {"id": town.id, "name": town.name, "cluster": town.cluster, "district": town.district},
                 "subject": message.subject,
                 "text": message.text,
-                "alerts": items.iter().map(|i| json!({
-                    "id": i.alert.id,
-                    "event": i.event.as_str(),
-                    "rule": i.alert.rule.as_str(),
-                    "severity": i.alert.severity.as_str(),
-                    "state": i.alert.state.as_str(),
-                    "subject": i.alert.subject,
-                    "since": i.alert.since,
-                    "detail": i.alert.detail,
-                    "ack_url": self.ack_url(i.alert.id),
-                    "drill": i.alert.drill.is_some(),
-                })).collect::<Vec<_>>(),
+                "alerts": items.iter().map(|i| self.webhook_alert(i)).collect::<Vec<_>>(),
             })
         };
         body.to_string()
@@ -270,6 +259,22 @@ impl Renderer {
         t.with_timezone(&self.offset)
             .format("%m-%d %H:%M")
             .to_string()
+    }
+
+    /// One alert as a generic webhook body lists it (a town's message or a digest).
+    fn webhook_alert(&self, i: &Item<'_>) -> serde_json::Value {
+        json!({
+            "id": i.alert.id,
+            "event": i.event.as_str(),
+            "rule": i.alert.rule.as_str(),
+            "severity": i.alert.severity.as_str(),
+            "state": i.alert.state.as_str(),
+            "subject": i.alert.subject,
+            "since": i.alert.since,
+            "detail": i.alert.detail,
+            "ack_url": self.ack_url(i.alert.id),
+            "drill": i.alert.drill.is_some(),
+        })
     }
 
     fn ack_url(&self, id: i64) -> String {

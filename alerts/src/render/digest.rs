@@ -259,18 +259,7 @@ impl Renderer {
                 "name": t.names.name,
                 "cluster": t.names.cluster,
                 "district": t.names.district,
-                "alerts": sorted(&t.items).iter().map(|i| json!({
-                    "id": i.alert.id,
-                    "event": i.event.as_str(),
-                    "rule": i.alert.rule.as_str(),
-                    "severity": i.alert.severity.as_str(),
-                    "state": i.alert.state.as_str(),
-                    "subject": i.alert.subject,
-                    "since": i.alert.since,
-                    "detail": i.alert.detail,
-                    "ack_url": self.ack_url(i.alert.id),
-                    "drill": i.alert.drill.is_some(),
-                })).collect::<Vec<_>>(),
+                "alerts": sorted(&t.items).iter().map(|i| self.webhook_alert(i)).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })
         .to_string()
