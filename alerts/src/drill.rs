@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use reserve::Registry;
-use reserve::registry::{ClusterIdx, DistrictIdx, TownIdx};
+use reserve::registry::Scope;
 use serde::{Deserialize, Serialize};
 use store::DrillRow;
 
@@ -28,89 +28,31 @@ const MAX_NOTE_CHARS: usize = 1000;
 /// Most towns a `towns:` scope names (a bigger exercise is a cluster's or a district's).
 const MAX_TOWNS: usize = 100;
 
-/// What a drill covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DrillScope {
-    City,
-    District(DistrictIdx),
-    Cluster(ClusterIdx),
-    Towns(Vec<TownIdx>),
+/// What a drill covers: a [`Scope`], read as the resource list reads it.
+pub type DrillScope = Scope;
+
+/// Reads a drill's scope (see [`Scope::parse`]); the error says what is wrong, starting
+/// with `scope: `. A `towns:` scope names at most [`MAX_TOWNS`].
+pub fn parse_scope(registry: &Registry, s: &str) -> Result<DrillScope, String> {
+    let scope = Scope::parse(registry, s).map_err(|e| format!("scope: {e}"))?;
+    if let Scope::Towns(towns) = &scope
+        && towns.len() > MAX_TOWNS
+    {
+        return Err(format!(
+            "scope: at most {MAX_TOWNS} towns; drill their cluster or district"
+        ));
+    }
+    Ok(scope)
 }
 
-impl DrillScope {
-    /// Reads `city`, `district:<id>`, `cluster:<id>`, `towns:<id>,<id>` or `town:<id>`;
-    /// the error says what is wrong, starting with `scope: `.
-    pub fn parse(registry: &Registry, s: &str) -> Result<DrillScope, String> {
-        let s = s.trim();
-        if s == "city" {
-            return Ok(DrillScope::City);
-        }
-        let unknown = |kind: &str, id: &str| format!("scope: unknown {kind} {id:?}");
-        match s.split_once(':') {
-            Some(("district", id)) => registry
-                .district_idx(id)
-                .map(DrillScope::District)
-                .ok_or_else(|| unknown("district", id)),
-            Some(("cluster", id)) => registry
-                .cluster_idx(id)
-                .map(DrillScope::Cluster)
-                .ok_or_else(|| unknown("cluster", id)),
-            Some(("towns" | "town", ids)) => {
-                let mut towns = Vec::new();
-                for id in ids.split(',').map(str::trim) {
-                    let town = registry.town_idx(id).ok_or_else(|| unknown("town", id))?;
-                    if !towns.contains(&town) {
-                        towns.push(town);
-                    }
-                }
-                if towns.len() > MAX_TOWNS {
-                    return Err(format!(
-                        "scope: at most {MAX_TOWNS} towns; drill their cluster or district"
-                    ));
-                }
-                Ok(DrillScope::Towns(towns))
-            }
-            _ => Err(format!(
-                "scope: expected city, district:<id>, cluster:<id> or towns:<id>,<id>, got {s:?}"
-            )),
-        }
-    }
-
-    /// The scope as [`DrillScope::parse`] reads it (and the store keeps it).
-    pub fn to_text(&self, registry: &Registry) -> String {
-        match self {
-            DrillScope::City => "city".to_owned(),
-            DrillScope::District(d) => format!("district:{}", registry.districts[d.index()].id),
-            DrillScope::Cluster(c) => format!("cluster:{}", registry.clusters[c.index()].id),
-            DrillScope::Towns(towns) => {
-                let ids: Vec<&str> = towns
-                    .iter()
-                    .map(|&t| registry.town(t).id.as_str())
-                    .collect();
-                format!("towns:{}", ids.join(","))
-            }
-        }
-    }
-
-    pub fn covers(&self, registry: &Registry, town: TownIdx) -> bool {
-        let t = registry.town(town);
-        match self {
-            DrillScope::City => true,
-            DrillScope::District(d) => t.district == *d,
-            DrillScope::Cluster(c) => t.cluster == *c,
-            DrillScope::Towns(towns) => towns.contains(&town),
-        }
-    }
-
-    /// The highest escalation level a drill alert may reach: the contacts of the
-    /// drill's own scope (a town drill stays with town officers).
-    pub fn reach(&self) -> u8 {
-        match self {
-            DrillScope::Towns(_) => LEVEL_TOWN,
-            DrillScope::Cluster(_) => 1,
-            DrillScope::District(_) => 2,
-            DrillScope::City => LEVEL_CITY,
-        }
+/// The highest escalation level a drill alert may reach: the contacts of the drill's
+/// own scope (a town drill stays with town officers).
+pub fn reach(scope: &DrillScope) -> u8 {
+    match scope {
+        Scope::Towns(_) => LEVEL_TOWN,
+        Scope::Cluster(_) => 1,
+        Scope::District(_) => 2,
+        Scope::City => LEVEL_CITY,
     }
 }
 
@@ -125,7 +67,7 @@ impl Drill {
     /// `None` for a stored drill whose scope no longer fits the registry: it covers
     /// nothing.
     pub fn from_row(registry: &Registry, row: DrillRow) -> Option<Drill> {
-        match DrillScope::parse(registry, &row.scope) {
+        match parse_scope(registry, &row.scope) {
             Ok(scope) => Some(Drill { scope, row }),
             Err(why) => {
                 tracing::warn!(message = "Stored drill no longer fits the registry; it covers nothing.", drill = row.id, %why);
@@ -157,7 +99,7 @@ impl NewDrill {
     ) -> Result<Drill, AlertsError> {
         // The store keeps milliseconds: what the API answers now reads back the same.
         let now = now.trunc_subsecs(3);
-        let scope = DrillScope::parse(registry, &self.scope).map_err(AlertsError::Invalid)?;
+        let scope = parse_scope(registry, &self.scope).map_err(AlertsError::Invalid)?;
         let duration = parse_duration(&self.duration).map_err(AlertsError::Invalid)?;
         if self.started_by.trim().is_empty() {
             return Err(AlertsError::Invalid("started_by: must not be empty".into()));
@@ -237,7 +179,7 @@ pub struct DrillView {
 
 impl DrillView {
     pub(crate) fn new(registry: &Registry, row: &DrillRow, now: DateTime<Utc>) -> DrillView {
-        let scope_name = match DrillScope::parse(registry, &row.scope) {
+        let scope_name = match parse_scope(registry, &row.scope) {
             Ok(DrillScope::City) => "city".to_owned(),
             Ok(DrillScope::District(d)) => registry.districts[d.index()].name.clone(),
             Ok(DrillScope::Cluster(c)) => registry.clusters[c.index()].name.clone(),
@@ -307,7 +249,7 @@ pub(crate) fn carry_out(engine: &mut Engine, command: Command, now: DateTime<Utc
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use reserve::registry::Lang;
+    use reserve::registry::{Lang, TownIdx};
     use store::AlertState;
 
     use super::*;
@@ -464,9 +406,9 @@ population = 1000
             ),
         ];
         for (text, canonical, reach, covers_js, covers_tt) in cases {
-            let scope = DrillScope::parse(&registry, text).unwrap();
+            let scope = parse_scope(&registry, text).unwrap();
             assert_eq!(scope.to_text(&registry), *canonical);
-            assert_eq!(scope.reach(), *reach, "{text}");
+            assert_eq!(super::reach(&scope), *reach, "{text}");
             assert_eq!(
                 (scope.covers(&registry, js), scope.covers(&registry, tt)),
                 (*covers_js, *covers_tt),
@@ -481,7 +423,7 @@ population = 1000
             "province:hebei",
             "City",
         ] {
-            let err = DrillScope::parse(&registry, bad).expect_err(bad);
+            let err = parse_scope(&registry, bad).expect_err(bad);
             assert!(err.starts_with("scope: "), "{bad}: {err}");
         }
     }

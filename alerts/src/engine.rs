@@ -933,7 +933,7 @@ impl Engine {
         self.drills
             .iter()
             .filter(|d| d.row.is_active(now) && d.scope.covers(&self.registry, town))
-            .min_by_key(|d| d.scope.reach())
+            .min_by_key(|d| crate::drill::reach(&d.scope))
     }
 
     /// How far `alert` may escalate: a drill alert no further than its drill's scope
@@ -945,7 +945,7 @@ impl Engine {
                 .drills
                 .iter()
                 .find(|d| d.row.id == id)
-                .map_or(LEVEL_TOWN, |d| d.scope.reach()),
+                .map_or(LEVEL_TOWN, |d| crate::drill::reach(&d.scope)),
         }
     }
 

@@ -62,62 +62,6 @@ pub struct Table {
     pub rows: Vec<Vec<Cell>>,
 }
 
-/// Which towns a list covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    City,
-    District(String),
-    Cluster(String),
-    Town(String),
-}
-
-impl Scope {
-    /// `city`, `district:<id>`, `cluster:<id>` or `town:<id>`. `Err` says what is wrong.
-    pub fn parse(s: &str) -> Result<Scope, String> {
-        if s == "city" {
-            return Ok(Scope::City);
-        }
-        let Some((kind, id)) = s.split_once(':') else {
-            return Err(format!(
-                "scope {s:?} is not one of city, district:<id>, cluster:<id>, town:<id>"
-            ));
-        };
-        let id = id.to_owned();
-        match kind {
-            "district" => Ok(Scope::District(id)),
-            "cluster" => Ok(Scope::Cluster(id)),
-            "town" => Ok(Scope::Town(id)),
-            _ => Err(format!(
-                "scope kind {kind:?} is not one of district, cluster, town"
-            )),
-        }
-    }
-
-    /// The scope's towns in registry order; `None` when it names nothing we know.
-    pub fn towns(&self, ledger: &Ledger) -> Option<Vec<TownIdx>> {
-        let registry = ledger.registry();
-        let all = registry.town_indices();
-        let towns: Vec<TownIdx> = match self {
-            Scope::City => all.collect(),
-            Scope::District(id) => {
-                let d = registry
-                    .districts
-                    .iter()
-                    .position(|d| d.id.as_str() == id)?;
-                all.filter(|&t| registry.town(t).district.index() == d)
-                    .collect()
-            }
-            Scope::Cluster(id) => {
-                let c = registry.clusters.iter().position(|c| c.id.as_str() == id)?;
-                all.filter(|&t| registry.town(t).cluster.index() == c)
-                    .collect()
-            }
-            Scope::Town(id) => vec![registry.town_idx(id)?],
-        };
-        Some(towns)
-    }
-}
-
 /// The open alerts the list shows, by town id: (rule id, subject) of each.
 pub type OpenAlerts = BTreeMap<String, Vec<(String, String)>>;
 

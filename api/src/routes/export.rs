@@ -4,12 +4,13 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use reserve::registry::{Scope, ScopeError};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, Entity, ErrorBody};
-use crate::export::{self, OpenAlerts, Scope};
+use crate::export::{self, OpenAlerts};
 use crate::extract::ApiQuery;
 
 const CSV: &str = "text/csv; charset=utf-8";
@@ -32,7 +33,8 @@ pub(super) struct ExportQuery {
     #[serde(default)]
     #[param(inline)]
     format: ExportFormat,
-    /// `city` (default), `district:<id>`, `cluster:<id>` or `town:<id>`.
+    /// `city` (default), `district:<id>`, `cluster:<id>`, `town:<id>` or
+    /// `towns:<id>,<id>` (the drills' grammar, `reserve::registry::Scope`).
     scope: Option<String>,
 }
 
@@ -56,18 +58,24 @@ pub(super) async fn export_resources(
     ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let scope_text = query.scope.as_deref().unwrap_or("city");
-    let scope = Scope::parse(scope_text).map_err(|message| ApiError::BadRequest {
-        code: "invalid_query",
-        message,
-        field: Some("scope".to_owned()),
-    })?;
     let alerts = open_alerts(&state).await?;
     let now = Utc::now();
     let tables = {
         let ledger = state.ledger();
-        let towns = scope
-            .towns(&ledger)
-            .ok_or_else(|| ApiError::not_found(Entity::Scope, scope_text))?;
+        let scope = match Scope::parse(ledger.registry(), scope_text) {
+            Ok(scope) => scope,
+            Err(ScopeError::Unknown { .. }) => {
+                return Err(ApiError::not_found(Entity::Scope, scope_text));
+            }
+            Err(malformed) => {
+                return Err(ApiError::BadRequest {
+                    code: "invalid_query",
+                    message: format!("scope: {malformed}"),
+                    field: Some("scope".to_owned()),
+                });
+            }
+        };
+        let towns = scope.towns(ledger.registry());
         export::resource_list(&ledger, &towns, &alerts, now)
     };
     let format = query.format;

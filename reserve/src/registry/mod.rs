@@ -8,6 +8,7 @@
 //! live state in plain vectors.
 
 pub mod load;
+mod scope;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use crate::id::{CategoryId, ClusterId, DistrictId, FacilityId, TownId};
 
 pub use load::{LoadError, LoadErrors, Source, load_registry};
+pub use scope::{Scope, ScopeError};
 
 macro_rules! index_type {
     ($(#[$doc:meta])* $name:ident) => {
