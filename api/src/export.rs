@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reserve::Ledger;
-use reserve::coverage::NotReady;
 use reserve::ledger::{Latest, Readiness};
-use reserve::reading::{PowerState, PumpState};
 use reserve::registry::{FacilityIdx, FacilityKind, TownIdx};
 use rust_xlsxwriter::{Format, Workbook, XlsxError};
 
@@ -203,7 +201,7 @@ impl Sheets {
                 row.extend([
                     Cell::number(*capacity_l),
                     Cell::number(obs.map(|o| o.level_l)),
-                    obs.map_or(Cell::Empty, |o| Cell::text(pump(o.pump))),
+                    obs.map_or(Cell::Empty, |o| Cell::Text(api_id(o.pump))),
                     obs.map_or(Cell::Empty, |o| Cell::text(yes_no(o.potable))),
                 ]);
                 row.extend(readiness(&figures.water_points, f));
@@ -225,7 +223,7 @@ impl Sheets {
                     Cell::Number(*fuel_capacity_l),
                     Cell::number(obs.map(|o| o.fuel_l)),
                     Cell::number(obs.and_then(|o| o.battery_pct)),
-                    obs.map_or(Cell::Empty, |o| Cell::text(power_state(o.state))),
+                    obs.map_or(Cell::Empty, |o| Cell::Text(api_id(o.state))),
                     Cell::number(obs.map(|o| {
                         reserve::coverage::runtime_h(
                             o.fuel_l,
@@ -357,7 +355,7 @@ fn readiness(units: &[Readiness], f: FacilityIdx) -> [Cell; 2] {
             Cell::Text(
                 r.problems
                     .iter()
-                    .map(|&p| problem(p))
+                    .map(|&p| api_id(p))
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
@@ -381,26 +379,10 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-fn pump(p: PumpState) -> &'static str {
-    match p {
-        PumpState::Ok => "ok",
-        PumpState::Fault => "fault",
-        PumpState::Off => "off",
-    }
-}
-
-fn power_state(s: PowerState) -> &'static str {
-    match s {
-        PowerState::Standby => "standby",
-        PowerState::Running => "running",
-        PowerState::Fault => "fault",
-        PowerState::Maintenance => "maintenance",
-    }
-}
-
-/// A problem's API id (`pump_fault`, …), as the API and alerts spell it.
-fn problem(p: NotReady) -> String {
-    serde_json::to_value(p)
+/// A value's id as the API and the MQTT contract spell it (`pump_fault`, `standby`,
+/// …): its serde name, so the list cannot drift from them.
+fn api_id(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
