@@ -212,6 +212,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX transfers_from_town ON transfers (from_town, at);
     CREATE INDEX transfers_to_town ON transfers (to_town, at);
     CREATE INDEX transfers_at ON transfers (at);",
+    // The audit log covers every mutation (issue 15): where a request came from, and
+    // the towns an action touched, so an officer can read their towns' entries.
+    // `audit_towns` has one row per town an entry touched; a city-wide action (a
+    // registry reload) has none and is for admins. The audit log now has its own
+    // retention (`[store] audit_retention`), pruned by `at`.
+    "ALTER TABLE audit ADD COLUMN remote TEXT NOT NULL DEFAULT '';  -- client address
+    CREATE TABLE audit_towns (
+        town TEXT NOT NULL,
+        audit INTEGER NOT NULL,       -- audit.id
+        PRIMARY KEY (town, audit)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX audit_towns_audit ON audit_towns (audit);
+    CREATE INDEX audit_at ON audit (at);",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is
