@@ -230,20 +230,21 @@ def registry_toml(clusters):
         out += [f"[[cluster]]  # {c['district']}", f"id = {toml_str(c['id'])}",
                 f"name = {toml_str(c['name'])}", ""]
     out += [
-        "# Daily needs per person (of `group`, default everyone) per day.",
+        "# Daily needs per person (of `group`, default everyone) per day. `name_zh` and",
+        "# `name_en` are what boards and messages in that language call the category.",
         "# Survival drinking water (Sphere standard); FEMA's 1 gallon also covers sanitation.",
-        '[[category]]\nid = "water"\nname = "Drinking water"\nunit = "L"\ndaily_need = 3.0\n',
+        '[[category]]\nid = "water"\nname = "Drinking water"\nname_zh = "饮用水"\nname_en = "Drinking water"\nunit = "L"\ndaily_need = 3.0\n',
         "# Three meal-rations a day.",
-        '[[category]]\nid = "food"\nname = "Food"\nunit = "ration"\ndaily_need = 3.0\n',
+        '[[category]]\nid = "food"\nname = "Food"\nname_zh = "食品"\nname_en = "Food"\nunit = "ration"\ndaily_need = 3.0\n',
         "# About 150 g of powder a day feeds an infant under one year.",
-        '[[category]]\nid = "infant-formula"\nname = "Infant formula"\nunit = "kg"\n'
+        '[[category]]\nid = "infant-formula"\nname = "Infant formula"\nname_zh = "婴儿配方奶粉"\nname_en = "Infant formula"\nunit = "kg"\n'
         'daily_need = 0.15\ngroup = "infants"\n',
         "# One first-aid kit per 50 people per day: minor injuries after a disaster use",
         "# up dressings and antiseptics at roughly that rate (a planning figure).",
-        '[[category]]\nid = "medical-kit"\nname = "Medical kits"\nunit = "kit"\n'
+        '[[category]]\nid = "medical-kit"\nname = "Medical kits"\nname_zh = "急救包"\nname_en = "Medical kits"\nunit = "kit"\n'
         "daily_need = 0.02\n",
         "# One blanket per person, counted over three days (0.34 × 3 ≈ 1).",
-        '[[category]]\nid = "blanket"\nname = "Blankets"\nunit = "pcs"\ndaily_need = 0.34',
+        '[[category]]\nid = "blanket"\nname = "Blankets"\nname_zh = "棉被"\nname_en = "Blankets"\nunit = "pcs"\ndaily_need = 0.34',
     ]
     return "\n".join(out) + "\n"
 

@@ -157,7 +157,11 @@ pub enum Group {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Category {
     pub id: CategoryId,
+    /// The name when none is given in a reader's language (`names`).
     pub name: String,
+    /// Names per language (`name_zh`, `name_en`): a Chinese message or board must not
+    /// say "Blankets".
+    pub names: CategoryNames,
     pub unit: String,
     /// Units per person of `group` per day. Always finite and > 0.
     pub daily_need: f64,
@@ -253,6 +257,25 @@ impl Report {
             .into_iter()
             .find(|r| r.as_str() == s)
     }
+}
+
+impl Category {
+    /// The category's name for a reader of `lang`: its name in that language when the
+    /// registry gives one, else its `name`.
+    pub fn name_in(&self, lang: Lang) -> &str {
+        let named = match lang {
+            Lang::Zh => self.names.zh.as_deref(),
+            Lang::En => self.names.en.as_deref(),
+        };
+        named.unwrap_or(&self.name)
+    }
+}
+
+/// A category's optional names per language; absent ones fall back to `name`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategoryNames {
+    pub zh: Option<String>,
+    pub en: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

@@ -32,6 +32,7 @@ fn category(id: &str, daily_need: f64, group: Group) -> Category {
     Category {
         id: CategoryId::parse(id).unwrap(),
         name: id.into(),
+        names: Default::default(),
         unit: "u".into(),
         daily_need,
         group,

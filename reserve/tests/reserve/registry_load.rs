@@ -907,3 +907,34 @@ fn an_unknown_report_mode_is_located_in_toml_and_csv() {
         ]
     );
 }
+
+#[test]
+fn category_names_per_language_fall_back_to_name() {
+    let r = load(&format!(
+        "{SKELETON}[[category]]\nid = \"blanket\"\nname = \"Blankets\"\nname_zh = \"棉被\"\nunit = \"pcs\"\ndaily_need = 0.34\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let blanket = r.category(r.category_idx("blanket").expect("blanket"));
+    assert_eq!(blanket.name_in(Lang::Zh), "棉被");
+    // No name_en: English readers get the category's name.
+    assert_eq!(blanket.name_in(Lang::En), "Blankets");
+
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[[category]]\nid = \"food\"\nname = \"Food\"\nname_zh = \" \" #!\nname_en = \"\" #!\nunit = \"ration\"\ndaily_need = 3",
+            &[
+                "category \"food\": name_zh: must not be empty",
+                "category \"food\": name_en: must not be empty",
+            ],
+        ),
+        (
+            "[[category]]\nid = \"food\"\nname = \"Food\"\nname_fr = \"Nourriture\" #!\nunit = \"ration\"\ndaily_need = 3",
+            &[
+                "category \"food\": unknown field `name_fr`, expected one of `id`, `name`, `name_zh`, `name_en`, `unit`, `daily_need`, `group`",
+            ],
+        ),
+    ];
+    for (case, expected) in cases {
+        assert_errors(case, expected);
+    }
+}

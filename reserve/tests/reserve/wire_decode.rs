@@ -73,6 +73,7 @@ fn registry() -> Registry {
             .map(|id| Category {
                 id: CategoryId::parse(id).unwrap(),
                 name: id.into(),
+                names: Default::default(),
                 unit: "u".into(),
                 daily_need: 1.0,
                 group: Group::All,

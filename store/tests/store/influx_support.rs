@@ -42,6 +42,7 @@ fn category(id: &str, daily_need: f64) -> Category {
     Category {
         id: CategoryId::parse(id).unwrap(),
         name: id.into(),
+        names: Default::default(),
         unit: if id == "water" { "L" } else { "ration" }.into(),
         daily_need,
         group: Group::All,

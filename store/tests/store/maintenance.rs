@@ -34,6 +34,7 @@ fn registry() -> Arc<Registry> {
         categories: vec![Category {
             id: CategoryId::parse("water").unwrap(),
             name: "water".into(),
+            names: Default::default(),
             unit: "L".into(),
             daily_need: 3.0,
             group: Group::All,

@@ -31,6 +31,7 @@ fn category(id: &str, daily_need: f64) -> Category {
     Category {
         id: CategoryId::parse(id).unwrap(),
         name: id.into(),
+        names: Default::default(),
         unit: "u".into(),
         daily_need,
         group: Group::All,

@@ -14,7 +14,7 @@ use super::{Document, Locator, Problems, field_str, label};
 use crate::duration::parse_duration;
 use crate::id::{CategoryId, ClusterId, DistrictId, FacilityId, IdError, TownId};
 use crate::registry::{
-    Category, CategoryIdx, Channel, Cluster, ClusterIdx, Contact, ContactScope,
+    Category, CategoryIdx, CategoryNames, Channel, Cluster, ClusterIdx, Contact, ContactScope,
     DEFAULT_REPORT_EVERY, District, DistrictIdx, Facility, FacilityIdx, FacilityKind, Group, Lang,
     Registry, RegistryParts, Report, Target, TargetOverride, Town, TownIdx,
 };
@@ -454,6 +454,8 @@ impl<'a> Checker<'a> {
             self.locator,
         );
         let name = e.required_text(&raw.name, "name");
+        let name_zh = e.text(&raw.name_zh, "name_zh");
+        let name_en = e.text(&raw.name_en, "name_en");
         let unit = e.required_text(&raw.unit, "unit");
         let daily_need = e.required_number(&raw.daily_need, "daily_need", Bounds::Positive);
         let group = match &raw.group {
@@ -478,6 +480,10 @@ impl<'a> Checker<'a> {
         Some(Category {
             id: id.ok()?,
             name: name.ok()?,
+            names: CategoryNames {
+                zh: name_zh.ok()?,
+                en: name_en.ok()?,
+            },
             unit: unit.ok()?,
             daily_need: daily_need.ok()?,
             group: group.ok()?,

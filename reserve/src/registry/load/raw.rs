@@ -51,6 +51,8 @@ pub(super) struct RawArea {
 pub(super) struct RawCategory {
     pub id: Field<String>,
     pub name: Field<String>,
+    pub name_zh: Field<String>,
+    pub name_en: Field<String>,
     pub unit: Field<String>,
     pub daily_need: Field<f64>,
     pub group: Field<String>,
