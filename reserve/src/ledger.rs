@@ -20,6 +20,10 @@ use crate::reading::{
 };
 use crate::registry::{CategoryIdx, FacilityIdx, FacilityKind, Registry, Target, TownIdx};
 
+mod reload;
+
+pub use reload::RegistryChanges;
+
 /// What [`Ledger::apply`] did with a reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
