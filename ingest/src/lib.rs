@@ -27,9 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use live::{IngestMetrics, SharedLedger, TownChanges};
+use reserve::Registry;
 use rumqttc::{AsyncClient, Event, Incoming, Publish, QoS};
 use store::Store;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{IngestConfig, MqttConfig};
@@ -114,6 +115,51 @@ impl Delivery {
     }
 }
 
+/// A registry for the writer to adopt between two batches
+/// (docs/design.md#registry-reload).
+#[derive(Debug)]
+pub(crate) struct RegistrySwap {
+    registry: Arc<Registry>,
+    /// Answered once the ledger is on the new registry.
+    adopted: oneshot::Sender<()>,
+}
+
+/// The reload's end of the writer's registry input.
+#[derive(Debug, Clone)]
+pub struct RegistrySwapper {
+    swaps: mpsc::Sender<RegistrySwap>,
+}
+
+/// The writer's end: handed to [`run_reloadable`].
+#[derive(Debug)]
+pub struct RegistrySwaps {
+    swaps: mpsc::Receiver<RegistrySwap>,
+}
+
+impl RegistrySwaps {
+    /// The two ends. One reload at a time is all there is (the reload serializes
+    /// them), so the queue holds one.
+    pub fn channel() -> (RegistrySwapper, RegistrySwaps) {
+        let (tx, rx) = mpsc::channel(1);
+        (RegistrySwapper { swaps: tx }, RegistrySwaps { swaps: rx })
+    }
+}
+
+impl RegistrySwapper {
+    /// Hands `registry` (already validated, and narrowed to a shard's towns) to the
+    /// writer and waits until the ledger is on it: after the batch in progress, so no
+    /// batch is half on each registry. An error when ingest is not running.
+    pub async fn swap(&self, registry: Arc<Registry>) -> Result<(), IngestError> {
+        let (adopted, done) = oneshot::channel();
+        let stopped = || IngestError::Writer("ingest is not running".into());
+        self.swaps
+            .send(RegistrySwap { registry, adopted })
+            .await
+            .map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())
+    }
+}
+
 /// Runs ingest until `shutdown` is cancelled or the store fails. On shutdown the poll
 /// loop stops first, then the writer commits what it holds; nothing it has not
 /// committed is acknowledged, so the broker redelivers it to the next run.
@@ -143,6 +189,27 @@ pub async fn run_with_manual_readings(
     manual: live::ManualQueue,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
+    // No reload: a registry queue nobody can send to.
+    let (_, swaps) = RegistrySwaps::channel();
+    run_reloadable(
+        config, ledger, store, metrics, changes, manual, swaps, shutdown,
+    )
+    .await
+}
+
+/// [`run_with_manual_readings`], with registries to adopt while running
+/// (`stockpile serve`'s reload, docs/design.md#registry-reload).
+#[allow(clippy::too_many_arguments)] // each is one of ingest's shared parts
+pub async fn run_reloadable(
+    config: IngestConfig,
+    ledger: SharedLedger,
+    store: Store,
+    metrics: Arc<IngestMetrics>,
+    changes: Arc<TownChanges>,
+    manual: live::ManualQueue,
+    swaps: RegistrySwaps,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
     let options = broker::mqtt_options(&config)?;
     // The request channel carries acks and subscriptions; the acker task waits on it,
     // never the poll loop.
@@ -151,7 +218,7 @@ pub async fn run_with_manual_readings(
     let (delivery_tx, delivery_rx) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Delivery>();
 
-    let writer = writer::Writer::new(
+    let mut writer = writer::Writer::new(
         config.clone(),
         ledger,
         store,
@@ -159,10 +226,17 @@ pub async fn run_with_manual_readings(
         changes,
         shutdown.clone(),
     );
+    // A shard subscribes town by town: a reload may bring towns to subscribe to.
+    let mut shard_towns = None;
+    if config.towns.is_some() {
+        let (tx, rx) = mpsc::channel(1);
+        writer = writer.with_shard_towns(tx);
+        shard_towns = Some(rx);
+    }
     let runtime = tokio::runtime::Handle::current();
     let writer_thread = std::thread::Builder::new()
         .name("ingest-writer".into())
-        .spawn(move || writer.run(runtime, delivery_rx, manual, ack_tx))
+        .spawn(move || writer.run(runtime, delivery_rx, manual, swaps.swaps, ack_tx))
         .map_err(|e| IngestError::Writer(e.to_string()))?;
     let acker = spawn_acker(client.clone(), Arc::clone(&generation), ack_rx);
 
@@ -181,6 +255,7 @@ pub async fn run_with_manual_readings(
         generation,
         metrics,
         backoff: BACKOFF_MIN,
+        shard_towns,
     };
     let stopped = subscriber.run(&shutdown).await;
     wind_down(subscriber, writer_thread, acker).await?;
@@ -280,6 +355,8 @@ struct Subscriber {
     queue: DeliveryQueue,
     subscription: Subscription,
     backoff: Duration,
+    /// A shard's towns after each reload, from the writer.
+    shard_towns: Option<mpsc::Receiver<Vec<String>>>,
 }
 
 /// The writer's end of the delivery queue, bounded in messages and in payload bytes.
@@ -313,6 +390,11 @@ impl Subscriber {
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return Stopped::Shutdown,
+                Some(towns) = next_towns(&mut self.shard_towns) => {
+                    self.subscription.add_towns(&towns);
+                    self.subscription.send(&self.client);
+                    continue;
+                }
                 event = self.eventloop.poll() => event,
             };
             match event {
@@ -406,6 +488,14 @@ impl Subscriber {
     }
 }
 
+/// The next town list of a reloaded shard; never, when there is no shard.
+async fn next_towns(towns: &mut Option<mpsc::Receiver<Vec<String>>>) -> Option<Vec<String>> {
+    match towns {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Most filters in one SUBSCRIBE packet. Brokers cap a packet's size (EMQX at 1 MiB by
 /// default, some far lower) and a large shard has two filters per town; 256 filters
 /// with 64-character town ids make about 25 KiB.
@@ -426,41 +516,47 @@ struct Subscription {
     /// SUBACKs still due on this connection.
     awaiting: usize,
     refused: bool,
+    /// A shard's towns subscribed to, town by town; `None`: the wildcard filters.
+    towns: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Subscription {
     fn new(towns: Option<&[String]>) -> Subscription {
-        use reserve::wire::{TopicKind, town_filter};
         let filters: Vec<String> = match towns {
             None => vec![
                 reserve::wire::READING_FILTER.to_owned(),
                 reserve::wire::STATUS_FILTER.to_owned(),
             ],
-            Some(towns) => towns
-                .iter()
-                .flat_map(|t| {
-                    [
-                        town_filter(t, TopicKind::Reading),
-                        town_filter(t, TopicKind::Status),
-                    ]
-                })
-                .collect(),
+            Some(towns) => town_filters(towns),
         };
-        let packets = filters
-            .chunks(FILTERS_PER_SUBSCRIBE)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
-                    .collect()
-            })
-            .collect();
         Subscription {
-            packets,
+            packets: packets(&filters),
             queued: 0,
             unsent: 0,
             awaiting: 0,
             refused: false,
+            towns: towns.map(|t| t.iter().cloned().collect()),
+        }
+    }
+
+    /// A reloaded shard's towns: the filters of those it lacks join the packets, sent
+    /// like the rest. A removed town's filters stay until a restart; its readings are
+    /// rejected as an unknown town meanwhile.
+    fn add_towns(&mut self, towns: &[String]) {
+        let Some(subscribed) = &mut self.towns else {
+            return;
+        };
+        let new: Vec<String> = towns
+            .iter()
+            .filter(|t| subscribed.insert((*t).clone()))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            tracing::info!(
+                message = "Subscribing to the towns a reload added.",
+                towns = new.len()
+            );
+            self.packets.extend(packets(&town_filters(&new)));
         }
     }
 
@@ -508,4 +604,31 @@ impl Subscription {
     fn complete(&self) -> bool {
         !self.refused && self.awaiting == 0 && self.queued == self.packets.len()
     }
+}
+
+/// The reading and status filters of each town.
+fn town_filters(towns: &[String]) -> Vec<String> {
+    use reserve::wire::{TopicKind, town_filter};
+    towns
+        .iter()
+        .flat_map(|t| {
+            [
+                town_filter(t, TopicKind::Reading),
+                town_filter(t, TopicKind::Status),
+            ]
+        })
+        .collect()
+}
+
+/// Filters as SUBSCRIBE packets of at most [`FILTERS_PER_SUBSCRIBE`].
+fn packets(filters: &[String]) -> Vec<Vec<rumqttc::SubscribeFilter>> {
+    filters
+        .chunks(FILTERS_PER_SUBSCRIBE)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+                .collect()
+        })
+        .collect()
 }

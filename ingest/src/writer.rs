@@ -31,7 +31,7 @@ use store::{ReadingSource, RejectRecord, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Delivery, IngestConfig, IngestError};
+use crate::{Delivery, IngestConfig, IngestError, RegistrySwap};
 
 /// A gateway that keeps sending garbage is logged once a minute, not once a message.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -68,6 +68,9 @@ pub(crate) struct Writer {
     /// Facilities the ledger changed since their snapshots were last saved.
     unsaved: BTreeSet<FacilityIdx>,
     last_snapshot_save: Instant,
+    /// A shard's subscriber, told the towns of each new registry (it subscribes to
+    /// the ones it lacks); `None` when ingest subscribes to every town's topics.
+    shard_towns: Option<mpsc::Sender<Vec<String>>>,
 }
 
 /// What the writer takes in: the broker's deliveries and the counts entered by hand.
@@ -76,11 +79,15 @@ struct Inputs {
     manual: ManualQueue,
     /// False once the API is gone (or was never there): the writer stops polling it.
     manual_open: bool,
+    /// New registries to adopt between two batches (docs/design.md#registry-reload).
+    swaps: mpsc::Receiver<RegistrySwap>,
+    swaps_open: bool,
 }
 
 enum Input {
     Delivery(Delivery),
     Manual(ManualSubmission),
+    Registry(RegistrySwap),
 }
 
 impl Inputs {
@@ -90,6 +97,10 @@ impl Inputs {
             tokio::select! {
                 // Counts by hand first: they are few, and a person waits on each.
                 biased;
+                s = self.swaps.recv(), if self.swaps_open => match s {
+                    Some(s) => return Some(Input::Registry(s)),
+                    None => self.swaps_open = false,
+                },
                 m = self.manual.recv(), if self.manual_open => match m {
                     Some(m) => return Some(Input::Manual(m)),
                     None => self.manual_open = false,
@@ -101,6 +112,11 @@ impl Inputs {
 
     /// The next input already queued.
     fn try_recv(&mut self) -> Option<Input> {
+        if self.swaps_open
+            && let Ok(s) = self.swaps.try_recv()
+        {
+            return Some(Input::Registry(s));
+        }
         if self.manual_open
             && let Ok(m) = self.manual.try_recv()
         {
@@ -116,6 +132,9 @@ impl Inputs {
 struct Batch {
     deliveries: Vec<Delivery>,
     manual: Vec<ManualSubmission>,
+    /// A registry adopted once this batch is applied: the batch is the last one on
+    /// the old registry, so none is half on each.
+    swap: Option<RegistrySwap>,
 }
 
 impl Batch {
@@ -134,6 +153,11 @@ impl Batch {
             }
             Input::Manual(m) => {
                 self.manual.push(m);
+                true
+            }
+            // Ends the batch: what comes after is decoded against the new registry.
+            Input::Registry(s) => {
+                self.swap = Some(s);
                 true
             }
         }
@@ -209,6 +233,15 @@ impl Writer {
             last_reject_log: HashMap::new(),
             unsaved: BTreeSet::new(),
             last_snapshot_save: Instant::now(),
+            shard_towns: None,
+        }
+    }
+
+    /// Tells `subscriber` the towns of every registry adopted from now on.
+    pub(crate) fn with_shard_towns(self, subscriber: mpsc::Sender<Vec<String>>) -> Writer {
+        Writer {
+            shard_towns: Some(subscriber),
+            ..self
         }
     }
 
@@ -218,15 +251,25 @@ impl Writer {
         runtime: tokio::runtime::Handle,
         deliveries: mpsc::Receiver<Delivery>,
         manual: ManualQueue,
+        swaps: mpsc::Receiver<RegistrySwap>,
         acks: mpsc::UnboundedSender<Delivery>,
     ) -> Result<(), IngestError> {
         let mut inputs = Inputs {
             deliveries,
             manual,
             manual_open: true,
+            swaps,
+            swaps_open: true,
         };
         let mut batch = Batch::default();
         while self.gather(&runtime, &mut inputs, &mut batch) {
+            if batch.len() == 0 {
+                // A reload alone: no transaction to make first.
+                if let Some(swap) = batch.swap.take() {
+                    self.adopt(swap);
+                }
+                continue;
+            }
             let now = Utc::now();
             let mut messages: Vec<Message> = batch
                 .deliveries
@@ -258,6 +301,9 @@ impl Writer {
             for (submission, outcome) in batch.manual.drain(..).zip(outcomes) {
                 let _ = submission.reply.send(outcome);
             }
+            if let Some(swap) = batch.swap.take() {
+                self.adopt(swap);
+            }
         }
         self.save_all_snapshots()
     }
@@ -277,7 +323,7 @@ impl Writer {
         let linger_until = Instant::now() + QOS0_LINGER;
         let mut awaited = batch.push(first);
         loop {
-            while batch.len() < self.config.batch_max {
+            while batch.len() < self.config.batch_max && batch.swap.is_none() {
                 match inputs.try_recv() {
                     Some(input) => awaited |= batch.push(input),
                     None => break,
@@ -521,6 +567,50 @@ impl Writer {
             );
             self.last_reject_log.insert(rejects.gateway, Instant::now());
         }
+    }
+
+    /// Adopts a new registry between two batches (docs/design.md#registry-reload): the
+    /// ledger is carried over to it by id and swapped in under one write lock, every
+    /// town is announced changed (indices moved, figures too), and the caller is
+    /// answered once readers see the new registry.
+    fn adopt(&mut self, swap: RegistrySwap) {
+        let now = Utc::now();
+        // Built under a read lock: this thread is the only writer of facility state,
+        // so nothing moves meanwhile but sheltered counts, taken again below.
+        let mut next = self
+            .read_ledger()
+            .carried_over(Arc::clone(&swap.registry), now);
+        {
+            let mut ledger = self.ledger.write().unwrap_or_else(|p| p.into_inner());
+            next.take_sheltered_from(&ledger);
+            next.refresh_all(now);
+            *ledger = next;
+        }
+        let old = std::mem::replace(&mut self.registry, swap.registry);
+        let registry = Arc::clone(&self.registry);
+        // Unsaved state moves with its facility; a removed one's is dropped with it.
+        self.unsaved = std::mem::take(&mut self.unsaved)
+            .into_iter()
+            .filter_map(|f| registry.facility_idx(old.facility(f).id.as_str()))
+            .collect();
+        // Keyed by index: a key could now name another gateway.
+        self.last_reject_log.clear();
+        let towns: Vec<TownIdx> = registry.town_indices().collect();
+        self.changes.publish(towns);
+        if let Some(subscriber) = &self.shard_towns {
+            let ids = registry.towns.iter().map(|t| t.id.to_string()).collect();
+            if subscriber.try_send(ids).is_err() {
+                tracing::warn!(
+                    message = "The shard's subscriber did not take the new registry's towns; new towns are subscribed at the next restart."
+                );
+            }
+        }
+        tracing::info!(
+            message = "Ingest adopted the new registry.",
+            towns = registry.towns.len(),
+            facilities = registry.facilities.len()
+        );
+        let _ = swap.adopted.send(());
     }
 
     fn read_ledger(&self) -> std::sync::RwLockReadGuard<'_, reserve::Ledger> {
