@@ -271,6 +271,7 @@ mod tests {
             detail: Detail::Reserve(ReserveDetail {
                 category: "water".into(),
                 category_name: "Drinking water".into(),
+                category_names: Default::default(),
                 unit: "L".into(),
                 stock: 7500.0,
                 days: 2.5,

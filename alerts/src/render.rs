@@ -467,7 +467,8 @@ impl Renderer {
         let (Lang::En, Detail::Reserve(r)) = (lang, &alert.detail) else {
             return self.headline(lang, alert, event);
         };
-        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        let c = r.category_name_in(lang);
+        let (d, t) = (num(r.days), num(r.target_days));
         let (n, of) = (r.never_reported, r.facilities);
         match (event, alert.rule) {
             (Event::Resolved, _) => format!("{c} back to {d}d (target {t}d)"),
@@ -738,7 +739,8 @@ fn compose_sms_in(parts: &[(String, u8)], segments: usize) -> String {
 }
 
 // ---------------------------------------------------------------------------------
-// The two languages. Category and facility names are the registry's, as written.
+// The two languages. Facility names are the registry's, as written; a category is
+// named in the reader's language when the registry gives that name.
 
 struct Words {
     lang: Lang,
@@ -907,7 +909,8 @@ impl Words {
     }
 
     fn reserve_below(&self, r: &ReserveDetail) -> String {
-        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        let c = r.category_name_in(self.lang);
+        let (d, t) = (num(r.days), num(r.target_days));
         if self.zh() {
             format!("{c}仅剩 {d} 天（目标 {t} 天）")
         } else {
@@ -917,7 +920,7 @@ impl Words {
 
     fn reserve_near(&self, r: &ReserveDetail) -> String {
         let (c, d, w, t) = (
-            &r.category_name,
+            r.category_name_in(self.lang),
             num(r.days),
             num(r.warn_days),
             num(r.target_days),
@@ -930,7 +933,8 @@ impl Words {
     }
 
     fn reserve_depleting(&self, r: &ReserveDetail) -> String {
-        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        let c = r.category_name_in(self.lang);
+        let (d, t) = (num(r.days), num(r.target_days));
         let h = r.hours_to_target.map_or_else(|| "?".to_owned(), num);
         if self.zh() {
             format!("{c}预计 {h} 小时后低于目标 {t} 天（现剩 {d} 天）")
@@ -942,7 +946,8 @@ impl Words {
     /// Below a line while facilities it sums never reported: how many, and what the
     /// others hold.
     fn reserve_unreported(&self, r: &ReserveDetail) -> String {
-        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        let c = r.category_name_in(self.lang);
+        let (d, t) = (num(r.days), num(r.target_days));
         let (n, of) = (r.never_reported, r.facilities);
         match (self.zh(), n == of) {
             (true, true) if of == 1 => format!("{c}：唯一的设施从未上报（目标 {t} 天）"),
@@ -961,7 +966,8 @@ impl Words {
     }
 
     fn reserve_back(&self, r: &ReserveDetail) -> String {
-        let (c, d, t) = (&r.category_name, num(r.days), num(r.target_days));
+        let c = r.category_name_in(self.lang);
+        let (d, t) = (num(r.days), num(r.target_days));
         if self.zh() {
             format!("{c}已恢复至 {d} 天（目标 {t} 天）")
         } else {
@@ -1101,6 +1107,7 @@ mod tests {
 
     use super::*;
     use crate::alert::Alert;
+    use crate::rules::CategoryNameTexts;
     use reserve::registry::TownIdx;
 
     fn t(h: u32, m: u32) -> DateTime<Utc> {
@@ -1138,6 +1145,7 @@ mod tests {
             detail: Detail::Reserve(ReserveDetail {
                 category: "water".into(),
                 category_name: category_name.into(),
+                category_names: Default::default(),
                 unit: "L".into(),
                 stock: days * 90_000.0,
                 days,
@@ -1721,12 +1729,17 @@ mod tests {
                     ));
                 }
             }
-            // A shortfall resting on facilities that never reported says how many.
+            // A shortfall resting on facilities that never reported says how many; the
+            // category is named in the reader's language (棉被, not "Blankets").
             for lang in [Lang::Zh, Lang::En] {
                 for (never, of, days) in [(3, 5, 1.2), (2, 2, 0.0)] {
                     let mut alert = reserve(9, Rule::ReserveBelowTarget, "Blankets", days);
                     if let Detail::Reserve(r) = &mut alert.detail {
                         (r.never_reported, r.facilities, r.verified) = (never, of, false);
+                        r.category_names = CategoryNameTexts {
+                            zh: Some("棉被".into()),
+                            en: Some("Blankets".into()),
+                        };
                     }
                     let items = [Item {
                         alert: &alert,

@@ -35,7 +35,7 @@ use chrono::{DateTime, Utc};
 use reserve::Ledger;
 use reserve::coverage::{Level, NotReady};
 use reserve::ledger::{CategoryCoverage, Link, Readiness};
-use reserve::registry::{CategoryIdx, Facility, FacilityIdx, FacilityKind, Report, TownIdx};
+use reserve::registry::{CategoryIdx, Facility, FacilityIdx, FacilityKind, Lang, Report, TownIdx};
 use serde::{Deserialize, Serialize};
 
 /// Rule ids of docs/design.md#rules; API-stable.
@@ -234,7 +234,13 @@ impl Detail {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReserveDetail {
     pub category: String,
+    /// The registry's `name`: what a message says when the registry gives no name in
+    /// the reader's language.
     pub category_name: String,
+    /// The category's names per language, as the registry gave them when the alert was
+    /// raised (absent in alerts stored before categories had them).
+    #[serde(default, skip_serializing_if = "CategoryNameTexts::is_empty")]
+    pub category_names: CategoryNameTexts,
     pub unit: String,
     pub stock: f64,
     pub days: f64,
@@ -255,6 +261,33 @@ pub struct ReserveDetail {
     /// this: they are still within their start-up grace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_until: Option<DateTime<Utc>>,
+}
+
+impl ReserveDetail {
+    /// The category's name for a reader of `lang` (a Chinese message must not say
+    /// "Blankets").
+    pub fn category_name_in(&self, lang: Lang) -> &str {
+        let named = match lang {
+            Lang::Zh => self.category_names.zh.as_deref(),
+            Lang::En => self.category_names.en.as_deref(),
+        };
+        named.unwrap_or(&self.category_name)
+    }
+}
+
+/// A category's names per language (`name_zh`, `name_en` in the registry).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CategoryNameTexts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+impl CategoryNameTexts {
+    fn is_empty(&self) -> bool {
+        self.zh.is_none() && self.en.is_none()
+    }
 }
 
 /// One problem a town has now.
@@ -361,6 +394,10 @@ fn reserve_condition(
     let detail = ReserveDetail {
         category: category.id.to_string(),
         category_name: category.name.clone(),
+        category_names: CategoryNameTexts {
+            zh: category.names.zh.clone(),
+            en: category.names.en.clone(),
+        },
         unit: category.unit.clone(),
         stock: coverage.stock,
         days,

@@ -226,6 +226,7 @@ fn water_detail(days: f64) -> ReserveDetail {
     ReserveDetail {
         category: "water".into(),
         category_name: "饮用水".into(),
+        category_names: Default::default(),
         unit: "L".into(),
         stock: days * 3000.0,
         days,
