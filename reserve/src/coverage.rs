@@ -196,14 +196,74 @@ pub const GLITCH_RECOVERY: f64 = 0.8;
 /// `Drawdown` per category, within 1 KiB a facility) whatever the readings do.
 const MAX_BUCKETS: usize = 4;
 
+/// Most recorded transfers a [`Drawdown`] waits to see at once; a stock sends or
+/// receives a few a day, and the oldest is forgotten first.
+const MAX_TRANSFERS: usize = 4;
+
 /// Consumption evidence of a stretch of time: what was consumed over how long, and in
 /// how many intervals between readings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 struct Bucket {
-    /// Seconds, not hours: exact, and 16 bytes a bucket.
+    /// Seconds, not hours: exact.
     span_s: u32,
     consumed: f64,
     intervals: u32,
+    /// When its last interval ended (epoch seconds; 0 in snapshots from before
+    /// transfers): a transfer recorded after its drop was judged finds it by time.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    end_s: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// A recorded transfer of this stock (docs/design.md#transfers): the readings inside
+/// its window show it as a drop at the sender and a rise at the receiver, which is
+/// neither consumption nor a restock. Matched against the intervals as they come, or,
+/// when recorded after the readings, against what they were judged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct TransferLeg {
+    /// The transfer's id in the store: the same transfer is expected once, even when a
+    /// start-up reads it again from the store after a snapshot already held it.
+    pub id: i64,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// How far from `at` a reading may show it, each way, in seconds (the truck leaves
+    /// before or after the officer types).
+    pub window_s: u32,
+    /// Still to be seen: above 0 for stock sent (a drop), below 0 for stock received
+    /// (a rise). Kept at 0 until the window is over, so the id stays known.
+    pub left: f64,
+}
+
+impl TransferLeg {
+    /// Whether the interval between readings at `start` and `end` may show it.
+    fn overlaps(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+        let window = chrono::Duration::seconds(i64::from(self.window_s));
+        end >= self.at - window && start <= self.at + window
+    }
+
+    fn is_over(&self, now: DateTime<Utc>) -> bool {
+        now > self.at + chrono::Duration::seconds(i64::from(self.window_s))
+    }
+
+    /// Takes from a `drop` (negative: a rise) the part this transfer explains, and
+    /// returns what is left of the drop. Only what departs from the `usual` drop (the
+    /// stock's recent pace over the interval) is the transfer's: the hours of ordinary
+    /// use around a truck keep counting as use.
+    fn explain(&mut self, drop: f64, usual: f64) -> f64 {
+        let unusual = drop - usual;
+        let taken = if self.left > 0.0 && unusual > 0.0 {
+            unusual.min(self.left)
+        } else if self.left < 0.0 && unusual < 0.0 {
+            unusual.max(self.left)
+        } else {
+            0.0
+        };
+        self.left -= taken;
+        drop - taken
+    }
 }
 
 /// The last interval between readings, not judged until the reading after it says
@@ -241,6 +301,22 @@ pub struct Drawdown {
     pending: Option<Pending>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     window: Vec<Bucket>,
+    /// What transfers need, boxed: most stocks never withdraw nor transfer, and a
+    /// pointer keeps them small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    moves: Option<Box<Moves>>,
+}
+
+/// The part of a [`Drawdown`] that tells transfers from consumption.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+struct Moves {
+    /// The last drop judged a withdrawal (when it ended, how much): a transfer out
+    /// recorded after it explains it, not the consumption around it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    withdrawn: Option<(DateTime<Utc>, f64)>,
+    /// Recorded transfers whose window is not over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    transfers: Vec<TransferLeg>,
 }
 
 impl Drawdown {
@@ -249,6 +325,13 @@ impl Drawdown {
     pub fn rate_per_h(&self, min_span_h: f64) -> Option<f64> {
         let (span_h, consumed, intervals) = self.totals();
         (span_h >= min_span_h && span_h > 0.0 && intervals >= 2).then(|| consumed / span_h)
+    }
+
+    /// Consumption per hour over the judged evidence, however short: the pace a drop
+    /// is compared with.
+    fn recent_pace(&self) -> f64 {
+        let (span_h, consumed, _) = self.totals();
+        if span_h > 0.0 { consumed / span_h } else { 0.0 }
     }
 
     fn totals(&self) -> (f64, f64, u32) {
@@ -275,7 +358,7 @@ impl Drawdown {
         }
         let next = Pending {
             span_s,
-            drop: last_qty - quantity,
+            drop: self.explain_by_transfers(last_ts, ts, last_qty - quantity),
         };
         let Some(pending) = self.pending.take() else {
             self.pending = Some(next);
@@ -288,26 +371,85 @@ impl Drawdown {
         if pending.drop < 0.0 {
             return; // a restock
         }
-        let (window_span_h, window_consumed, _) = self.totals();
-        let recent = if window_span_h > 0.0 {
-            window_consumed / window_span_h
-        } else {
-            0.0
-        };
+        let recent = self.recent_pace();
         let pace = pending.drop / hours(pending.span_s);
         let next_pace = next.drop.max(0.0) / hours(next.span_s);
         if pending.drop > 0.0 && pace > WITHDRAWAL_FACTOR * recent.max(next_pace) {
+            self.moves.get_or_insert_default().withdrawn = Some((last_ts, pending.drop));
             return; // a withdrawal
         }
-        self.record(pending.span_s, pending.drop, min_span_h);
+        self.record(pending.span_s, pending.drop, last_ts, min_span_h);
     }
 
-    fn record(&mut self, span_s: u32, consumed: f64, min_span_h: f64) {
+    /// What is left of the `drop` between readings at `start` and `end` once the
+    /// recorded transfers it may show are taken out; transfers whose window is over by
+    /// `end` are forgotten.
+    fn explain_by_transfers(&mut self, start: DateTime<Utc>, end: DateTime<Utc>, drop: f64) -> f64 {
+        let usual = self.recent_pace() * hours(seconds_between(start, end));
+        let Some(moves) = &mut self.moves else {
+            return drop;
+        };
+        let mut drop = drop;
+        for leg in &mut moves.transfers {
+            if leg.overlaps(start, end) {
+                drop = leg.explain(drop, usual);
+            }
+        }
+        moves.transfers.retain(|leg| !leg.is_over(end));
+        drop
+    }
+
+    /// Expects a recorded transfer (`leg.left` the quantity: above 0 sent, below 0
+    /// received). What the readings judged already is explained first, newest first
+    /// (the interval not judged yet, the last withdrawal, the consumption evidence),
+    /// then the readings to come. False when the transfer was expected already.
+    pub fn expect_transfer(&mut self, mut leg: TransferLeg) -> bool {
+        let recent = self.recent_pace();
+        // The calmest stretch of the window is the usual pace a bucket holding a truck
+        // departs from (the window's average holds the truck itself).
+        let calm = self
+            .window
+            .iter()
+            .filter(|b| b.span_s > 0)
+            .map(|b| b.consumed / hours(b.span_s))
+            .fold(f64::INFINITY, f64::min);
+        let moves = self.moves.get_or_insert_default();
+        if moves.transfers.iter().any(|t| t.id == leg.id) {
+            return false;
+        }
+        if let (Some(p), Some((end, _))) = (&mut self.pending, self.last) {
+            let start = end - chrono::Duration::seconds(i64::from(p.span_s));
+            if leg.overlaps(start, end) {
+                p.drop = leg.explain(p.drop, recent * hours(p.span_s));
+            }
+        }
+        if let Some((end, withdrawn)) = &mut moves.withdrawn
+            && leg.overlaps(*end, *end)
+        {
+            *withdrawn = leg.explain(*withdrawn, 0.0);
+        }
+        for b in self.window.iter_mut().rev() {
+            let end = DateTime::<Utc>::from_timestamp(b.end_s, 0).unwrap_or_default();
+            let start = end - chrono::Duration::seconds(i64::from(b.span_s));
+            if b.end_s != 0 && leg.left > 0.0 && leg.overlaps(start, end) {
+                b.consumed = leg.explain(b.consumed, calm * hours(b.span_s));
+            }
+        }
+        if moves.transfers.len() == MAX_TRANSFERS {
+            moves.transfers.remove(0);
+        }
+        moves.transfers.push(leg);
+        true
+    }
+
+    fn record(&mut self, span_s: u32, consumed: f64, end: DateTime<Utc>, min_span_h: f64) {
+        let end_s = end.timestamp();
         match self.window.last_mut() {
             Some(b) if hours(b.span_s) < min_span_h / 2.0 => {
                 b.span_s = b.span_s.saturating_add(span_s);
                 b.consumed += consumed;
                 b.intervals += 1;
+                b.end_s = end_s;
                 self.forget(min_span_h, 0.0, 0);
             }
             _ => {
@@ -320,6 +462,7 @@ impl Drawdown {
                     span_s,
                     consumed,
                     intervals: 1,
+                    end_s,
                 });
             }
         }
@@ -339,6 +482,10 @@ impl Drawdown {
             self.window.remove(0);
         }
     }
+}
+
+fn seconds_between(start: DateTime<Utc>, end: DateTime<Utc>) -> u32 {
+    u32::try_from((end - start).num_seconds()).unwrap_or(0)
 }
 
 fn hours(seconds: u32) -> f64 {
@@ -552,7 +699,7 @@ mod tests {
             assert!(d.window.capacity() <= MAX_BUCKETS, "at minute {minute}");
         }
         let bytes = std::mem::size_of::<Drawdown>() + MAX_BUCKETS * std::mem::size_of::<Bucket>();
-        assert!(bytes <= 160, "{bytes} bytes");
+        assert!(bytes <= 176, "{bytes} bytes");
     }
 
     #[test]
@@ -568,6 +715,63 @@ mod tests {
         assert_eq!(d.rate_per_h(1.0), Some(100.0));
         let back: Drawdown = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
         assert_eq!(back, d);
+    }
+
+    /// Two hours at 600 L/h read every 5 minutes, then a tanker loads 12,000 L over
+    /// three readings (or, `sign` -1, unloads them), then another hour at the pace. A
+    /// transfer recorded at `leg_h` is made known once `known_after` readings are in
+    /// (37: after them all), or never. Returns the rate the forecast would use.
+    fn rate_with_tanker(sign: f64, leg_h: f64, known_after: Option<u32>) -> Option<f64> {
+        let leg = TransferLeg {
+            id: 7,
+            at: at(leg_h),
+            window_s: 1800,
+            left: sign * 12_000.0,
+        };
+        let mut d = Drawdown::default();
+        let mut qty = 150_000.0;
+        for i in 0..=36 {
+            if known_after == Some(i) {
+                assert!(d.expect_transfer(leg));
+                assert!(!d.expect_transfer(leg), "one transfer is expected once");
+            }
+            qty -= 50.0;
+            if (25..=27).contains(&i) {
+                qty -= sign * 4_000.0;
+            }
+            d.observe(at(f64::from(i) * 5.0 / 60.0), qty, 1.0);
+        }
+        if known_after == Some(37) {
+            assert!(d.expect_transfer(leg));
+        }
+        d.rate_per_h(1.0)
+    }
+
+    #[test]
+    fn a_recorded_transfer_is_neither_consumption_nor_a_restock() {
+        // (what, sign, known after readings)
+        let cases: &[(&str, f64, u32)] = &[
+            ("sent, recorded before the truck left", 1.0, 18),
+            ("sent, recorded as it loads", 1.0, 26),
+            ("sent, recorded just after", 1.0, 29),
+            ("sent, recorded an hour later", 1.0, 37),
+            ("received, recorded before it arrived", -1.0, 18),
+            ("received, recorded as it unloads", -1.0, 26),
+        ];
+        for (what, sign, known_after) in cases {
+            let rate = rate_with_tanker(*sign, 2.1, Some(*known_after));
+            assert!(
+                rate.is_some_and(|r| (r - 600.0).abs() < 1.0),
+                "{what}: rate {rate:?}"
+            );
+        }
+        // Not recorded, the same drop at the same pace is consumption: the rate the
+        // recorded transfer keeps out.
+        let unrecorded = rate_with_tanker(1.0, 2.1, None).unwrap();
+        assert!(unrecorded > 2_000.0, "unrecorded drop: rate {unrecorded}");
+        // A transfer recorded hours from the readings explains none of them.
+        let far = rate_with_tanker(1.0, 0.5, Some(5));
+        assert_eq!(far, Some(unrecorded), "a transfer recorded 1.5 h before");
     }
 
     #[test]

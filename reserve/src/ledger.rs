@@ -20,6 +20,9 @@ use crate::reading::{
 };
 use crate::registry::{CategoryIdx, FacilityIdx, FacilityKind, Registry, Target, TownIdx};
 
+mod transfers;
+pub use transfers::{MIN_TRANSFER_WINDOW, Shortfall, transfer_window_s};
+
 mod reload;
 
 pub use reload::RegistryChanges;
