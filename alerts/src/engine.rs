@@ -952,7 +952,8 @@ impl Engine {
     /// Starts `drill` (validated): alerts raised in its scope from now on are its.
     pub fn start_drill(&mut self, mut drill: Drill) -> Result<Drill, StoreError> {
         let mut batch = self.store.alert_batch()?;
-        drill.row.id = batch.insert_drill(&drill.row)?;
+        let towns = scope_town_ids(&self.registry, &drill.scope);
+        drill.row.id = batch.insert_drill(&drill.row, &towns)?;
         batch.commit()?;
         self.drills.push(drill.clone());
         Ok(drill)
@@ -964,8 +965,14 @@ impl Engine {
             return Ok(false);
         }
         let closing = self.drill_alerts_closed(&[id], now);
+        let towns = self
+            .drills
+            .iter()
+            .find(|d| d.row.id == id)
+            .map(|d| scope_town_ids(&self.registry, &d.scope))
+            .unwrap_or_default();
         let mut batch = self.store.alert_batch()?;
-        let ended = batch.end_drill(id, now, by)?;
+        let ended = batch.end_drill(id, now, by, &towns)?;
         write_closed(&mut batch, &closing, &self.registry)?;
         batch.commit()?;
         self.forget_closed(&closing);
@@ -1362,6 +1369,19 @@ pub(crate) fn town_names(registry: &Registry, town: TownIdx) -> TownNames {
         cluster: registry.clusters[t.cluster.index()].name.clone(),
         district: registry.districts[t.district.index()].name.clone(),
     }
+}
+
+/// The towns (ids) a drill's audit entries name: those of its scope, none for the
+/// whole city (an entry every officer could read would be noise to each).
+fn scope_town_ids(registry: &Registry, scope: &crate::drill::DrillScope) -> Vec<String> {
+    if matches!(scope, reserve::registry::Scope::City) {
+        return Vec::new();
+    }
+    scope
+        .towns(registry)
+        .into_iter()
+        .map(|t| registry.town(t).id.to_string())
+        .collect()
 }
 
 #[cfg(test)]

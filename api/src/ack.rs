@@ -5,10 +5,8 @@
 //! when, which alerts (docs/design.md#acknowledging-from-a-phone).
 
 use alerts::{AlertStatus, AlertView};
-use chrono::Utc;
 use reserve::Registry;
 use reserve::registry::{Contact, ContactScope};
-use store::NewAudit;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -93,22 +91,22 @@ pub(crate) async fn record(
         via = via.as_str(),
         alerts = ?ids
     );
-    let entry = NewAudit {
-        at: Utc::now(),
+    let mut towns: Vec<String> = acked
+        .iter()
+        .filter(|a| !a.town.is_empty())
+        .map(|a| a.town.clone())
+        .collect();
+    towns.sort();
+    towns.dedup();
+    let action = crate::audit::Action {
         actor: actor.to_owned(),
-        via: via.as_str().to_owned(),
-        action: "ack".to_owned(),
+        via: via.as_str(),
+        action: "ack",
+        towns,
         alert_ids: ids,
         detail: note.to_owned(),
     };
-    if let Err(e) = state.with_store(move |s| s.record_audit(&entry)).await {
-        tracing::error!(
-            message = "Cannot record an acknowledgement in the audit log; this line is the record.",
-            by = actor,
-            via = via.as_str(),
-            error = %e
-        );
-    }
+    crate::audit::record(state, action).await;
 }
 
 /// Whether `contact`'s scope covers the town with id `town`.

@@ -25,6 +25,7 @@
 
 mod ack;
 mod aid;
+mod audit;
 mod auth;
 mod config;
 mod error;
@@ -283,7 +284,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let limits = *state.limits();
-    let service = TowerToHyperService::new(router(state));
+    let app = router(state);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -310,8 +311,16 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(message = "Cannot set TCP_NODELAY.", %peer, error = %e);
         }
+        // The peer goes with each request, for the audit log's "from where".
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(audit::Peer(peer));
+                request
+            },
+        ));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = connections.watch(connection);
         tokio::spawn(async move {

@@ -410,6 +410,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
         ("store.outbox_retention", store.outbox_retention),
         ("store.alert_retention", store.alert_retention),
         ("store.silence_retention", store.silence_retention),
+        ("store.audit_retention", store.audit_retention),
         ("store.prune_every", store.prune_every),
     ] {
         if value.is_zero() {

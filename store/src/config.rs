@@ -31,6 +31,10 @@ pub struct StoreConfig {
     /// How long silences are kept after they ended.
     #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub silence_retention: Duration,
+    /// How long audit entries (who acknowledged, counted, moved, reloaded what) are
+    /// kept.
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
+    pub audit_retention: Duration,
     /// Time between two pruning passes (the first runs shortly after start).
     #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub prune_every: Duration,
@@ -50,6 +54,7 @@ impl Default for StoreConfig {
             outbox_retention: defaults.outbox_retention,
             alert_retention: defaults.alert_retention,
             silence_retention: defaults.silence_retention,
+            audit_retention: defaults.audit_retention,
             prune_every: defaults.every,
             snapshot_every: Duration::from_secs(1),
         }
@@ -66,6 +71,7 @@ impl StoreConfig {
             outbox_retention: self.outbox_retention,
             alert_retention: self.alert_retention,
             silence_retention: self.silence_retention,
+            audit_retention: self.audit_retention,
             every: self.prune_every,
             ..MaintenanceConfig::default()
         }

@@ -34,7 +34,7 @@ pub use sqlite::{
     SilenceRow, Text,
 };
 pub use sqlite::{
-    AsyncStore, AuditRow, Checkpoint, CheckpointMode, NewAudit, PruneTable, wal_bytes,
+    AsyncStore, AuditFilter, AuditRow, Checkpoint, CheckpointMode, NewAudit, PruneTable, wal_bytes,
 };
 pub use sqlite::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_REJECTS, DEFAULT_RETENTION, MAX_REJECT_DETAIL,

@@ -34,6 +34,9 @@ pub const DEFAULT_OUTBOX_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_ALERT_RETENTION: Duration = DEFAULT_RETENTION;
 /// Silences kept by default after they ended.
 pub const DEFAULT_SILENCE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+/// Audit entries kept by default: two years of who did what. The log grows by what
+/// people do (a few hundred rows a day), not by what gateways send.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(730 * 86_400);
 /// Time between passes by default. At the demo's ~2.5 M readings a day a pass finds
 /// ~17,000 readings due: two chunks.
 pub const DEFAULT_MAINTENANCE_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -69,6 +72,8 @@ pub struct MaintenanceConfig {
     pub alert_retention: Duration,
     /// Silences that ended longer ago than this are deleted.
     pub silence_retention: Duration,
+    /// Audit entries recorded longer ago than this are deleted.
+    pub audit_retention: Duration,
     /// Rows kept in the reject log (the ingest writer trims it too, as it adds).
     pub max_rejects: usize,
     /// Time between passes.
@@ -88,6 +93,7 @@ impl Default for MaintenanceConfig {
             outbox_retention: DEFAULT_OUTBOX_RETENTION,
             alert_retention: DEFAULT_ALERT_RETENTION,
             silence_retention: DEFAULT_SILENCE_RETENTION,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
             max_rejects: DEFAULT_MAX_REJECTS,
             every: DEFAULT_MAINTENANCE_EVERY,
             first_after: DEFAULT_FIRST_PASS_AFTER,
@@ -105,6 +111,7 @@ pub struct PassOutcome {
     pub outbox_deleted: u64,
     pub alerts_deleted: u64,
     pub silences_deleted: u64,
+    pub audit_deleted: u64,
     /// Transactions the pass ran (chunks), all tables together.
     pub chunks: u64,
     /// The WAL file's size at the end of the pass.
@@ -127,6 +134,7 @@ pub struct MaintenanceStats {
     outbox_deleted: AtomicU64,
     alerts_deleted: AtomicU64,
     silences_deleted: AtomicU64,
+    audit_deleted: AtomicU64,
     /// Epoch ms of the end of the last pass that succeeded; 0 before the first.
     last_pass_at_ms: AtomicU64,
     last_pass_duration_ms: AtomicU64,
@@ -146,6 +154,7 @@ pub struct MaintenanceCounts {
     pub outbox_deleted: u64,
     pub alerts_deleted: u64,
     pub silences_deleted: u64,
+    pub audit_deleted: u64,
     pub last_pass_at: Option<DateTime<Utc>>,
     pub last_pass_duration: Duration,
     /// The WAL file's size after the last pass.
@@ -165,6 +174,7 @@ impl MaintenanceStats {
             outbox_deleted: self.outbox_deleted.load(Ordering::Relaxed),
             alerts_deleted: self.alerts_deleted.load(Ordering::Relaxed),
             silences_deleted: self.silences_deleted.load(Ordering::Relaxed),
+            audit_deleted: self.audit_deleted.load(Ordering::Relaxed),
             last_pass_at: (at > 0)
                 .then(|| DateTime::from_timestamp_millis(i64::try_from(at).unwrap_or(i64::MAX)))
                 .flatten(),
@@ -182,6 +192,7 @@ impl MaintenanceStats {
             Some(PruneTable::Outbox) => &self.outbox_deleted,
             Some(PruneTable::Alerts) => &self.alerts_deleted,
             Some(PruneTable::Silences) => &self.silences_deleted,
+            Some(PruneTable::Audit) => &self.audit_deleted,
             None => &self.rejects_deleted,
         };
         counter.fetch_add(n, Ordering::Relaxed);
@@ -266,6 +277,7 @@ impl Maintenance {
             (PruneTable::Outbox, c.outbox_retention),
             (PruneTable::Alerts, c.alert_retention),
             (PruneTable::Silences, c.silence_retention),
+            (PruneTable::Audit, c.audit_retention),
         ];
         let (chunk, max_rejects) = (c.chunk.max(1), c.max_rejects);
         for (table, retention) in tables {
@@ -284,6 +296,7 @@ impl Maintenance {
                 PruneTable::Outbox => &mut outcome.outbox_deleted,
                 PruneTable::Alerts => &mut outcome.alerts_deleted,
                 PruneTable::Silences => &mut outcome.silences_deleted,
+                PruneTable::Audit => &mut outcome.audit_deleted,
             } += deleted;
         }
         outcome.rejects_deleted = self.in_chunks(cancel, outcome, None, |store| {
@@ -404,7 +417,8 @@ fn log_pass(o: &PassOutcome) {
         + o.rejects_deleted
         + o.outbox_deleted
         + o.alerts_deleted
-        + o.silences_deleted;
+        + o.silences_deleted
+        + o.audit_deleted;
     if deleted > 0 || o.wal_truncated {
         tracing::info!(
             message = "Store pruned.",
@@ -413,6 +427,7 @@ fn log_pass(o: &PassOutcome) {
             outbox = o.outbox_deleted,
             alerts = o.alerts_deleted,
             silences = o.silences_deleted,
+            audit = o.audit_deleted,
             chunks = o.chunks,
             wal_bytes = o.wal_bytes,
             wal_truncated = o.wal_truncated

@@ -250,6 +250,7 @@ pub(super) async fn add_silence(
         silence = silence.id,
         by = caller.name()
     );
+    audit_silence(&state, &caller, "silence", &silence).await;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 
@@ -283,7 +284,29 @@ pub(super) async fn delete_silence(
         return Err(ApiError::not_found(Entity::Silence, &id.to_string()));
     }
     tracing::info!(message = "Silence ended.", silence = id, by = caller.name());
+    audit_silence(&state, &caller, "silence_end", &silence).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The audit entry of a silence made or ended: its matchers, until when, and why.
+async fn audit_silence(state: &AppState, caller: &Caller, action: &'static str, s: &SilenceView) {
+    let rule = s.rule.map(|r| r.as_str().to_owned());
+    let matchers = [("town", &s.town), ("facility", &s.facility), ("rule", &rule)]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let comment = s.comment.as_deref().unwrap_or_default();
+    let detail = format!("silence {}: {matchers} until {}: {comment}", s.id, s.until);
+    let action = crate::audit::Action {
+        actor: caller.name().to_owned(),
+        via: "token",
+        action,
+        towns: s.town.iter().cloned().collect(),
+        detail,
+        ..crate::audit::Action::default()
+    };
+    crate::audit::record(state, action).await;
 }
 
 /// Silences are made by officers and admins.

@@ -1,10 +1,13 @@
-//! `GET /api/v1/audit`: who acknowledged which alerts, how and when
-//! (docs/design.md#acknowledging-from-a-phone). It names people, so admins only.
+//! `GET /api/v1/audit` (docs/design.md#audit): who changed what — acknowledged,
+//! silenced, counted, moved, reloaded, drilled —, when, how, in which towns and from
+//! where. It names people, so a token is needed: admins read every entry, officers the
+//! entries of their towns.
 
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use store::AuditFilter;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -20,6 +23,10 @@ const MAX_LIMIT: usize = 1000;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct AuditQuery {
+    /// Only entries that touched this town (id). An officer reads only its towns.
+    town: Option<String>,
+    /// Only entries recorded at or after this time (RFC 3339).
+    since: Option<String>,
     /// Page: only entries with an id below this.
     before_id: Option<i64>,
     /// At most this many (default 100, at most 1000).
@@ -33,24 +40,32 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// A contact's name (links, SMS replies) or a token's name.
     pub actor: String,
-    /// How: `link` (a signed link), `sms` (an SMS reply) or `token` (the API).
+    /// How: `link` (a signed link), `sms` (an SMS reply), `token` (the API) or
+    /// `signal` (SIGHUP on the server).
     pub via: String,
-    /// What: `ack`, `drill_start`, `drill_end`, `transfer`.
+    /// What: `ack`, `silence`, `silence_end`, `sheltered`, `manual_reading`,
+    /// `transfer`, `drill_start`, `drill_end`, `registry_reload`.
     pub action: String,
+    /// The towns (ids) it touched; empty for a city-wide action (admins only).
+    pub towns: Vec<String>,
     pub alert_ids: Vec<i64>,
-    /// The note, or the SMS's text.
+    /// The note, the SMS's text, the figures entered.
     pub detail: String,
+    /// Where the request came from: the connection's peer, and whom a proxy said it
+    /// forwarded for (as the proxy said it). Empty when not from the network.
+    pub remote: String,
 }
 
-/// The audit log, newest first: every acknowledgement, by whom, how and when. Admins
-/// only (it names people), public reads or not.
+/// The audit log, newest first: every mutation, by whom, how, when, in which towns and
+/// from where. Admins read every entry; officers the entries of their towns (a
+/// city-wide action such as a registry reload is for admins).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "alerts",
     params(AuditQuery),
     responses(
         (status = 200, body = Vec<AuditEntry>),
-        (status = 400, description = "Unknown query parameter or value", body = ErrorBody),
+        (status = 400, description = "Unknown query parameter or value, an unknown town, a time that is not RFC 3339", body = ErrorBody),
         (status = 401, description = "A token is needed, public reads or not", body = ErrorBody),
-        (status = 403, description = "Not an admin's token", body = ErrorBody),
+        (status = 403, description = "A viewer's token, or an officer asking for another town", body = ErrorBody),
     ))]
 #[tracing::instrument(skip(state), fields(caller = caller.name()))]
 pub(super) async fn audit(
@@ -58,26 +73,72 @@ pub(super) async fn audit(
     caller: Caller,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    if caller.row_scope()? != RowScope::All {
-        return Err(ApiError::Forbidden(format!(
-            "{:?} is an officer; the audit log is for admins",
-            caller.name()
-        )));
-    }
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let before_id = query.before_id;
-    let rows = state.with_store(move |s| s.audit(before_id, limit)).await?;
+    let filter = AuditFilter {
+        towns: towns_read(&state, &caller, query.town)?,
+        since: query.since.as_deref().map(since).transpose()?,
+        before_id: query.before_id,
+        limit: query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
+    };
+    let rows = state.with_store(move |s| s.audit(&filter)).await?;
     Ok(Json(
         rows.into_iter()
             .map(|r| AuditEntry {
                 id: r.id,
-                at: r.at,
-                actor: r.actor,
-                via: r.via,
-                action: r.action,
-                alert_ids: r.alert_ids,
-                detail: r.detail,
+                at: r.entry.at,
+                actor: r.entry.actor,
+                via: r.entry.via,
+                action: r.entry.action,
+                towns: r.entry.towns,
+                alert_ids: r.entry.alert_ids,
+                detail: r.entry.detail,
+                remote: r.entry.remote,
             })
             .collect(),
     ))
+}
+
+/// The towns whose entries the caller reads: `None` for every entry (an admin without
+/// `town`), else the one asked for or an officer's own.
+fn towns_read(
+    state: &AppState,
+    caller: &Caller,
+    town: Option<String>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let scope = caller.row_scope()?;
+    if let Some(id) = &town
+        && state.ledger().registry().town_idx(id).is_none()
+    {
+        return Err(bad_query("town", format!("unknown town {id:?}")));
+    }
+    match (scope, town) {
+        (RowScope::All, town) => Ok(town.map(|t| vec![t])),
+        (RowScope::Towns(own), None) => Ok(Some(own.iter().map(ToString::to_string).collect())),
+        (scope @ RowScope::Towns(_), Some(town)) if scope.covers(Some(&town)) => {
+            Ok(Some(vec![town]))
+        }
+        (RowScope::Towns(_), Some(town)) => Err(ApiError::Forbidden(format!(
+            "{:?} is an officer of other towns; the audit entries of {town:?} are not theirs \
+             to read",
+            caller.name()
+        ))),
+    }
+}
+
+fn since(value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            bad_query(
+                "since",
+                format!("{value:?} is not an RFC 3339 time ({e}); e.g. 2026-11-24T08:00:00+08:00"),
+            )
+        })
+}
+
+fn bad_query(field: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_query",
+        message: format!("query parameter {field}: {why}"),
+        field: Some(field.to_owned()),
+    }
 }

@@ -222,6 +222,7 @@ pub(super) async fn post_readings(
         duplicates = outcome.duplicates,
         by = %entered_by
     );
+    audit_count(&state, &entered_by, &town, &facility, &payload, outcome).await;
     let ManualOutcome {
         stored,
         duplicates,
@@ -235,6 +236,39 @@ pub(super) async fn post_readings(
         entered_by,
     };
     Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// The most of a count's JSON an audit entry keeps, in characters: the figures of a
+/// facility's few categories fit many times over.
+const AUDIT_PAYLOAD_CHARS: usize = 2000;
+
+/// The audit entry of a count stored: the facility, what was stored, and the count as
+/// the officer sent it.
+async fn audit_count(
+    state: &AppState,
+    entered_by: &str,
+    town: &TownId,
+    facility: &FacilityId,
+    payload: &[u8],
+    outcome: ManualOutcome,
+) {
+    let sent: String = String::from_utf8_lossy(payload)
+        .chars()
+        .take(AUDIT_PAYLOAD_CHARS)
+        .collect();
+    let detail = format!(
+        "{facility}: {} stored, {} duplicates: {sent}",
+        outcome.stored, outcome.duplicates
+    );
+    let action = crate::audit::Action {
+        actor: entered_by.to_owned(),
+        via: "token",
+        action: "manual_reading",
+        towns: vec![town.to_string()],
+        detail,
+        ..crate::audit::Action::default()
+    };
+    crate::audit::record(state, action).await;
 }
 
 /// The count's readings, decoded and checked by `reserve::wire` as if the facility's

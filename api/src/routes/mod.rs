@@ -284,6 +284,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(OpenApiJson(Arc::from(json))))
+        .layer(middleware::from_fn(crate::audit::remember_origin))
         // Outermost: every route's default body limit (a route may set a larger one
         // inside) and the request timeout.
         .layer(limits::body_limit(limits::BODY_LIMIT))

@@ -279,5 +279,14 @@ pub(super) async fn set_sheltered(
         .await?;
     state.changes().publish([t]);
     tracing::info!(message = "Sheltered count set.", town = %town_id, sheltered, by = caller.name());
+    let action = crate::audit::Action {
+        actor: caller.name().to_owned(),
+        via: "token",
+        action: "sheltered",
+        towns: vec![town_id.to_string()],
+        detail: format!("{sheltered} people sheltered"),
+        ..crate::audit::Action::default()
+    };
+    crate::audit::record(&state, action).await;
     Ok(Json(detail))
 }

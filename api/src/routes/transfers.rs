@@ -119,8 +119,9 @@ pub(super) async fn record_transfer(
         let ledger = state.ledger();
         checked(ledger.registry(), &caller, request)?
     };
+    let remote = crate::audit::origin();
     let row = state
-        .with_store(move |store| store.record_transfer(&transfer))
+        .with_store(move |store| store.record_transfer(&transfer, &remote))
         .await?;
     let t = &row.transfer;
     tracing::info!(

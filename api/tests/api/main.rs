@@ -2,6 +2,7 @@
 //! HTTP. One binary (modules below), so everything links once.
 
 mod alerts;
+mod audit;
 mod auth;
 mod board;
 mod board_chromium;

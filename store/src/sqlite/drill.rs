@@ -7,7 +7,7 @@ use rusqlite::params;
 
 use super::alerts::AlertBatch;
 use super::{Columns, FromRow, Millis, RowError, sqlite_error};
-use crate::{Store, StoreError};
+use crate::{NewAudit, Store, StoreError};
 
 /// A drill as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +56,9 @@ impl Store {
 }
 
 impl AlertBatch<'_> {
-    /// Inserts `drill` (its `id` is ignored) with its audit entry; returns the new id.
-    pub fn insert_drill(&mut self, drill: &DrillRow) -> Result<i64, StoreError> {
+    /// Inserts `drill` (its `id` is ignored) with its audit entry naming `towns` (the
+    /// towns of its scope; none for the whole city); returns the new id.
+    pub fn insert_drill(&mut self, drill: &DrillRow, towns: &[String]) -> Result<i64, StoreError> {
         self.tx
             .prepare_cached(
                 "INSERT INTO drills (scope, started, until, started_by, note)
@@ -78,13 +79,25 @@ impl AlertBatch<'_> {
             "drill {id}: {} until {}: {}",
             drill.scope, drill.until, drill.note
         );
-        self.audit_drill(drill.started, &drill.started_by, "drill_start", &detail)?;
+        self.audit_drill(
+            drill.started,
+            &drill.started_by,
+            "drill_start",
+            towns,
+            detail,
+        )?;
         Ok(id)
     }
 
     /// Ends drill `id` at `at` (before its `until`), with its audit entry. False when
     /// there is no such drill or it is over already.
-    pub fn end_drill(&mut self, id: i64, at: DateTime<Utc>, by: &str) -> Result<bool, StoreError> {
+    pub fn end_drill(
+        &mut self,
+        id: i64,
+        at: DateTime<Utc>,
+        by: &str,
+        towns: &[String],
+    ) -> Result<bool, StoreError> {
         let changed = self
             .tx
             .prepare_cached(
@@ -94,7 +107,8 @@ impl AlertBatch<'_> {
             .and_then(|mut stmt| stmt.execute(params![id, Millis(at), by]))
             .map_err(sqlite_error(self.path, "end a drill"))?;
         if changed > 0 {
-            self.audit_drill(at, by, "drill_end", &format!("drill {id} ended early"))?;
+            let detail = format!("drill {id} ended early");
+            self.audit_drill(at, by, "drill_end", towns, detail)?;
         }
         Ok(changed > 0)
     }
@@ -106,15 +120,19 @@ impl AlertBatch<'_> {
         at: DateTime<Utc>,
         actor: &str,
         action: &str,
-        detail: &str,
+        towns: &[String],
+        detail: String,
     ) -> Result<(), StoreError> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO audit (at, actor, via, action, alert_ids, detail)
-                 VALUES (?1, ?2, 'token', ?3, '[]', ?4)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![Millis(at), actor, action, detail]))
-            .map_err(sqlite_error(self.path, "record a drill in the audit log"))?;
+        let entry = NewAudit {
+            at,
+            actor: actor.to_owned(),
+            via: "token".to_owned(),
+            action: action.to_owned(),
+            towns: towns.to_vec(),
+            detail,
+            ..NewAudit::default()
+        };
+        super::audit::insert_audit(&self.tx, self.path, &entry)?;
         Ok(())
     }
 }

@@ -38,7 +38,7 @@ pub use alerts::{
     SilenceRow, Text,
 };
 pub use async_store::AsyncStore;
-pub use audit::{AuditRow, NewAudit};
+pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use drill::DrillRow;
 pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
 pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};

@@ -12,7 +12,9 @@
 //!   unless the engine still has something to say about them (`notify_event`,
 //!   `escalated_from`: the rows `load_live_alerts` resumes from) or a pending
 //!   notification names them;
-//! - `silences` that ended before the cutoff.
+//! - `silences` that ended before the cutoff;
+//! - `audit` entries recorded before the cutoff (`[store] audit_retention`, long by
+//!   default: the record of who did what), with their `audit_towns` rows.
 //!
 //! Ids are `INTEGER PRIMARY KEY` without `AUTOINCREMENT`: SQLite gives a new row
 //! `max(id) + 1`, so deleting the newest row would hand its id to the next one. An id
@@ -39,6 +41,8 @@ pub enum PruneTable {
     Alerts,
     /// Silences that ended before the cutoff.
     Silences,
+    /// Audit entries recorded before the cutoff (their town rows follow by trigger).
+    Audit,
 }
 
 impl PruneTable {
@@ -48,6 +52,7 @@ impl PruneTable {
             PruneTable::Outbox => "outbox",
             PruneTable::Alerts => "alerts",
             PruneTable::Silences => "silences",
+            PruneTable::Audit => "audit",
         }
     }
 
@@ -87,6 +92,14 @@ impl PruneTable {
                     SELECT id FROM silences
                     WHERE until < ?1 AND id < (SELECT max(id) FROM silences)
                     ORDER BY id LIMIT ?2)"
+            }
+            // Entries are written in time order, so `audit_at` walks the oldest; the
+            // newest is kept so no id is reused.
+            PruneTable::Audit => {
+                "DELETE FROM audit WHERE id IN (
+                    SELECT id FROM audit
+                    WHERE at < ?1 AND id < (SELECT max(id) FROM audit)
+                    ORDER BY at LIMIT ?2)"
             }
         }
     }
@@ -211,6 +224,7 @@ fn prune_action(table: PruneTable) -> &'static str {
         PruneTable::Outbox => "prune the outbox",
         PruneTable::Alerts => "prune resolved alerts",
         PruneTable::Silences => "prune expired silences",
+        PruneTable::Audit => "prune old audit entries",
     }
 }
 

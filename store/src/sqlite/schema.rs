@@ -224,7 +224,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (town, audit)
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX audit_towns_audit ON audit_towns (audit);
-    CREATE INDEX audit_at ON audit (at);",
+    CREATE INDEX audit_at ON audit (at);
+    CREATE TRIGGER audit_towns_follow AFTER DELETE ON audit
+    BEGIN DELETE FROM audit_towns WHERE audit = OLD.id; END;",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is

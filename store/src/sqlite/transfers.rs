@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{TransactionBehavior, params};
 
 use super::{Columns, FromRow, Limit, Millis, RowError, sqlite_error};
-use crate::{Store, StoreError};
+use crate::{NewAudit, Store, StoreError};
 
 /// A transfer to record. The towns are the facilities' towns when it was recorded, kept
 /// with it so the list by town does not change when the registry does.
@@ -39,9 +39,13 @@ const TRANSFER_COLUMNS: &str = "id, at, from_facility, from_town, to_facility, t
                                 category, quantity, note, recorded_by";
 
 impl Store {
-    /// Records `transfer` with its audit entry (action `transfer`, via `token`), both or
-    /// neither, and returns it as stored.
-    pub fn record_transfer(&mut self, transfer: &NewTransfer) -> Result<TransferRow, StoreError> {
+    /// Records `transfer` with its audit entry (action `transfer`, via `token`, from
+    /// `remote`, naming both towns), both or neither, and returns it as stored.
+    pub fn record_transfer(
+        &mut self,
+        transfer: &NewTransfer,
+        remote: &str,
+    ) -> Result<TransferRow, StoreError> {
         let path = self.path().to_owned();
         let tx = self
             .conn_mut()
@@ -72,12 +76,17 @@ impl Store {
             "transfer {id}: {} {} from {} to {}: {}",
             t.quantity, t.category, t.from_facility, t.to_facility, t.note
         );
-        tx.prepare_cached(
-            "INSERT INTO audit (at, actor, via, action, alert_ids, detail)
-             VALUES (?1, ?2, 'token', 'transfer', '[]', ?3)",
-        )
-        .and_then(|mut stmt| stmt.execute(params![Millis(t.at), t.recorded_by, detail]))
-        .map_err(sqlite_error(&path, "record a transfer in the audit log"))?;
+        let entry = NewAudit {
+            at: t.at,
+            actor: t.recorded_by.clone(),
+            via: "token".to_owned(),
+            action: "transfer".to_owned(),
+            towns: vec![t.from_town.clone(), t.to_town.clone()],
+            detail,
+            remote: remote.to_owned(),
+            ..NewAudit::default()
+        };
+        super::audit::insert_audit(&tx, &path, &entry)?;
         tx.commit()
             .map_err(sqlite_error(&path, "commit a transfer"))?;
         Ok(TransferRow {

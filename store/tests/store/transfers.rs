@@ -34,7 +34,7 @@ fn transfers_are_kept_and_listed_by_town_newest_first() {
     ];
     let ids: Vec<i64> = sent
         .iter()
-        .map(|t| store.record_transfer(t).unwrap().id)
+        .map(|t| store.record_transfer(t, "").unwrap().id)
         .collect();
     drop(store);
 
@@ -61,12 +61,18 @@ fn transfers_are_kept_and_listed_by_town_newest_first() {
     assert_eq!(store.transfers(None, None, 1).unwrap().len(), 1);
     assert!(store.transfers(Some("zz"), None, 100).unwrap().is_empty());
 
-    let audit = store.audit(None, 10).unwrap();
+    let audit = store.audit(&all_audit()).unwrap();
     assert_eq!(audit.len(), 3);
-    assert_eq!(audit[0].action, "transfer");
-    assert_eq!(audit[0].actor, "li-wei");
-    assert_eq!(audit[0].via, "token");
-    assert!(audit[0].detail.contains("c-wh1"), "{}", audit[0].detail);
+    let entry = &audit[0].entry;
+    assert_eq!(entry.action, "transfer");
+    assert_eq!(entry.actor, "li-wei");
+    assert_eq!(entry.via, "token");
+    assert!(entry.detail.contains("c-wh1"), "{}", entry.detail);
+    let sent = store::AuditFilter {
+        towns: Some(vec!["c".to_owned()]),
+        ..all_audit()
+    };
+    assert!(!store.audit(&sent).unwrap().is_empty());
 }
 
 #[test]
@@ -75,8 +81,15 @@ fn a_quantity_out_of_bounds_stores_neither_transfer_nor_audit_entry() {
     let mut store = Store::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
     for quantity in [0.0, -1.0, f64::NAN, 2e9] {
         let bad = transfer(0, ("a-wh1", "a"), ("b-wh1", "b"), quantity);
-        assert!(store.record_transfer(&bad).is_err(), "{quantity}");
+        assert!(store.record_transfer(&bad, "").is_err(), "{quantity}");
     }
     assert!(store.transfers(None, None, 10).unwrap().is_empty());
-    assert!(store.audit(None, 10).unwrap().is_empty());
+    assert!(store.audit(&all_audit()).unwrap().is_empty());
+}
+
+fn all_audit() -> store::AuditFilter {
+    store::AuditFilter {
+        limit: 100,
+        ..store::AuditFilter::default()
+    }
 }
