@@ -141,6 +141,6 @@ async fn every_mutation_is_audited_and_officers_read_their_towns_entries() {
             .get(&format!("/api/v1/audit?{query}"), Some(ADMIN))
             .await;
         assert_eq!(answer.error(), (400, "invalid_query".into()), "{query}");
-        assert_eq!(answer.json()["field"], field, "{query}");
+        assert_eq!(answer.json()["error"]["field"], field, "{query}");
     }
 }

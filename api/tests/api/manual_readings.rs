@@ -286,6 +286,21 @@ async fn an_officers_count_is_stored_shown_as_manual_and_survives_a_restart() {
         (json!(0), json!(1))
     );
 
+    // Each count is in the audit log, which the officer reads for its town.
+    let audit = app.get("/api/v1/audit", Some(OFFICER)).await.body;
+    let counts: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "manual_reading")
+        .collect();
+    assert_eq!(counts.len(), 2, "{audit}");
+    assert_eq!(counts[0]["actor"], "li-wei");
+    assert_eq!(counts[0]["towns"], json!(["jingshan"]));
+    let detail = counts[1]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("js-wh1: 1 stored, 0 duplicates"), "{detail}");
+    assert!(detail.contains("9000"), "{detail}");
+
     // The row in SQLite says where it came from.
     let rows = fx.stored("js-wh1");
     assert_eq!(rows.len(), 1);
