@@ -1,12 +1,15 @@
 //! The built-in wall board, who the board is signed in as, and the OpenAPI document.
 
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
+use html_escape::encode_text as esc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::OpenApiJson;
+use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ErrorBody};
 
@@ -20,6 +23,46 @@ const BOARD_HTML: &str = include_str!("../../assets/board.html");
 #[tracing::instrument]
 pub(super) async fn board() -> Html<&'static str> {
     Html(BOARD_HTML)
+}
+
+/// A town's page: self-contained like the board, for the town's officer on a phone or
+/// at a desk. It reads the town, its facilities, alerts and the cluster's aid plan from
+/// the API, and enters counts and transfers through it.
+const TOWN_HTML: &str = include_str!("../../assets/town.html");
+
+/// A town's console (docs/design.md#town-page): its categories with days and why they
+/// are short, its facilities with their last reading and its source, its open alerts,
+/// and forms to enter a count and record a transfer.
+#[utoipa::path(get, path = "/towns/{id}", tag = "ops",
+    params(("id" = String, Path, description = "Town id, e.g. `jingshan`")),
+    responses(
+        (status = 200, description = "The town page", body = String, content_type = "text/html"),
+        (status = 404, description = "No such town in the registry: a page saying so, linking to the board", body = String, content_type = "text/html"),
+    ))]
+#[tracing::instrument(skip(state))]
+pub(super) async fn town_page(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    // Asked on every request, not baked into the page: a registry reload adds and
+    // removes towns while the service runs.
+    if state.ledger().registry().town_idx(&id).is_some() {
+        return Html(TOWN_HTML).into_response();
+    }
+    (StatusCode::NOT_FOUND, Html(unknown_town_page(&id))).into_response()
+}
+
+/// The page of a town id the registry does not hold, in both languages: a mistyped
+/// address or a town since removed.
+fn unknown_town_page(id: &str) -> String {
+    let id = esc(id);
+    format!(
+        "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>未找到街镇 Unknown town</title>\
+         <style>body{{margin:0;padding:1.5rem;background:#0d1117;color:#e6edf3;\
+         font-family:system-ui,sans-serif}}a{{color:#58a6ff}}</style></head>\
+         <body><h1>未找到街镇 Unknown town</h1>\
+         <p>登记册中没有街镇 “{id}”。The registry has no town “{id}”.</p>\
+         <p><a href=\"/\">返回看板 Back to the board</a></p></body></html>\n"
+    )
 }
 
 /// Who a token belongs to: what the board shows once an officer signs in, and what it

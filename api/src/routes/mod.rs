@@ -69,12 +69,13 @@ const BEARER: &str = "bearer";
 )]
 struct ApiDoc;
 
-/// Routes anyone may call: probes, the board page, this document.
+/// Routes anyone may call: probes, the board's pages, this document.
 fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(board::board))
+        .routes(routes!(board::town_page))
         .routes(routes!(board::openapi_json))
 }
 

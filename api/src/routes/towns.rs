@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
 use reserve::coverage::NotReady;
-use reserve::registry::TownIdx;
+use reserve::registry::{Registry, TownIdx};
 use reserve::{Ledger, TownId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +17,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Entity, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::model::{LevelView, MAX_SHELTERED, Status, StatusCounts, TownSummary};
+
+use super::facilities::{FacilityKindView, ReportView};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +111,19 @@ pub struct TownDetail {
     pub silent: Vec<String>,
     /// Facilities that have never reported: they count as empty.
     pub never_reported: Vec<String>,
+    /// Every facility of the town, in registry order: what its officer counts by hand
+    /// and sends transfers from (each one's state: `GET /api/v1/facilities/{id}`).
+    pub facilities: Vec<TownFacility>,
+}
+
+/// A facility of a town, as the town page lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TownFacility {
+    pub id: String,
+    pub name: String,
+    pub kind: FacilityKindView,
+    /// `gateway`, or `manual` for a facility counted by hand.
+    pub report: ReportView,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -188,7 +203,28 @@ impl TownDetail {
             water_points: figures.water_points.iter().map(unit).collect(),
             silent: figures.silent.iter().map(facility_id).collect(),
             never_reported: figures.never_reported.iter().map(facility_id).collect(),
+            facilities: TownFacility::of_town(registry, t),
         }
+    }
+}
+
+impl TownFacility {
+    /// The facilities of town `t`, in registry order.
+    fn of_town(registry: &Registry, t: TownIdx) -> Vec<TownFacility> {
+        registry
+            .town(t)
+            .facilities
+            .iter()
+            .map(|&f| {
+                let facility = registry.facility(f);
+                TownFacility {
+                    id: facility.id.to_string(),
+                    name: facility.name.clone(),
+                    kind: facility.kind.name().into(),
+                    report: facility.report.into(),
+                }
+            })
+            .collect()
     }
 }
 

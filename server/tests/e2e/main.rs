@@ -14,3 +14,4 @@ mod phone_ack;
 mod serve;
 mod shard;
 mod store_maintenance;
+mod town_page;

@@ -1,0 +1,628 @@
+//! The town page (`/towns/{id}`) as a town officer uses it, in headless Chromium driven
+//! over WebDriver (ChromeDriver), against a real `stockpile serve` fed through a real
+//! Mosquitto: the officer signs in, types a count for a warehouse counted by hand, and
+//! the town's days change on the page and on the wall board's tile, while the API shows
+//! the figure as manual with its author; an officer of another town is refused a count
+//! there (the API's 403, in words) and records the transfer a mutual-aid suggestion
+//! fills in; on a phone-sized window nothing scrolls sideways. The page's screenshot is
+//! written to `docs/town.png` for the README.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::common::Service;
+
+/// Officer of jingshan, the town whose page is opened.
+const OFFICER: (&str, &str) = ("li.wei", "officer-jingshan-town-41ad9c");
+/// Officer of donghua, the cluster's town with water to spare.
+const OTHER_OFFICER: (&str, &str) = ("zhao.min", "officer-donghua-town-7e20b5");
+const ADMIN: &str = "admin-town-page-93c1e2";
+
+/// Jingshan: 10,000 people need 30,000 L of water a day. Its gateway warehouse holds
+/// 30,000 L (1.0 day); its store counted by hand has never been counted (it counts as
+/// empty) until the officer types [`COUNTED_L`], which makes 75,000 L: 2.5 days.
+const GATEWAY_WATER_L: u64 = 30_000;
+const COUNTED_L: u64 = 45_000;
+/// Donghua's 300,000 L for 10,000 people (10 days): it can spare what jingshan lacks
+/// to its three days after the count, 90,000 − 75,000 L.
+const DONOR_WATER_L: u64 = 300_000;
+const SUGGESTED_L: u64 = 15_000;
+
+/// The page and the board poll every 5 s; a change must show within a few polls on a
+/// busy machine.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starting services and raising the alert, on 2 cores shared with the rest of the suite.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The screenshot's window: a desk's browser, tall enough for the whole page.
+const DESK_WINDOW: (u32, u32) = (1280, 1500);
+/// A phone's screen, in CSS pixels.
+const PHONE_WINDOW: (u32, u32) = (360, 740);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_officer_enters_a_count_on_the_town_page_and_the_days_change_on_the_wall() {
+    let broker = testkit::Mosquitto::start();
+    let deployment = deployment(&broker.url());
+    let service =
+        tokio::task::block_in_place(|| Service::start(&deployment.path().join("stockpile.toml")));
+    let api = service.api_url();
+    publish_all(
+        &broker,
+        vec![
+            (
+                "stockpile/v1/jingshan/js-wh1/reading",
+                stock(GATEWAY_WATER_L),
+            ),
+            ("stockpile/v1/donghua/dh-wh1/reading", stock(DONOR_WATER_L)),
+        ],
+    )
+    .await;
+    let alert = open_alert_of(&api, "jingshan").await;
+    served_pages_are_self_contained_and_an_unknown_town_is_a_404_page(&api).await;
+
+    let driver = tokio::task::block_in_place(testkit::ChromeDriver::start);
+    let browser = Browser::open(&driver, &format!("{api}/towns/jingshan")).await;
+    public_page_shows_the_town_and_offers_no_forms(&browser, alert).await;
+    officer_counts_and_the_days_change(&browser, &api).await;
+    the_wall_board_shows_the_new_days(&browser, &api).await;
+
+    browser.resize(DESK_WINDOW).await;
+    browser.scroll_to_top().await;
+    let png = browser.screenshot().await;
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let picture = docs.canonicalize().expect("docs/ exists").join("town.png");
+    std::fs::write(&picture, &png).expect("docs/town.png is writable");
+
+    browser.resize(PHONE_WINDOW).await;
+    browser.click("#sign-out").await;
+    other_officer_is_refused_a_count_and_records_the_suggested_transfer(&browser, &api).await;
+    let page = browser.read().await;
+    assert!(
+        page.view_width <= PHONE_WINDOW.0 && page.view_width > 0,
+        "the window is not phone-sized: {page:#?}"
+    );
+    assert!(
+        page.doc_width <= page.view_width,
+        "the page scrolls sideways on a phone: {} px wide in a {} px window",
+        page.doc_width,
+        page.view_width
+    );
+    browser.close().await;
+}
+
+/// Both pages are served whole, with nothing fetched from outside; a town the registry
+/// does not hold is a 404 page that names it and links back to the board.
+async fn served_pages_are_self_contained_and_an_unknown_town_is_a_404_page(api: &str) {
+    let page = reqwest::get(format!("{api}/towns/jingshan"))
+        .await
+        .expect("the API answers");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("a page").to_lowercase();
+    for forbidden in [
+        "http://", "https://", "//cdn", "<link", " src=", "@import", "url(",
+    ] {
+        assert!(
+            !html.contains(forbidden),
+            "town page contains {forbidden:?}"
+        );
+    }
+    let missing = reqwest::get(format!("{api}/towns/no-such-town"))
+        .await
+        .expect("the API answers");
+    assert_eq!(missing.status(), 404);
+    assert!(
+        missing.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        missing.headers()
+    );
+    let text = missing.text().await.expect("a page");
+    for shown in ["未找到街镇 Unknown town", "no-such-town", "href=\"/\""] {
+        assert!(text.contains(shown), "404 page lacks {shown:?}: {text}");
+    }
+}
+
+/// Without a token the page shows the town's days and why they are short, its
+/// facilities with their sources, its alerts; the forms wait for a sign-in.
+async fn public_page_shows_the_town_and_offers_no_forms(browser: &Browser, alert: i64) {
+    let page = browser
+        .wait_for("jingshan's water at 1.0 day, and its alert", |p| {
+            p.category("water").is_some_and(|c| c.days == "1.0") && p.alert(alert).is_some()
+        })
+        .await;
+    assert!(page.town_name.contains("景山街道"), "{page:#?}");
+    let water = page.category("water").expect("water");
+    assert_eq!(water.level, "critical", "{page:#?}");
+    for why in [
+        "Short of the 3-day target by 60,000 L",
+        "Never reported, counted as empty: js-depot",
+    ] {
+        assert!(water.text.contains(why), "water lacks {why:?}: {water:#?}");
+    }
+    let gateway = page.facility("js-wh1").expect("js-wh1");
+    assert_eq!(gateway.source, "gateway", "{gateway:#?}");
+    assert!(gateway.text.contains("30,000 L"), "{gateway:#?}");
+    let depot = page.facility("js-depot").expect("js-depot");
+    assert!(
+        depot.text.contains("从未上报 Never reported") && depot.text.contains("counted by hand"),
+        "{depot:#?}"
+    );
+    assert!(!page.forms_shown, "{page:#?}");
+    assert!(page.forms_note.contains("Sign in"), "{page:#?}");
+    assert!(!page.alert(alert).unwrap().button, "{page:#?}");
+}
+
+/// Jingshan's officer types a count for the store counted by hand: the page says it was
+/// stored, the water's days go from 1.0 to 2.5, and the store shows 人工 manual with the
+/// officer's name, as `GET /api/v1/facilities/js-depot` does.
+async fn officer_counts_and_the_days_change(browser: &Browser, api: &str) {
+    browser.sign_in(OFFICER.1).await;
+    browser
+        .wait_for("the forms for jingshan's officer", |p| {
+            p.forms_shown && p.whoami.as_deref().is_some_and(|w| w.contains(OFFICER.0))
+        })
+        .await;
+    browser.type_count("js-depot", COUNTED_L).await;
+    let page = browser
+        .wait_for("the count stored and the days changed", |p| {
+            p.count_result.starts_with("已保存 Stored")
+                && p.category("water").is_some_and(|c| c.days == "2.5")
+                && p.facility("js-depot").is_some_and(|f| f.source == "manual")
+        })
+        .await;
+    assert!(page.count_result.contains(OFFICER.0), "{page:#?}");
+    let depot = page.facility("js-depot").unwrap();
+    for shown in ["人工 manual", OFFICER.0, "45,000 L"] {
+        assert!(
+            depot.text.contains(shown),
+            "js-depot lacks {shown:?}: {depot:#?}"
+        );
+    }
+    assert!(
+        page.stored_token.as_deref() == Some(OFFICER.1) && !page.url.contains(OFFICER.1),
+        "{page:#?}"
+    );
+
+    let facility = get(api, "/api/v1/facilities/js-depot", Some(ADMIN)).await;
+    assert_eq!(facility["latest_source"]["source"], "manual", "{facility}");
+    assert_eq!(
+        facility["latest_source"]["entered_by"], OFFICER.0,
+        "{facility}"
+    );
+    assert_eq!(
+        facility["latest"]["stock"][0],
+        json!({"category": "water", "unit": "L", "quantity": COUNTED_L as f64, "consumption_per_h": null}),
+        "{facility}"
+    );
+}
+
+/// The wall board, opened in the same tab, shows jingshan's tile at 2.5 days; back on
+/// the town page the sign-in is kept.
+async fn the_wall_board_shows_the_new_days(browser: &Browser, api: &str) {
+    browser.goto(&format!("{api}/")).await;
+    let deadline = Instant::now() + PAGE_TIMEOUT;
+    loop {
+        let tile = browser
+            .client
+            .execute(
+                "const t = document.querySelector('[data-town=\"jingshan\"]'); \
+                 return t ? t.textContent : null;",
+                vec![],
+            )
+            .await
+            .expect("the board answers");
+        if tile.as_str().is_some_and(|t| t.contains("2.5")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jingshan's tile does not show 2.5 days: {tile}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.goto(&format!("{api}/towns/jingshan")).await;
+    browser
+        .wait_for("the town page again, signed in", |p| {
+            p.forms_shown && p.category("water").is_some_and(|c| c.days == "2.5")
+        })
+        .await;
+}
+
+/// Donghua's officer, on jingshan's page on a phone: a count is refused with the API's
+/// 403 in words and changes nothing; the suggestion that donghua send jingshan the water
+/// it lacks fills the transfer form, and recording it lists it in
+/// `GET /api/v1/transfers`.
+async fn other_officer_is_refused_a_count_and_records_the_suggested_transfer(
+    browser: &Browser,
+    api: &str,
+) {
+    browser.sign_in(OTHER_OFFICER.1).await;
+    let page = browser
+        .wait_for("donghua's officer, told this is not their town", |p| {
+            p.forms_shown && p.forms_note.contains("not an officer of this town")
+        })
+        .await;
+    assert!(
+        page.whoami
+            .as_deref()
+            .unwrap_or_default()
+            .contains(OTHER_OFFICER.0),
+        "{page:#?}"
+    );
+    browser.type_count("js-depot", 50_000).await;
+    let page = browser
+        .wait_for("the refused count", |p| !p.count_result.is_empty())
+        .await;
+    assert!(
+        page.count_result
+            .starts_with("未保存 Not stored: 403 forbidden: "),
+        "{page:#?}"
+    );
+    let facility = get(api, "/api/v1/facilities/js-depot", Some(ADMIN)).await;
+    assert_eq!(
+        facility["latest"]["stock"][0]["quantity"], COUNTED_L as f64,
+        "{facility}"
+    );
+
+    let aid = "#aid .aid[data-from=\"donghua\"][data-to=\"jingshan\"][data-category=\"water\"]";
+    browser.find(aid).await;
+    browser.click(&format!("{aid} button.record")).await;
+    let form = browser.transfer_form().await;
+    assert_eq!(
+        form,
+        json!({"from": "dh-wh1", "to": "js-wh1", "category": "water",
+               "quantity": SUGGESTED_L.to_string()}),
+    );
+    browser.click("#transfer-form button[type=submit]").await;
+    let page = browser
+        .wait_for("the transfer recorded", |p| {
+            p.transfer_result.starts_with("已记录 Recorded")
+        })
+        .await;
+    assert!(
+        page.transfer_result.contains("dh-wh1 → js-wh1")
+            && page.transfer_result.contains(OTHER_OFFICER.0),
+        "{page:#?}"
+    );
+    let transfers = get(api, "/api/v1/transfers?town=jingshan", Some(ADMIN)).await;
+    let recorded = &transfers[0];
+    for (field, want) in [
+        ("from", json!("dh-wh1")),
+        ("to", json!("js-wh1")),
+        ("category", json!("water")),
+        ("quantity", json!(SUGGESTED_L as f64)),
+        ("recorded_by", json!(OTHER_OFFICER.0)),
+    ] {
+        assert_eq!(recorded[field], want, "{field}: {transfers}");
+    }
+}
+
+/// Two towns of one cluster, each with a gateway warehouse; jingshan also has a store
+/// counted by hand. Alerts fire at once; three tokens.
+fn deployment(broker_url: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = "\
+[[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n\
+[[category]]\nid = \"food\"\nname = \"Food\"\nunit = \"kg\"\ndaily_need = 0.5\n\
+[[town]]\nid = \"jingshan\"\nname = \"景山街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\n\
+population = 10000\nlat = 39.925\nlon = 116.397\n\
+[[facility]]\nid = \"js-wh1\"\nname = \"景山仓库 Jingshan depot\"\ntown = \"jingshan\"\nkind = \"warehouse\"\n\
+[[facility]]\nid = \"js-depot\"\nname = \"社区储备点 Community store\"\ntown = \"jingshan\"\n\
+kind = \"warehouse\"\nreport = \"manual\"\n\
+[[town]]\nid = \"donghua\"\nname = \"东华门街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\n\
+population = 10000\nlat = 39.915\nlon = 116.404\n\
+[[facility]]\nid = \"dh-wh1\"\nname = \"东华门仓库 Donghua depot\"\ntown = \"donghua\"\nkind = \"warehouse\"\n";
+    std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
+    let token = |name: &str, secret: &str, role: &str, towns: &str| {
+        format!(
+            "[[api.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken = \"{secret}\"\n{towns}"
+        )
+    };
+    let config = [
+        "registry = \"registry.toml\"\n".to_owned(),
+        format!("[mqtt]\nurl = \"{broker_url}\"\nclient_id = \"stockpile-town-e2e\"\n"),
+        "[store]\npath = \"stockpile.db\"\n".to_owned(),
+        "[api]\nlisten = \"127.0.0.1:0\"\npublic_read = true\n".to_owned(),
+        "[log]\nlevel = \"info\"\n[alerts]\ngroup_wait = \"0s\"\n".to_owned(),
+        token(OFFICER.0, OFFICER.1, "officer", "towns = [\"jingshan\"]\n"),
+        token(
+            OTHER_OFFICER.0,
+            OTHER_OFFICER.1,
+            "officer",
+            "towns = [\"donghua\"]\n",
+        ),
+        token("ops", ADMIN, "admin", ""),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("stockpile.toml"), config).unwrap();
+    dir
+}
+
+/// A gateway's reading: `water` litres and food for ten days of 10,000 people.
+fn stock(water_l: u64) -> String {
+    json!({"ts": chrono::Utc::now().timestamp_millis(), "stock": {"water": water_l, "food": 50_000}})
+        .to_string()
+}
+
+/// A gateway publishing `readings` with QoS 1; returns once the broker has them all.
+async fn publish_all(broker: &testkit::Mosquitto, readings: Vec<(&str, String)>) {
+    let mut options = MqttOptions::new("gw-town-page", "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, readings.len().max(1));
+    let total = readings.len();
+    for (topic, payload) in readings {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("the publish queue is open");
+    }
+    let mut acked = 0;
+    let deadline = tokio::time::Instant::now() + SERVICE_TIMEOUT;
+    while acked < total {
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Incoming::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("publisher lost the broker: {e}"),
+            Err(_) => panic!("publisher: only {acked} of {total} acknowledged"),
+        }
+    }
+}
+
+/// `GET path` with `token`, as JSON, answered 200.
+async fn get(api: &str, path: &str, token: Option<&str>) -> Value {
+    let mut request = reqwest::Client::new().get(format!("{api}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer = request.send().await.expect("the API answers");
+    assert_eq!(answer.status(), 200, "GET {path}");
+    answer.json().await.expect("an answer as JSON")
+}
+
+/// The id of the town's first open alert, once the service has raised one.
+async fn open_alert_of(api: &str, town: &str) -> i64 {
+    let deadline = Instant::now() + SERVICE_TIMEOUT;
+    loop {
+        let alerts = get(api, &format!("/api/v1/alerts?open=true&town={town}"), None).await;
+        if let Some(id) = alerts.as_array().and_then(|a| a.first()?["id"].as_i64()) {
+            return id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no open alert of {town}: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The town page as a person sees it, read from the page.
+#[derive(Debug, Deserialize)]
+struct PageView {
+    url: String,
+    town_name: String,
+    categories: Vec<CategoryView>,
+    facilities: Vec<FacilityView>,
+    alerts: Vec<AlertRow>,
+    /// The "who am I" line; `None` while hidden (signed out).
+    whoami: Option<String>,
+    stored_token: Option<String>,
+    /// The count and transfer forms are offered.
+    forms_shown: bool,
+    /// What the page says about who may use them.
+    forms_note: String,
+    count_result: String,
+    transfer_result: String,
+    /// The document's width and the window's, in CSS pixels.
+    doc_width: u32,
+    view_width: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct CategoryView {
+    id: String,
+    /// The big figure, as shown: "2.5".
+    days: String,
+    level: String,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct FacilityView {
+    id: String,
+    /// `manual`, `gateway`, or empty before any reading.
+    source: String,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertRow {
+    id: i64,
+    /// An "Acknowledge" button is offered.
+    button: bool,
+}
+
+impl PageView {
+    fn category(&self, id: &str) -> Option<&CategoryView> {
+        self.categories.iter().find(|c| c.id == id)
+    }
+
+    fn facility(&self, id: &str) -> Option<&FacilityView> {
+        self.facilities.iter().find(|f| f.id == id)
+    }
+
+    fn alert(&self, id: i64) -> Option<&AlertRow> {
+        self.alerts.iter().find(|a| a.id == id)
+    }
+}
+
+const READ_PAGE: &str = r##"
+const byId = id => document.getElementById(id);
+return {
+  url: location.href,
+  town_name: byId("town-name").textContent,
+  categories: Array.from(document.querySelectorAll("#categories .card"), c => ({
+    id: c.dataset.category,
+    days: c.querySelector(".days").firstChild.textContent,
+    level: c.dataset.level,
+    text: c.innerText,
+  })),
+  facilities: Array.from(document.querySelectorAll("#facilities .card"), f => ({
+    id: f.dataset.facility, source: f.dataset.source, text: f.innerText,
+  })),
+  alerts: Array.from(document.querySelectorAll("#alert-list .alert"), row => ({
+    id: Number(row.dataset.alert),
+    button: row.querySelector("button.ack") !== null,
+  })),
+  whoami: byId("whoami").hidden ? null : byId("whoami").textContent,
+  stored_token: sessionStorage.getItem("stockpile-token"),
+  forms_shown: !byId("count-form").hidden && !byId("transfer-form").hidden,
+  forms_note: byId("forms-note").textContent,
+  count_result: byId("count-result").innerText,
+  transfer_result: byId("transfer-result").innerText,
+  doc_width: Math.max(document.documentElement.scrollWidth, document.body.scrollWidth),
+  view_width: window.innerWidth,
+};
+"##;
+
+/// One Chromium session.
+struct Browser {
+    client: Client,
+}
+
+impl Browser {
+    async fn open(driver: &testkit::ChromeDriver, url: &str) -> Browser {
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(driver.capabilities())
+            .connect(&driver.url())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "ChromeDriver could not start Chromium: {e}\n--- chromedriver log ---\n{}",
+                    driver.log()
+                )
+            });
+        let browser = Browser { client };
+        browser.goto(url).await;
+        browser
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot load {url}: {e}"));
+    }
+
+    async fn read(&self) -> PageView {
+        let value = self
+            .client
+            .execute(READ_PAGE, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("reading the page: {e}"));
+        serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("unexpected page shape ({e}): {value}"))
+    }
+
+    /// Reads the page until `done` holds, for up to [`PAGE_TIMEOUT`].
+    async fn wait_for(&self, what: &str, done: impl Fn(&PageView) -> bool) -> PageView {
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            let page = self.read().await;
+            if done(&page) {
+                return page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {PAGE_TIMEOUT:?} waiting for {what}; the page shows {page:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn find(&self, selector: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(PAGE_TIMEOUT)
+            .for_element(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no {selector} on the page: {e}"))
+    }
+
+    async fn click(&self, selector: &str) {
+        self.find(selector)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {selector}: {e}"));
+    }
+
+    /// Opens the sign-in form, types `token` and submits it.
+    async fn sign_in(&self, token: &str) {
+        self.click("#sign-in").await;
+        self.find("#token-input")
+            .await
+            .send_keys(token)
+            .await
+            .expect("typing the token");
+        self.click("#sign-in-form button[type=submit]").await;
+    }
+
+    /// Chooses `facility` in the count form, types `water_l` as its water and saves.
+    async fn type_count(&self, facility: &str, water_l: u64) {
+        self.find("#count-facility")
+            .await
+            .select_by_value(facility)
+            .await
+            .expect("choosing the facility");
+        let water = self.find("#count-water").await;
+        water.clear().await.expect("clearing the water field");
+        water
+            .send_keys(&water_l.to_string())
+            .await
+            .expect("typing the count");
+        self.click("#count-form button[type=submit]").await;
+    }
+
+    /// The transfer form's fields as filled in.
+    async fn transfer_form(&self) -> Value {
+        self.client
+            .execute(
+                "const v = id => document.getElementById(id).value; \
+                 return {from: v('transfer-from'), to: v('transfer-to'), \
+                         category: v('transfer-category'), quantity: v('transfer-quantity')};",
+                vec![],
+            )
+            .await
+            .expect("the page answers")
+    }
+
+    async fn resize(&self, (width, height): (u32, u32)) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("the window resizes");
+    }
+
+    async fn scroll_to_top(&self) {
+        self.client
+            .execute("window.scrollTo(0, 0); return null;", vec![])
+            .await
+            .expect("the page scrolls");
+    }
+
+    async fn screenshot(&self) -> Vec<u8> {
+        self.client.screenshot().await.expect("a screenshot")
+    }
+
+    async fn close(self) {
+        self.client.close().await.expect("the browser closes");
+    }
+}
