@@ -60,8 +60,8 @@ index_type!(
 pub const DEFAULT_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// A facility is silent after this many missed reports, unless `stale_after` is set.
 pub const STALE_AFTER_REPORTS: u32 = 3;
-/// A facility counted by hand is silent after a day without a count, unless its town's
-/// target sets `stale_after`: nobody counts a warehouse every three minutes.
+/// A facility counted by hand is silent after a day without a count, unless it or its
+/// town's target sets `stale_after`: nobody counts a warehouse every three minutes.
 pub const MANUAL_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// The coverage target: how many days of supply a town must hold.
@@ -227,8 +227,9 @@ pub struct Facility {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     pub report_every: Duration,
-    /// Resolved by [`Registry::build`] from the town's target, else `report_every`
-    /// (gateway) or [`MANUAL_STALE_AFTER`] (manual).
+    /// The facility's own `stale_after` when the registry gives one; else resolved by
+    /// [`Registry::build`] from the town's target, else `report_every` × 3 (gateway) or
+    /// [`MANUAL_STALE_AFTER`] (manual).
     pub stale_after: Duration,
     /// Whether a gateway reports it or officers count it by hand.
     pub report: Report,
@@ -410,8 +411,9 @@ impl Registry {
                 resolved_targets.push(target);
             }
         }
-        // A facility's silence threshold follows its town's target (no category).
-        for f in &mut facilities {
+        // A facility's silence threshold is its own, else its town's target's (no
+        // category), else the default of its kind of reporting.
+        for f in facilities.iter_mut().filter(|f| f.stale_after.is_zero()) {
             let mut town_target = target;
             for o in target_overrides
                 .iter()

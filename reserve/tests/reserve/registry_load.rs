@@ -890,6 +890,45 @@ fn a_town_target_stale_after_still_wins_for_manual_facilities() {
 }
 
 #[test]
+fn a_facilitys_own_stale_after_wins_over_its_towns_target() {
+    // A warehouse counted weekly, a water point whose gateway wakes every 2 h: each
+    // says when it is overdue, over the town's 2 h target and the defaults.
+    let main = format!(
+        "{SKELETON}[target]\nstale_after = \"2h\"\n\
+         [[facility]]\nid = \"wh1\"\ntown = \"jingshan\"\nkind = \"warehouse\"\nreport = \"manual\"\n\
+         stale_after = \"8d\"\n\
+         [[facility]]\nid = \"wh2\"\ntown = \"jingshan\"\nkind = \"warehouse\"\n\
+         [csv]\nfacilities = \"facilities.csv\"\n"
+    );
+    let facilities = "id,town,kind,report,stale_after\n\
+                      wh3,jingshan,warehouse,manual,36h\n\
+                      wh4,jingshan,warehouse,gateway,\n";
+    let r =
+        load_files(&main, &[], &[("facilities.csv", facilities)]).unwrap_or_else(|e| panic!("{e}"));
+    let hours = |h: u64| Duration::from_secs(h * 3600);
+    for (id, stale_after) in [
+        ("wh1", hours(192)),
+        ("wh2", hours(2)),
+        ("wh3", hours(36)),
+        ("wh4", hours(2)),
+    ] {
+        assert_eq!(
+            r.facility(r.facility_idx(id).unwrap()).stale_after,
+            stale_after,
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn a_facilitys_bad_stale_after_is_located() {
+    assert_errors(
+        "[[facility]]\nid = \"f\"\ntown = \"jingshan\"\nkind = \"warehouse\"\nstale_after = \"0s\" #!",
+        &["facility \"f\": stale_after: must be > 0, got \"0s\""],
+    );
+}
+
+#[test]
 fn an_unknown_report_mode_is_located_in_toml_and_csv() {
     assert_errors(
         "[[facility]]\nid = \"f\"\ntown = \"jingshan\"\nkind = \"warehouse\"\nreport = \"by hand\" #!",

@@ -605,6 +605,7 @@ impl<'a> Checker<'a> {
         let lon = e.number(&raw.lon, "lon", Bounds::Between(-180.0, 180.0));
         let report_every = e.duration(&raw.report_every, "report_every");
         let report = report_mode(&mut e, &raw.report);
+        let stale_after = e.duration(&raw.stale_after, "stale_after");
         let kind = e
             .required(&raw.kind, "kind")
             .and_then(|k| facility_kind(&mut e, k, &raw));
@@ -626,8 +627,9 @@ impl<'a> Checker<'a> {
             lat: lat.ok()?,
             lon: lon.ok()?,
             report_every: report_every.ok()?.unwrap_or(DEFAULT_REPORT_EVERY),
-            // Resolved by `Registry::build` from the town's target.
-            stale_after: Duration::ZERO,
+            // Zero (never a valid value: refused above) leaves it to
+            // `Registry::build`, which resolves it from the town's target.
+            stale_after: stale_after.ok()?.unwrap_or(Duration::ZERO),
             report: report.ok()?,
         })
     }

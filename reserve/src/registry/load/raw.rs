@@ -83,6 +83,8 @@ pub(super) struct RawFacility {
     pub report_every: Field<String>,
     /// `gateway` (default) or `manual`.
     pub report: Field<String>,
+    /// This facility's silence threshold, over its town's target and the default.
+    pub stale_after: Field<String>,
     pub capacity_l: Field<f64>,
     pub fuel_capacity_l: Field<f64>,
     pub burn_l_per_h: Field<f64>,
