@@ -1,13 +1,15 @@
 //! Rebuilding the ledger at start-up: facility snapshots, sheltered counts, then the
 //! readings stored after the last snapshot save (the writer saves snapshots about once
-//! a second; see [`crate::IngestConfig::snapshot_every`]).
+//! a second; see [`crate::IngestConfig::snapshot_every`]), then the transfers whose
+//! window is still open, for the forecast to tell them from use.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use reserve::Ledger;
-use reserve::registry::FacilityIdx;
+use reserve::ledger::transfer_window_s;
+use reserve::registry::{FacilityIdx, Report};
 use reserve::wire::{self, DecodeContext, Topic, TopicKind};
 use store::{Store, StoredReading};
 
@@ -21,6 +23,9 @@ pub struct Restored {
     /// Stored readings applied again because the process stopped before their
     /// facilities' snapshots were saved (0 after a clean shutdown).
     pub replayed: u64,
+    /// Transfer ends at gateway facilities expected again by the forecast: recorded
+    /// inside their window and not held by a snapshot already.
+    pub transfers: usize,
 }
 
 /// A replayed reading was accepted once; judging its age again against a retention
@@ -79,8 +84,58 @@ pub fn restore_ledger(store: &mut Store, ledger: &mut Ledger) -> Result<Restored
             skipped
         );
     }
+    restored.transfers = expect_open_transfers(store, ledger, Utc::now())?;
     ledger.refresh_all(Utc::now());
     Ok(restored)
+}
+
+/// More transfers than are ever recorded inside one window.
+const OPEN_TRANSFERS_MAX: usize = 10_000;
+
+/// Tells the consumption estimates of gateway facilities about the transfers recorded
+/// within their window of `now` (docs/design.md#transfers), which the ingest writer
+/// told them of before the restart. One a snapshot held already is not expected twice
+/// (by id). Returns how many were new to the ledger.
+fn expect_open_transfers(
+    store: &Store,
+    ledger: &mut Ledger,
+    now: DateTime<Utc>,
+) -> Result<usize, IngestError> {
+    let registry = std::sync::Arc::clone(ledger.registry());
+    let widest = registry
+        .facilities
+        .iter()
+        .map(|f| transfer_window_s(f.report_every))
+        .max()
+        .unwrap_or(0);
+    let since = now - chrono::Duration::seconds(i64::from(widest));
+    let mut expected = 0;
+    for row in store.transfers(None, Some(since), OPEN_TRANSFERS_MAX)? {
+        let t = &row.transfer;
+        let Some(category) = registry.category_idx(&t.category) else {
+            continue;
+        };
+        for (id, sent) in [
+            (&t.from_facility, t.quantity),
+            (&t.to_facility, -t.quantity),
+        ] {
+            let Some(f) = registry.facility_idx(id) else {
+                continue;
+            };
+            if registry.facility(f).report == Report::Gateway
+                && ledger.expect_transfer(f, category, row.id, t.at, sent)
+            {
+                expected += 1;
+            }
+        }
+    }
+    if expected > 0 {
+        tracing::info!(
+            message = "Transfers still inside their window expected again by the forecast.",
+            transfers = expected
+        );
+    }
+    Ok(expected)
 }
 
 /// Applies one stored reading to the ledger. A reading at or before what a snapshot

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use live::{
-    IngestMetrics, ManualOutcome, ManualQueue, ManualSubmission, SharedLedger, TownChanges,
+    IngestMetrics, ManualOutcome, ManualQueue, ManualSubmission, SharedLedger, Submission,
+    TownChanges, TransferSubmission,
 };
 use reserve::Reading;
 use reserve::ledger::{Applied, FacilitySnapshot, Link};
@@ -32,6 +33,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Delivery, IngestConfig, IngestError, RegistrySwap};
+
+mod transfer;
+use transfer::PlannedTransfer;
 
 /// A gateway that keeps sending garbage is logged once a minute, not once a message.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -82,17 +86,32 @@ struct Inputs {
     /// New registries to adopt between two batches (docs/design.md#registry-reload).
     swaps: mpsc::Receiver<RegistrySwap>,
     swaps_open: bool,
+    /// A transfer that came while a batch was filling: it starts the next one.
+    held: Option<Input>,
 }
 
 enum Input {
     Delivery(Delivery),
     Manual(ManualSubmission),
     Registry(RegistrySwap),
+    Transfer(TransferSubmission),
+}
+
+impl Input {
+    fn from_manual(submission: Submission) -> Input {
+        match submission {
+            Submission::Count(m) => Input::Manual(m),
+            Submission::Transfer(t) => Input::Transfer(t),
+        }
+    }
 }
 
 impl Inputs {
     /// The next input, waiting for one; `None` once the deliveries closed (shutdown).
     async fn recv(&mut self) -> Option<Input> {
+        if let Some(input) = self.held.take() {
+            return Some(input);
+        }
         loop {
             tokio::select! {
                 // Counts by hand first: they are few, and a person waits on each.
@@ -102,7 +121,7 @@ impl Inputs {
                     None => self.swaps_open = false,
                 },
                 m = self.manual.recv(), if self.manual_open => match m {
-                    Some(m) => return Some(Input::Manual(m)),
+                    Some(m) => return Some(Input::from_manual(m)),
                     None => self.manual_open = false,
                 },
                 d = self.deliveries.recv() => return d.map(Input::Delivery),
@@ -112,6 +131,9 @@ impl Inputs {
 
     /// The next input already queued.
     fn try_recv(&mut self) -> Option<Input> {
+        if let Some(input) = self.held.take() {
+            return Some(input);
+        }
         if self.swaps_open
             && let Ok(s) = self.swaps.try_recv()
         {
@@ -120,7 +142,7 @@ impl Inputs {
         if self.manual_open
             && let Ok(m) = self.manual.try_recv()
         {
-            return Some(Input::Manual(m));
+            return Some(Input::from_manual(m));
         }
         self.deliveries.try_recv().ok().map(Input::Delivery)
     }
@@ -135,11 +157,19 @@ struct Batch {
     /// A registry adopted once this batch is applied: the batch is the last one on
     /// the old registry, so none is half on each.
     swap: Option<RegistrySwap>,
+    /// A transfer, only ever the batch's first input ([`Batch::takes`]).
+    transfer: Option<TransferSubmission>,
 }
 
 impl Batch {
     fn len(&self) -> usize {
-        self.deliveries.len() + self.manual.len()
+        self.deliveries.len() + self.manual.len() + usize::from(self.transfer.is_some())
+    }
+
+    /// Whether `input` may join: a transfer only starts a batch, so the figures it is
+    /// planned from (the ledger's) hold every commit before it.
+    fn takes(&self, input: &Input) -> bool {
+        !matches!(input, Input::Transfer(_)) || self.len() == 0
     }
 
     /// Adds `input`; true when someone waits on its commit (a QoS 1 delivery's ack, a
@@ -160,6 +190,10 @@ impl Batch {
                 self.swap = Some(s);
                 true
             }
+            Input::Transfer(t) => {
+                self.transfer = Some(t);
+                true
+            }
         }
     }
 }
@@ -175,6 +209,8 @@ struct Message {
     link: Option<(FacilityIdx, Link)>,
     /// The message's rejects as one record, however many elements failed.
     rejects: Option<MessageRejects>,
+    /// A transfer's row, stored in the same commit as its readings.
+    transfer: Option<PlannedTransfer>,
 }
 
 /// What a message's rejections amount to: one record for the reject log, and a count
@@ -202,6 +238,8 @@ struct Persisted {
     inserted: Vec<Vec<bool>>,
     /// Whether this commit saved the snapshots of every facility in `unsaved`.
     saved_snapshots: bool,
+    /// The id the batch's transfer was stored under.
+    transfer_id: Option<i64>,
 }
 
 /// What one batch did, for the counters.
@@ -260,6 +298,7 @@ impl Writer {
             manual_open: true,
             swaps,
             swaps_open: true,
+            held: None,
         };
         let mut batch = Batch::default();
         while self.gather(&runtime, &mut inputs, &mut batch) {
@@ -277,6 +316,10 @@ impl Writer {
                 .map(|d| decode(d, &self.registry, &self.config, now))
                 .collect();
             messages.extend(batch.manual.iter_mut().map(Message::manual));
+            let manual_end = messages.len();
+            if let Some(message) = self.plan_transfer(&mut batch) {
+                messages.push(message);
+            }
             let Some(persisted) = self.persist_until_committed(&runtime, &messages, now)? else {
                 // Shutting down while the store is unavailable: nothing of this batch
                 // was committed or acknowledged, so the broker redelivers it; the
@@ -284,8 +327,12 @@ impl Writer {
                 return Ok(());
             };
             let changed = self.apply(&messages, &persisted, now);
+            let transfer_answer = messages.get(manual_end).and_then(|m| {
+                let planned = m.transfer.as_ref()?;
+                Some(planned.outcome(persisted.transfer_id?))
+            });
             let from = batch.deliveries.len();
-            let outcomes: Vec<ManualOutcome> = messages[from..]
+            let outcomes: Vec<ManualOutcome> = messages[from..manual_end]
                 .iter()
                 .zip(&persisted.inserted[from..])
                 .map(|(message, inserted)| manual_outcome(message, inserted))
@@ -300,6 +347,9 @@ impl Writer {
             // requester that gave up meanwhile is told nothing; its count is stored.
             for (submission, outcome) in batch.manual.drain(..).zip(outcomes) {
                 let _ = submission.reply.send(outcome);
+            }
+            if let (Some(submission), Some(answer)) = (batch.transfer.take(), transfer_answer) {
+                let _ = submission.reply.send(Ok(answer));
             }
             if let Some(swap) = batch.swap.take() {
                 self.adopt(swap);
@@ -325,6 +375,10 @@ impl Writer {
         loop {
             while batch.len() < self.config.batch_max && batch.swap.is_none() {
                 match inputs.try_recv() {
+                    Some(input) if !batch.takes(&input) => {
+                        inputs.held = Some(input);
+                        return true;
+                    }
                     Some(input) => awaited |= batch.push(input),
                     None => break,
                 }
@@ -336,6 +390,10 @@ impl Writer {
             // The timeout is made inside the runtime: its timer needs the context.
             let next = runtime.block_on(async { tokio::time::timeout(left, inputs.recv()).await });
             match next {
+                Ok(Some(input)) if !batch.takes(&input) => {
+                    inputs.held = Some(input);
+                    return true;
+                }
                 Ok(Some(input)) => awaited |= batch.push(input),
                 // Closed (shutdown: commit what we hold) or the linger is over.
                 Ok(None) | Err(_) => return true,
@@ -451,6 +509,7 @@ impl Writer {
         let mut tx = self.store.batch()?;
         let mut inserted = Vec::with_capacity(messages.len());
         let mut earliest_inserted: Option<DateTime<Utc>> = None;
+        let mut transfer_id = None;
         for message in messages {
             let mut flags = Vec::with_capacity(message.readings.len());
             for reading in &message.readings {
@@ -464,6 +523,9 @@ impl Writer {
             inserted.push(flags);
             if let Some(rejects) = &message.rejects {
                 tx.insert_reject(&rejects.record)?;
+            }
+            if let Some(planned) = &message.transfer {
+                transfer_id = Some(tx.record_transfer(&planned.row, &planned.remote)?);
             }
         }
         for snapshot in &save.snapshots {
@@ -481,6 +543,7 @@ impl Writer {
         Ok(Persisted {
             inserted,
             saved_snapshots: save.all_unsaved,
+            transfer_id,
         })
     }
 
@@ -520,6 +583,14 @@ impl Writer {
                     // Stored now but the ledger already had this instant: a redelivery
                     // after a crash between commit and snapshot save.
                     Applied::Duplicate => {}
+                }
+            }
+            if let (Some(planned), Some(id)) = (&message.transfer, persisted.transfer_id) {
+                for &(f, sent) in &planned.expected {
+                    if ledger.expect_transfer(f, planned.category, id, planned.at(), sent) {
+                        self.unsaved.insert(f);
+                        changed.insert(registry.facility(f).town);
+                    }
                 }
             }
         }

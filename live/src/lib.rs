@@ -18,6 +18,7 @@ use reserve::Ledger;
 pub use changes::{ChangeConsumer, TownChanges};
 pub use manual::{
     MANUAL_QUEUE, ManualError, ManualOutcome, ManualQueue, ManualReadings, ManualSubmission,
+    Submission, Transfer, TransferOutcome, TransferRefused, TransferSubmission,
 };
 pub use metrics::{IngestCounts, IngestMetrics, StoreFault};
 

@@ -7,6 +7,12 @@
 //! oneshot for the outcome, and the writer gathers it into its next batch beside the
 //! MQTT deliveries; the reply is sent after the commit and the ledger update, so a read
 //! after the answer shows the new figure. Nothing here does I/O.
+//!
+//! Transfers take the same queue (docs/design.md#transfers): the writer stores each
+//! with the readings it makes at facilities counted by hand, in one commit, and tells
+//! the consumption estimate of gateway facilities to expect it. One writer reading the
+//! latest count and writing the moved one is what keeps two transfers from spending
+//! the same water.
 
 use std::time::Duration;
 
@@ -43,6 +49,63 @@ pub struct ManualOutcome {
     pub latest_ts: Option<DateTime<Utc>>,
 }
 
+/// Stock moved from one facility to another, as an officer recorded it, checked by
+/// the API against the registry. Ids, not indices: the writer resolves them against
+/// its own registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    /// When it was recorded: the time of the readings it makes.
+    pub at: DateTime<Utc>,
+    pub from: String,
+    pub to: String,
+    pub category: String,
+    /// In the category's unit, above 0.
+    pub quantity: f64,
+    pub note: String,
+    /// The name of the token it was recorded with (never the token).
+    pub recorded_by: String,
+    /// Where the request came from, for the audit log.
+    pub remote: String,
+}
+
+/// A transfer waiting for the writer.
+#[derive(Debug)]
+pub struct TransferSubmission {
+    pub transfer: Transfer,
+    /// Answered after the commit; dropped unanswered if the writer stops first.
+    pub reply: oneshot::Sender<Result<TransferOutcome, TransferRefused>>,
+}
+
+/// What the writer did with a transfer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransferOutcome {
+    /// Its id in the store.
+    pub id: i64,
+    /// The sender's figure for the category after it, when counted by hand.
+    pub from_after: Option<f64>,
+    /// The receiver's, when counted by hand.
+    pub to_after: Option<f64>,
+}
+
+/// Why the writer stored nothing of a transfer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransferRefused {
+    /// The sender is counted by hand and its latest count holds less than the
+    /// quantity (`held`), or has no count of the category (`None`).
+    #[error("the sender's latest count holds {held:?}")]
+    Shortfall { held: Option<f64> },
+    /// A facility or category not in the writer's registry (reloaded meanwhile).
+    #[error("{0} is not in the registry")]
+    NotInRegistry(String),
+}
+
+/// What the queue carries to the writer.
+#[derive(Debug)]
+pub enum Submission {
+    Count(ManualSubmission),
+    Transfer(TransferSubmission),
+}
+
 /// Why a submission has no outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ManualError {
@@ -61,7 +124,7 @@ pub enum ManualError {
 /// gateway's reading would be.
 #[derive(Debug, Clone)]
 pub struct ManualReadings {
-    queue: mpsc::Sender<ManualSubmission>,
+    queue: mpsc::Sender<Submission>,
     /// Most readings in one submission (`[mqtt] max_readings_per_message`).
     pub max_readings: usize,
     /// The history retention: older counts are `ts_too_old`.
@@ -71,7 +134,7 @@ pub struct ManualReadings {
 }
 
 /// The writer's end of the queue.
-pub type ManualQueue = mpsc::Receiver<ManualSubmission>;
+pub type ManualQueue = mpsc::Receiver<Submission>;
 
 impl ManualReadings {
     /// The queue's two ends. `commit_wait` should stay well inside the API's request
@@ -99,11 +162,30 @@ impl ManualReadings {
         entered_by: String,
     ) -> Result<ManualOutcome, ManualError> {
         let (reply, outcome) = oneshot::channel();
-        let submission = ManualSubmission {
+        let submission = Submission::Count(ManualSubmission {
             readings,
             entered_by,
             reply,
-        };
+        });
+        self.send_and_wait(submission, outcome).await
+    }
+
+    /// Queues a transfer for the writer and waits, at most `commit_wait` in all, for
+    /// its commit or its refusal.
+    pub async fn submit_transfer(
+        &self,
+        transfer: Transfer,
+    ) -> Result<Result<TransferOutcome, TransferRefused>, ManualError> {
+        let (reply, outcome) = oneshot::channel();
+        let submission = Submission::Transfer(TransferSubmission { transfer, reply });
+        self.send_and_wait(submission, outcome).await
+    }
+
+    async fn send_and_wait<T>(
+        &self,
+        submission: Submission,
+        outcome: oneshot::Receiver<T>,
+    ) -> Result<T, ManualError> {
         let wait = self.commit_wait;
         let answer = tokio::time::timeout(wait, async {
             self.queue

@@ -1,6 +1,7 @@
 //! `stockpile`: parses the command line and maps outcomes to exit codes (0 ok, 1 failed
 //! check or error, 2 usage, which clap handles).
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,7 +15,14 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::CheckConfig { file, shard } => {
             match cli::check_config(&file, shard, &cli::stockpile_env()) {
                 Ok(summary) => {
-                    print!("{summary}");
+                    // `stockpile check-config … | head` closes the pipe early: that is
+                    // the reader's choice, not an error (print! would panic on it).
+                    let mut out = std::io::stdout().lock();
+                    if let Err(e) = write!(out, "{summary}").and_then(|()| out.flush())
+                        && e.kind() != std::io::ErrorKind::BrokenPipe
+                    {
+                        return Err(e.into());
+                    }
                     for warning in &summary.warnings {
                         eprintln!("warning: {}: {warning}", file.display());
                     }

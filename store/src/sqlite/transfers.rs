@@ -6,9 +6,11 @@
 //! day.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{TransactionBehavior, params};
+use std::path::Path;
 
-use super::{Columns, FromRow, Limit, Millis, RowError, sqlite_error};
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::{Columns, FromRow, Limit, Millis, RowError, WriteBatch, sqlite_error};
 use crate::{NewAudit, Store, StoreError};
 
 /// A transfer to record. The towns are the facilities' towns when it was recorded, kept
@@ -51,42 +53,7 @@ impl Store {
             .conn_mut()
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite_error(&path, "start recording a transfer"))?;
-        let t = transfer;
-        tx.prepare_cached(
-            "INSERT INTO transfers (at, from_facility, from_town, to_facility, to_town,
-                                    category, quantity, note, recorded_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                Millis(t.at),
-                t.from_facility,
-                t.from_town,
-                t.to_facility,
-                t.to_town,
-                t.category,
-                t.quantity,
-                t.note,
-                t.recorded_by,
-            ])
-        })
-        .map_err(sqlite_error(&path, "insert a transfer"))?;
-        let id = tx.last_insert_rowid();
-        let detail = format!(
-            "transfer {id}: {} {} from {} to {}: {}",
-            t.quantity, t.category, t.from_facility, t.to_facility, t.note
-        );
-        let entry = NewAudit {
-            at: t.at,
-            actor: t.recorded_by.clone(),
-            via: "token".to_owned(),
-            action: "transfer".to_owned(),
-            towns: vec![t.from_town.clone(), t.to_town.clone()],
-            detail,
-            remote: remote.to_owned(),
-            ..NewAudit::default()
-        };
-        super::audit::insert_audit(&tx, &path, &entry)?;
+        let id = insert_transfer(&tx, &path, transfer, remote)?;
         tx.commit()
             .map_err(sqlite_error(&path, "commit a transfer"))?;
         Ok(TransferRow {
@@ -115,6 +82,66 @@ impl Store {
             "list transfers",
         )
     }
+}
+
+impl WriteBatch<'_> {
+    /// Records `transfer` with its audit entry in the ingest writer's transaction, with
+    /// the readings it makes at facilities counted by hand (docs/design.md#transfers),
+    /// and returns its id.
+    pub fn record_transfer(
+        &mut self,
+        transfer: &NewTransfer,
+        remote: &str,
+    ) -> Result<i64, StoreError> {
+        insert_transfer(&self.tx, self.path, transfer, remote)
+    }
+}
+
+/// Inserts a transfer and its audit entry (action `transfer`, via `token`, from
+/// `remote`, naming both towns) in the caller's transaction; returns its id.
+fn insert_transfer(
+    conn: &Connection,
+    path: &Path,
+    transfer: &NewTransfer,
+    remote: &str,
+) -> Result<i64, StoreError> {
+    let t = transfer;
+    conn.prepare_cached(
+        "INSERT INTO transfers (at, from_facility, from_town, to_facility, to_town,
+                                category, quantity, note, recorded_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            Millis(t.at),
+            t.from_facility,
+            t.from_town,
+            t.to_facility,
+            t.to_town,
+            t.category,
+            t.quantity,
+            t.note,
+            t.recorded_by,
+        ])
+    })
+    .map_err(sqlite_error(path, "insert a transfer"))?;
+    let id = conn.last_insert_rowid();
+    let detail = format!(
+        "transfer {id}: {} {} from {} to {}: {}",
+        t.quantity, t.category, t.from_facility, t.to_facility, t.note
+    );
+    let entry = NewAudit {
+        at: t.at,
+        actor: t.recorded_by.clone(),
+        via: "token".to_owned(),
+        action: "transfer".to_owned(),
+        towns: vec![t.from_town.clone(), t.to_town.clone()],
+        detail,
+        remote: remote.to_owned(),
+        ..NewAudit::default()
+    };
+    super::audit::insert_audit(conn, path, &entry)?;
+    Ok(id)
 }
 
 impl FromRow for TransferRow {
