@@ -2,23 +2,29 @@
 //! of the sending town (or an admin) records that stock moved from one facility to
 //! another; anyone who may read the figures lists them.
 //!
-//! A transfer is a record, not a reading: it changes no figure. For a facility with a
-//! gateway the next readings are the truth of what it holds, and they show the drop and
-//! the rise. The note and who recorded it name people, so a caller without a token does
-//! not see them, as it does not see who acknowledged an alert.
+//! It goes to the ingest writer, the ledger's only writer of facility state, on the
+//! queue counts by hand take (`live::ManualReadings`): at a facility counted by hand
+//! (`report = "manual"`) it moves the figure, the sender's latest count less the
+//! quantity and the receiver's plus, in the same commit as its row; a sender whose
+//! count holds less is refused (409). At a facility with a gateway the next readings
+//! are the truth of what it holds, and the consumption estimate is told to expect the
+//! drop and the rise. The note and who recorded it name people, so a caller without a
+//! token does not see them, as it does not see who acknowledged an alert.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use reserve::registry::{CategoryIdx, FacilityIdx, FacilityKind, Registry};
+use live::{ManualError, Transfer, TransferOutcome, TransferRefused};
+use reserve::registry::{CategoryIdx, FacilityIdx, FacilityKind, Registry, Report};
 use serde::{Deserialize, Serialize};
 use store::{NewTransfer, TransferRow};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, Entity, ErrorBody};
+use crate::error::{ApiError, Entity, ErrorBody, ErrorDetail};
 use crate::extract::{ApiJson, ApiQuery};
 
 /// The most of a category one transfer may move, in its unit: a billion litres is a
@@ -71,6 +77,13 @@ pub struct TransferView {
     /// The name of the token it was recorded with; left out without a token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded_by: Option<String>,
+    /// When recorded now: the sender's figure for the category after it, when it is
+    /// counted by hand (its latest count less the quantity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_stock_after: Option<f64>,
+    /// When recorded now: the receiver's figure after it, when counted by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_stock_after: Option<f64>,
 }
 
 impl TransferView {
@@ -87,42 +100,98 @@ impl TransferView {
             quantity: t.quantity,
             note: people.then_some(t.note),
             recorded_by: people.then_some(t.recorded_by),
+            from_stock_after: None,
+            to_stock_after: None,
+        }
+    }
+}
+
+/// Why a transfer was not recorded, as the client is told.
+#[derive(Debug)]
+pub(super) enum TransferNotRecorded {
+    Api(ApiError),
+    /// 409: what the ledger holds does not allow it.
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl From<ApiError> for TransferNotRecorded {
+    fn from(e: ApiError) -> TransferNotRecorded {
+        TransferNotRecorded::Api(e)
+    }
+}
+
+impl IntoResponse for TransferNotRecorded {
+    fn into_response(self) -> Response {
+        match self {
+            TransferNotRecorded::Api(e) => e.into_response(),
+            TransferNotRecorded::Conflict { code, message } => {
+                let error = ErrorDetail {
+                    code: code.to_owned(),
+                    message,
+                    field: None,
+                };
+                (StatusCode::CONFLICT, Json(ErrorBody { error })).into_response()
+            }
         }
     }
 }
 
 /// Records a transfer of stock between two facilities, typically mutual aid inside a
-/// cluster. Officers of the sending facility's town, admins. It changes no figure: the
-/// facilities' next readings show what they hold. Recorded in the audit log.
+/// cluster. Officers of the sending facility's town, admins. At a facility counted by
+/// hand it moves the figure (the sender's latest count less the quantity, the
+/// receiver's plus); at a facility with a gateway the next readings show it, and the
+/// forecast takes the drop and the rise for a transfer, not use or a restock.
+/// Recorded in the audit log.
 #[utoipa::path(post, path = "/api/v1/transfers", tag = "clusters",
     request_body = TransferRequest,
     responses(
-        (status = 201, description = "Recorded", body = TransferView),
+        (status = 201, description = "Recorded (and figures counted by hand moved)", body = TransferView),
         (status = 400, description = "Body is not JSON (`invalid_json`)", body = ErrorBody),
         (status = 401, description = "A token is needed", body = ErrorBody),
         (status = 403, description = "Not an officer of the sending facility's town, nor an admin", body = ErrorBody),
         (status = 404, description = "Unknown facility (`unknown_facility`) or category (`unknown_category`)", body = ErrorBody),
+        (status = 409, description = "The sender is counted by hand and its latest count holds less than the quantity, or none (`insufficient_stock`); the registry changed meanwhile (`registry_changed`). Nothing stored", body = ErrorBody),
         (status = 413, description = "Body over 16 KiB (`body_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not `application/json`", body = ErrorBody),
         (status = 422, description = "A missing field, a quantity out of bounds, a facility that cannot hold the category, `from` equal to `to`, a note too long; `field` names it", body = ErrorBody),
+        (status = 503, description = "Not stored within the commit wait (the store is failing and ingest paused) or ingest not running (`unavailable`)", body = ErrorBody),
     ))]
 #[tracing::instrument(skip(state, body), fields(caller = caller.name()))]
 pub(super) async fn record_transfer(
     State(state): State<AppState>,
     caller: Caller,
     body: Result<ApiJson<TransferRequest>, ApiError>,
-) -> Result<(StatusCode, Json<TransferView>), ApiError> {
+) -> Result<(StatusCode, Json<TransferView>), TransferNotRecorded> {
     // Before the body: a viewer learns it may not record whatever it sent.
     may_record(&caller)?;
     let ApiJson(request) = body?;
-    let transfer = {
+    let (transfer, counted_by_hand) = {
         let ledger = state.ledger();
         checked(ledger.registry(), &caller, request)?
     };
     let remote = crate::audit::origin();
-    let row = state
-        .with_store(move |store| store.record_transfer(&transfer, &remote))
-        .await?;
+    let (row, outcome) = match state.manual_readings() {
+        Some(writer) => through_writer(writer, transfer, remote).await?,
+        // No ingest writer in this process (an API alone): the record only, which is
+        // all a transfer between gateway facilities is until their readings come.
+        None if !counted_by_hand => {
+            let row = state
+                .with_store(move |store| store.record_transfer(&transfer, &remote))
+                .await?;
+            (row, None)
+        }
+        None => {
+            return Err(ApiError::Unavailable(
+                "a transfer touching a facility counted by hand needs the ingest writer, \
+                 which does not run in this process"
+                    .into(),
+            )
+            .into());
+        }
+    };
     let t = &row.transfer;
     tracing::info!(
         message = "Transfer recorded.",
@@ -133,7 +202,78 @@ pub(super) async fn record_transfer(
         quantity = t.quantity,
         by = %t.recorded_by
     );
-    Ok((StatusCode::CREATED, Json(TransferView::of(row, true))))
+    let mut view = TransferView::of(row, true);
+    if let Some(outcome) = outcome {
+        view.from_stock_after = outcome.from_after;
+        view.to_stock_after = outcome.to_after;
+    }
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Hands the transfer to the ingest writer and waits for its commit or refusal.
+async fn through_writer(
+    writer: &live::ManualReadings,
+    transfer: NewTransfer,
+    remote: String,
+) -> Result<(TransferRow, Option<TransferOutcome>), TransferNotRecorded> {
+    let submission = Transfer {
+        at: transfer.at,
+        from: transfer.from_facility.clone(),
+        to: transfer.to_facility.clone(),
+        category: transfer.category.clone(),
+        quantity: transfer.quantity,
+        note: transfer.note.clone(),
+        recorded_by: transfer.recorded_by.clone(),
+        remote,
+    };
+    let answer = writer.submit_transfer(submission).await.map_err(|e| {
+        ApiError::Unavailable(match e {
+            ManualError::NotStoredYet(wait) => format!(
+                "the transfer was not stored within {} s: the store is failing and ingest \
+                 is paused (see /readyz); it may still be stored, see GET /api/v1/transfers \
+                 before sending it again",
+                wait.as_secs()
+            ),
+            ManualError::Stopped => "ingest is not running (the service is stopping)".into(),
+        })
+    })?;
+    match answer {
+        Ok(outcome) => {
+            let row = TransferRow {
+                id: outcome.id,
+                transfer,
+            };
+            Ok((row, Some(outcome)))
+        }
+        Err(refused) => Err(refusal(&transfer, refused)),
+    }
+}
+
+/// The 409 for a transfer the writer refused.
+fn refusal(t: &NewTransfer, refused: TransferRefused) -> TransferNotRecorded {
+    match refused {
+        TransferRefused::Shortfall { held } => TransferNotRecorded::Conflict {
+            code: "insufficient_stock",
+            message: match held {
+                Some(held) => format!(
+                    "{} is counted by hand and its latest count holds {held} {}, less than the \
+                     {} sent; enter a new count first if it holds more. Nothing was stored",
+                    t.from_facility, t.category, t.quantity
+                ),
+                None => format!(
+                    "{} is counted by hand and has no count of {} yet; enter a count first. \
+                     Nothing was stored",
+                    t.from_facility, t.category
+                ),
+            },
+        },
+        TransferRefused::NotInRegistry(what) => TransferNotRecorded::Conflict {
+            code: "registry_changed",
+            message: format!(
+                "{what} is no longer in the registry (reloaded meanwhile); nothing was stored"
+            ),
+        },
+    }
 }
 
 /// Officers and admins record transfers; which towns an officer may send from is
@@ -153,12 +293,12 @@ fn may_record(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// The request checked against the registry and the caller's towns, as it will be
-/// stored.
+/// stored, and whether either end is counted by hand.
 fn checked(
     registry: &Registry,
     caller: &Caller,
     request: TransferRequest,
-) -> Result<NewTransfer, ApiError> {
+) -> Result<(NewTransfer, bool), ApiError> {
     let from = facility(registry, &request.from)?;
     let from_town = registry.town(registry.facility(from).town).id.clone();
     caller.require_town(&from_town)?;
@@ -187,7 +327,10 @@ fn checked(
             format!("is longer than {MAX_NOTE_CHARS} characters"),
         ));
     }
-    Ok(NewTransfer {
+    let counted_by_hand = [from, to]
+        .iter()
+        .any(|&f| registry.facility(f).report == Report::Manual);
+    let transfer = NewTransfer {
         at: Utc::now(),
         from_facility: registry.facility(from).id.to_string(),
         from_town: from_town.to_string(),
@@ -197,7 +340,8 @@ fn checked(
         quantity: q,
         note: request.note,
         recorded_by: caller.name().to_owned(),
-    })
+    };
+    Ok((transfer, counted_by_hand))
 }
 
 fn facility(registry: &Registry, id: &str) -> Result<FacilityIdx, ApiError> {
