@@ -29,6 +29,7 @@ mod outbox;
 pub mod redact;
 mod render;
 pub mod rules;
+pub mod stress_report;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -19,6 +19,10 @@ pub enum Entity {
     Drill,
     /// A district, cluster or town named by an export's `scope`.
     Scope,
+    /// A stored what-if run.
+    Scenario,
+    /// The scheduled stress test's report, before the first has run.
+    StressTest,
 }
 
 impl Entity {
@@ -32,6 +36,8 @@ impl Entity {
             Entity::Silence => "unknown_silence",
             Entity::Drill => "unknown_drill",
             Entity::Scope => "unknown_scope",
+            Entity::Scenario => "unknown_scenario",
+            Entity::StressTest => "unknown_stress_test",
         }
     }
 
@@ -45,6 +51,8 @@ impl Entity {
             Entity::Silence => "silence",
             Entity::Drill => "drill",
             Entity::Scope => "scope",
+            Entity::Scenario => "scenario",
+            Entity::StressTest => "stress test",
         }
     }
 }

@@ -35,7 +35,8 @@ mod limits;
 mod metrics;
 mod model;
 mod routes;
-mod scenario;
+pub mod scenario;
+pub mod stress_test;
 
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 

@@ -23,12 +23,20 @@
 //!
 //! Consumption assumed: the measured drawdown, scaled to the scenario's need (more
 //! people, more water each), and at least the need itself where the supply is cut.
+//!
+//! Each category of each town also says what it held in the live ledger (`live_days`),
+//! what it lacks to reach its target when the scenario starts (`shortfall`) and how much
+//! of that the towns of its cluster could send under the same scenario (`aid_covers`,
+//! the plan of [`crate::aid`] played on the scenario's ledger). The outcome is stored
+//! (`GET /api/v1/scenarios/{id}`) and read back for its CSV table ([`table`]) and for
+//! the scheduled stress test's report, so every type here also deserialises.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use reserve::Ledger;
+use reserve::Registry;
 use reserve::coverage::hours_to_target;
 use reserve::ledger::LatestSnapshot;
 use reserve::reading::PumpState;
@@ -36,7 +44,9 @@ use reserve::registry::{FacilityIdx, FacilityKind, TownIdx};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::aid::mutual_aid;
 use crate::error::ApiError;
+use crate::export::{Cell, Column, Table};
 use crate::model::{MAX_SHELTERED, people};
 
 /// More litres per person per day than any household draws: a typo.
@@ -45,26 +55,38 @@ const MAX_WATER_NEED_L: f64 = 1000.0;
 const MAX_ROAD_CUT_DAYS: f64 = 365.0;
 /// A surge beyond a hundredfold is a typo.
 const MAX_SURGE_FACTOR: f64 = 100.0;
+/// A scenario's name is a label for lists and reports, not a document.
+const MAX_NAME_CHARS: usize = 100;
 
-/// A what-if scenario; every part is optional and they combine.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+/// A what-if scenario; every part is optional and they combine. The same shape is a
+/// scenario of the scheduled stress test (`[[stress_test.scenarios]]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioRequest {
+    /// A label kept with the stored run (`water_cut`, `flood`); the stress test's
+    /// report names each scenario by it.
+    #[schema(example = "flood")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Mains water is cut (断水).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub water_cut: Option<WaterCut>,
     /// The grid is down (断电).
     #[serde(default)]
     pub power_cut: bool,
     /// Roads are cut (断路) for this many days: no restocking meanwhile.
     #[schema(example = 3.0)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub road_cut_days: Option<f64>,
     /// Gateways cannot report (断通信).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comms_cut: Option<CommsCut>,
     /// People sheltering from elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub population_surge: Option<PopulationSurge>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaterCut {
     /// Litres per person per day while the mains are cut; default: the water
@@ -76,14 +98,14 @@ pub struct WaterCut {
     pub lose_water_points: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommsCut {
     pub silent_as: SilentAs,
 }
 
 /// What a facility that cannot report is assumed to hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SilentAs {
     /// What it last reported (figures unverified).
@@ -92,19 +114,34 @@ pub enum SilentAs {
     Zero,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PopulationSurge {
     /// Every town's people (residents and sheltered) times this; at least 1.
     #[schema(example = 1.2)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
     /// Extra people per town id, on top of the factor.
     #[serde(default)]
     pub towns: BTreeMap<String, u64>,
 }
 
+/// A stored run: what `POST /api/v1/scenarios` answers and `GET …/{id}` reads back.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoredScenario {
+    pub id: i64,
+    /// When it ran.
+    pub at: DateTime<Utc>,
+    /// The scheduled stress test it ran in; `null` when asked through the API.
+    pub stress_test: Option<i64>,
+    /// The scenario as asked.
+    pub request: ScenarioRequest,
+    #[serde(flatten)]
+    pub outcome: ScenarioOutcome,
+}
+
 /// What a scenario does to the city.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ScenarioOutcome {
     /// How far the scenario looks ahead for stock running down: the road cut (nothing
     /// is restocked meanwhile), else 0 (only what falls short at once).
@@ -120,7 +157,7 @@ pub struct ScenarioOutcome {
     pub towns: Vec<ScenarioTown>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     /// A category of supply; `category` names it.
@@ -129,7 +166,7 @@ pub enum Resource {
     Power,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Shortfall {
     pub town: String,
     pub town_name: String,
@@ -146,7 +183,7 @@ pub struct Shortfall {
     pub hours_to_empty: Option<f64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ScenarioTown {
     pub id: String,
     pub name: String,
@@ -164,7 +201,7 @@ pub struct ScenarioTown {
     pub categories: Vec<ScenarioCategory>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ScenarioCategory {
     pub id: String,
     pub unit: String,
@@ -172,6 +209,9 @@ pub struct ScenarioCategory {
     pub need_per_day: f64,
     /// `null` when nobody in the town needs the category.
     pub days: Option<f64>,
+    /// Days of supply in the live ledger when the scenario ran, for comparison.
+    #[serde(default)]
+    pub live_days: Option<f64>,
     pub target_days: f64,
     /// Below target as soon as the scenario starts.
     pub below_target: bool,
@@ -179,11 +219,27 @@ pub struct ScenarioCategory {
     pub consumption_per_h: Option<f64>,
     pub hours_to_target: Option<f64>,
     pub hours_to_empty: Option<f64>,
+    /// What the town lacks to reach its target when the scenario starts, in `unit`;
+    /// `null` when it is not below target then.
+    #[serde(default)]
+    pub shortfall: Option<f64>,
+    /// How much of `shortfall` towns of the same cluster can send under the scenario
+    /// (mutual aid, each donor keeping its warning level); `null` when not short.
+    #[serde(default)]
+    pub aid_covers: Option<f64>,
 }
 
-/// Checks a request against the registry; messages name the field at fault.
-fn validate(ledger: &Ledger, request: &ScenarioRequest) -> Result<(), ApiError> {
-    let registry = ledger.registry();
+/// Checks a request against the registry; messages name the field at fault. The
+/// stress test's scenarios are checked with it when the configuration is loaded.
+pub fn validate(registry: &Registry, request: &ScenarioRequest) -> Result<(), ApiError> {
+    if let Some(name) = &request.name
+        && (name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS)
+    {
+        return Err(ApiError::invalid_field(
+            "name",
+            format!("must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
     if let Some(cut) = &request.water_cut {
         if registry.water_category.is_none() {
             return Err(ApiError::invalid_field(
@@ -336,12 +392,12 @@ fn scenario_ledger(live: &Ledger, request: &ScenarioRequest, now: DateTime<Utc>)
 }
 
 /// Runs `request` against a copy of `live`. `live` is only read.
-pub(crate) fn run(
+pub fn run(
     live: &Ledger,
     request: &ScenarioRequest,
     now: DateTime<Utc>,
 ) -> Result<ScenarioOutcome, ApiError> {
-    validate(live, request)?;
+    validate(live.registry(), request)?;
     let ledger = scenario_ledger(live, request, now);
     let registry = ledger.registry();
     let horizon_h = request.road_cut_days.unwrap_or(0.0) * 24.0;
@@ -420,10 +476,20 @@ pub(crate) fn run(
                 need_per_day: c.need_per_day,
                 days: c.days,
                 target_days: c.target_days,
+                live_days: live_figures
+                    .categories
+                    .iter()
+                    .find(|l| l.category == c.category)
+                    .and_then(|l| l.days),
                 below_target: c.days.is_some_and(|d| d < c.target_days),
                 consumption_per_h: rate,
                 hours_to_target: to_target,
                 hours_to_empty: to_empty,
+                shortfall: c
+                    .days
+                    .filter(|d| *d < c.target_days)
+                    .map(|_| (c.target_days * c.need_per_day - c.stock).max(0.0)),
+                aid_covers: None,
             });
         }
         if request.power_cut
@@ -460,6 +526,7 @@ pub(crate) fn run(
         });
     }
     below_target.sort_by(|a, b| a.hours.total_cmp(&b.hours).then(a.days.total_cmp(&b.days)));
+    add_mutual_aid(&ledger, &mut towns);
     Ok(ScenarioOutcome {
         horizon_h,
         towns_below_target,
@@ -479,4 +546,81 @@ fn live_below_target(live: &Ledger) -> u64 {
                 .any(|c| c.days.is_some_and(|d| d < c.target_days))
         })
         .count() as u64
+}
+
+/// Fills `aid_covers` of every category short at the start: what the cluster's plan
+/// (on the scenario's ledger, so donors are as hit as everyone) sends the town.
+fn add_mutual_aid(ledger: &Ledger, towns: &mut [ScenarioTown]) {
+    let registry = ledger.registry();
+    let mut covered: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for c in 0..registry.clusters.len() {
+        let members: Vec<TownIdx> = registry
+            .town_indices()
+            .filter(|&t| registry.town(t).cluster.index() == c)
+            .collect();
+        for need in mutual_aid(ledger, &members) {
+            let sent = need.transfers.iter().map(|t| t.amount).sum::<f64>();
+            *covered.entry((need.town, need.category)).or_default() += sent;
+        }
+    }
+    for town in towns {
+        for category in &mut town.categories {
+            if category.shortfall.is_some() {
+                let key = (town.id.clone(), category.id.clone());
+                category.aid_covers = Some(covered.get(&key).copied().unwrap_or(0.0));
+            }
+        }
+    }
+}
+
+/// The outcome as one table, a row per town and category: what a planner opens in a
+/// spreadsheet (`GET /api/v1/scenarios/{id}?format=csv`).
+pub fn table(outcome: &ScenarioOutcome) -> Table {
+    let column = |zh: &str, en: &str| Column {
+        zh: zh.to_owned(),
+        en: en.to_owned(),
+    };
+    let columns = vec![
+        column("街镇", "Town"),
+        column("街镇名称", "Town name"),
+        column("组团", "Cluster"),
+        column("区", "District"),
+        column("类别", "Category"),
+        column("单位", "Unit"),
+        column("现有天数", "Days before"),
+        column("情景天数", "Days after"),
+        column("目标天数", "Target days"),
+        column("低于目标", "Below target"),
+        column("缺口", "Shortfall"),
+        column("组团互助可补", "Mutual aid covers"),
+    ];
+    let number = |x: Option<f64>| {
+        x.filter(|x| x.is_finite())
+            .map_or(Cell::Empty, Cell::Number)
+    };
+    let text = |s: &str| Cell::Text(s.to_owned());
+    let mut rows = Vec::new();
+    for town in &outcome.towns {
+        for c in &town.categories {
+            rows.push(vec![
+                text(&town.id),
+                text(&town.name),
+                text(&town.cluster),
+                text(&town.district),
+                text(&c.id),
+                text(&c.unit),
+                number(c.live_days),
+                number(c.days),
+                Cell::Number(c.target_days),
+                text(if c.below_target { "是 yes" } else { "否 no" }),
+                number(c.shortfall),
+                number(c.aid_covers),
+            ]);
+        }
+    }
+    Table {
+        name: "情景 Scenario",
+        columns,
+        rows,
+    }
 }

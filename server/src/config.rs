@@ -32,7 +32,16 @@ pub use store::influx::{InfluxApiVersion, InfluxConfig};
 /// The sections of a config file. A file without `registry = "…"` carries the registry
 /// inline, so the registry loader is told to leave these alone.
 pub const CONFIG_SECTIONS: &[&str] = &[
-    "mqtt", "store", "influx", "api", "smtp", "sms", "alerts", "webhook", "log",
+    "mqtt",
+    "store",
+    "influx",
+    "api",
+    "smtp",
+    "sms",
+    "alerts",
+    "webhook",
+    "log",
+    "stress_test",
 ];
 
 /// The typed configuration, checked and with secrets read from their files. Each
@@ -51,6 +60,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub webhook: WebhookConfig,
     pub log: LogConfig,
+    /// No section, no scheduled stress test.
+    pub stress_test: Option<StressTestConfig>,
 }
 
 /// API roles, as the API defines them (one definition for config and checks).
@@ -58,6 +69,9 @@ pub use api::Role;
 
 /// `[api]` is the API's own config type, as every other section is its component's.
 pub use api::{ApiConfig, ApiToken};
+
+/// `[stress_test]` is the API's type: its scenarios are the API's what-if requests.
+pub use api::stress_test::StressTestConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -173,6 +187,7 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, ConfigError
     };
     if let Ok((registry, _)) = &registry {
         check_token_towns(&config, registry, &root, &mut problems);
+        check_stress_test(&config, registry, &root, &mut problems);
     }
 
     // In file order; overrides (spanned past the end of the file) last.
@@ -224,7 +239,17 @@ type RegistryResult = Result<(Registry, Vec<String>), Vec<ConfigError>>;
 
 /// What a config file has beside the registry's own keys.
 const CONFIG_SECTIONS_AND_REGISTRY: &[&str] = &[
-    "registry", "mqtt", "store", "influx", "api", "smtp", "sms", "alerts", "webhook", "log",
+    "registry",
+    "mqtt",
+    "store",
+    "influx",
+    "api",
+    "smtp",
+    "sms",
+    "alerts",
+    "webhook",
+    "log",
+    "stress_test",
 ];
 
 /// Reads the registry file a config names; `named_at` is where the config names it.
@@ -289,6 +314,9 @@ fn read_sections(root: &DeTable<'_>, names_registry: bool, problems: &mut Vec<Pr
             "alerts" => read_section(section, value, &mut config.alerts, problems),
             "webhook" => read_section(section, value, &mut config.webhook, problems),
             "log" => read_section(section, value, &mut config.log, problems),
+            "stress_test" => {
+                read_optional_section(section, value, &mut config.stress_test, problems)
+            }
             "registry" => {}
             // With the registry inline, its keys are checked by the registry loader.
             _ if !names_registry => {}
@@ -722,5 +750,22 @@ fn check_token_towns(
                 format!("{field}: unknown town {town:?}"),
             ));
         }
+    }
+}
+
+/// The stress test's scenarios are checked as `POST /api/v1/scenarios` checks a request,
+/// against the registry, each problem at its scenario's field.
+fn check_stress_test(
+    config: &Config,
+    registry: &Registry,
+    root: &DeTable<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(stress_test) = &config.stress_test else {
+        return;
+    };
+    for (field, message) in stress_test.problems(registry) {
+        let field = format!("stress_test.{field}");
+        problems.push((locate(root, &field), format!("{field}: {message}")));
     }
 }

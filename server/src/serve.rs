@@ -82,6 +82,7 @@ struct Parts {
     /// The InfluxDB sink's settings, when an `[influx]` section is configured.
     influx: Option<store::influx::InfluxSinkConfig>,
     store_path: std::path::PathBuf,
+    stress_test: Option<crate::stress_test::StressTest>,
 }
 
 impl Parts {
@@ -153,6 +154,7 @@ impl Parts {
         let listener = tokio::net::TcpListener::bind(&config.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
+        let stress_test = crate::stress_test::StressTest::build(&config, &shared.ledger)?;
         Ok(Parts {
             shared,
             alerts,
@@ -164,6 +166,7 @@ impl Parts {
             listener,
             influx,
             store_path: config.store.path.clone(),
+            stress_test,
         })
     }
 }
@@ -283,6 +286,7 @@ impl Service {
             listener,
             influx,
             store_path,
+            stress_test,
         } = parts;
         // The sink checks its settings and opens its connection before it spawns
         // anything: the last fallible step, so a failure leaves nothing running.
@@ -317,6 +321,9 @@ impl Service {
             api::serve(listener, api_state, running.shutdown.clone()),
         );
         maintenance.spawn(&running.tracker, running.shutdown.clone());
+        if let Some(stress_test) = stress_test {
+            stress_test.spawn(&running.tracker, running.shutdown.clone());
+        }
         running.tracker.spawn(tick(
             Arc::clone(&shared.ledger),
             Arc::clone(&shared.changes),

@@ -42,3 +42,7 @@ pub use sqlite::{
     StoreOptions, StoredReading, WriteBatch,
 };
 pub use sqlite::{NewTransfer, TransferRow};
+pub use sqlite::{
+    MAX_SCENARIO_RUNS, NewScenarioRun, STRESS_TEST_REQUESTER, ScenarioRunRow, ScenarioRunSummary,
+    StressTestRow,
+};

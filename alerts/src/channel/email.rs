@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -22,6 +23,15 @@ pub struct EmailChannel {
     from: Mailbox,
     /// The whole attempt, connect to QUIT: the relay's own timeout is for connecting.
     timeout: Duration,
+}
+
+/// A file sent with an email (the stress test's XLSX report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    /// A MIME type, e.g. `application/vnd.openxmlformats-officedocument.spreadsheetml.sheet`.
+    pub content_type: String,
+    pub bytes: Vec<u8>,
 }
 
 /// Where messages go.
@@ -92,7 +102,22 @@ impl EmailChannel {
         }
     }
 
-    fn message(&self, n: &Notification) -> Result<Message, DeliveryError> {
+    /// Sends `n` with `attachment` now, outside the outbox (whose rows hold text only):
+    /// the caller keeps what it needs to try again.
+    pub async fn send_with_attachment(
+        &self,
+        n: &Notification,
+        attachment: &Attachment,
+    ) -> Result<(), DeliveryError> {
+        let message = self.message(n, Some(attachment))?;
+        self.deliver(message).await
+    }
+
+    fn message(
+        &self,
+        n: &Notification,
+        attachment: Option<&Attachment>,
+    ) -> Result<Message, DeliveryError> {
         let address: Address = n.recipient.parse().map_err(|e| {
             DeliveryError::Permanent(format!("bad email address {:?}: {e}", n.recipient))
         })?;
@@ -101,12 +126,24 @@ impl EmailChannel {
             .from(self.from.clone())
             .to(to)
             .subject(n.subject.clone());
-        let built = match &n.html {
-            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+        let built = match (&n.html, attachment) {
+            (Some(html), None) => builder.multipart(MultiPart::alternative_plain_html(
                 n.body.clone(),
                 html.clone(),
             )),
-            None => builder.singlepart(SinglePart::plain(n.body.clone())),
+            (None, None) => builder.singlepart(SinglePart::plain(n.body.clone())),
+            (html, Some(file)) => {
+                let content_type = ContentType::parse(&file.content_type).map_err(|e| {
+                    DeliveryError::Permanent(format!("bad content type {:?}: {e}", file.content_type))
+                })?;
+                let body = match html {
+                    Some(html) => MultiPart::alternative_plain_html(n.body.clone(), html.clone()),
+                    None => MultiPart::mixed().singlepart(SinglePart::plain(n.body.clone())),
+                };
+                let part = lettre::message::Attachment::new(file.filename.clone())
+                    .body(file.bytes.clone(), content_type);
+                builder.multipart(MultiPart::mixed().multipart(body).singlepart(part))
+            }
         };
         built.map_err(|e| DeliveryError::Permanent(format!("cannot build the message: {e}")))
     }
@@ -144,7 +181,13 @@ impl Channel for EmailChannel {
     }
 
     async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
-        let message = self.message(n)?;
+        let message = self.message(n, None)?;
+        self.deliver(message).await
+    }
+}
+
+impl EmailChannel {
+    async fn deliver(&self, message: Message) -> Result<(), DeliveryError> {
         match &self.transport {
             Transport::Smtp(smtp) => self.send_smtp(smtp, message).await,
             // A full disk or a directory gone may be put right while the outbox retries.

@@ -11,7 +11,7 @@ mod webhook;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use email::EmailChannel;
+pub use email::{Attachment, EmailChannel};
 pub use reserve::registry::Channel as ChannelKind;
 pub use sms::SmsChannel;
 pub use webhook::WebhookChannel;

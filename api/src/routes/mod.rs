@@ -96,6 +96,8 @@ fn protected_routes() -> OpenApiRouter<AppState> {
             transfers::record_transfer
         ))
         .routes(routes!(ops::metrics))
+        .routes(routes!(scenarios::stored_scenario))
+        .routes(routes!(scenarios::latest_stress_test))
 }
 
 /// Reads that name people (email addresses, phone numbers, notes) or carry raw input
@@ -118,7 +120,7 @@ fn personal_routes(alerts: bool) -> OpenApiRouter<AppState> {
 /// and the resource list always, stock history when it is plugged in. They share one concurrency limit.
 fn expensive_routes(history: bool) -> OpenApiRouter<AppState> {
     let scenarios = OpenApiRouter::new()
-        .routes(routes!(scenarios::run_scenario))
+        .routes(routes!(scenarios::run_scenario, scenarios::list_scenarios))
         .layer(limits::body_limit(limits::SCENARIO_BODY_LIMIT))
         .layer(Extension(BodyLimit(limits::SCENARIO_BODY_LIMIT)));
     // The resource list copies the scope's figures and compresses a workbook.

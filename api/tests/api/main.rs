@@ -22,5 +22,6 @@ mod phone_ack;
 mod privacy;
 mod rejects;
 mod scenarios;
+mod stored_scenarios;
 mod towns;
 mod transfers;

@@ -227,6 +227,30 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_at ON audit (at);
     CREATE TRIGGER audit_towns_follow AFTER DELETE ON audit
     BEGIN DELETE FROM audit_towns WHERE audit = OLD.id; END;",
+    // Stored what-if runs and the scheduled stress test (issue 17, 体检). A run keeps
+    // its request and its outcome as JSON, as the API answered them; `stress_test`
+    // names the scheduled report it ran in (NULL: asked through the API). Only the
+    // newest runs are kept (`scenarios::MAX_SCENARIO_RUNS`, pruned as each is added):
+    // an outcome holds every town. `stress_tests` is the schedule: the one row whose
+    // `ran` is NULL is the next run, so a restart neither runs it again nor skips it;
+    // a row that ran keeps the summary the board shows. A few rows a month, kept.
+    "CREATE TABLE scenario_runs (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,          -- epoch ms: when it ran
+        name TEXT,                    -- the scenario's name, when given
+        requested_by TEXT NOT NULL,   -- a token's name, or 'stress_test'
+        stress_test INTEGER,          -- stress_tests.id; NULL: asked through the API
+        towns_below_target INTEGER NOT NULL,
+        request TEXT NOT NULL,        -- JSON: the scenario as asked
+        outcome TEXT NOT NULL         -- JSON: what the API answered
+    ) STRICT;
+    CREATE TABLE stress_tests (
+        id INTEGER PRIMARY KEY,
+        due INTEGER NOT NULL,         -- epoch ms: when it is to run
+        ran INTEGER,                  -- epoch ms: when it ran; NULL: the next one
+        summary TEXT                  -- JSON: the report's weakest towns, once it ran
+    ) STRICT;
+    CREATE UNIQUE INDEX stress_tests_one_next ON stress_tests ((ran IS NULL)) WHERE ran IS NULL;",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is
