@@ -1,7 +1,8 @@
 //! Transfers (docs/design.md#transfers): an officer of the sending town or an admin
 //! records one; it is stored durably with who and when, audited, listed newest first by
-//! town and time, changes no figure, and hides its note and author from callers without
-//! a token.
+//! town and time, and hides its note and author from callers without a token. Between
+//! gateway facilities it moves no figure; between stores counted by hand it moves both,
+//! through the real ingest writer, and never spends the same count twice.
 
 use serde_json::{Value, json};
 use store::{Store, StoreOptions};
@@ -244,4 +245,249 @@ async fn a_bad_list_query_is_named() {
     }
     let answer = app.get("/api/v1/transfers?lorry=1", None).await;
     assert_eq!(answer.error(), (400, "invalid_query".into()));
+}
+
+/// Two warehouses counted by hand, one in each of donghua and jingshan.
+const COUNTED_BY_HAND: &str = r#"
+[[facility]]
+id = "dh-wh2"
+town = "donghua"
+kind = "warehouse"
+report = "manual"
+
+[[facility]]
+id = "js-wh2"
+town = "jingshan"
+kind = "warehouse"
+report = "manual"
+"#;
+
+/// The API and the ingest writer (connected to a real Mosquitto) on one SQLite file,
+/// as `stockpile serve` wires them: transfers go through the writer.
+struct WriterApp {
+    address: String,
+    client: reqwest::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+    ingest: tokio::task::JoinHandle<Result<(), ingest::IngestError>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl WriterApp {
+    /// Starts on `db`, the ledger rebuilt from it as at a service start.
+    async fn start(db: &std::path::Path, broker: &str) -> WriterApp {
+        use std::sync::{Arc, RwLock};
+        let registry = reserve::registry::load_registry(
+            &reserve::registry::Source {
+                name: "registry.toml".into(),
+                text: format!("{}{COUNTED_BY_HAND}", crate::helpers::REGISTRY),
+            },
+            &[],
+            &mut |name| Err(format!("no file {name}")),
+        )
+        .expect("test registry loads");
+        let mut ledger = reserve::Ledger::new(Arc::new(registry));
+        let mut ingest_store = Store::open(db, StoreOptions::default()).unwrap();
+        ingest::restore_ledger(&mut ingest_store, &mut ledger).expect("ledger restores");
+        let ledger: live::SharedLedger = Arc::new(RwLock::new(ledger));
+        let metrics = Arc::new(live::IngestMetrics::default());
+        let changes = Arc::new(live::TownChanges::default());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let config = ingest::IngestConfig::new(
+            ingest::BrokerUrl::parse(broker).unwrap(),
+            "stockpile-transfers-test",
+        );
+        let (manual, queue) = live::ManualReadings::channel(
+            config.mqtt.max_readings_per_message,
+            config.retention,
+            std::time::Duration::from_secs(10),
+        );
+        let ingest = tokio::spawn(ingest::run_with_manual_readings(
+            config,
+            Arc::clone(&ledger),
+            ingest_store,
+            Arc::clone(&metrics),
+            Arc::clone(&changes),
+            queue,
+            shutdown.clone(),
+        ));
+        let state = api::AppState::new(
+            ledger,
+            Store::open(db, StoreOptions::default()).unwrap(),
+            metrics,
+            changes,
+            auth(),
+        )
+        .with_manual_readings(manual);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
+        WriterApp {
+            address,
+            client: reqwest::Client::new(),
+            shutdown,
+            ingest,
+            server,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let wait = std::time::Duration::from_secs(20);
+        tokio::time::timeout(wait, self.ingest)
+            .await
+            .expect("ingest stops")
+            .unwrap()
+            .expect("ingest ends cleanly");
+        tokio::time::timeout(wait, self.server)
+            .await
+            .expect("api stops")
+            .unwrap()
+            .expect("api ends cleanly");
+    }
+
+    async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the API");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .expect("request reaches the API");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("a JSON answer")
+    }
+
+    /// A facility's figure for a category, and where its latest reading came from.
+    async fn figure(&self, facility: &str, category: &str) -> (Option<f64>, Value) {
+        let view = self.get(&format!("/api/v1/facilities/{facility}")).await;
+        let quantity = view["latest"]["stock"].as_array().and_then(|lines| {
+            lines
+                .iter()
+                .find(|l| l["category"] == category)
+                .and_then(|l| l["quantity"].as_f64())
+        });
+        (quantity, view["latest_source"].clone())
+    }
+}
+
+/// The test app's tokens.
+fn auth() -> api::AuthConfig {
+    use api::Role;
+    let token = |name: &str, role, secret: &str, towns: &[&str]| api::TokenEntry {
+        name: name.into(),
+        role,
+        token: secret.into(),
+        towns: towns
+            .iter()
+            .map(|t| reserve::TownId::parse(t).unwrap())
+            .collect(),
+    };
+    api::AuthConfig {
+        public_read: true,
+        tokens: vec![
+            token("ops", Role::Admin, ADMIN, &[]),
+            token("li-wei", Role::Officer, OFFICER, &["jingshan"]),
+            token("wall", Role::Viewer, VIEWER, &[]),
+            token("zhao-min", Role::Officer, DONGHUA_OFFICER, &["donghua"]),
+        ],
+    }
+}
+
+fn moved(from: &str, to: &str, category: &str, quantity: f64) -> Value {
+    json!({"from": from, "to": to, "category": category, "quantity": quantity,
+           "note": "三轮车送达"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_between_stores_counted_by_hand_moves_both_figures_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("stockpile.db");
+    let broker = testkit::Mosquitto::start();
+    let app = WriterApp::start(&db, &broker.url()).await;
+
+    let ts = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let count = json!({"ts": ts, "stock": {"water": 5000}});
+    let (status, body) = app
+        .post(
+            "/api/v1/facilities/dh-wh2/readings",
+            DONGHUA_OFFICER,
+            &count,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // Sent 2000 L: the sender's count less, the receiver (never counted) from nothing.
+    let (status, sent) = app
+        .post(
+            "/api/v1/transfers",
+            DONGHUA_OFFICER,
+            &moved("dh-wh2", "js-wh2", "water", 2000.0),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    assert_eq!(sent["from_stock_after"], 3000.0, "{sent}");
+    assert_eq!(sent["to_stock_after"], 2000.0, "{sent}");
+    let (from, source) = app.figure("dh-wh2", "water").await;
+    assert_eq!(from, Some(3000.0));
+    assert_eq!(source["source"], "manual", "{source}");
+    assert_eq!(source["entered_by"], "zhao-min", "{source}");
+    assert_eq!(app.figure("js-wh2", "water").await.0, Some(2000.0));
+    let jingshan = app.get("/api/v1/towns/jingshan").await;
+    let water = jingshan["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "water")
+        .unwrap_or_else(|| panic!("no water in {jingshan}"));
+    assert_eq!(water["stock"], 2000.0, "{water}");
+
+    // More than the count holds, or a category never counted: 409, nothing stored.
+    let refusals = [
+        (moved("dh-wh2", "js-wh2", "water", 3000.5), "3000"),
+        (moved("dh-wh2", "js-wh2", "food", 10.0), "no count of food"),
+    ];
+    for (body, says) in refusals {
+        let (status, answer) = app.post("/api/v1/transfers", ADMIN, &body).await;
+        assert_eq!(status, 409, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "insufficient_stock", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    assert_eq!(app.figure("dh-wh2", "water").await.0, Some(3000.0));
+    assert_eq!(ids(&app.get("/api/v1/transfers").await).len(), 1);
+
+    // Two officers send 2000 L each from the 3000 at the same moment: one is stored,
+    // the other refused, never both from the same water.
+    let aid = moved("dh-wh2", "js-wh2", "water", 2000.0);
+    let (a, b) = tokio::join!(
+        app.post("/api/v1/transfers", DONGHUA_OFFICER, &aid),
+        app.post("/api/v1/transfers", ADMIN, &aid),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{} / {}", a.1, b.1);
+    assert_eq!(app.figure("dh-wh2", "water").await.0, Some(1000.0));
+    assert_eq!(app.figure("js-wh2", "water").await.0, Some(4000.0));
+
+    // Durable: the readings the transfers made and their rows are in the file.
+    app.stop().await;
+    let store = Store::open(&db, StoreOptions::default()).unwrap();
+    assert_eq!(store.transfers(None, None, 10).unwrap().len(), 2);
+    let app = WriterApp::start(&db, &broker.url()).await;
+    assert_eq!(app.figure("dh-wh2", "water").await.0, Some(1000.0));
+    assert_eq!(app.figure("js-wh2", "water").await.0, Some(4000.0));
+    app.stop().await;
 }
