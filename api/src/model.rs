@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use reserve::Ledger;
 use reserve::coverage::{Level, TownStatus};
 use reserve::ledger::Link;
+use reserve::ledger::Readiness;
 use reserve::reading::{PowerState, PumpState};
-use reserve::registry::{ClusterIdx, TownIdx};
+use reserve::registry::{Category, ClusterIdx, Lang, TownIdx};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -182,6 +183,12 @@ pub struct TownSummary {
     pub worst_days: Option<f64>,
     /// The category with the smallest days of supply.
     pub worst_category: Option<String>,
+    /// That category's display names, for a board in either language.
+    pub worst_category_names: Option<CategoryNames>,
+    /// Why the town is not `ok`, most urgent first: what a tile says in a few words
+    /// (below target, forecast, near target, a water point or power unit not ready,
+    /// unverified figures). Empty when `ok` or `unknown`.
+    pub reasons: Vec<StatusReason>,
     /// False when a facility is silent or has never reported: figures are a floor.
     pub verified: bool,
     /// Residents.
@@ -209,6 +216,10 @@ impl TownSummary {
             worst_category: figures
                 .worst_category
                 .map(|c| registry.category(c).id.to_string()),
+            worst_category_names: figures
+                .worst_category
+                .map(|c| CategoryNames::of(registry.category(c))),
+            reasons: status_reasons(ledger, t),
             verified: figures.verified,
             population: town.population,
             sheltered: figures.sheltered,
@@ -246,4 +257,157 @@ pub(crate) fn people(ledger: &Ledger, t: TownIdx) -> u64 {
         .town(t)
         .population
         .saturating_add(ledger.sheltered(t))
+}
+
+/// A category's display names: the registry's `name_zh` and `name_en`, each falling
+/// back to its `name`, so a board names it in its language and never by its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CategoryNames {
+    #[schema(example = "棉被")]
+    pub zh: String,
+    #[schema(example = "Blankets")]
+    pub en: String,
+}
+
+impl CategoryNames {
+    pub(crate) fn of(category: &Category) -> CategoryNames {
+        CategoryNames {
+            zh: category.name_in(Lang::Zh).to_owned(),
+            en: category.name_in(Lang::En).to_owned(),
+        }
+    }
+}
+
+/// What makes a town amber or red.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonKind {
+    /// A category below its target (`days` < `target_days`): the town is critical.
+    BelowTarget,
+    /// A category below its warning line and forecast to cross the target in
+    /// `hours_to_target` at the current consumption.
+    Forecast,
+    /// A category below its warning line, with no consumption to forecast from.
+    NearTarget,
+    /// Water points not ready (`facilities`): pump fault or off, not potable, silent.
+    WaterPointNotReady,
+    /// Power units not ready (`facilities`): fault, maintenance, low fuel or battery.
+    PowerUnitNotReady,
+    /// Figures rest on facilities that are silent or never reported (`facilities`).
+    Unverified,
+}
+
+/// One reason a town is not `ok`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StatusReason {
+    pub kind: ReasonKind,
+    /// Category id, for the category kinds.
+    pub category: Option<String>,
+    /// The category's display names, for the category kinds.
+    pub category_names: Option<CategoryNames>,
+    /// Days of supply of the category.
+    pub days: Option<f64>,
+    /// The line crossed: the target for `below_target` and `forecast`, the warning line
+    /// for `near_target`.
+    pub line_days: Option<f64>,
+    /// `forecast`: hours until the category falls below its target.
+    pub hours_to_target: Option<f64>,
+    /// The facilities (ids) at fault, for the facility kinds.
+    pub facilities: Vec<String>,
+}
+
+impl StatusReason {
+    fn category(kind: ReasonKind, category: &Category, days: f64, line_days: f64) -> Self {
+        StatusReason {
+            kind,
+            category: Some(category.id.to_string()),
+            category_names: Some(CategoryNames::of(category)),
+            days: Some(days),
+            line_days: Some(line_days),
+            hours_to_target: None,
+            facilities: Vec::new(),
+        }
+    }
+
+    fn facilities(kind: ReasonKind, facilities: Vec<String>) -> Self {
+        StatusReason {
+            kind,
+            category: None,
+            category_names: None,
+            days: None,
+            line_days: None,
+            hours_to_target: None,
+            facilities,
+        }
+    }
+}
+
+/// Why a town is amber or red, most urgent first: categories below target (fewest days
+/// first), then below the warning line (soonest forecast first, then fewest days),
+/// then readiness, then unverified figures. The same conditions the town's status is
+/// computed from (docs/design.md#coverage-and-readiness), so a tile never shows a
+/// colour without its reason.
+fn status_reasons(ledger: &Ledger, t: TownIdx) -> Vec<StatusReason> {
+    let registry = ledger.registry();
+    let figures = ledger.figures(t);
+    if figures.status == TownStatus::Unknown {
+        return Vec::new();
+    }
+    let mut below = Vec::new();
+    let mut near = Vec::new();
+    for c in &figures.categories {
+        let (Some(days), category) = (c.days, registry.category(c.category)) else {
+            continue;
+        };
+        match c.level {
+            Level::Critical => below.push(StatusReason::category(
+                ReasonKind::BelowTarget,
+                category,
+                days,
+                c.target_days,
+            )),
+            Level::Warning => near.push(match c.hours_to_target {
+                Some(h) => StatusReason {
+                    hours_to_target: Some(h),
+                    ..StatusReason::category(ReasonKind::Forecast, category, days, c.target_days)
+                },
+                None => StatusReason::category(ReasonKind::NearTarget, category, days, c.warn_days),
+            }),
+            Level::Ok => {}
+        }
+    }
+    let days = |r: &StatusReason| r.days.unwrap_or(f64::INFINITY);
+    let by_days = |a: &StatusReason, b: &StatusReason| days(a).total_cmp(&days(b));
+    below.sort_by(by_days);
+    // A forecast says when; among those, soonest first, and they come before the
+    // categories merely below the line.
+    near.sort_by(|a, b| {
+        let soon = |r: &StatusReason| r.hours_to_target.unwrap_or(f64::INFINITY);
+        soon(a).total_cmp(&soon(b)).then(by_days(a, b))
+    });
+    let id = |f| registry.facility(f).id.to_string();
+    let not_ready = |units: &[Readiness]| -> Vec<String> {
+        units
+            .iter()
+            .filter(|u| !u.ready)
+            .map(|u| id(u.facility))
+            .collect()
+    };
+    let mut reasons = below;
+    reasons.extend(near);
+    for (kind, units) in [
+        (ReasonKind::WaterPointNotReady, &figures.water_points),
+        (ReasonKind::PowerUnitNotReady, &figures.power_units),
+    ] {
+        let ids = not_ready(units);
+        if !ids.is_empty() {
+            reasons.push(StatusReason::facilities(kind, ids));
+        }
+    }
+    if !figures.verified {
+        let doubtful = figures.silent.iter().chain(&figures.never_reported);
+        let ids = doubtful.map(|&f| id(f)).collect();
+        reasons.push(StatusReason::facilities(ReasonKind::Unverified, ids));
+    }
+    reasons
 }

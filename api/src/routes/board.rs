@@ -113,3 +113,6 @@ pub(super) async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> impl
         doc.0.to_string(),
     )
 }
+
+// 一图, the map and what it places: its own file, beside the board's.
+pub(super) mod map;

@@ -155,7 +155,8 @@ fn board_shows_a_town_turning_critical_when_a_reading_drops_it_below_target() {
         dropped_at.elapsed().as_secs_f64()
     );
     let tile = board.tile(&subject_id);
-    for shown in [&format!("{DROPPED_FOOD_DAYS:.1}"), "food"] {
+    // Why it is red, naming the category as the registry does in Chinese (not "food").
+    for shown in [&format!("{DROPPED_FOOD_DAYS:.1}"), "食品 低于 3 天"] {
         assert!(
             tile.text.contains(shown),
             "the subject's tile does not show {shown:?}: {:?}",

@@ -222,7 +222,7 @@ fn water(litres: u64) -> String {
 }
 
 /// A gateway publishing `readings` with QoS 1; returns once the broker has them all.
-async fn publish_all(broker: &testkit::Mosquitto, readings: Vec<(String, String)>) {
+pub(crate) async fn publish_all(broker: &testkit::Mosquitto, readings: Vec<(String, String)>) {
     let mut options = MqttOptions::new("gw-board", "127.0.0.1", broker.port());
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut eventloop) = AsyncClient::new(options, readings.len().max(1));

@@ -10,6 +10,7 @@ mod check_config;
 mod demo;
 mod deploy;
 mod grafana;
+mod map;
 mod phone_ack;
 mod serve;
 mod shard;
