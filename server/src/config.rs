@@ -42,12 +42,16 @@ pub const CONFIG_SECTIONS: &[&str] = &[
     "webhook",
     "log",
     "stress_test",
+    "scope",
 ];
 
 /// The typed configuration, checked and with secrets read from their files. Each
 /// section is its component's own type; `[log]` is the server's.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    /// No section, all towns of the registry; with one, a cluster instance's towns
+    /// (docs/design.md#cluster-instance).
+    pub scope: Option<ScopeConfig>,
     pub mqtt: MqttConfig,
     pub store: StoreConfig,
     /// No section, no InfluxDB: history stays in SQLite only.
@@ -96,6 +100,41 @@ impl Default for LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
         }
+    }
+}
+
+/// `[scope]`: the towns a cluster instance watches (docs/design.md#cluster-instance),
+/// a cluster's or a list: the registry is narrowed to them as a shard's is, so the
+/// instance subscribes to, stores, alerts on and shows only those.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// Every town of this cluster (`c07`).
+    pub cluster: Option<String>,
+    /// These towns, by id.
+    pub towns: Vec<String>,
+}
+
+impl ScopeConfig {
+    /// Whether town `town` of `registry` is in scope; names are checked at load.
+    pub fn contains(&self, registry: &Registry, town: &reserve::registry::Town) -> bool {
+        let in_cluster = self
+            .cluster
+            .as_deref()
+            .is_some_and(|c| registry.cluster_idx(c) == Some(town.cluster));
+        in_cluster || self.towns.iter().any(|t| t.as_str() == town.id.as_str())
+    }
+
+    /// `registry` narrowed to the scope's towns, with their clusters, districts,
+    /// facilities and contacts.
+    pub fn registry(&self, registry: &Registry) -> Registry {
+        let kept: HashSet<&str> = registry
+            .towns
+            .iter()
+            .filter(|t| self.contains(registry, t))
+            .map(|t| t.id.as_str())
+            .collect();
+        registry.only_towns(|id| kept.contains(id.as_str()))
     }
 }
 
@@ -186,6 +225,7 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, ConfigError
         }
     };
     if let Ok((registry, _)) = &registry {
+        check_scope(&config, registry, &root, &mut problems);
         check_token_towns(&config, registry, &root, &mut problems);
         check_stress_test(&config, registry, &root, &mut problems);
     }
@@ -250,6 +290,7 @@ const CONFIG_SECTIONS_AND_REGISTRY: &[&str] = &[
     "webhook",
     "log",
     "stress_test",
+    "scope",
 ];
 
 /// Reads the registry file a config names; `named_at` is where the config names it.
@@ -305,6 +346,7 @@ fn read_sections(root: &DeTable<'_>, names_registry: bool, problems: &mut Vec<Pr
     for (key, value) in root {
         let section = key.get_ref().as_ref();
         match section {
+            "scope" => read_optional_section(section, value, &mut config.scope, problems),
             "mqtt" => read_section(section, value, &mut config.mqtt, problems),
             "store" => read_section(section, value, &mut config.store, problems),
             "influx" => read_optional_section(section, value, &mut config.influx, problems),
@@ -729,6 +771,49 @@ fn locate(root: &DeTable<'_>, field: &str) -> usize {
         }
     }
     at
+}
+
+/// `[scope]` names one cluster or some towns, all of the registry; checked once both
+/// are loaded.
+fn check_scope(
+    config: &Config,
+    registry: &Registry,
+    root: &DeTable<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(scope) = &config.scope else {
+        return;
+    };
+    let mut problem = |field: String, message: String| {
+        problems.push((locate(root, &field), format!("{field}: {message}")));
+    };
+    match (&scope.cluster, scope.towns.is_empty()) {
+        (None, true) => problem(
+            "scope".into(),
+            "expected cluster = \"<id>\" or towns = [\"<id>\", …]".into(),
+        ),
+        (Some(_), false) => problem(
+            "scope.towns".into(),
+            "give cluster or towns, not both".into(),
+        ),
+        _ => {}
+    }
+    if let Some(cluster) = &scope.cluster
+        && registry.cluster_idx(cluster).is_none()
+    {
+        problem(
+            "scope.cluster".into(),
+            format!("unknown cluster {cluster:?}"),
+        );
+    }
+    for (i, town) in scope.towns.iter().enumerate() {
+        if registry.town_idx(town).is_none() {
+            problem(
+                format!("scope.towns[{i}]"),
+                format!("unknown town {town:?}"),
+            );
+        }
+    }
 }
 
 /// Officer tokens name towns of the registry; checked once both are loaded.

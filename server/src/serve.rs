@@ -442,6 +442,7 @@ fn alerts_config(config: &Config) -> alerts::AlertsConfig {
 /// towns, and the config's client id made the instance's own. Without one, both
 /// unchanged.
 fn shard_registry(config: &mut Config, registry: Registry) -> Registry {
+    let registry = scope_registry(config, registry);
     let Some(shard) = config.mqtt.shard else {
         return registry;
     };
@@ -463,6 +464,22 @@ fn shard_registry(config: &mut Config, registry: Registry) -> Registry {
     part
 }
 
+/// With a `[scope]` (docs/design.md#cluster-instance): the registry narrowed to the
+/// cluster instance's towns; without one, unchanged.
+fn scope_registry(config: &Config, registry: Registry) -> Registry {
+    let Some(scope) = &config.scope else {
+        return registry;
+    };
+    let part = scope.registry(&registry);
+    tracing::info!(
+        message = "Running as a cluster instance: only the towns of its scope.",
+        cluster = scope.cluster.as_deref().unwrap_or("-"),
+        towns = part.towns.len(),
+        of_towns = registry.towns.len()
+    );
+    part
+}
+
 /// `[mqtt]` with what ingest needs beside it: the CA file's content (only the server
 /// reads files), the store's retention and snapshot interval, a shard's towns.
 fn ingest_config(config: &Config, registry: &Registry) -> anyhow::Result<IngestConfig> {
@@ -473,8 +490,9 @@ fn ingest_config(config: &Config, registry: &Registry) -> anyhow::Result<IngestC
     }
     ingest.retention = config.store.retention;
     ingest.snapshot_every = config.store.snapshot_every;
-    // A whole shard (`0/1`) keeps the two wildcard filters instead of one per town.
-    if config.mqtt.shard.is_some_and(|s| !s.is_whole()) {
+    // A whole shard (`0/1`) keeps the two wildcard filters instead of one per town; a
+    // cluster instance's broker may carry other towns' topics (the bridge's both ways).
+    if config.mqtt.shard.is_some_and(|s| !s.is_whole()) || config.scope.is_some() {
         ingest.towns = Some(registry.towns.iter().map(|t| t.id.to_string()).collect());
     }
     Ok(ingest)

@@ -7,6 +7,7 @@ mod common;
 
 mod board;
 mod check_config;
+mod cluster;
 mod demo;
 mod deploy;
 mod grafana;
