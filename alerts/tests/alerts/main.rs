@@ -10,4 +10,5 @@ mod drills;
 mod end_to_end;
 mod helpers;
 mod scenarios;
+mod transfers;
 mod trust;
