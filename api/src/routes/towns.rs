@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Entity, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::model::{LevelView, MAX_SHELTERED, Status, StatusCounts, TownSummary};
+use crate::model::{CategoryNames, LevelView, MAX_SHELTERED, Status, StatusCounts, TownSummary};
 
 use super::facilities::{FacilityKindView, ReportView};
 
@@ -131,6 +131,9 @@ pub struct CategoryCoverageView {
     /// Category id.
     pub id: String,
     pub name: String,
+    /// Its names in Chinese and English (the registry's `name_zh`, `name_en`, else
+    /// `name`), for pages in either language.
+    pub names: CategoryNames,
     pub unit: String,
     /// Held, in `unit`.
     pub stock: f64,
@@ -185,6 +188,7 @@ impl TownDetail {
                     CategoryCoverageView {
                         id: category.id.to_string(),
                         name: category.name.clone(),
+                        names: CategoryNames::of(category),
                         unit: category.unit.clone(),
                         stock: c.stock,
                         need_per_day: c.need_per_day,

@@ -1,5 +1,7 @@
 //! Towns: list with filters, full figures, sheltered counts.
 
+use chrono::Duration;
+use reserve::reading::{PowerState, PumpState};
 use serde_json::{Value, json};
 use store::{Store, StoreOptions};
 
@@ -216,4 +218,59 @@ async fn a_forbidden_caller_hears_403_before_its_body_is_judged() {
         )
         .await;
     assert_eq!(answer.error(), (403, "forbidden".to_string()));
+}
+
+/// What a board's tile says of a town: why it is red or amber, most urgent first, the
+/// category named in both languages.
+#[tokio::test]
+async fn towns_say_why_they_are_red_or_amber_most_urgent_first() {
+    let app = spawn_app().await;
+    // Jianguo: food falling 300 rations an hour to 9600 (3.2 days), 600 above its
+    // 3-day target: 2 hours to go. First: the app's readings are never older than the
+    // last one it applied.
+    for hours in (1..=3).rev() {
+        let food = 9600.0 + 300.0 * hours as f64;
+        let stock = [("water", 30_000.0), ("food", food)];
+        app.stock_at("jg-wh1", &stock, Duration::hours(hours));
+    }
+    app.stock("jg-wh1", &[("water", 30_000.0), ("food", 9600.0)]);
+    // Jingshan: 6000 L of water for 3000 L a day (2 days), its water point's pump down.
+    app.stock("js-wh1", &[("water", 4500.0), ("food", 15_000.0)]);
+    app.water("js-wp1", 1500.0, PumpState::Fault, true);
+    app.power("js-pu1", 400.0, PowerState::Standby, 90.0);
+    app.stock("dh-wh1", &[("water", 22_500.0), ("food", 30_000.0)]);
+    let list = app.get_ok("/api/v1/towns").await;
+
+    let jingshan = &town(&list, "jingshan")["reasons"];
+    assert_eq!(jingshan[0]["kind"], "below_target", "{jingshan}");
+    assert_eq!(jingshan[0]["category"], "water");
+    assert_eq!(
+        jingshan[0]["category_names"],
+        json!({"zh": "饮用水", "en": "饮用水"}),
+        "no name_zh or name_en: both are the name"
+    );
+    assert_close(&jingshan[0]["days"], 2.0);
+    assert_close(&jingshan[0]["line_days"], 3.0);
+    assert_eq!(jingshan[1]["kind"], "water_point_not_ready", "{jingshan}");
+    assert_eq!(jingshan[1]["facilities"], json!(["js-wp1"]));
+    assert_eq!(jingshan.as_array().unwrap().len(), 2, "{jingshan}");
+    let detail = app.get_ok("/api/v1/towns/jingshan").await;
+    assert_eq!(
+        detail["categories"][0]["names"],
+        json!({"zh": "饮用水", "en": "饮用水"})
+    );
+
+    let jianguo = &town(&list, "jianguo");
+    assert_eq!(jianguo["status"], "warning");
+    let forecast = &jianguo["reasons"][0];
+    assert_eq!(forecast["kind"], "forecast", "{jianguo}");
+    assert_eq!(forecast["category"], "food");
+    assert_close(&forecast["days"], 3.2);
+    assert_close(&forecast["hours_to_target"], 2.0);
+    assert_close(&forecast["line_days"], 3.0);
+
+    // Nothing to explain for a town that is fine, nor for one never heard from.
+    assert_eq!(town(&list, "donghua")["reasons"], json!([]));
+    assert_eq!(town(&list, "longtan")["status"], "unknown");
+    assert_eq!(town(&list, "longtan")["reasons"], json!([]));
 }
