@@ -37,6 +37,11 @@ pub struct StressTestConfig {
     /// after the service first started with this section.
     #[serde(default, deserialize_with = "time_of_day")]
     pub at: Option<NaiveTime>,
+    /// The first run this long after the service first starts with the section,
+    /// instead of `every` (a week is long to wait for the first report); ignored with
+    /// `at`.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub first_after: Option<Duration>,
     /// The scenarios, each as `POST /api/v1/scenarios` takes it, with a `name`;
     /// by default the seed's four cuts, a population surge and a flood.
     #[serde(default = "default_scenarios")]
@@ -48,6 +53,7 @@ impl Default for StressTestConfig {
         StressTestConfig {
             every: DEFAULT_EVERY,
             at: None,
+            first_after: None,
             scenarios: default_scenarios(),
         }
     }
@@ -66,6 +72,10 @@ fn time_of_day<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveTime>, D::
                 "expected a time of day such as \"06:00\", got {text:?}"
             ))
         })
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    reserve::duration::deserialize(d).map(Some)
 }
 
 /// The seed's four cuts (water, power, roads, communications), a population surge and

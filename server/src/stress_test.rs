@@ -238,11 +238,15 @@ async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
 }
 
 /// When the first stress test is due, the first time the service runs with the
-/// section: the next `at` in the local zone, or `every` from now.
+/// section: the next `at` in the local zone, or `first_after` (by default `every`)
+/// from now.
 fn first_due(config: &StressTestConfig, now: DateTime<Utc>, offset: FixedOffset) -> DateTime<Utc> {
     match config.at {
         Some(at) => next_time_of_day(at, now, offset),
-        None => now + TimeDelta::from_std(config.every).unwrap_or(TimeDelta::MAX),
+        None => {
+            let first = config.first_after.unwrap_or(config.every);
+            now + TimeDelta::from_std(first).unwrap_or(TimeDelta::MAX)
+        }
     }
 }
 

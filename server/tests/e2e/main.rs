@@ -16,4 +16,5 @@ mod phone_ack;
 mod serve;
 mod shard;
 mod store_maintenance;
+mod stress_test;
 mod town_page;
