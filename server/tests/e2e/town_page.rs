@@ -310,8 +310,9 @@ async fn other_officer_is_refused_a_count_and_records_the_suggested_transfer(
 fn deployment(broker_url: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let registry = "\
-[[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n\
-[[category]]\nid = \"food\"\nname = \"Food\"\nunit = \"kg\"\ndaily_need = 0.5\n\
+[[category]]\nid = \"water\"\nname = \"Drinking water\"\nname_zh = \"饮用水\"\nunit = \"L\"\n\
+daily_need = 3.0\n\
+[[category]]\nid = \"food\"\nname = \"Food\"\nname_zh = \"食品\"\nunit = \"kg\"\ndaily_need = 0.5\n\
 [[town]]\nid = \"jingshan\"\nname = \"景山街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\n\
 population = 10000\nlat = 39.925\nlon = 116.397\n\
 [[facility]]\nid = \"js-wh1\"\nname = \"景山仓库 Jingshan depot\"\ntown = \"jingshan\"\nkind = \"warehouse\"\n\
