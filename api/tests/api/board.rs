@@ -61,3 +61,50 @@ async fn me_names_the_token_holder_its_role_and_towns() {
         (401, "invalid_token".to_owned())
     );
 }
+
+/// 一图 works offline as the board does: one page, nothing fetched from elsewhere (no
+/// tile server), drawn from the API's towns and facilities.
+#[tokio::test]
+async fn map_is_one_self_contained_page_drawn_from_the_api() {
+    let app = spawn_app().await;
+    let page = app.get("/map", None).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.content_type, "text/html; charset=utf-8");
+    let html = page.text.to_lowercase();
+    for forbidden in [
+        "http://", "https://", "//cdn", "<link", " src=", "@import", "url(",
+    ] {
+        assert!(!html.contains(forbidden), "map contains {forbidden:?}");
+    }
+    for polled in ["/api/v1/towns", "/api/v1/map", "<svg", "/towns/"] {
+        assert!(html.contains(polled), "map lacks {polled:?}");
+    }
+}
+
+/// What the map places besides towns: every facility, its kind, position and (water
+/// points and power units) readiness; a public wall-display read.
+#[tokio::test]
+async fn map_layout_lists_every_facility_with_kind_position_and_readiness() {
+    let app = spawn_app().await;
+    app.seed();
+    let layout = app.get_ok("/api/v1/map").await;
+    let facilities = layout["facilities"].as_array().expect("facilities");
+    let ids: Vec<&str> = facilities
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "js-wh1", "js-wp1", "js-pu1", "dh-wh1", "jg-wh1", "tt-wh1", "lt-wh1"
+        ]
+    );
+    let by_id = |id: &str| facilities.iter().find(|f| f["id"] == id).unwrap();
+    assert_eq!(by_id("js-wh1")["kind"], "warehouse");
+    assert_eq!(by_id("js-wh1")["ready"], json!(null));
+    assert_eq!(by_id("js-wp1")["kind"], "water_point");
+    assert_eq!(by_id("js-wp1")["ready"], true);
+    assert_eq!(by_id("js-pu1")["kind"], "power_unit");
+    assert_eq!(by_id("js-wp1")["town"], "jingshan");
+    assert!(by_id("js-wp1").get("lat").is_some(), "{layout}");
+}
