@@ -30,6 +30,8 @@ use crate::drill::Drill;
 use crate::render::{DigestTown, Item, Message, Renderer, TownNames};
 use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
 
+mod reload;
+
 /// The lifecycle timings the engine applies.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {

@@ -337,7 +337,9 @@ pub struct AlertsHandle {
 struct Inner {
     commands: mpsc::Sender<Command>,
     reader: AsyncStore,
-    registry: Arc<Registry>,
+    /// Replaced by a reload (docs/design.md#registry-reload). A std `RwLock`: held
+    /// only to clone the `Arc`, never across an `.await`.
+    registry: std::sync::RwLock<Arc<Registry>>,
     renderer: Renderer,
 }
 
@@ -352,10 +354,26 @@ impl AlertsHandle {
             inner: Arc::new(Inner {
                 commands,
                 reader,
-                registry,
+                registry: std::sync::RwLock::new(registry),
                 renderer,
             }),
         }
+    }
+
+    /// The registry alerts are shown and checked against now.
+    fn registry(&self) -> Arc<Registry> {
+        let registry = self.inner.registry.read();
+        Arc::clone(&registry.unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Shows and checks alerts against `registry` from now on: the one a reload put
+    /// the ledger on (the engine adopts it from the ledger by itself).
+    pub fn set_registry(&self, registry: Arc<Registry>) {
+        *self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = registry;
     }
 
     /// Alerts matching `filter`, newest first.
@@ -400,7 +418,7 @@ impl AlertsHandle {
             .ask(command, answer)
             .await?
             .ok_or(AlertsError::NotFound(id))?;
-        Ok(self.view(&alert))
+        Ok(self.view(&self.registry(), &alert))
     }
 
     /// Silences in force, or every silence ever made with `include_expired`.
@@ -421,7 +439,7 @@ impl AlertsHandle {
 
     pub async fn add_silence(&self, new: NewSilence) -> Result<SilenceView, AlertsError> {
         let now = Utc::now();
-        let silence = validate_silence(&self.inner.registry, new, now)?;
+        let silence = validate_silence(&self.registry(), new, now)?;
         let (reply, answer) = oneshot::channel();
         let silence = self
             .ask(Command::AddSilence { silence, reply }, answer)
@@ -441,22 +459,23 @@ impl AlertsHandle {
         let now = Utc::now();
         let since = (!include_ended).then_some(now);
         let rows = self.inner.reader.run(move |s| s.list_drills(since)).await?;
-        let registry = &self.inner.registry;
+        let registry = self.registry();
         Ok(rows
             .iter()
-            .map(|row| DrillView::new(registry, row, now))
+            .map(|row| DrillView::new(&registry, row, now))
             .collect())
     }
 
     /// Starts a drill: alerts raised in its scope until it ends are drill alerts.
     pub async fn start_drill(&self, new: NewDrill) -> Result<DrillView, AlertsError> {
         let now = Utc::now();
-        let drill = new.validate(&self.inner.registry, now)?;
+        let registry = self.registry();
+        let drill = new.validate(&registry, now)?;
         let (reply, answer) = oneshot::channel();
         let drill = self
             .ask(Command::StartDrill { drill, reply }, answer)
             .await?;
-        Ok(DrillView::new(&self.inner.registry, &drill.row, now))
+        Ok(DrillView::new(&registry, &drill.row, now))
     }
 
     /// Ends a running drill now, resolving its alerts. False when none with this id
@@ -555,8 +574,9 @@ impl AlertsHandle {
 
     fn view_row(&self, row: store::AlertRow) -> Option<AlertView> {
         let id = row.id;
-        match crate::alert::decode(row, &self.inner.registry) {
-            Ok(alert) => Some(self.view(&alert)),
+        let registry = self.registry();
+        match crate::alert::decode(row, &registry) {
+            Ok(alert) => Some(self.view(&registry, &alert)),
             Err(why) => {
                 tracing::debug!(message = "Alert not shown: it no longer fits the registry.", alert = id, %why);
                 None
@@ -564,8 +584,7 @@ impl AlertsHandle {
         }
     }
 
-    fn view(&self, alert: &Alert) -> AlertView {
-        let registry = &self.inner.registry;
+    fn view(&self, registry: &Registry, alert: &Alert) -> AlertView {
         let town = registry.town(alert.town);
         let event = if alert.is_open() {
             Event::Fired

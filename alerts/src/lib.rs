@@ -330,7 +330,6 @@ impl Evaluator {
             shutdown,
         } = self;
         let mut turns = Turns {
-            all: Arc::new(engine.registry().town_indices().collect()),
             settings,
             tick,
             ledger,
@@ -372,7 +371,6 @@ type StepOutcome = Result<(engine::Enqueued, Option<DateTime<Utc>>), StoreError>
 /// The evaluator's loop, apart from the engine (which moves to the blocking pool and
 /// back each step): what it waits on and what it carries from one turn to the next.
 struct Turns {
-    all: Arc<Vec<TownIdx>>,
     settings: rules::RuleSettings,
     tick: chrono::Duration,
     ledger: SharedLedger,
@@ -401,16 +399,12 @@ impl Turns {
         if everything {
             self.next_tick = now + self.tick;
         }
-        let (ledger, all, settings) = (
-            Arc::clone(&self.ledger),
-            Arc::clone(&self.all),
-            self.settings,
-        );
+        let (ledger, settings) = (Arc::clone(&self.ledger), self.settings);
         let mut towns = std::mem::take(&mut self.towns);
         on_engine(engine, move |engine| {
             if everything {
                 engine.expire_silences(now);
-                towns.extend(all.iter().copied());
+                towns.extend(engine.registry().town_indices());
             }
             towns.extend(engine.pending_due(now));
             match step(engine, &ledger, &settings, &towns, now) {
@@ -492,10 +486,14 @@ fn step(
     towns: &BTreeSet<TownIdx>,
     now: DateTime<Utc>,
 ) -> Result<engine::Enqueued, StoreError> {
-    let towns: Vec<TownIdx> = towns.iter().copied().collect();
+    let towns = towns_on_ledger_registry(engine, ledger, towns, now)?;
     for chunk in towns.chunks(EVALUATE_CHUNK) {
         let evaluations: Vec<_> = {
             let ledger = ledger.read().unwrap_or_else(|p| p.into_inner());
+            // Reloaded again since: the next step adopts that one, every town with it.
+            if !Arc::ptr_eq(ledger.registry(), engine.registry()) {
+                break;
+            }
             chunk
                 .iter()
                 .map(|&t| (t, rules::evaluate(&ledger, t, settings, now)))
@@ -506,6 +504,23 @@ fn step(
     engine.run_timers(now)?;
     engine.refresh_series(now)?;
     engine.flush_due(now)
+}
+
+/// The towns to evaluate, by the registry the ledger is on now: after a reload
+/// (docs/design.md#registry-reload) the engine adopts it and every town is evaluated,
+/// since indices, populations and targets may all have moved.
+fn towns_on_ledger_registry(
+    engine: &mut Engine,
+    ledger: &SharedLedger,
+    towns: &BTreeSet<TownIdx>,
+    now: DateTime<Utc>,
+) -> Result<Vec<TownIdx>, StoreError> {
+    let current = Arc::clone(ledger.read().unwrap_or_else(|p| p.into_inner()).registry());
+    if Arc::ptr_eq(&current, engine.registry()) {
+        return Ok(towns.iter().copied().collect());
+    }
+    engine.adopt_registry(current, now)?;
+    Ok(engine.registry().town_indices().collect())
 }
 
 /// Carries out an API command. Returns true when every town should be evaluated again

@@ -385,6 +385,7 @@ impl Renderer {
                     w.count_due(facility_name, last_counted.map(|t| self.time(t)).as_deref())
                 }
             }
+            Detail::Removed { facility_name, .. } => w.removed(facility_name),
         }
     }
 
@@ -400,11 +401,13 @@ impl Renderer {
             alert.detail,
             Detail::Silent { .. } | Detail::Offline { .. } | Detail::CountDue { .. }
         );
-        if event == Event::Resolved {
+        // A removed facility did not recover: "resolved at" would say it did.
+        let removed = matches!(alert.detail, Detail::Removed { .. });
+        if event == Event::Resolved && !removed {
             if let Some(at) = alert.resolved_at {
                 line.push_str(&w.resolved_at(&self.time(at)));
             }
-        } else if !quotes_its_time {
+        } else if !quotes_its_time && !removed {
             line.push_str(&w.since(&self.time(alert.since)));
         }
         if let Detail::Reserve(r) = &alert.detail
@@ -1063,6 +1066,15 @@ impl Words {
             (true, None) => format!("{name}请盘点（从未盘点）"),
             (false, Some(t)) => format!("{name} count due (last counted {t})"),
             (false, None) => format!("{name} count due (never counted)"),
+        }
+    }
+
+    /// Why an alert about a facility ended without the facility recovering.
+    fn removed(&self, name: &str) -> String {
+        if self.zh() {
+            format!("{name}已从登记册中移除")
+        } else {
+            format!("{name} removed from the registry")
         }
     }
 

@@ -201,6 +201,12 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         held_until: Option<DateTime<Utc>>,
     },
+    /// How an alert about a facility resolves when the facility is removed from the
+    /// registry while the alert is open (docs/design.md#registry-reload).
+    Removed {
+        facility: String,
+        facility_name: String,
+    },
 }
 
 impl Detail {
@@ -225,7 +231,8 @@ impl Detail {
             Detail::Readiness { facility, .. }
             | Detail::Silent { facility, .. }
             | Detail::Offline { facility, .. }
-            | Detail::CountDue { facility, .. } => Some(facility),
+            | Detail::CountDue { facility, .. }
+            | Detail::Removed { facility, .. } => Some(facility),
         }
     }
 }

@@ -1,0 +1,89 @@
+//! The engine over an edited registry (docs/design.md#registry-reload).
+//!
+//! Alerts are stored by ids, the engine's cache by index: adopting a registry writes
+//! down what only the old registry can say (which facilities are gone), then reads the
+//! cache again from the store against the new one.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use reserve::Registry;
+use store::{AlertState, StoreError};
+
+use super::{Audience, Engine, resolve};
+use crate::alert::{self, Alert};
+use crate::rules::Detail;
+
+impl Engine {
+    /// Adopts `registry`, the one the ledger is on now. An open alert about a facility
+    /// the new registry lacks resolves with the reason (`Detail::Removed`), told to
+    /// whoever heard it fired; alerts of a town the new registry lacks close without a
+    /// message (its contacts may be gone with it). The caller evaluates every town
+    /// next: population, groups and targets may have moved.
+    pub fn adopt_registry(
+        &mut self,
+        registry: Arc<Registry>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let removed = self.removed_facility_alerts(&registry, now);
+        if !removed.is_empty() {
+            let mut batch = self.store.alert_batch()?;
+            for (alert, pending) in &removed {
+                if *pending {
+                    // Never told: gone as a pending alert whose condition passed is.
+                    batch.delete_alert(alert.id)?;
+                } else {
+                    batch.update_alert(&alert::encode(alert, &self.registry))?;
+                }
+            }
+            batch.commit()?;
+            tracing::info!(
+                message = "Alerts of facilities removed from the registry resolved.",
+                alerts = ?removed.iter().map(|(a, _)| a.id).collect::<Vec<_>>()
+            );
+        }
+        self.audience = Audience::new(&registry);
+        self.registry = registry;
+        // The cache again, by the new indices; resolutions waiting to be told are
+        // flushed now.
+        self.reload(now)
+    }
+
+    /// The open alerts about facilities `next` lacks, resolved (with whether each was
+    /// still pending); alerts of towns `next` lacks are left to [`Engine::reload`].
+    fn removed_facility_alerts(&self, next: &Registry, now: DateTime<Utc>) -> Vec<(Alert, bool)> {
+        let mut removed = Vec::new();
+        for (&town, alerts) in &self.open {
+            if next
+                .town_idx(self.registry.town(town).id.as_str())
+                .is_none()
+            {
+                continue;
+            }
+            for alert in alerts.values() {
+                let Some(facility) = alert.detail.facility() else {
+                    continue;
+                };
+                if next.facility_idx(facility).is_some() {
+                    continue;
+                }
+                let pending = alert.state == AlertState::Pending;
+                let mut resolved = alert.clone();
+                let facility_name = self.registry.facility_idx(facility).map_or_else(
+                    || facility.to_owned(),
+                    |f| self.registry.facility(f).name.clone(),
+                );
+                // A silence still holds: a facility in maintenance may be removed
+                // without a message.
+                let silenced = self.silenced(town, alert.rule, Some(facility), now);
+                resolve(&mut resolved, &[], silenced, now);
+                resolved.detail = Detail::Removed {
+                    facility: facility.to_owned(),
+                    facility_name,
+                };
+                removed.push((resolved, pending));
+            }
+        }
+        removed
+    }
+}
