@@ -221,7 +221,7 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = caller_of(state.auth(), request.method(), request.headers())?;
+    let caller = caller_of(&state.auth(), request.method(), request.headers())?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }

@@ -59,6 +59,9 @@ pub use auth::{AuthConfig, Caller, Role, TokenEntry};
 pub use config::{ApiConfig, ApiToken};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use limits::HttpLimits;
+pub use routes::registry::{
+    ConfigProblem, RegistryReload, ReloadRefused, ReloadRequest, ReloadSummary,
+};
 
 /// What every handler shares. Cheap to clone (a few `Arc`s).
 ///
@@ -75,6 +78,8 @@ pub struct AppState {
     sms_inbound: Option<Arc<SmsInbound>>,
     /// The ingest writer's queue of counts entered by hand, when ingest runs here.
     manual_readings: Option<ManualReadings>,
+    /// The service's registry reload (`POST /api/v1/registry/reload`), under `serve`.
+    registry_reload: Option<Arc<dyn RegistryReload>>,
     limits: HttpLimits,
 }
 
@@ -107,7 +112,9 @@ struct Shared {
     /// Where a change the API makes (a sheltered count) is announced, so alert
     /// evaluation and the history sink see it as they see ingest's.
     changes: Arc<TownChanges>,
-    auth: AuthConfig,
+    /// Replaced whole by a reload (docs/design.md#registry-reload). A std `RwLock`
+    /// held only to clone the `Arc`: microseconds on the request path.
+    auth: std::sync::RwLock<Arc<AuthConfig>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -134,13 +141,14 @@ impl AppState {
                 store: AsyncStore::new(store),
                 ingest,
                 changes,
-                auth,
+                auth: std::sync::RwLock::new(Arc::new(auth)),
             }),
             alerts: None,
             history: None,
             links: None,
             sms_inbound: None,
             manual_readings: None,
+            registry_reload: None,
             limits: HttpLimits::default(),
         }
     }
@@ -176,6 +184,28 @@ impl AppState {
             manual_readings: Some(manual),
             ..self
         }
+    }
+
+    /// Plugs in the service's registry reload: `POST /api/v1/registry/reload` works.
+    pub fn with_registry_reload(self, reload: Arc<dyn RegistryReload>) -> AppState {
+        AppState {
+            registry_reload: Some(reload),
+            ..self
+        }
+    }
+
+    pub(crate) fn registry_reload(&self) -> Option<&dyn RegistryReload> {
+        self.registry_reload.as_deref()
+    }
+
+    /// Who may use the API from now on: a reload's new token list. Requests already
+    /// authenticated finish as they began.
+    pub fn replace_auth(&self, auth: AuthConfig) {
+        *self
+            .shared
+            .auth
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(auth);
     }
 
     pub(crate) fn manual_readings(&self) -> Option<&ManualReadings> {
@@ -244,8 +274,9 @@ impl AppState {
         &self.shared.changes
     }
 
-    pub(crate) fn auth(&self) -> &AuthConfig {
-        &self.shared.auth
+    pub(crate) fn auth(&self) -> Arc<AuthConfig> {
+        let auth = self.shared.auth.read();
+        Arc::clone(&auth.unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Runs `f` on the store off the async workers.

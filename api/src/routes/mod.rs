@@ -13,6 +13,7 @@ mod facility_readings;
 mod history;
 mod ops;
 mod overview;
+pub(crate) mod registry;
 mod rejects;
 mod scenarios;
 mod sms;
@@ -98,6 +99,7 @@ fn protected_routes() -> OpenApiRouter<AppState> {
             transfers::record_transfer
         ))
         .routes(routes!(ops::metrics))
+        .routes(routes!(registry::reload_registry))
         .routes(routes!(scenarios::stored_scenario))
         .routes(routes!(scenarios::latest_stress_test))
 }
