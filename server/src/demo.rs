@@ -163,7 +163,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // red for the warehouses not heard from yet (they count as empty).
     sim.first_report_within = Some(Duration::from_secs(1));
     sim.client_id_prefix = "demo-sim".into();
-    let simulator = device_sim::Simulator::new(Arc::clone(&shared.registry), sim)?;
+    let simulator = device_sim::Simulator::new(shared.registry(), sim)?;
     let sim_task = tokio::spawn(simulator.run(shutdown.clone()));
 
     let url = format!("http://{}", service.api_addr);
@@ -187,8 +187,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
          as it goes out (at most {NOTICE_LINES} every {} s; all of them, with the token:\n\
          curl -H 'Authorization: Bearer {token}' {url}/api/v1/notifications).\n\
          The temp dir goes when the demo stops. Ctrl-C stops.\n",
-        shared.registry.towns.len(),
-        shared.registry.facilities.len(),
+        shared.registry().towns.len(),
+        shared.registry().facilities.len(),
         store_path.display(),
         options.scenario,
         options.speed,
@@ -243,7 +243,8 @@ async fn console(shared: Shared, shutdown: CancellationToken) {
         let mut worst: Option<(f64, String)> = None;
         {
             let ledger = shared.ledger.read().unwrap_or_else(|p| p.into_inner());
-            for t in shared.registry.town_indices() {
+            let registry = Arc::clone(ledger.registry());
+            for t in registry.town_indices() {
                 let f = ledger.figures(t);
                 match f.status {
                     TownStatus::Ok => ok += 1,
@@ -254,7 +255,7 @@ async fn console(shared: Shared, shutdown: CancellationToken) {
                 if let Some(d) = f.worst_days
                     && worst.as_ref().is_none_or(|(w, _)| d < *w)
                 {
-                    worst = Some((d, shared.registry.town(t).name.clone()));
+                    worst = Some((d, registry.town(t).name.clone()));
                 }
             }
         }

@@ -8,5 +8,6 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod reload;
 pub mod serve;
 pub mod stress_test;

@@ -56,12 +56,19 @@ fn main() -> anyhow::Result<ExitCode> {
             run_until_signal(|shutdown| server::demo::run(options, shutdown))
         }
         Command::Serve { config, shard } => {
-            let loaded = match cli::load(&config, shard, &cli::stockpile_env()) {
+            let env = cli::stockpile_env();
+            let loaded = match cli::load(&config, shard, &env) {
                 Ok(loaded) => loaded,
                 Err(errors) => return Ok(report_config_errors(&errors)),
             };
             init_logging(&loaded.config.log);
-            run_until_signal(|shutdown| server::serve::run(loaded, shutdown))
+            // SIGHUP and `POST /api/v1/registry/reload` read the same file again.
+            let source = server::reload::ReloadSource {
+                file: config,
+                shard,
+                env,
+            };
+            run_until_signal(|shutdown| server::serve::run_reloadable(loaded, source, shutdown))
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Loaded};
+use crate::reload::{ReloadSource, Reloader};
 
 /// How often every town is recomputed even without readings: silence and staleness
 /// depend on time alone.
@@ -24,7 +25,6 @@ const TICK: Duration = Duration::from_secs(5);
 /// The running service's shared parts, for the API, the demo's console and tests.
 #[derive(Debug, Clone)]
 pub struct Shared {
-    pub registry: Arc<Registry>,
     pub ledger: SharedLedger,
     pub ingest_metrics: Arc<IngestMetrics>,
     pub changes: Arc<TownChanges>,
@@ -32,6 +32,19 @@ pub struct Shared {
     pub alerts: alerts::AlertsHandle,
     /// What store maintenance pruned and when, and the WAL's size, for metrics.
     pub store_maintenance: Arc<store::MaintenanceStats>,
+}
+
+impl Shared {
+    /// The registry the ledger is on now: a reload replaces it
+    /// (docs/design.md#registry-reload), so it is read where it is swapped.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(
+            self.ledger
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .registry(),
+        )
+    }
 }
 
 /// A started service: its tasks run until the shutdown token is cancelled.
@@ -50,6 +63,19 @@ pub struct Service {
 /// supervisor restarts it: Stockpile must not die quietly.
 pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
     Service::start(loaded, shutdown).await?.wait().await
+}
+
+/// [`run`], reloading the registry and the API tokens from `source` on SIGHUP and on
+/// `POST /api/v1/registry/reload` (docs/design.md#registry-reload).
+pub async fn run_reloadable(
+    loaded: Loaded,
+    source: ReloadSource,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    Service::start_with(loaded, Some(source), shutdown)
+        .await?
+        .wait()
+        .await
 }
 
 /// Installs rustls' ring crypto provider once per process: rumqttc, lettre and the
@@ -77,6 +103,10 @@ struct Parts {
     ingest_store: Store,
     /// Counts entered by hand, from the API to the ingest writer.
     manual_queue: live::ManualQueue,
+    /// New registries, from a reload to the ingest writer.
+    registry_swaps: ingest::RegistrySwaps,
+    /// The reload SIGHUP runs, when the service reloads at all.
+    reloader: Option<Arc<Reloader>>,
     api_state: api::AppState,
     listener: tokio::net::TcpListener,
     /// The InfluxDB sink's settings, when an `[influx]` section is configured.
@@ -86,7 +116,7 @@ struct Parts {
 }
 
 impl Parts {
-    async fn build(loaded: Loaded) -> anyhow::Result<Parts> {
+    async fn build(loaded: Loaded, reload: Option<ReloadSource>) -> anyhow::Result<Parts> {
         let Loaded {
             mut config,
             registry,
@@ -126,7 +156,6 @@ impl Parts {
         .context("start alerting")?;
         let maintenance = open_maintenance(&config)?;
         let shared = Shared {
-            registry: Arc::clone(&registry),
             ledger: Arc::new(RwLock::new(ledger)),
             ingest_metrics: Arc::new(IngestMetrics::default()),
             changes: Arc::new(TownChanges::default()),
@@ -151,6 +180,22 @@ impl Parts {
         );
         let api_state = api_state.with_manual_readings(manual);
         let api_state = with_phone_acks(api_state, &config);
+        let (swapper, registry_swaps) = ingest::RegistrySwaps::channel();
+        let reloader = match reload {
+            Some(source) => Some(Arc::new(Reloader::new(
+                source,
+                Arc::clone(&shared.ledger),
+                swapper,
+                shared.alerts.clone(),
+                api_state.clone(),
+                store::AsyncStore::new(open_store(&config)?),
+            ))),
+            None => None,
+        };
+        let api_state = match &reloader {
+            Some(reloader) => api_state.with_registry_reload(Arc::clone(reloader) as _),
+            None => api_state,
+        };
         let listener = tokio::net::TcpListener::bind(&config.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
@@ -162,6 +207,8 @@ impl Parts {
             ingest_config,
             ingest_store,
             manual_queue,
+            registry_swaps,
+            reloader,
             api_state,
             listener,
             influx,
@@ -268,8 +315,18 @@ impl Service {
     /// alerting, maintenance, InfluxDB, the HTTP listener), then runs them all. Fails
     /// before any task runs when a part cannot start (port taken, store unreadable).
     pub async fn start(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<Service> {
+        Service::start_with(loaded, None, shutdown).await
+    }
+
+    /// [`Service::start`], reloading from `reload` on SIGHUP and on
+    /// `POST /api/v1/registry/reload` when given.
+    pub async fn start_with(
+        loaded: Loaded,
+        reload: Option<ReloadSource>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
         install_crypto_provider();
-        let parts = Parts::build(loaded).await?;
+        let parts = Parts::build(loaded, reload).await?;
         let running = Running {
             tracker: TaskTracker::new(),
             shutdown,
@@ -282,6 +339,8 @@ impl Service {
             ingest_config,
             ingest_store,
             manual_queue,
+            registry_swaps,
+            reloader,
             api_state,
             listener,
             influx,
@@ -304,16 +363,22 @@ impl Service {
         );
         running.spawn_part(
             "ingest",
-            ingest::run_with_manual_readings(
+            ingest::run_reloadable(
                 ingest_config,
                 Arc::clone(&shared.ledger),
                 ingest_store,
                 Arc::clone(&shared.ingest_metrics),
                 Arc::clone(&shared.changes),
                 manual_queue,
+                registry_swaps,
                 running.shutdown.clone(),
             ),
         );
+        if let Some(reloader) = reloader {
+            running
+                .tracker
+                .spawn(reload_on_sighup(reloader, running.shutdown.clone()));
+        }
         let api_addr = listener.local_addr()?;
         tracing::info!(message = "HTTP API and wall board listening.", url = %format!("http://{api_addr}/"));
         running.spawn_part(
@@ -374,7 +439,7 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("open the store {}", config.store.path.display()))
 }
 
-fn auth_config(config: &Config, registry: &Registry) -> anyhow::Result<api::AuthConfig> {
+pub(crate) fn auth_config(config: &Config, registry: &Registry) -> anyhow::Result<api::AuthConfig> {
     let mut tokens = Vec::new();
     for t in &config.api.tokens {
         // check-config has already verified the secret and the towns; this only converts.
@@ -441,7 +506,7 @@ fn alerts_config(config: &Config) -> alerts::AlertsConfig {
 /// With a shard (docs/design.md#scale-out-by-town): the registry narrowed to the shard's
 /// towns, and the config's client id made the instance's own. Without one, both
 /// unchanged.
-fn shard_registry(config: &mut Config, registry: Registry) -> Registry {
+pub(crate) fn shard_registry(config: &mut Config, registry: Registry) -> Registry {
     let registry = scope_registry(config, registry);
     let Some(shard) = config.mqtt.shard else {
         return registry;
@@ -525,6 +590,40 @@ async fn tick(ledger: SharedLedger, changes: Arc<TownChanges>, shutdown: Cancell
         if !moved.is_empty() {
             changes.publish(moved);
         }
+    }
+}
+
+/// Reloads the registry on every SIGHUP, as nginx and Mosquitto do, until shutdown.
+/// The outcome goes to the log and the audit log: a signal has nobody to answer.
+async fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(message = "Cannot listen for SIGHUP; reload through the API instead.", %error);
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = hangups.recv() => if received.is_none() { return },
+            }
+            tracing::info!(message = "SIGHUP received: reloading the registry.");
+            let request = api::ReloadRequest {
+                actor: "SIGHUP".to_owned(),
+                via: "signal",
+                remote: String::new(),
+            };
+            // Logged by the reload itself.
+            let _ = reloader.reload(request).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reloader, shutdown);
     }
 }
 

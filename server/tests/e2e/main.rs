@@ -13,6 +13,7 @@ mod deploy;
 mod grafana;
 mod map;
 mod phone_ack;
+mod reload;
 mod serve;
 mod shard;
 mod store_maintenance;
