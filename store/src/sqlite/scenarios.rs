@@ -283,3 +283,91 @@ impl FromRow for StressTestRow {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    fn run(n: i64) -> NewScenarioRun {
+        NewScenarioRun {
+            at: at(n * 1000),
+            name: Some(format!("run {n}")),
+            requested_by: "planner".into(),
+            towns_below_target: 3,
+            request: "{}".into(),
+            outcome: format!("{{\"n\":{n}}}"),
+        }
+    }
+
+    #[test]
+    fn only_the_newest_runs_are_kept_and_no_id_comes_back() {
+        let (_dir, mut store) = store();
+        let ids: Vec<i64> = (1..=MAX_SCENARIO_RUNS as i64 + 5)
+            .map(|n| store.record_scenario_run(&run(n)).unwrap())
+            .collect();
+        let newest = *ids.last().unwrap();
+        assert!(
+            store.scenario_run(ids[4]).unwrap().is_none(),
+            "the oldest went"
+        );
+        let kept = store
+            .scenario_run(ids[5])
+            .unwrap()
+            .expect("the 100th newest");
+        assert_eq!(kept.run, run(6));
+        let list = store.scenario_runs(1000).unwrap();
+        assert_eq!(list.len(), MAX_SCENARIO_RUNS);
+        assert_eq!(list[0].id, newest);
+        let next = store.record_scenario_run(&run(0)).unwrap();
+        assert_eq!(next, newest + 1, "ids only grow");
+    }
+
+    #[test]
+    fn the_schedule_survives_a_reopen_and_a_completed_test_schedules_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let first = {
+            let mut store = Store::open(&path, StoreOptions::default()).unwrap();
+            store.next_stress_test(at(10_000)).unwrap()
+        };
+        assert_eq!(first.due, at(10_000));
+        let mut store = Store::open(&path, StoreOptions::default()).unwrap();
+        // Reopened later: the first due time stands, the later one offered is ignored.
+        let again = store.next_stress_test(at(99_000)).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(store.latest_stress_test().unwrap(), None);
+
+        let ids = store
+            .complete_stress_test(
+                first.id,
+                at(10_500),
+                &[run(1), run(2)],
+                |ids| format!("{ids:?}"),
+                at(20_000),
+            )
+            .unwrap();
+        let latest = store
+            .latest_stress_test()
+            .unwrap()
+            .expect("the one that ran");
+        assert_eq!(latest.ran, Some(at(10_500)));
+        assert_eq!(latest.summary.as_deref(), Some(format!("{ids:?}").as_str()));
+        for id in ids {
+            let stored = store.scenario_run(id).unwrap().unwrap();
+            assert_eq!(stored.stress_test, Some(first.id));
+        }
+        let next = store.next_stress_test(at(99_000)).unwrap();
+        assert_eq!((next.due, next.ran), (at(20_000), None));
+    }
+}
