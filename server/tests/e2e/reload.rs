@@ -518,3 +518,74 @@ async fn sighup_reloads_and_a_population_change_moves_the_days_and_the_alert() {
         "{audit}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_takes_only_its_new_towns_and_subscribes_to_them() {
+    use reserve::shard::town_shard;
+    let broker = testkit::Mosquitto::start();
+    let smtp = testkit::SmtpServer::start();
+    // Pinned as shard.rs reads them off: jingshan and donghua are shard 0 of 2,
+    // jianwai shard 1.
+    assert_eq!(
+        [
+            town_shard("jingshan", 2),
+            town_shard("donghua", 2),
+            town_shard("jianwai", 2)
+        ],
+        [0, 0, 1]
+    );
+    let depots = [("js-wh1", "North depot")];
+    let deployment = Deployment::new(&broker, &smtp, &[jingshan(1000, &depots)]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockpile"))
+        .args(["serve", "--config"])
+        .arg(deployment.config())
+        .args(["--shard", "0/2"])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start stockpile serve --shard 0/2");
+    let service = Service::from_child(child);
+    tokio::task::block_in_place(|| service.wait_for_log("Subscribed", Duration::from_secs(20)));
+    let api = Api::of(&service);
+
+    let donghua = [("dh-wh1", "Donghua depot")];
+    let jianwai = [("jw-wh1", "Jianwai depot")];
+    deployment.write_registry(&[
+        jingshan(1000, &depots),
+        Town {
+            id: "donghua",
+            population: 1000,
+            facilities: &donghua,
+        },
+        Town {
+            id: "jianwai",
+            population: 1000,
+            facilities: &jianwai,
+        },
+    ]);
+    let (status, summary) = api.reload(Some(ADMIN)).await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["towns"], 2, "{summary}");
+    assert_eq!(summary["towns_added"], serde_json::json!(["donghua"]));
+    assert_eq!(api.get("/api/v1/towns/jianwai", None).await.0, 404);
+
+    // The new town's readings reach this instance: it subscribes to its topics (a
+    // reading published before the broker granted them would not be kept for us).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while service.output().matches("Subscribed.").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no second subscription:\n{}",
+            service.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        service
+            .output()
+            .contains("Subscribing to the towns a reload added.")
+    );
+    publish_water(&broker, "donghua", "dh-wh1", 9_000).await;
+    api.wait_for_stock("donghua", 9_000.0).await;
+}
