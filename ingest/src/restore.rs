@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reserve::Ledger;
-use reserve::ledger::transfer_window_s;
+use reserve::ledger::{Applied, transfer_window_s};
 use reserve::registry::{FacilityIdx, Report};
 use reserve::wire::{self, DecodeContext, Topic, TopicKind};
 use store::{Store, StoredReading};
@@ -167,8 +167,11 @@ fn replay(ledger: &mut Ledger, stored: &StoredReading) -> Option<FacilityIdx> {
         ..DecodeContext::new(&registry, Utc::now())
     };
     let decoded = wire::decode_readings(&topic, &bytes, &context).ok()?;
+    let by_hand = stored.source != store::ReadingSource::Gateway;
     for reading in &decoded.readings {
-        ledger.apply(reading, stored.received_at);
+        if ledger.apply(reading, stored.received_at) == Applied::Updated {
+            ledger.set_counted_by_hand(facility, reading.ts, by_hand);
+        }
     }
     (!decoded.readings.is_empty()).then_some(facility)
 }

@@ -576,6 +576,8 @@ impl Writer {
                 tally.accepted += 1;
                 match ledger.apply(reading, now) {
                     Applied::Updated => {
+                        let by_hand = message.source != ReadingSource::Gateway;
+                        ledger.set_counted_by_hand(reading.facility, reading.ts, by_hand);
                         self.unsaved.insert(reading.facility);
                         changed.insert(registry.facility(reading.facility).town);
                     }

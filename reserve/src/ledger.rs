@@ -78,6 +78,10 @@ pub struct FacilityState {
     pub heard_at: Option<DateTime<Utc>>,
     pub latest: Option<Latest>,
     pub link: Option<(Link, DateTime<Utc>)>,
+    /// When the latest reading was counted, if it was entered by hand (a count, or a
+    /// transfer at a facility counted by hand): alert texts and the town view say a
+    /// figure rests on it, and how old it is.
+    pub counted_by_hand: Option<DateTime<Utc>>,
 }
 
 impl FacilityState {
@@ -110,6 +114,8 @@ pub struct FacilitySnapshot {
     pub link: Option<(Link, DateTime<Utc>)>,
     #[serde(default)]
     pub latest: Option<LatestSnapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_by_hand: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -147,6 +153,9 @@ pub struct CategoryCoverage {
     pub consumption_per_h: Option<f64>,
     /// Forecast hours until the stock falls below the target, at the current drawdown.
     pub hours_to_target: Option<f64>,
+    /// When the oldest hand count the stock rests on was made: a contributing
+    /// facility's latest figure was entered by hand. `None`: gateways' figures only.
+    pub counted_by_hand: Option<DateTime<Utc>>,
 }
 
 /// Readiness of one water point or power unit.
@@ -344,6 +353,7 @@ impl Ledger {
             last_seq: state.last_seq,
             heard_at: state.heard_at,
             link: state.link,
+            counted_by_hand: state.counted_by_hand,
             latest: state.latest.as_ref().map(|latest| match latest {
                 Latest::Stock(lines) => LatestSnapshot::Stock(
                     lines
@@ -434,6 +444,7 @@ impl Ledger {
             heard_at: snapshot.heard_at,
             latest,
             link: snapshot.link,
+            counted_by_hand: snapshot.counted_by_hand,
         };
         true
     }
@@ -669,6 +680,7 @@ impl Ledger {
             verified: holdings.verified[c.index()],
             consumption_per_h,
             hours_to_target,
+            counted_by_hand: self.oldest_hand_count(town_idx, c),
         }
     }
 }

@@ -125,3 +125,33 @@ impl Ledger {
         })
     }
 }
+
+// Hand counts: which figures rest on an officer's word, and since when.
+impl Ledger {
+    /// Records whether the facility's latest reading, measured at `ts`, was entered by
+    /// hand; the caller applied it. A reading that is not the latest (an older one,
+    /// history only) changes nothing.
+    pub fn set_counted_by_hand(&mut self, facility: FacilityIdx, ts: DateTime<Utc>, by_hand: bool) {
+        let state = &mut self.facilities[facility.index()];
+        if state.last_ts == Some(ts) {
+            state.counted_by_hand = by_hand.then_some(ts);
+        }
+    }
+
+    /// The oldest hand count among the town's facilities whose figure for `category`
+    /// counts in its stock (warehouses holding it; water points for the water
+    /// category).
+    pub(super) fn oldest_hand_count(
+        &self,
+        town: crate::registry::TownIdx,
+        category: CategoryIdx,
+    ) -> Option<DateTime<Utc>> {
+        self.registry
+            .town(town)
+            .facilities
+            .iter()
+            .filter(|&&f| self.held(f, category).is_some())
+            .filter_map(|&f| self.facilities[f.index()].counted_by_hand)
+            .min()
+    }
+}
