@@ -282,6 +282,7 @@ mod tests {
                 never_reported: 0,
                 facilities: 1,
                 held_until: None,
+                counted_by_hand: None,
             }),
             since: t,
             created: t,

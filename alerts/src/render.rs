@@ -417,12 +417,32 @@ impl Renderer {
         {
             line.push_str(w.unverified);
         }
+        if let Some(when) = self.hand_count(lang, alert) {
+            line.push_str(&w.hand_count(&when));
+        }
         line
     }
 
-    /// One SMS segment: who sends, the problem, since when, how many more, how to
-    /// acknowledge. When it does not fit, since when goes first, then the count, then
-    /// the sender; the problem is cut last, and how to acknowledge stays.
+    /// How old the hand count an alert's figure rests on is ("3 小时前", "3 h ago"),
+    /// or when it was made for a text written for nobody in particular.
+    fn hand_count(&self, lang: Lang, alert: &Alert) -> Option<String> {
+        let Detail::Reserve(ReserveDetail {
+            counted_by_hand: Some(at),
+            ..
+        }) = &alert.detail
+        else {
+            return None;
+        };
+        Some(match &self.reader {
+            Some(reader) => Words::of(lang).age(reader.now - *at),
+            None => self.time(*at),
+        })
+    }
+
+    /// One SMS segment: who sends, the problem, whether it rests on a hand count, since
+    /// when, how many more, how to acknowledge. When it does not fit, since when goes
+    /// first, then the count, then the sender, then the hand count; the problem is cut
+    /// last, and how to acknowledge stays.
     fn sms(&self, lang: Lang, town: &TownNames, head: Item<'_>, more: usize) -> String {
         let w = Words::of(lang);
         // A drill's SMS starts with its tag instead of the sender's name: the core is
@@ -442,6 +462,9 @@ impl Renderer {
             _ => Some(w.sms_since(&self.time(head.alert.since))),
         };
         let more = (more > 0).then(|| w.sms_more(more));
+        let hand_count = self
+            .hand_count(lang, head.alert)
+            .map(|when| w.sms_hand_count(&when));
         let ack = (head.event != Event::Resolved && head.alert.ack.is_none())
             .then(|| self.sms_ack(lang, head.alert));
         // A link is never cut, and a problem cut to a few characters tells nothing: when
@@ -454,6 +477,9 @@ impl Renderer {
         let parts: Vec<(String, u8)> = [
             (Some(w.sms_brand.to_owned()).filter(|_| !drill), 2),
             (Some(core), SMS_CORE),
+            // Whether the figure rests on a person's count matters more than since
+            // when it is short, or who sends it.
+            (hand_count, 2),
             (since, 0),
             (more, 1),
             (ack, 3),
@@ -797,6 +823,34 @@ impl Words {
 
     fn zh(&self) -> bool {
         self.lang == Lang::Zh
+    }
+
+    /// That a figure rests on a hand count made `when` (an age or a time).
+    fn hand_count(&self, when: &str) -> String {
+        if self.zh() {
+            format!("（含人工盘点 {when}）")
+        } else {
+            format!(" (includes a hand count from {when})")
+        }
+    }
+
+    fn sms_hand_count(&self, when: &str) -> String {
+        if self.zh() {
+            format!("，含人工盘点 {when}")
+        } else {
+            format!(", hand count {when}")
+        }
+    }
+
+    /// An age in the unit an officer thinks in: minutes within the hour, hours
+    /// within two days, then days.
+    fn age(&self, age: chrono::Duration) -> String {
+        let (n, zh, en) = match age.num_minutes().max(1) {
+            m if m < 60 => (m, "分钟前", "min ago"),
+            m if m < 48 * 60 => (m / 60, "小时前", "h ago"),
+            m => (m / (24 * 60), "天前", "d ago"),
+        };
+        format!("{n} {}", if self.zh() { zh } else { en })
     }
 
     fn severity(&self, s: Severity) -> &'static str {
@@ -1168,6 +1222,7 @@ mod tests {
                 never_reported: 0,
                 facilities: 2,
                 held_until: None,
+                counted_by_hand: None,
             }),
             since: t(6, 5),
             created: t(6, 5),
@@ -1199,6 +1254,81 @@ mod tests {
             },
             ..reserve(id, Rule::FacilitySilent, "", 0.0)
         }
+    }
+
+    #[test]
+    fn a_figure_resting_on_a_hand_count_says_so_and_how_old() {
+        let counted = |category: &str| {
+            let mut water = reserve(12, Rule::ReserveBelowTarget, category, 2.14);
+            if let Detail::Reserve(r) = &mut water.detail {
+                r.counted_by_hand = Some(t(3, 5));
+            }
+            water
+        };
+        let (water, water_en) = (counted("饮用水"), counted("Drinking water"));
+        let later = |h: i64| t(3, 5) + chrono::Duration::minutes(h);
+        // (read by, town, at, in the text, in the SMS)
+        let cases = [
+            (
+                Lang::Zh,
+                "景山街道",
+                later(185),
+                "（含人工盘点 3 小时前）",
+                "，含人工盘点 3 小时前",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                later(185),
+                " (includes a hand count from 3 h ago)",
+                ", hand count 3 h ago",
+            ),
+            (
+                Lang::Zh,
+                "景山街道",
+                later(40),
+                "（含人工盘点 40 分钟前）",
+                "，含人工盘点 40 分钟前",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                later(0),
+                " (includes a hand count from 1 min ago)",
+                ", hand count 1 min ago",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                later(3 * 24 * 60 + 70),
+                " (includes a hand count from 3 d ago)",
+                ", hand count 3 d ago",
+            ),
+        ];
+        for (lang, name, now, text, sms) in cases {
+            let alert = if lang == Lang::Zh { &water } else { &water_en };
+            let items = [Item {
+                alert,
+                event: Event::Fired,
+            }];
+            let m = renderer()
+                .for_contact("li.wei@example.org", &[12], now)
+                .message(lang, &town(name), &items, &[]);
+            assert!(m.text.contains(text), "{lang:?} at {now}: {}", m.text);
+            assert!(m.html.contains(text), "{lang:?} at {now}: {}", m.html);
+            assert!(m.sms.contains(sms), "{lang:?} at {now}: {}", m.sms);
+            assert!(fits_one_sms(&m.sms), "{}", m.sms);
+        }
+        // Written for nobody in particular (the API's alert list): the time it was made.
+        let summary = renderer().summary(Lang::En, &water, Event::Fired);
+        assert!(
+            summary.ends_with(" (includes a hand count from 11-24 11:05)"),
+            "{summary}"
+        );
+        // A gateway's figure says nothing of the kind.
+        let gateway = reserve(13, Rule::ReserveBelowTarget, "饮用水", 2.14);
+        let plain = renderer().summary(Lang::Zh, &gateway, Event::Fired);
+        assert!(!plain.contains("人工盘点"), "{plain}");
     }
 
     #[test]
@@ -1650,6 +1780,10 @@ mod tests {
             },
             ..reserve(8, Rule::GatewayOffline, "", 0.0)
         };
+        let mut counted = reserve(9, Rule::ReserveNearTarget, "Water", 3.3);
+        if let Detail::Reserve(r) = &mut counted.detail {
+            r.counted_by_hand = Some(t(3, 5));
+        }
         vec![
             water,
             near,
@@ -1675,6 +1809,7 @@ mod tests {
             ),
             silent(7),
             offline,
+            counted,
         ]
     }
 

@@ -268,6 +268,10 @@ pub struct ReserveDetail {
     /// this: they are still within their start-up grace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_until: Option<DateTime<Utc>>,
+    /// When the oldest hand count the stock rests on was made (a contributing
+    /// facility's latest figure was entered by hand): messages say so, and how old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_by_hand: Option<DateTime<Utc>>,
 }
 
 impl ReserveDetail {
@@ -415,6 +419,7 @@ fn reserve_condition(
         never_reported: unreported.never,
         facilities: unreported.of,
         held_until: None,
+        counted_by_hand: coverage.counted_by_hand,
     };
     let depleting = detail
         .hours_to_target

@@ -237,6 +237,7 @@ fn water_detail(days: f64) -> ReserveDetail {
         never_reported: 0,
         facilities: 1,
         held_until: None,
+        counted_by_hand: None,
     }
 }
 
