@@ -242,7 +242,7 @@ fn environment_overrides_are_validated_and_named() {
         (
             &[("STOCKPILE__TOWN", "x"), ("STOCKPILE__ALERTS", "x")],
             "env STOCKPILE__ALERTS: expected STOCKPILE__ALERTS__KEY\n\
-             env STOCKPILE__TOWN: not a config field: the environment can set registry and the fields of mqtt, store, influx, api, smtp, sms, alerts, webhook, log\n\
+             env STOCKPILE__TOWN: not a config field: the environment can set registry and the fields of mqtt, store, influx, api, smtp, sms, alerts, webhook, log, stress_test, scope\n\
              2 errors\n",
         ),
         (
