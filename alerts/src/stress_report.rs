@@ -90,6 +90,49 @@ pub struct StressReportMail {
 /// The report's email in `lang`.
 pub fn render(report: &StressReport, lang: Lang) -> Result<StressReportMail, minijinja::Error> {
     let zh = lang == Lang::Zh;
+    let (subject, intro) = headline(report, zh);
+    let lines: Vec<String> = report
+        .lines
+        .iter()
+        .take(MAX_LINES_IN_BODY)
+        .map(|l| line(l, zh))
+        .collect();
+    let more = report.lines.len().saturating_sub(MAX_LINES_IN_BODY);
+    let more = (more > 0).then(|| {
+        if zh {
+            format!("另有 {more} 条，见附件。")
+        } else {
+            format!("{more} more in the attachment.")
+        }
+    });
+    let attachment = if zh {
+        "附件 XLSX 列出全部情景下的每一条（含组团互助可补的数量）。"
+    } else {
+        "The attached XLSX lists every line of every scenario, with what mutual aid in the cluster covers."
+    };
+    let calm = if zh {
+        "所有街镇在各情景下均不低于目标。"
+    } else {
+        "No town falls below its target in any scenario."
+    };
+    let ctx = context! {
+        html_lang => if zh { "zh" } else { "en" },
+        subject => &subject,
+        intro => intro,
+        lines => lines,
+        more => more,
+        calm => report.lines.is_empty().then_some(calm),
+        attachment => attachment,
+    };
+    Ok(StressReportMail {
+        text: TEMPLATES.get_template("stress_test.txt")?.render(&ctx)?,
+        html: TEMPLATES.get_template("stress_test.html")?.render(&ctx)?,
+        subject,
+    })
+}
+
+/// The subject and the opening sentence: how many of the district's towns fall short.
+fn headline(report: &StressReport, zh: bool) -> (String, String) {
     let when = report
         .ran
         .with_timezone(&report.utc_offset)
@@ -129,44 +172,7 @@ pub fn render(report: &StressReport, lang: Lang) -> Result<StressReportMail, min
             report.district
         )
     };
-    let lines: Vec<String> = report
-        .lines
-        .iter()
-        .take(MAX_LINES_IN_BODY)
-        .map(|l| line(l, zh))
-        .collect();
-    let more = report.lines.len().saturating_sub(MAX_LINES_IN_BODY);
-    let more = (more > 0).then(|| {
-        if zh {
-            format!("另有 {more} 条，见附件。")
-        } else {
-            format!("{more} more in the attachment.")
-        }
-    });
-    let attachment = if zh {
-        "附件 XLSX 列出全部情景下的每一条（含组团互助可补的数量）。"
-    } else {
-        "The attached XLSX lists every line of every scenario, with what mutual aid in the cluster covers."
-    };
-    let calm = if zh {
-        "所有街镇在各情景下均不低于目标。"
-    } else {
-        "No town falls below its target in any scenario."
-    };
-    let ctx = context! {
-        html_lang => if zh { "zh" } else { "en" },
-        subject => &subject,
-        intro => intro,
-        lines => lines,
-        more => more,
-        calm => report.lines.is_empty().then_some(calm),
-        attachment => attachment,
-    };
-    Ok(StressReportMail {
-        text: TEMPLATES.get_template("stress_test.txt")?.render(&ctx)?,
-        html: TEMPLATES.get_template("stress_test.html")?.render(&ctx)?,
-        subject,
-    })
+    (subject, intro)
 }
 
 /// `【断水】景山街道 water: 2.1 天（目标 3），缺 12000 L，组团互助可补 8000 L`.
