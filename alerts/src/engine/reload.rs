@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use reserve::Registry;
 use store::{AlertState, StoreError};
 
-use super::{Audience, Engine, resolve};
+use reserve::registry::TownIdx;
+
+use super::{Audience, Engine, firing_series, resolve};
 use crate::alert::{self, Alert};
 use crate::rules::Detail;
 
@@ -27,8 +29,9 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let removed = self.removed_facility_alerts(&registry, now);
         if !removed.is_empty() {
+            let series = self.series_without(&removed, now);
             let mut batch = self.store.alert_batch()?;
-            for (alert, pending) in &removed {
+            for (_, alert, pending) in &removed {
                 if *pending {
                     // Never told: gone as a pending alert whose condition passed is.
                     batch.delete_alert(alert.id)?;
@@ -36,10 +39,13 @@ impl Engine {
                     batch.update_alert(&alert::encode(alert, &self.registry))?;
                 }
             }
+            for line in &series {
+                batch.enqueue_influx_line(line, now)?;
+            }
             batch.commit()?;
             tracing::info!(
                 message = "Alerts of facilities removed from the registry resolved.",
-                alerts = ?removed.iter().map(|(a, _)| a.id).collect::<Vec<_>>()
+                alerts = ?removed.iter().map(|(_, a, _)| a.id).collect::<Vec<_>>()
             );
         }
         self.audience = Audience::new(&registry);
@@ -49,9 +55,40 @@ impl Engine {
         self.reload(now)
     }
 
-    /// The open alerts about facilities `next` lacks, resolved (with whether each was
-    /// still pending); alerts of towns `next` lacks are left to [`Engine::reload`].
-    fn removed_facility_alerts(&self, next: &Registry, now: DateTime<Utc>) -> Vec<(Alert, bool)> {
+    /// The `alert` series points (docs/design.md#influxdb-series) of the towns whose
+    /// firing alerts `removed` ends, so a wall display stops counting them.
+    fn series_without(
+        &self,
+        removed: &[(TownIdx, Alert, bool)],
+        now: DateTime<Utc>,
+    ) -> Vec<String> {
+        if !self.influx_series {
+            return Vec::new();
+        }
+        let towns: std::collections::BTreeSet<TownIdx> =
+            removed.iter().map(|(t, _, _)| *t).collect();
+        let mut lines = Vec::new();
+        for town in towns {
+            let Some(before) = self.open.get(&town) else {
+                continue;
+            };
+            let mut after = before.clone();
+            for (_, alert, _) in removed.iter().filter(|(t, _, _)| *t == town) {
+                after.remove(&alert.key);
+            }
+            lines.extend(firing_series(&self.registry, town, before, &after, now));
+        }
+        lines
+    }
+
+    /// The open alerts about facilities `next` lacks, resolved, with their town and
+    /// whether each was still pending; alerts of towns `next` lacks are left to
+    /// [`Engine::reload`].
+    fn removed_facility_alerts(
+        &self,
+        next: &Registry,
+        now: DateTime<Utc>,
+    ) -> Vec<(TownIdx, Alert, bool)> {
         let mut removed = Vec::new();
         for (&town, alerts) in &self.open {
             if next
@@ -81,7 +118,7 @@ impl Engine {
                     facility: facility.to_owned(),
                     facility_name,
                 };
-                removed.push((resolved, pending));
+                removed.push((town, resolved, pending));
             }
         }
         removed
