@@ -141,9 +141,11 @@ async fn public_page_shows_the_town_and_offers_no_forms(browser: &Browser, alert
     assert!(page.town_name.contains("景山街道"), "{page:#?}");
     let water = page.category("water").expect("water");
     assert_eq!(water.level, "critical", "{page:#?}");
+    // In Chinese unless asked otherwise, as the board.
     for why in [
-        "Short of the 3-day target by 60,000 L",
-        "Never reported, counted as empty: js-depot",
+        "饮用水",
+        "距目标 3 天缺 60,000 L",
+        "从未上报，按零计：js-depot",
     ] {
         assert!(water.text.contains(why), "water lacks {why:?}: {water:#?}");
     }
@@ -152,16 +154,16 @@ async fn public_page_shows_the_town_and_offers_no_forms(browser: &Browser, alert
     assert!(gateway.text.contains("30,000 L"), "{gateway:#?}");
     let depot = page.facility("js-depot").expect("js-depot");
     assert!(
-        depot.text.contains("从未上报 Never reported") && depot.text.contains("counted by hand"),
+        depot.text.contains("从未上报") && depot.text.contains("人工盘点设施"),
         "{depot:#?}"
     );
     assert!(!page.forms_shown, "{page:#?}");
-    assert!(page.forms_note.contains("Sign in"), "{page:#?}");
+    assert!(page.forms_note.contains("登录后可录入"), "{page:#?}");
     assert!(!page.alert(alert).unwrap().button, "{page:#?}");
 }
 
 /// Jingshan's officer types a count for the store counted by hand: the page says it was
-/// stored, the water's days go from 1.0 to 2.5, and the store shows 人工 manual with the
+/// stored, the water's days go from 1.0 to 2.5, and the store shows 人工 (manual) with the
 /// officer's name, as `GET /api/v1/facilities/js-depot` does.
 async fn officer_counts_and_the_days_change(browser: &Browser, api: &str) {
     browser.sign_in(OFFICER.1).await;
@@ -173,14 +175,14 @@ async fn officer_counts_and_the_days_change(browser: &Browser, api: &str) {
     browser.type_count("js-depot", COUNTED_L).await;
     let page = browser
         .wait_for("the count stored and the days changed", |p| {
-            p.count_result.starts_with("已保存 Stored")
+            p.count_result.starts_with("已保存：")
                 && p.category("water").is_some_and(|c| c.days == "2.5")
                 && p.facility("js-depot").is_some_and(|f| f.source == "manual")
         })
         .await;
     assert!(page.count_result.contains(OFFICER.0), "{page:#?}");
     let depot = page.facility("js-depot").unwrap();
-    for shown in ["人工 manual", OFFICER.0, "45,000 L"] {
+    for shown in ["人工", OFFICER.0, "45,000 L"] {
         assert!(
             depot.text.contains(shown),
             "js-depot lacks {shown:?}: {depot:#?}"
@@ -236,20 +238,38 @@ async fn the_wall_board_shows_the_new_days(browser: &Browser, api: &str) {
         .await;
 }
 
-/// Donghua's officer, on jingshan's page on a phone: a count is refused with the API's
-/// 403 in words and changes nothing; the suggestion that donghua send jingshan the water
-/// it lacks fills the transfer form, and recording it lists it in
+/// Donghua's officer, on jingshan's page on a phone and in English: a count is refused
+/// with the API's 403 in words and changes nothing; the suggestion that donghua send
+/// jingshan the water it lacks fills the transfer form, and recording it lists it in
 /// `GET /api/v1/transfers`.
 async fn other_officer_is_refused_a_count_and_records_the_suggested_transfer(
     browser: &Browser,
     api: &str,
 ) {
+    browser.click("#lang-toggle").await;
     browser.sign_in(OTHER_OFFICER.1).await;
     let page = browser
-        .wait_for("donghua's officer, told this is not their town", |p| {
-            p.forms_shown && p.forms_note.contains("not an officer of this town")
-        })
+        .wait_for(
+            "donghua's officer, in English, told this is not their town",
+            |p| {
+                p.forms_shown
+                    && p.forms_note.contains("not an officer of this town")
+                    && p.category("water")
+                        .is_some_and(|c| c.text.contains("Held 75,000 L"))
+                    // Read with the token: who entered a count is told to token holders.
+                    && p.facility("js-depot")
+                        .is_some_and(|f| f.text.contains("entered by"))
+            },
+        )
         .await;
+    assert!(page.url.contains("?lang=en"), "{page:#?}");
+    let depot = page.facility("js-depot").expect("js-depot");
+    for shown in ["manual", "entered by li.wei", "Drinking water 45,000 L"] {
+        assert!(
+            depot.text.contains(shown),
+            "js-depot lacks {shown:?}: {depot:#?}"
+        );
+    }
     assert!(
         page.whoami
             .as_deref()
@@ -262,8 +282,7 @@ async fn other_officer_is_refused_a_count_and_records_the_suggested_transfer(
         .wait_for("the refused count", |p| !p.count_result.is_empty())
         .await;
     assert!(
-        page.count_result
-            .starts_with("未保存 Not stored: 403 forbidden: "),
+        page.count_result.starts_with("Not stored: 403 forbidden: "),
         "{page:#?}"
     );
     let facility = get(api, "/api/v1/facilities/js-depot", Some(ADMIN)).await;
@@ -284,7 +303,7 @@ async fn other_officer_is_refused_a_count_and_records_the_suggested_transfer(
     browser.click("#transfer-form button[type=submit]").await;
     let page = browser
         .wait_for("the transfer recorded", |p| {
-            p.transfer_result.starts_with("已记录 Recorded")
+            p.transfer_result.starts_with("Recorded #")
         })
         .await;
     assert!(
