@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use reserve::coverage::NotReady;
 use reserve::registry::{Registry, TownIdx};
 use reserve::{Ledger, TownId};
@@ -151,6 +151,19 @@ pub struct CategoryCoverageView {
     /// Forecast hours until the stock falls below the target at that consumption;
     /// 0 when already below, `null` when not being consumed.
     pub hours_to_target: Option<f64>,
+    /// Present when the stock rests on a hand count (a contributing facility's latest
+    /// figure was entered by hand): when the oldest such count was made, and its age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counted_by_hand: Option<HandCount>,
+}
+
+/// The hand count a figure rests on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HandCount {
+    /// When it was counted (the reading's `ts`).
+    pub at: DateTime<Utc>,
+    /// Its age now, in seconds.
+    pub age_s: i64,
 }
 
 /// Readiness of a water point or power unit.
@@ -199,6 +212,10 @@ impl TownDetail {
                         verified: c.verified,
                         consumption_per_h: c.consumption_per_h,
                         hours_to_target: c.hours_to_target,
+                        counted_by_hand: c.counted_by_hand.map(|at| HandCount {
+                            at,
+                            age_s: (Utc::now() - at).num_seconds().max(0),
+                        }),
                     }
                 })
                 .collect(),

@@ -453,6 +453,15 @@ async fn a_transfer_between_stores_counted_by_hand_moves_both_figures_and_surviv
         .find(|c| c["id"] == "water")
         .unwrap_or_else(|| panic!("no water in {jingshan}"));
     assert_eq!(water["stock"], 2000.0, "{water}");
+    // The town's water rests on an officer's word, and says since when.
+    let age_s = water["counted_by_hand"]["age_s"].as_i64().unwrap_or(-1);
+    assert!((0..600).contains(&age_s), "{water}");
+    let food = &jingshan["categories"][1];
+    assert_eq!(food["id"], "food");
+    assert!(
+        food.get("counted_by_hand").is_none(),
+        "nothing counted: {food}"
+    );
 
     // More than the count holds, or a category never counted: 409, nothing stored.
     let refusals = [
