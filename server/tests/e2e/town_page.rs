@@ -263,6 +263,10 @@ async fn other_officer_is_refused_a_count_and_records_the_suggested_transfer(
         )
         .await;
     assert!(page.url.contains("?lang=en"), "{page:#?}");
+    assert_eq!(
+        page.board_link, "/?lang=en",
+        "the board in the same language"
+    );
     let depot = page.facility("js-depot").expect("js-depot");
     for shown in ["manual", "entered by li.wei", "Drinking water 45,000 L"] {
         assert!(
@@ -440,6 +444,8 @@ struct PageView {
     forms_note: String,
     count_result: String,
     transfer_result: String,
+    /// Where "back to the board" goes.
+    board_link: String,
     /// The document's width and the window's, in CSS pixels.
     doc_width: u32,
     view_width: u32,
@@ -507,6 +513,7 @@ return {
   forms_note: byId("forms-note").textContent,
   count_result: byId("count-result").innerText,
   transfer_result: byId("transfer-result").innerText,
+  board_link: byId("board-link").getAttribute("href"),
   doc_width: Math.max(document.documentElement.scrollWidth, document.body.scrollWidth),
   view_width: window.innerWidth,
 };
