@@ -78,8 +78,8 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(board::board))
         .routes(routes!(board::town_page))
         .routes(routes!(board::openapi_json))
-}
         .routes(routes!(board::map::map_page))
+}
 
 /// Routes behind [`auth::authenticate`].
 fn protected_routes() -> OpenApiRouter<AppState> {
@@ -89,8 +89,8 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(towns::list_towns))
         .routes(routes!(towns::town))
         .routes(routes!(towns::set_sheltered))
-        .routes(routes!(clusters::list_clusters))
         .routes(routes!(board::map::map_layout))
+        .routes(routes!(clusters::list_clusters))
         .routes(routes!(clusters::cluster))
         .routes(routes!(facilities::facility))
         .routes(routes!(facility_readings::post_readings))
