@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::auth::Role;
+use crate::districts::DistrictOutlines;
 
 /// `[api]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +67,19 @@ impl ApiConfig {
         let (url, key) = (self.public_url.as_deref()?, self.link_key.clone()?);
         Some(AckLinks::new(key, url, self.link_ttl))
     }
+}
+
+/// `[board]`: what the wall board and the map show beyond the registry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoardConfig {
+    /// A GeoJSON FeatureCollection of district outlines (Polygons, MultiPolygons) the
+    /// map draws under the towns; relative to the config file. Read and checked at
+    /// start-up: a missing or invalid file stops the service with a located error.
+    pub districts_geojson: Option<PathBuf>,
+    /// The outlines read from `districts_geojson`, by the server.
+    #[serde(skip)]
+    pub districts: Option<DistrictOutlines>,
 }
 
 /// One bearer token of the HTTP API.

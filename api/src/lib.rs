@@ -28,6 +28,7 @@ mod aid;
 mod audit;
 mod auth;
 mod config;
+pub mod districts;
 mod error;
 mod export;
 mod extract;
@@ -43,6 +44,7 @@ use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 use alerts::AlertsHandle;
 use alerts::link::AckLinks;
 use chrono::FixedOffset;
+use districts::DistrictOutlines;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -56,7 +58,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{AuthConfig, Caller, Role, TokenEntry};
-pub use config::{ApiConfig, ApiToken};
+pub use config::{ApiConfig, ApiToken, BoardConfig};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use limits::HttpLimits;
 pub use routes::registry::{
@@ -80,6 +82,8 @@ pub struct AppState {
     manual_readings: Option<ManualReadings>,
     /// The service's registry reload (`POST /api/v1/registry/reload`), under `serve`.
     registry_reload: Option<Arc<dyn RegistryReload>>,
+    /// District outlines the map draws (`[board] districts_geojson`); none by default.
+    districts: DistrictOutlines,
     limits: HttpLimits,
 }
 
@@ -149,6 +153,7 @@ impl AppState {
             sms_inbound: None,
             manual_readings: None,
             registry_reload: None,
+            districts: DistrictOutlines::none(),
             limits: HttpLimits::default(),
         }
     }
@@ -192,6 +197,15 @@ impl AppState {
             registry_reload: Some(reload),
             ..self
         }
+    }
+
+    /// District outlines for the map (`GET /api/v1/map/districts`).
+    pub fn with_districts(self, districts: DistrictOutlines) -> AppState {
+        AppState { districts, ..self }
+    }
+
+    pub(crate) fn districts(&self) -> &DistrictOutlines {
+        &self.districts
     }
 
     pub(crate) fn registry_reload(&self) -> Option<&dyn RegistryReload> {

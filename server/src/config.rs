@@ -43,6 +43,7 @@ pub const CONFIG_SECTIONS: &[&str] = &[
     "log",
     "stress_test",
     "scope",
+    "board",
 ];
 
 /// The typed configuration, checked and with secrets read from their files. Each
@@ -66,13 +67,15 @@ pub struct Config {
     pub log: LogConfig,
     /// No section, no scheduled stress test.
     pub stress_test: Option<StressTestConfig>,
+    /// The board's and the map's extras (district outlines).
+    pub board: BoardConfig,
 }
 
 /// API roles, as the API defines them (one definition for config and checks).
 pub use api::Role;
 
 /// `[api]` is the API's own config type, as every other section is its component's.
-pub use api::{ApiConfig, ApiToken};
+pub use api::{ApiConfig, ApiToken, BoardConfig};
 
 /// `[stress_test]` is the API's type: its scenarios are the API's what-if requests.
 pub use api::stress_test::StressTestConfig;
@@ -291,6 +294,7 @@ const CONFIG_SECTIONS_AND_REGISTRY: &[&str] = &[
     "log",
     "stress_test",
     "scope",
+    "board",
 ];
 
 /// Reads the registry file a config names; `named_at` is where the config names it.
@@ -356,6 +360,7 @@ fn read_sections(root: &DeTable<'_>, names_registry: bool, problems: &mut Vec<Pr
             "alerts" => read_section(section, value, &mut config.alerts, problems),
             "webhook" => read_section(section, value, &mut config.webhook, problems),
             "log" => read_section(section, value, &mut config.log, problems),
+            "board" => read_section(section, value, &mut config.board, problems),
             "stress_test" => {
                 read_optional_section(section, value, &mut config.stress_test, problems)
             }
@@ -573,6 +578,7 @@ fn check(config: &mut Config, root: &DeTable<'_>, dir: &Path, problems: &mut Vec
         }
     }
     check_links(&mut config.api, &mut c);
+    check_board(&mut config.board, &mut c);
 
     if let Some(smtp) = &mut config.smtp {
         if !(has_scheme(&smtp.url, "smtp://")
@@ -692,6 +698,25 @@ fn check_links(api: &mut ApiConfig, c: &mut Checks<'_, '_>) {
             "api.link_key_file",
             format!("cannot read {}: {e}", path.display()),
         ),
+    }
+}
+
+/// `[board] districts_geojson`: read and checked here, so a wrong file stops the
+/// start with its place named rather than leaving the map without outlines.
+fn check_board(board: &mut BoardConfig, c: &mut Checks<'_, '_>) {
+    let Some(file) = &board.districts_geojson else {
+        return;
+    };
+    let path = c.dir.join(file);
+    let checked = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .and_then(|text| {
+            api::districts::DistrictOutlines::parse(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        });
+    match checked {
+        Ok(outlines) => board.districts = Some(outlines),
+        Err(message) => c.field("board.districts_geojson", message),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use api::districts::DistrictOutlines;
 use chrono::Utc;
 use ingest::{BrokerUrl, IngestConfig};
 use live::{IngestMetrics, SharedLedger, TownChanges};
@@ -164,6 +165,7 @@ impl Parts {
         };
         let (influx, history) = history_source(&config)?;
         let ingest_config = ingest_config(&config, &registry)?;
+        let districts = config.board.districts.clone();
         let api_state = api::AppState::new(
             Arc::clone(&shared.ledger),
             open_store(&config)?,
@@ -172,7 +174,8 @@ impl Parts {
             auth,
         )
         .with_alerts(shared.alerts.clone())
-        .with_history(history);
+        .with_history(history)
+        .with_districts(districts.unwrap_or_else(DistrictOutlines::none));
         let (manual, manual_queue) = live::ManualReadings::channel(
             ingest_config.mqtt.max_readings_per_message,
             ingest_config.retention,

@@ -90,6 +90,7 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(towns::town))
         .routes(routes!(towns::set_sheltered))
         .routes(routes!(board::map::map_layout))
+        .routes(routes!(board::map::district_outlines))
         .routes(routes!(clusters::list_clusters))
         .routes(routes!(clusters::cluster))
         .routes(routes!(facilities::facility))

@@ -135,6 +135,7 @@ async fn every_routed_operation_is_documented_and_every_documented_one_routed() 
             "/api/v1/facilities/{id}",
             "/api/v1/facilities/{id}/readings",
             "/api/v1/map",
+            "/api/v1/map/districts",
             "/api/v1/me",
             "/api/v1/notifications",
             "/api/v1/overview",

@@ -46,11 +46,16 @@ async fn the_wall_screen_shows_every_town_on_the_map_and_the_compact_board_in_th
     let broker = testkit::Mosquitto::builder().max_queued(10_000).start();
     let smtp = testkit::SmtpServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
+    let city = DemoCity::read();
+    std::fs::write(
+        dir.path().join("districts.geojson"),
+        city.district_boxes().to_string(),
+    )
+    .expect("write the outlines");
     let config = demo_deployment(dir.path(), &broker.url(), &smtp.url());
     let service = tokio::task::block_in_place(|| Service::start(&config));
     let api = service.api_url();
 
-    let city = DemoCity::read();
     publish_all(&broker, city.readings()).await;
     let towns = towns_once(&api, "every town reported and the forecast made", |towns| {
         towns.iter().all(|t| t.status != "unknown")
@@ -195,6 +200,10 @@ async fn map_places_every_town(browser: &Screen, api: &str) {
         "{} labels",
         page.labels
     );
+    // The configured outlines, one per demo district, drawn under the towns.
+    let outlines: Value = get_json(&format!("{api}/api/v1/map/districts")).await;
+    assert_eq!(outlines["features"].as_array().map(Vec::len), Some(16));
+    assert_eq!(page.districts, 16);
     assert!(
         page.links
             .iter()
@@ -257,7 +266,7 @@ fn demo_deployment(dir: &Path, broker_url: &str, smtp_url: &str) -> PathBuf {
         "registry = \"{}\"\n[mqtt]\nurl = \"{broker_url}\"\nclient_id = \"stockpile-map-e2e\"\n\
          [store]\npath = \"stockpile.db\"\n[api]\nlisten = \"127.0.0.1:0\"\npublic_read = true\n\
          [alerts]\ngroup_wait = \"0s\"\n[smtp]\nurl = \"{smtp_url}\"\nfrom = \"Stockpile <alerts@example.org>\"\n\
-         [log]\nlevel = \"info\"\n",
+         [board]\ndistricts_geojson = \"districts.geojson\"\n[log]\nlevel = \"info\"\n",
         registry.display()
     );
     let path = dir.join("stockpile.toml");
@@ -273,6 +282,8 @@ fn demo_dir() -> PathBuf {
 struct DemoCity {
     /// Id, residents, infants.
     towns: Vec<(String, f64, f64)>,
+    /// District, lat, lon of each town.
+    places: Vec<(String, f64, f64)>,
     /// Id, town, kind, capacity (water points' litres, power units' fuel).
     facilities: Vec<(String, String, String, f64)>,
 }
@@ -294,6 +305,10 @@ impl DemoCity {
                 .collect()
         };
         let number = |s: &str| s.parse::<f64>().unwrap_or(0.0);
+        let places = rows("towns.csv")
+            .iter()
+            .map(|r| (r["district"].clone(), number(&r["lat"]), number(&r["lon"])))
+            .collect();
         let towns = rows("towns.csv")
             .into_iter()
             .map(|r| {
@@ -316,7 +331,35 @@ impl DemoCity {
                 )
             })
             .collect();
-        DemoCity { towns, facilities }
+        DemoCity {
+            towns,
+            places,
+            facilities,
+        }
+    }
+
+    /// Outlines for the map: each district as the box around its towns (the demo's
+    /// districts have no real borders).
+    fn district_boxes(&self) -> Value {
+        let mut boxes: BTreeMap<&str, [f64; 4]> = BTreeMap::new();
+        for (district, lat, lon) in &self.places {
+            let b = boxes.entry(district).or_insert([*lat, *lon, *lat, *lon]);
+            *b = [
+                b[0].min(*lat),
+                b[1].min(*lon),
+                b[2].max(*lat),
+                b[3].max(*lon),
+            ];
+        }
+        let features: Vec<Value> = boxes
+            .iter()
+            .map(|(name, [s, w, n, e])| {
+                let ring = json!([[w, s], [e, s], [e, n], [w, n], [w, s]]);
+                json!({"type": "Feature", "properties": {"name": name},
+                       "geometry": {"type": "Polygon", "coordinates": [ring]}})
+            })
+            .collect();
+        json!({"type": "FeatureCollection", "features": features})
     }
 
     /// One reading per facility: most towns hold 8 days of everything, every 7th town 2
@@ -473,6 +516,7 @@ struct MapView {
     towns: Vec<MarkView>,
     facilities: usize,
     labels: usize,
+    districts: usize,
     links: Vec<String>,
 }
 
@@ -504,6 +548,7 @@ return { screen,
     town: c.dataset.town, status: c.dataset.status, fill: getComputedStyle(c).fill })),
   facilities: document.querySelectorAll("#map .facility").length,
   labels: document.querySelectorAll("#map .label").length,
+  districts: document.querySelectorAll("#map polygon.district").length,
   links: Array.from(document.querySelectorAll("#map a"), a => a.href.baseVal
     ? new URL(a.href.baseVal, location.href).href : "") };
 "##;
@@ -584,5 +629,54 @@ impl Screen {
             .join("../docs")
             .join(name);
         std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+}
+
+/// A wrong outline file is found at start-up and named with its place, by
+/// `check-config` and by `serve`, which does not start.
+#[test]
+fn a_missing_or_invalid_districts_file_stops_the_start_with_its_place_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("points.geojson"),
+        r#"{"type": "FeatureCollection", "features": [
+             {"type": "Feature", "geometry": {"type": "Point", "coordinates": [116.4, 39.9]}}]}"#,
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("broken.geojson"), "{\"type\": \"Feature").expect("write");
+    let cases = [
+        ("missing.geojson", "cannot read "),
+        (
+            "points.geojson",
+            "points.geojson: features[0].geometry.type: expected \"Polygon\" or \"MultiPolygon\", got \"Point\"",
+        ),
+        (
+            "broken.geojson",
+            "broken.geojson: not JSON: EOF while parsing a string at line 1",
+        ),
+    ];
+    for (file, says) in cases {
+        let config = format!(
+            "registry = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[store]\npath = \"x.db\"\n\
+             [board]\ndistricts_geojson = \"{file}\"\n",
+            demo_dir().join("registry.toml").display()
+        );
+        std::fs::write(dir.path().join("stockpile.toml"), config).expect("write");
+        for command in ["check-config", "serve --config"] {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_stockpile"))
+                .args(command.split(' '))
+                .arg("stockpile.toml")
+                .current_dir(dir.path())
+                .env_clear()
+                .output()
+                .expect("run stockpile");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_ne!(output.status.code(), Some(0), "{command} {file}: {stderr}");
+            let at = "stockpile.toml:7: board.districts_geojson: ";
+            assert!(
+                stderr.contains(at) && stderr.contains(says),
+                "{command} {file}: want {at:?} and {says:?} in {stderr}"
+            );
+        }
     }
 }

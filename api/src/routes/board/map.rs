@@ -4,7 +4,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::Html;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
 use reserve::Ledger;
 use reserve::registry::FacilityIdx;
 use serde::Serialize;
@@ -88,4 +89,21 @@ fn readiness(ledger: &Ledger, f: FacilityIdx) -> Option<bool> {
         .chain(&figures.power_units)
         .find(|u| u.facility == f)
         .map(|u| u.ready)
+}
+
+/// The district outlines the map draws under the towns: the GeoJSON FeatureCollection
+/// named by `[board] districts_geojson`, checked at start-up; an empty collection when
+/// none is configured.
+#[utoipa::path(get, path = "/api/v1/map/districts", tag = "facilities",
+    responses(
+        (status = 200, description = "A GeoJSON FeatureCollection of Polygons and MultiPolygons", body = Object, content_type = "application/geo+json"),
+        (status = 401, description = "A token is needed", body = ErrorBody),
+    ))]
+#[tracing::instrument(skip(state))]
+pub(in crate::routes) async fn district_outlines(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/geo+json")],
+        Json(state.districts().geojson().clone()),
+    )
+        .into_response()
 }
