@@ -517,7 +517,14 @@ fn towns_on_ledger_registry(
 ) -> Result<Vec<TownIdx>, StoreError> {
     let current = Arc::clone(ledger.read().unwrap_or_else(|p| p.into_inner()).registry());
     if Arc::ptr_eq(&current, engine.registry()) {
-        return Ok(towns.iter().copied().collect());
+        // A change published just before a reload names a town by its old index: one
+        // past the new end is dropped (every town was announced after the swap).
+        let count = current.towns.len();
+        return Ok(towns
+            .iter()
+            .copied()
+            .filter(|t| t.index() < count)
+            .collect());
     }
     engine.adopt_registry(current, now)?;
     Ok(engine.registry().town_indices().collect())

@@ -35,9 +35,18 @@ pub struct ReloadSource {
     pub env: Vec<(String, String)>,
 }
 
-/// The running service's reload: the parts it switches.
+/// The running service's reload. A reload once begun runs to its end even when its
+/// caller gives up (an HTTP request timing out while ingest waits out a store fault):
+/// a reload cut short after the ledger's swap would leave the tokens and the alert
+/// views on the old registry.
 #[derive(Debug)]
 pub struct Reloader {
+    switches: Arc<Switches>,
+}
+
+/// What a reload switches, and how.
+#[derive(Debug)]
+struct Switches {
     source: ReloadSource,
     ledger: SharedLedger,
     ingest: ingest::RegistrySwapper,
@@ -59,7 +68,7 @@ impl Reloader {
         api: api::AppState,
         audit: AsyncStore,
     ) -> Reloader {
-        Reloader {
+        let switches = Switches {
             source,
             ledger,
             ingest,
@@ -67,12 +76,24 @@ impl Reloader {
             api,
             audit,
             one_at_a_time: tokio::sync::Mutex::new(()),
+        };
+        Reloader {
+            switches: Arc::new(switches),
         }
     }
 
     /// Loads the files again and, when they are valid, switches every part to them.
     /// Logged and recorded in the audit log either way.
     pub async fn reload(&self, request: ReloadRequest) -> Result<ReloadSummary, ReloadRefused> {
+        let switches = Arc::clone(&self.switches);
+        tokio::spawn(async move { switches.reload(request).await })
+            .await
+            .unwrap_or_else(|e| Err(ReloadRefused::Failed(format!("the reload failed: {e}"))))
+    }
+}
+
+impl Switches {
+    async fn reload(&self, request: ReloadRequest) -> Result<ReloadSummary, ReloadRefused> {
         let _one = self.one_at_a_time.lock().await;
         let outcome = self.load_and_swap().await;
         match &outcome {
