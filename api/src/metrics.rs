@@ -111,6 +111,21 @@ fn exposition(
         "Failed attempts to commit an ingest batch, each one retried.",
         &[("", ingest.store_failures)],
     );
+    metric(
+        "stockpile_manual_readings_total",
+        "counter",
+        "Readings of counts entered by hand, stored.",
+        &[("", ingest.manual_readings)],
+    );
+    metric(
+        "stockpile_transfers_total",
+        "counter",
+        "Transfers handed to the ingest writer, by outcome: recorded, or refused (a sender counted by hand holding less than it sent).",
+        &[
+            ("{outcome=\"recorded\"}", ingest.transfers_recorded),
+            ("{outcome=\"refused\"}", ingest.transfers_refused),
+        ],
+    );
     let towns: Vec<(String, u64)> = Status::ALL
         .iter()
         .map(|&s| {
@@ -195,6 +210,9 @@ mod tests {
             rejected: [("unknown_town", 2u64), ("not_json", 1)].into(),
             store_paused: false,
             store_failures: 0,
+            manual_readings: 4,
+            transfers_recorded: 2,
+            transfers_refused: 1,
         };
         let mut towns = StatusCounts::default();
         for s in [Status::Ok, Status::Ok, Status::Critical] {
@@ -224,6 +242,9 @@ mod tests {
             "stockpile_ingest_rejected_total{reason=\"not_json\"} 1",
             "stockpile_ingest_rejected_total{reason=\"unknown_town\"} 2",
             "stockpile_broker_connected 1",
+            "stockpile_manual_readings_total 4",
+            "stockpile_transfers_total{outcome=\"recorded\"} 2",
+            "stockpile_transfers_total{outcome=\"refused\"} 1",
             "# TYPE stockpile_towns gauge",
             "stockpile_towns{status=\"ok\"} 2",
             "stockpile_towns{status=\"warning\"} 0",

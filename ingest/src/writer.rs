@@ -346,9 +346,11 @@ impl Writer {
             // After the ledger update: a read after the answer shows the new figure. A
             // requester that gave up meanwhile is told nothing; its count is stored.
             for (submission, outcome) in batch.manual.drain(..).zip(outcomes) {
+                self.metrics.manual_readings(outcome.stored as u64);
                 let _ = submission.reply.send(outcome);
             }
             if let (Some(submission), Some(answer)) = (batch.transfer.take(), transfer_answer) {
+                self.metrics.transfer(true);
                 let _ = submission.reply.send(Ok(answer));
             }
             if let Some(swap) = batch.swap.take() {

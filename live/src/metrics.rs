@@ -24,6 +24,12 @@ pub struct IngestMetrics {
     store_failures: AtomicU64,
     /// Set while ingest is paused on a store fault; cleared when a batch commits.
     store_fault: Mutex<Option<StoreFault>>,
+    /// Readings of counts entered by hand, stored (issue 15).
+    manual_readings: AtomicU64,
+    /// Transfers the writer stored, and those it refused (a sender counted by hand
+    /// holding less than it sent).
+    transfers_recorded: AtomicU64,
+    transfers_refused: AtomicU64,
 }
 
 /// Why ingest is paused: the store failed and the batch is being retried.
@@ -53,6 +59,12 @@ pub struct IngestCounts {
     pub store_paused: bool,
     /// Failed attempts to commit a batch since start (each retried).
     pub store_failures: u64,
+    /// Readings of counts entered by hand, stored.
+    pub manual_readings: u64,
+    /// Transfers stored by the writer.
+    pub transfers_recorded: u64,
+    /// Transfers refused by the writer: nothing stored.
+    pub transfers_refused: u64,
 }
 
 impl IngestCounts {
@@ -128,6 +140,21 @@ impl IngestMetrics {
         self.store_failures.load(Relaxed)
     }
 
+    /// Readings of a count entered by hand, stored now.
+    pub fn manual_readings(&self, n: u64) {
+        self.manual_readings.fetch_add(n, Relaxed);
+    }
+
+    /// A transfer stored (`true`) or refused (`false`).
+    pub fn transfer(&self, recorded: bool) {
+        let counter = if recorded {
+            &self.transfers_recorded
+        } else {
+            &self.transfers_refused
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
     /// Whether the subscriber is connected to the broker and its subscriptions are
     /// granted now (for `/readyz`).
     pub fn connected(&self) -> bool {
@@ -149,6 +176,9 @@ impl IngestMetrics {
                 .clone(),
             store_paused: self.store_fault().is_some(),
             store_failures: self.store_failures(),
+            manual_readings: self.manual_readings.load(Relaxed),
+            transfers_recorded: self.transfers_recorded.load(Relaxed),
+            transfers_refused: self.transfers_refused.load(Relaxed),
         }
     }
 }

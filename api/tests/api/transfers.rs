@@ -370,6 +370,17 @@ impl WriterApp {
         response.json().await.expect("a JSON answer")
     }
 
+    async fn text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request reaches the API");
+        assert_eq!(response.status(), 200, "{path}");
+        response.text().await.expect("a text answer")
+    }
+
     /// A facility's figure for a category, and where its latest reading came from.
     async fn figure(&self, facility: &str, category: &str) -> (Option<f64>, Value) {
         let view = self.get(&format!("/api/v1/facilities/{facility}")).await;
@@ -490,6 +501,16 @@ async fn a_transfer_between_stores_counted_by_hand_moves_both_figures_and_surviv
     assert_eq!(statuses, [201, 409], "{} / {}", a.1, b.1);
     assert_eq!(app.figure("dh-wh2", "water").await.0, Some(1000.0));
     assert_eq!(app.figure("js-wh2", "water").await.0, Some(4000.0));
+
+    // Counted for the operators: one count, two transfers stored, three refused.
+    let metrics = app.text("/metrics").await;
+    for line in [
+        "stockpile_manual_readings_total 1",
+        "stockpile_transfers_total{outcome=\"recorded\"} 2",
+        "stockpile_transfers_total{outcome=\"refused\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 
     // Durable: the readings the transfers made and their rows are in the file.
     app.stop().await;

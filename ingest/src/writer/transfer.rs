@@ -136,6 +136,7 @@ impl super::Writer {
                     to = %submission.transfer.to,
                     %refused
                 );
+                self.metrics.transfer(false);
                 let _ = submission.reply.send(Err(refused));
                 None
             }
