@@ -112,6 +112,15 @@ async fn served_pages_are_self_contained_and_an_unknown_town_is_a_404_page(api: 
             "town page contains {forbidden:?}"
         );
     }
+    // What the page lists a town's facilities from.
+    let town = get(api, "/api/v1/towns/jingshan", None).await;
+    assert_eq!(
+        town["facilities"],
+        json!([
+            {"id": "js-wh1", "name": "景山仓库 Jingshan depot", "kind": "warehouse", "report": "gateway"},
+            {"id": "js-depot", "name": "社区储备点 Community store", "kind": "warehouse", "report": "manual"},
+        ]),
+    );
     let missing = reqwest::get(format!("{api}/towns/no-such-town"))
         .await
         .expect("the API answers");
