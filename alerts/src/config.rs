@@ -50,6 +50,10 @@ pub struct AlertsConfig {
     /// (docs/design.md#lifecycle). 0 announces at once.
     #[serde(deserialize_with = "grace_factor")]
     pub startup_grace_factor: f64,
+    /// Clusters (registry ids) that run their own instance (docs/design.md#cluster-instance):
+    /// their towns' officers and cluster contacts hear from that instance, not this
+    /// one, which keeps the district and city escalations. Empty on a cluster instance.
+    pub clusters_with_own_instance: Vec<String>,
     /// Simulated time per wall-clock time of the readings (the demo's `--speed`; 1 in
     /// service). Readings are stamped on the wall clock while each carries `speed` times
     /// the consumption of its interval, so a forecast in wall-clock hours is this much
@@ -97,6 +101,7 @@ impl Default for AlertsConfig {
             depleting_horizon: Duration::from_secs(12 * 3600),
             forecast_min_span: Duration::from_secs(3600),
             startup_grace_factor: 2.0,
+            clusters_with_own_instance: Vec::new(),
             clock_speed: 1.0,
             tick: Duration::from_secs(10),
             public_url: None,

@@ -30,6 +30,7 @@ use crate::drill::Drill;
 use crate::render::{DigestTown, Item, Message, Renderer, TownNames};
 use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
 
+mod one_voice;
 mod reload;
 
 /// The lifecycle timings the engine applies.
@@ -176,6 +177,9 @@ pub struct Engine {
     influx_series: bool,
     /// When every firing alert's series point was last written again.
     series_refreshed_at: Option<DateTime<Utc>>,
+    /// Clusters whose own instance notifies their towns' officers and cluster contacts
+    /// ([`one_voice`]).
+    clusters_with_own_instance: Vec<String>,
 }
 
 impl Engine {
@@ -204,6 +208,7 @@ impl Engine {
             digest_at: None,
             influx_series: false,
             series_refreshed_at: None,
+            clusters_with_own_instance: Vec::new(),
         };
         engine.reload(now)?;
         Ok(engine)
@@ -491,8 +496,7 @@ impl Engine {
     /// city contact.
     fn tells_above_town(&self, town: TownIdx) -> bool {
         let levels: BTreeSet<u8> = self
-            .audience
-            .of(&self.registry, town)
+            .audience_of(town)
             .into_iter()
             .map(|(level, _)| level)
             .filter(|&level| level > LEVEL_TOWN)
@@ -690,7 +694,7 @@ impl Engine {
                     })
                     .collect()
             });
-            for (level, c) in self.audience.of(&self.registry, town) {
+            for (level, c) in self.audience_of(town) {
                 let items: Vec<Item<'_>> = flush
                     .speaking()
                     .filter_map(|alert| item_for(alert, level))

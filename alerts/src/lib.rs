@@ -154,7 +154,8 @@ impl Alerts {
             available,
             Utc::now(),
         )?
-        .with_influx_series(config.influx_series);
+        .with_influx_series(config.influx_series)
+        .with_clusters_with_own_instance(config.clusters_with_own_instance.clone());
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let handle = AlertsHandle::new(commands_tx, AsyncStore::new(open()?), registry, renderer);
         let worker_stores = [

@@ -229,6 +229,7 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, ConfigError
     };
     if let Ok((registry, _)) = &registry {
         check_scope(&config, registry, &root, &mut problems);
+        check_cluster_instances(&config, registry, &root, &mut problems);
         check_token_towns(&config, registry, &root, &mut problems);
         check_stress_test(&config, registry, &root, &mut problems);
     }
@@ -837,6 +838,23 @@ fn check_scope(
                 format!("scope.towns[{i}]"),
                 format!("unknown town {town:?}"),
             );
+        }
+    }
+}
+
+/// `[alerts] clusters_with_own_instance` names clusters of the registry.
+fn check_cluster_instances(
+    config: &Config,
+    registry: &Registry,
+    root: &DeTable<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    let clusters = &config.alerts.clusters_with_own_instance;
+    for (i, cluster) in clusters.iter().enumerate() {
+        if registry.cluster_idx(cluster).is_none() {
+            let field = format!("alerts.clusters_with_own_instance[{i}]");
+            let message = format!("{field}: unknown cluster {cluster:?}");
+            problems.push((locate(root, &field), message));
         }
     }
 }

@@ -38,6 +38,9 @@
 //! that hangs), and Mosquitto can run in a network namespace the caller made
 //! ([`MosquittoBuilder::netns`], as root: link-loss tests).
 //!
+//! Network namespaces joined by veth pairs, and a TCP relay into them: [`netns`] (as
+//! root: a real link cut between two sites).
+//!
 //! Also: [`free_port`], [`temp_dir`], [`require_binary`] (for a test that runs another
 //! tool, e.g. `mosquitto_pub`), and [`http`], a blocking client that returns every
 //! status as an answer.
@@ -69,6 +72,7 @@ pub mod http;
 mod http_receiver;
 mod influx;
 mod mosquitto;
+pub mod netns;
 mod process;
 mod smtp;
 mod victoria;
