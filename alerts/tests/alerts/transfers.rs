@@ -4,6 +4,8 @@
 //! the queue the API uses into the ingest writer; Donghua's did not. Donghua's forecast
 //! takes the drop for a pace of use and its officer is mailed that the water will fall
 //! below target within hours (a real SMTP server); Jingshan gets no alert and no mail.
+//! And a shortfall resting on a count entered by hand says so in the mail, and how old
+//! the count is.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -143,10 +145,10 @@ async fn publish(broker: &str, town: &str, facility: &str, readings: &[(DateTime
     let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
 }
 
-fn registry() -> Arc<Registry> {
+fn registry(text: &str) -> Arc<Registry> {
     let source = Source {
         name: "registry.toml".into(),
-        text: REGISTRY.into(),
+        text: text.into(),
     };
     Arc::new(load_registry(&source, &[], &mut |name| Err(format!("no file {name}"))).unwrap())
 }
@@ -172,68 +174,109 @@ fn consumption_per_h(ledger: &SharedLedger, town: &str) -> Option<f64> {
     ledger.figures(t).categories[0].consumption_per_h
 }
 
+/// Ingest (with the queue of counts and transfers the API uses) and the alerting
+/// service on one SQLite file, fed by a real Mosquitto, mailing through a real SMTP
+/// server.
+struct Running {
+    broker: Mosquitto,
+    smtp: SmtpServer,
+    ledger: SharedLedger,
+    writer: ManualReadings,
+    handle: alerts::AlertsHandle,
+    shutdown: CancellationToken,
+    alerting: tokio::task::JoinHandle<Result<(), alerts::AlertsError>>,
+    ingest: tokio::task::JoinHandle<Result<(), ingest::IngestError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn start(text: &str) -> Running {
+        let broker = Mosquitto::start();
+        let smtp = SmtpServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("stockpile.db");
+        let registry = registry(text);
+        let ledger: SharedLedger = Arc::new(RwLock::new(Ledger::new(Arc::clone(&registry))));
+        let changes = Arc::new(TownChanges::default());
+        let metrics = Arc::new(IngestMetrics::default());
+        let shutdown = CancellationToken::new();
+        let smtp_config = alerts::SmtpConfig::new(smtp.url(), "Stockpile <alerts@example.org>");
+        let channels = alerts::Channels::from_config(
+            Some(&smtp_config),
+            None,
+            &alerts::WebhookConfig::default(),
+        )
+        .unwrap();
+        let config = alerts::AlertsConfig {
+            // The forecast rule at its default horizon: these tests are about it.
+            depleting_horizon: Duration::from_secs(12 * 3600),
+            ..quick_config()
+        };
+        let service =
+            alerts::Alerts::open(config, registry, &db, StoreOptions::default(), channels).unwrap();
+        let handle = service.handle();
+        let alerting =
+            tokio::spawn(service.run(Arc::clone(&ledger), changes.subscribe(), shutdown.clone()));
+        let ingest_config = IngestConfig::new(
+            BrokerUrl::parse(&broker.url()).unwrap(),
+            "stockpile-transfers-test",
+        );
+        let (writer, queue) = ManualReadings::channel(
+            ingest_config.mqtt.max_readings_per_message,
+            ingest_config.retention,
+            Duration::from_secs(10),
+        );
+        let ingest = tokio::spawn(ingest::run_with_manual_readings(
+            ingest_config,
+            Arc::clone(&ledger),
+            Store::open(&db, StoreOptions::default()).unwrap(),
+            Arc::clone(&metrics),
+            changes,
+            queue,
+            shutdown.clone(),
+        ));
+        wait_until("ingest connects", WAIT, async || metrics.connected()).await;
+        Running {
+            broker,
+            smtp,
+            ledger,
+            writer,
+            handle,
+            shutdown,
+            alerting,
+            ingest,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.alerting.await.unwrap().unwrap();
+        self.ingest.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_transfer_raises_no_forecast_alert_where_the_same_unrecorded_drop_does() {
-    let broker = Mosquitto::start();
-    let smtp = SmtpServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("stockpile.db");
-    let registry = registry();
-    let ledger: SharedLedger = Arc::new(RwLock::new(Ledger::new(Arc::clone(&registry))));
-    let changes = Arc::new(TownChanges::default());
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
-
-    let smtp_config = alerts::SmtpConfig::new(smtp.url(), "Stockpile <alerts@example.org>");
-    let channels =
-        alerts::Channels::from_config(Some(&smtp_config), None, &alerts::WebhookConfig::default())
-            .unwrap();
-    let config = alerts::AlertsConfig {
-        // The forecast rule at its default horizon: this test is about it.
-        depleting_horizon: Duration::from_secs(12 * 3600),
-        ..quick_config()
-    };
-    let service = alerts::Alerts::open(
-        config,
-        Arc::clone(&registry),
-        &db,
-        StoreOptions::default(),
-        channels,
-    )
-    .unwrap();
-    let handle = service.handle();
-    let alerting =
-        tokio::spawn(service.run(Arc::clone(&ledger), changes.subscribe(), shutdown.clone()));
-    let ingest_config = IngestConfig::new(
-        BrokerUrl::parse(&broker.url()).unwrap(),
-        "stockpile-transfers-test",
-    );
-    let (writer, queue) = ManualReadings::channel(
-        ingest_config.mqtt.max_readings_per_message,
-        ingest_config.retention,
-        Duration::from_secs(10),
-    );
-    let ingest = tokio::spawn(ingest::run_with_manual_readings(
-        ingest_config,
-        Arc::clone(&ledger),
-        Store::open(&db, StoreOptions::default()).unwrap(),
-        Arc::clone(&metrics),
-        changes,
-        queue,
-        shutdown.clone(),
-    ));
-    wait_until("ingest connects", WAIT, async || metrics.connected()).await;
-
+    let running = Running::start(REGISTRY).await;
+    let Running {
+        broker,
+        smtp,
+        ledger,
+        writer,
+        handle,
+        ..
+    } = &running;
     let now = Utc::now();
     let (before, tanker) = a_day_with_a_tanker(now);
     let last = tanker.last().unwrap().0;
     for (town, facility) in [("jingshan", "js-wh1"), ("donghua", "dh-wh1")] {
         publish(&broker.url(), town, facility, &before).await;
-        applied(&ledger, facility, before.last().unwrap().0).await;
+        applied(ledger, facility, before.last().unwrap().0).await;
     }
     // Both towns use 125 L an hour: far from a forecast alert.
     for town in ["jingshan", "donghua"] {
-        let rate = consumption_per_h(&ledger, town).expect("a rate after two hours");
+        let rate = consumption_per_h(ledger, town).expect("a rate after two hours");
         assert!((rate - 125.0).abs() < 1.0, "{town}: {rate} L/h");
     }
 
@@ -256,9 +299,9 @@ async fn a_recorded_transfer_raises_no_forecast_alert_where_the_same_unrecorded_
 
     // The same tanker, readings for readings, at both: jingshan's first.
     publish(&broker.url(), "jingshan", "js-wh1", &tanker).await;
-    applied(&ledger, "js-wh1", last).await;
+    applied(ledger, "js-wh1", last).await;
     publish(&broker.url(), "donghua", "dh-wh1", &tanker).await;
-    applied(&ledger, "dh-wh1", last).await;
+    applied(ledger, "dh-wh1", last).await;
 
     let mails = tokio::task::block_in_place(|| smtp.wait_for(1, WAIT));
     assert_eq!(mails[0].to, vec![DONGHUA_OFFICER], "{}", mails[0].subject);
@@ -274,12 +317,12 @@ async fn a_recorded_transfer_raises_no_forecast_alert_where_the_same_unrecorded_
     let alerts = handle.list_alerts(&open).await.unwrap();
     let raised: Vec<(&str, Rule)> = alerts.iter().map(|a| (a.town.as_str(), a.rule)).collect();
     assert_eq!(raised, [("donghua", Rule::ReserveDepleting)]);
-    let donghua = consumption_per_h(&ledger, "donghua").unwrap();
+    let donghua = consumption_per_h(ledger, "donghua").unwrap();
     assert!(
         donghua > 1000.0,
         "the unrecorded drop is use: {donghua} L/h"
     );
-    let jingshan = consumption_per_h(&ledger, "jingshan").unwrap();
+    let jingshan = consumption_per_h(ledger, "jingshan").unwrap();
     assert!(
         (jingshan - 125.0).abs() < 5.0,
         "the transfer is not use: {jingshan} L/h"
@@ -293,7 +336,85 @@ async fn a_recorded_transfer_raises_no_forecast_alert_where_the_same_unrecorded_
         "{to:?}"
     );
 
-    shutdown.cancel();
-    alerting.await.unwrap().unwrap();
-    ingest.await.unwrap().unwrap();
+    running.stop().await;
+}
+
+/// A town whose only warehouse is counted by hand, with an officer reading Chinese and
+/// one reading English.
+const COUNTED_BY_HAND: &str = r#"
+[target]
+days = 3.0
+warn_days = 3.5
+
+[[category]]
+id = "water"
+name = "饮用水"
+name_en = "Drinking water"
+unit = "L"
+daily_need = 3.0
+
+[[town]]
+id = "jingshan"
+name = "景山街道"
+district = "dongcheng"
+cluster = "c01"
+population = 1000
+
+[[facility]]
+id = "js-wh9"
+town = "jingshan"
+kind = "warehouse"
+report = "manual"
+
+[[contact]]
+name = "Li Wei"
+email = "li.wei@example.org"
+lang = "zh"
+towns = ["jingshan"]
+
+[[contact]]
+name = "Wang Fang"
+email = "wang.fang@example.org"
+lang = "en"
+towns = ["jingshan"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shortfall_resting_on_a_hand_count_says_so_and_how_old_in_the_mail() {
+    let running = Running::start(COUNTED_BY_HAND).await;
+    let (facility, water) = {
+        let ledger = running.ledger.read().unwrap();
+        let registry = ledger.registry();
+        let f = registry.facility_idx("js-wh9").unwrap();
+        (f, registry.category_idx("water").unwrap())
+    };
+    // Counted three hours ago: 6000 L, two days for 1000 people.
+    let count = reserve::Reading {
+        facility,
+        ts: Utc::now() - chrono::Duration::minutes(181),
+        seq: None,
+        observation: reserve::Observation::Stock(vec![(water, 6000.0)]),
+    };
+    let stored = running
+        .writer
+        .submit(vec![count], "li-wei".into())
+        .await
+        .expect("the writer stores the count");
+    assert_eq!(stored.stored, 1);
+
+    let mails = tokio::task::block_in_place(|| running.smtp.wait_for(2, WAIT));
+    for (to, says) in [
+        ("li.wei@example.org", "（含人工盘点 3 小时前）"),
+        (
+            "wang.fang@example.org",
+            " (includes a hand count from 3 h ago)",
+        ),
+    ] {
+        let mail = mails
+            .iter()
+            .find(|m| m.to == [to])
+            .unwrap_or_else(|| panic!("no mail to {to}"));
+        assert!(mail.body_text.contains(says), "{to}: {}", mail.body_text);
+    }
+    running.stop().await;
 }
