@@ -132,7 +132,7 @@ fn config_file_mistakes_are_located() {
             // A config that names its registry cannot also carry registry tables.
             "registry = \"registry.toml\"\n[[town]]\nid = \"a\"\n",
             "stockpile.toml:1: registry: cannot read registry.toml: No such file or directory (os error 2)\n\
-             stockpile.toml:2: unknown key \"town\" (expected one of registry, mqtt, store, influx, api, smtp, sms, alerts, webhook, log, stress_test, scope)\n\
+             stockpile.toml:2: unknown key \"town\" (expected one of registry, mqtt, store, influx, api, smtp, sms, alerts, webhook, log, stress_test, scope, board)\n\
              2 errors\n",
         ),
         (
@@ -242,7 +242,7 @@ fn environment_overrides_are_validated_and_named() {
         (
             &[("STOCKPILE__TOWN", "x"), ("STOCKPILE__ALERTS", "x")],
             "env STOCKPILE__ALERTS: expected STOCKPILE__ALERTS__KEY\n\
-             env STOCKPILE__TOWN: not a config field: the environment can set registry and the fields of mqtt, store, influx, api, smtp, sms, alerts, webhook, log, stress_test, scope\n\
+             env STOCKPILE__TOWN: not a config field: the environment can set registry and the fields of mqtt, store, influx, api, smtp, sms, alerts, webhook, log, stress_test, scope, board\n\
              2 errors\n",
         ),
         (
