@@ -183,22 +183,8 @@ impl Parts {
         );
         let api_state = api_state.with_manual_readings(manual);
         let api_state = with_phone_acks(api_state, &config);
-        let (swapper, registry_swaps) = ingest::RegistrySwaps::channel();
-        let reloader = match reload {
-            Some(source) => Some(Arc::new(Reloader::new(
-                source,
-                Arc::clone(&shared.ledger),
-                swapper,
-                shared.alerts.clone(),
-                api_state.clone(),
-                store::AsyncStore::new(open_store(&config)?),
-            ))),
-            None => None,
-        };
-        let api_state = match &reloader {
-            Some(reloader) => api_state.with_registry_reload(Arc::clone(reloader) as _),
-            None => api_state,
-        };
+        let (api_state, registry_swaps, reloader) =
+            with_reload(api_state, reload, &shared, &config)?;
         let listener = tokio::net::TcpListener::bind(&config.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
@@ -219,6 +205,31 @@ impl Parts {
             stress_test,
         })
     }
+}
+
+/// The registry reload (docs/design.md#registry-reload) when the service reloads: the
+/// API's route to it, the ingest writer's input, and the reload SIGHUP runs. Without
+/// one, a registry input nobody sends to.
+fn with_reload(
+    api_state: api::AppState,
+    reload: Option<ReloadSource>,
+    shared: &Shared,
+    config: &Config,
+) -> anyhow::Result<(api::AppState, ingest::RegistrySwaps, Option<Arc<Reloader>>)> {
+    let (swapper, registry_swaps) = ingest::RegistrySwaps::channel();
+    let Some(source) = reload else {
+        return Ok((api_state, registry_swaps, None));
+    };
+    let reloader = Arc::new(Reloader::new(
+        source,
+        Arc::clone(&shared.ledger),
+        swapper,
+        shared.alerts.clone(),
+        api_state.clone(),
+        store::AsyncStore::new(open_store(config)?),
+    ));
+    let api_state = api_state.with_registry_reload(Arc::clone(&reloader) as _);
+    Ok((api_state, registry_swaps, Some(reloader)))
 }
 
 /// Opens the store ingest writes through and rebuilds the ledger from it: the latest
