@@ -190,6 +190,8 @@ async fn officer_counts_and_the_days_change(browser: &Browser, api: &str) {
         })
         .await;
     assert!(page.count_result.contains(OFFICER.0), "{page:#?}");
+    let water = page.category("water").unwrap();
+    assert!(water.text.contains("含人工盘点数"), "{water:#?}");
     let depot = page.facility("js-depot").unwrap();
     for shown in ["人工", OFFICER.0, "45,000 L"] {
         assert!(
@@ -275,6 +277,11 @@ async fn other_officer_is_refused_a_count_and_records_the_suggested_transfer(
     assert_eq!(
         page.board_link, "/?lang=en",
         "the board in the same language"
+    );
+    let water = page.category("water").expect("water");
+    assert!(
+        water.text.contains("rests on a hand count from"),
+        "{water:#?}"
     );
     let depot = page.facility("js-depot").expect("js-depot");
     for shown in ["manual", "entered by li.wei", "Drinking water 45,000 L"] {
