@@ -1296,3 +1296,43 @@ fn a_drills_alerts_stay_out_of_the_wall_displays_alert_series() {
         ["alert,town=jingshan,rule=reserve_below_target,severity=critical firing=1i"]
     );
 }
+
+/// docs/design.md#cluster-instance: a city instance leaves the officers and cluster
+/// contacts of a cluster with its own instance to that instance, and still escalates to
+/// the district and the city on its own clock.
+#[test]
+fn a_cluster_with_its_own_instance_hears_nothing_from_the_city_but_escalation_goes_on() {
+    let mut fx = Fixture::new(Policy {
+        repeat_every: Duration::minutes(50),
+        escalate_after: Duration::minutes(30),
+        ..policy()
+    });
+    fx.engine = open_engine(&fx.registry, &fx.path, fx.policy, t0())
+        .with_clusters_with_own_instance(vec!["c01".into()]);
+    let recipients = |sent: Vec<Sent>| sent.into_iter().map(|s| (s.0, s.1)).collect::<Vec<_>>();
+    let each = |who: &[&str], event: &str| {
+        who.iter()
+            .map(|r| (r.to_string(), event.to_string()))
+            .collect::<Vec<_>>()
+    };
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(0));
+    assert_eq!(fx.sent(), vec![], "the officer hears it from the cluster");
+    assert_eq!(
+        fx.only_alert().state,
+        AlertState::Firing,
+        "the city's board shows it"
+    );
+    fx.tick(mins(30));
+    fx.tick(mins(50));
+    assert_eq!(
+        fx.sent(),
+        vec![],
+        "cluster level and reminders: the cluster's"
+    );
+    fx.tick(mins(60));
+    assert_eq!(recipients(fx.sent()), each(&[DISTRICT], "escalate"));
+    fx.tick(mins(90));
+    assert_eq!(recipients(fx.sent()), each(&[CITY], "escalate"));
+    fx.step(vec![], mins(95));
+    assert_eq!(recipients(fx.sent()), each(&[DISTRICT, CITY], "resolved"));
+}
