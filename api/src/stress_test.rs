@@ -20,6 +20,9 @@ use crate::scenario::{ScenarioRequest, SilentAs, WaterCut};
 
 /// Towns the summary lists for the wall board, weakest first.
 const WEAKEST_TOWNS: usize = 10;
+/// A stress test less often than yearly is not a regular check (and keeps due times
+/// far from any overflow).
+const MAX_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The default interval: weekly, as the seed asks.
 const DEFAULT_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -137,6 +140,14 @@ impl StressTestConfig {
         let mut out = Vec::new();
         if self.every.is_zero() {
             out.push(("every".to_owned(), "must be > 0".to_owned()));
+        }
+        for (field, value) in [
+            ("every", Some(self.every)),
+            ("first_after", self.first_after),
+        ] {
+            if value.is_some_and(|d| d > MAX_INTERVAL) {
+                out.push((field.to_owned(), "must be at most 365d".to_owned()));
+            }
         }
         if self.scenarios.is_empty() {
             out.push((

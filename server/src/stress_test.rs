@@ -88,7 +88,7 @@ impl StressTest {
     async fn run(self, shutdown: CancellationToken) {
         loop {
             let first_due = first_due(&self.config, Utc::now(), self.utc_offset);
-            let next = match self.store.run(move |s| s.next_stress_test(first_due)).await {
+            let next = match self.next(first_due).await {
                 Ok(next) => next,
                 Err(error) => {
                     tracing::warn!(message = "Cannot read the stress-test schedule; trying again.", %error);
@@ -110,6 +110,35 @@ impl StressTest {
                 }
             }
         }
+    }
+
+    /// The next stress test, scheduled at `first_due` if none is; one scheduled further
+    /// ahead than this configuration would (the interval was shortened since) is
+    /// brought to `first_due`, so a shortened interval counts from this start.
+    async fn next(&self, first_due: DateTime<Utc>) -> Result<StressTestRow, store::StoreError> {
+        let next = self
+            .store
+            .run(move |s| s.next_stress_test(first_due))
+            .await?;
+        // The furthest ahead the current configuration schedules anything.
+        let horizon = match self.config.at {
+            Some(_) => self.config.every.max(Duration::from_secs(24 * 3600)),
+            None => self
+                .config
+                .every
+                .max(self.config.first_after.unwrap_or_default()),
+        };
+        if next.due <= later(Utc::now(), horizon) {
+            return Ok(next);
+        }
+        let id = next.id;
+        self.store
+            .run(move |s| s.reschedule_stress_test(id, first_due))
+            .await?;
+        Ok(StressTestRow {
+            due: first_due,
+            ..next
+        })
     }
 
     /// Plays the scenarios, stores the runs with the next due time, then mails.
@@ -245,9 +274,17 @@ fn first_due(config: &StressTestConfig, now: DateTime<Utc>, offset: FixedOffset)
         Some(at) => next_time_of_day(at, now, offset),
         None => {
             let first = config.first_after.unwrap_or(config.every);
-            now + TimeDelta::from_std(first).unwrap_or(TimeDelta::MAX)
+            later(now, first)
         }
     }
+}
+
+/// `at + by`, saturating: config checks bound durations to a year, this is the guard.
+fn later(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_add_signed(by))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The next `at` (local time in `offset`) strictly after `now`.
@@ -265,14 +302,16 @@ fn next_time_of_day(at: NaiveTime, now: DateTime<Utc>, offset: FixedOffset) -> D
 /// The next due time after one due at `due` ran at `ran`: `every` later, skipping
 /// whole intervals that passed while it was late (one run makes up for them).
 fn next_due(config: &StressTestConfig, due: DateTime<Utc>, ran: DateTime<Utc>) -> DateTime<Utc> {
-    let every = TimeDelta::from_std(config.every)
-        .unwrap_or(TimeDelta::MAX)
-        .max(TimeDelta::milliseconds(1));
-    let mut next = due + every;
-    while next <= ran {
-        next += every;
-    }
-    next
+    let every_ms = i64::try_from(config.every.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    // Whole intervals from `due` to `ran`, then one more: the first due time after.
+    let behind_ms = (ran - due).num_milliseconds().max(0);
+    let intervals = behind_ms / every_ms + 1;
+    intervals
+        .checked_mul(every_ms)
+        .and_then(|ms| due.checked_add_signed(TimeDelta::milliseconds(ms)))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

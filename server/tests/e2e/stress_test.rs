@@ -106,6 +106,11 @@ async fn a_scheduled_stress_test_mails_the_district_its_report_once() {
     let mail = &mails[0];
     assert_eq!(mail.to, ["district@example.org"]);
     assert!(mail.subject.contains("Stress test"), "{}", mail.subject);
+    let html = mail.body_html.as_deref().expect("an HTML part");
+    assert!(
+        html.contains("景山街道 (jingshan) water: 0.9 days"),
+        "{html}"
+    );
     assert!(
         mail.body_text.contains(
             "[water_cut] 景山街道 (jingshan) water: 0.9 days (target 3.0), short 950000 L"
@@ -231,6 +236,12 @@ fn check_config_names_each_bad_scenario_at_its_line() {
     assert_ne!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("stress_test.at: expected a time of day such as \"06:00\", got \"25:00\""),
+        "{stderr}"
+    );
+    let (code, stderr) = check_config("[stress_test]\nevery = \"400d\"\n");
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("stress_test.every: must be at most 365d"),
         "{stderr}"
     );
     let (code, stderr) = check_config("[stress_test]\nevery = \"7d\"\nat = \"06:00\"\n");

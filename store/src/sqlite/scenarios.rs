@@ -152,6 +152,23 @@ impl Store {
         Ok(next)
     }
 
+    /// Moves the next stress test, `id`, to `due`: the interval was shortened in the
+    /// configuration since it was scheduled.
+    pub fn reschedule_stress_test(
+        &mut self,
+        id: i64,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let path = self.path().to_owned();
+        self.conn()
+            .execute(
+                "UPDATE stress_tests SET due = ?2 WHERE id = ?1 AND ran IS NULL",
+                params![id, Millis(due)],
+            )
+            .map_err(sqlite_error(&path, "reschedule the stress test"))?;
+        Ok(())
+    }
+
     /// Records that stress test `id` ran at `ran`: stores its `runs` (their ids are
     /// returned in the same order) and `summary`, and schedules the next one at
     /// `next_due`, all or nothing.
@@ -369,5 +386,7 @@ mod tests {
         }
         let next = store.next_stress_test(at(99_000)).unwrap();
         assert_eq!((next.due, next.ran), (at(20_000), None));
+        store.reschedule_stress_test(next.id, at(15_000)).unwrap();
+        assert_eq!(store.next_stress_test(at(99_000)).unwrap().due, at(15_000));
     }
 }
