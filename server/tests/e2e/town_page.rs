@@ -119,6 +119,7 @@ async fn served_pages_are_self_contained_and_an_unknown_town_is_a_404_page(api: 
         json!([
             {"id": "js-wh1", "name": "景山仓库 Jingshan depot", "kind": "warehouse", "report": "gateway"},
             {"id": "js-depot", "name": "社区储备点 Community store", "kind": "warehouse", "report": "manual"},
+            {"id": "js-gen1", "name": "应急发电机 Generator", "kind": "power_unit", "report": "manual"},
         ]),
     );
     let missing = reqwest::get(format!("{api}/towns/no-such-town"))
@@ -213,6 +214,34 @@ async fn officer_counts_and_the_days_change(browser: &Browser, api: &str) {
     assert_eq!(
         facility["latest"]["stock"][0],
         json!({"category": "water", "unit": "L", "quantity": COUNTED_L as f64, "consumption_per_h": null}),
+        "{facility}"
+    );
+    officer_counts_a_power_unit(browser, api).await;
+}
+
+/// A power unit's count has its own fields: fuel, battery, state.
+async fn officer_counts_a_power_unit(browser: &Browser, api: &str) {
+    browser
+        .type_power_count("js-gen1", 400, 90, "running")
+        .await;
+    let page = browser
+        .wait_for("the generator's count stored", |p| {
+            p.count_result.contains("应急发电机")
+                && p.facility("js-gen1").is_some_and(|f| f.source == "manual")
+        })
+        .await;
+    let generator = page.facility("js-gen1").unwrap();
+    for shown in ["燃油 400 L", "电池 90 %", "运行", "可运行 80 小时"] {
+        assert!(
+            generator.text.contains(shown),
+            "js-gen1 lacks {shown:?}: {generator:#?}"
+        );
+    }
+    let facility = get(api, "/api/v1/facilities/js-gen1", Some(ADMIN)).await;
+    let power = &facility["latest"]["power"];
+    assert_eq!(
+        (&power["fuel_l"], &power["battery_pct"], &power["state"]),
+        (&json!(400.0), &json!(90.0), &json!("running")),
         "{facility}"
     );
 }
@@ -357,6 +386,8 @@ population = 10000\nlat = 39.925\nlon = 116.397\n\
 [[facility]]\nid = \"js-wh1\"\nname = \"景山仓库 Jingshan depot\"\ntown = \"jingshan\"\nkind = \"warehouse\"\n\
 [[facility]]\nid = \"js-depot\"\nname = \"社区储备点 Community store\"\ntown = \"jingshan\"\n\
 kind = \"warehouse\"\nreport = \"manual\"\n\
+[[facility]]\nid = \"js-gen1\"\nname = \"应急发电机 Generator\"\ntown = \"jingshan\"\nkind = \"power_unit\"\n\
+report = \"manual\"\nfuel_capacity_l = 500\nburn_l_per_h = 5.0\nmin_battery_pct = 50\n\
 [[town]]\nid = \"donghua\"\nname = \"东华门街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\n\
 population = 10000\nlat = 39.915\nlon = 116.404\n\
 [[facility]]\nid = \"dh-wh1\"\nname = \"东华门仓库 Donghua depot\"\ntown = \"donghua\"\nkind = \"warehouse\"\n";
@@ -631,6 +662,30 @@ impl Browser {
             .send_keys(&water_l.to_string())
             .await
             .expect("typing the count");
+        self.click("#count-form button[type=submit]").await;
+    }
+
+    /// Chooses the power unit `facility` in the count form, types its fuel and battery,
+    /// chooses its state and saves.
+    async fn type_power_count(&self, facility: &str, fuel_l: u64, battery_pct: u64, state: &str) {
+        self.find("#count-facility")
+            .await
+            .select_by_value(facility)
+            .await
+            .expect("choosing the facility");
+        for (field, value) in [("#count-fuel", fuel_l), ("#count-battery", battery_pct)] {
+            let input = self.find(field).await;
+            input.clear().await.expect("clearing a field");
+            input
+                .send_keys(&value.to_string())
+                .await
+                .expect("typing a figure");
+        }
+        self.find("#count-state")
+            .await
+            .select_by_value(state)
+            .await
+            .expect("choosing the state");
         self.click("#count-form button[type=submit]").await;
     }
 
