@@ -602,3 +602,60 @@ fn cluster_keeps_watching_itself_when_the_city_link_is_cut() {
     );
     drop((city, cluster));
 }
+
+#[test]
+fn the_sample_cluster_config_is_valid() {
+    const SECRETS_DIR: &str = "/etc/stockpile/secrets/";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).expect("secrets dir");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cluster/cluster.toml");
+    let sample =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Each secret the sample names becomes a file whose value must never be printed.
+    for line in sample.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        if let Some(at) = line.find(SECRETS_DIR) {
+            let name: String = line[at + SECRETS_DIR.len()..]
+                .chars()
+                .take_while(|c| *c != '"')
+                .collect();
+            std::fs::write(secrets.join(&name), format!("secret-{name}\n")).expect("secret");
+        }
+    }
+    let in_temp = format!("{}/", secrets.display());
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        sample.replace(SECRETS_DIR, &in_temp),
+    )
+    .expect("write the sample");
+    // The city's registry, as the sample expects: the demo's, which has a cluster c07.
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo");
+    for file in [
+        "registry.toml",
+        "towns.csv",
+        "facilities.csv",
+        "contacts.csv",
+    ] {
+        std::fs::copy(demo.join(file), dir.path().join(file)).expect("copy the demo registry");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_stockpile"))
+        .arg("check-config")
+        .arg(dir.path().join("cluster.toml"))
+        .env_clear()
+        .env("STOCKPILE__STORE__PATH", dir.path().join("stockpile.db"))
+        .output()
+        .expect("run stockpile check-config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "  smtp        smtp://127.0.0.1:25"),
+        "the site's own relay: {stdout}"
+    );
+    assert!(
+        !stdout.contains("secret-") && !stderr.contains("secret-"),
+        "no secret printed: {stdout}{stderr}"
+    );
+}
