@@ -12,7 +12,9 @@ use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 
-use crate::helpers::{ADMIN, AppOptions, LINK_KEY, OFFICER, TestApp, spawn_app_with};
+use crate::helpers::{
+    ADMIN, AppOptions, DONGHUA_OFFICER, LINK_KEY, OFFICER, TestApp, spawn_app_with,
+};
 
 const FIRING_IN_JINGSHAN: &str = "/api/v1/alerts?state=firing&town=jingshan";
 /// Twilio's auth token of the test app.
@@ -157,8 +159,15 @@ async fn the_link_in_a_received_email_opens_the_page_and_its_button_acknowledges
     assert_eq!(entry["actor"], "李伟");
     assert_eq!(entry["action"], "ack");
     assert_eq!(entry["alert_ids"], serde_json::json!([id]));
-    // It names people: admins only.
-    assert_eq!(app.get("/api/v1/audit", Some(OFFICER)).await.status, 403);
+    // It names people: a token is needed; the town's officer reads its towns' entries,
+    // another town's officer is refused them.
+    let officers = app.get("/api/v1/audit", Some(OFFICER)).await;
+    assert_eq!(officers.status, 200, "{}", officers.text);
+    assert!(officers.text.contains("李伟"), "{}", officers.text);
+    let other = app
+        .get("/api/v1/audit?town=jingshan", Some(DONGHUA_OFFICER))
+        .await;
+    assert_eq!(other.status, 403, "{}", other.text);
     assert_eq!(app.get("/api/v1/audit", None).await.status, 401);
     app.stop().await;
 }
