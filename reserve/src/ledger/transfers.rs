@@ -155,3 +155,210 @@ impl Ledger {
             .min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone as _;
+
+    use super::*;
+    use crate::reading::PumpState;
+    use crate::registry::{Registry, Source, load_registry};
+
+    /// A warehouse and a water point counted by hand, and a water point never counted.
+    fn registry() -> Arc<Registry> {
+        let text = r#"
+water_category = "water"
+[[category]]
+id = "water"
+name = "Water"
+unit = "L"
+daily_need = 3.0
+[[category]]
+id = "food"
+name = "Food"
+unit = "ration"
+daily_need = 3.0
+[[town]]
+id = "jingshan"
+name = "Jingshan"
+district = "d"
+cluster = "c"
+population = 1000
+[[facility]]
+id = "wh"
+town = "jingshan"
+kind = "warehouse"
+report = "manual"
+[[facility]]
+id = "wp"
+town = "jingshan"
+kind = "water_point"
+report = "manual"
+[[facility]]
+id = "wp-new"
+town = "jingshan"
+kind = "water_point"
+report = "manual"
+"#;
+        let source = Source {
+            name: "registry.toml".into(),
+            text: text.into(),
+        };
+        Arc::new(load_registry(&source, &[], &mut |_| Err("no tables".into())).unwrap())
+    }
+
+    fn at(min: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + 60 * min, 0).unwrap()
+    }
+
+    #[test]
+    fn a_transfer_moves_a_hand_counted_figure_or_says_what_it_holds() {
+        let registry = registry();
+        let mut ledger = Ledger::new(Arc::clone(&registry));
+        let f = |id: &str| registry.facility_idx(id).unwrap();
+        let c = |id: &str| registry.category_idx(id).unwrap();
+        let counted = [
+            Reading {
+                facility: f("wh"),
+                ts: at(0),
+                seq: None,
+                observation: Observation::Stock(vec![(c("water"), 5000.0)]),
+            },
+            Reading {
+                facility: f("wp"),
+                ts: at(10),
+                seq: None,
+                observation: Observation::Water(WaterObservation {
+                    level_l: 800.0,
+                    pump: PumpState::Off,
+                    potable: true,
+                }),
+            },
+        ];
+        for reading in &counted {
+            ledger.apply(reading, reading.ts);
+        }
+        let stock = |q: f64| Some(Observation::Stock(vec![(c("water"), q)]));
+        let level = |q: f64| {
+            Some(Observation::Water(WaterObservation {
+                level_l: q,
+                pump: PumpState::Off,
+                potable: true,
+            }))
+        };
+        // (what, facility, category, sent, reading's ts, observation or what it holds)
+        type Case<'a> = (
+            &'a str,
+            FacilityIdx,
+            CategoryIdx,
+            f64,
+            Result<(DateTime<Utc>, Option<Observation>), Shortfall>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "sends part of its count",
+                f("wh"),
+                c("water"),
+                2000.0,
+                Ok((at(5), stock(3000.0))),
+            ),
+            (
+                "sends all of it",
+                f("wh"),
+                c("water"),
+                5000.0,
+                Ok((at(5), stock(0.0))),
+            ),
+            (
+                "sends more than it holds",
+                f("wh"),
+                c("water"),
+                5000.5,
+                Err(Shortfall { held: Some(5000.0) }),
+            ),
+            (
+                "sends a category never counted",
+                f("wh"),
+                c("food"),
+                1.0,
+                Err(Shortfall { held: None }),
+            ),
+            (
+                "receives a category never counted",
+                f("wh"),
+                c("food"),
+                -30.0,
+                Ok((at(5), Some(Observation::Stock(vec![(c("food"), 30.0)])))),
+            ),
+            (
+                "a water point keeps its pump and potability",
+                f("wp"),
+                c("water"),
+                -200.0,
+                Ok((at(10) + chrono::Duration::milliseconds(1), level(1000.0))),
+            ),
+            (
+                "a water point never counted gets no reading",
+                f("wp-new"),
+                c("water"),
+                -200.0,
+                Ok((at(5), None)),
+            ),
+        ];
+        for (what, facility, category, sent, want) in cases {
+            let got = ledger
+                .transfer_reading(facility, category, sent, at(5))
+                .map(|r| match r {
+                    Some(r) => (r.ts, Some(r.observation)),
+                    None => (at(5), None),
+                });
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_town_says_which_figures_rest_on_a_hand_count_and_the_oldest() {
+        let registry = registry();
+        let mut ledger = Ledger::new(Arc::clone(&registry));
+        let water = registry.category_idx("water").unwrap();
+        let food = registry.category_idx("food").unwrap();
+        let town = registry.town_idx("jingshan").unwrap();
+        let wh = Reading {
+            facility: registry.facility_idx("wh").unwrap(),
+            ts: at(0),
+            seq: None,
+            observation: Observation::Stock(vec![(water, 5000.0)]),
+        };
+        let wp = Reading {
+            facility: registry.facility_idx("wp").unwrap(),
+            ts: at(30),
+            seq: None,
+            observation: Observation::Water(WaterObservation {
+                level_l: 800.0,
+                pump: PumpState::Ok,
+                potable: true,
+            }),
+        };
+        for (reading, by_hand) in [(&wh, true), (&wp, true)] {
+            ledger.apply(reading, reading.ts);
+            ledger.set_counted_by_hand(reading.facility, reading.ts, by_hand);
+        }
+        let figures = ledger.refresh(town, at(60)).clone();
+        assert_eq!(
+            figures.categories[water.index()].counted_by_hand,
+            Some(at(0))
+        );
+        assert_eq!(figures.categories[food.index()].counted_by_hand, None);
+        // A gateway's newer reading at the warehouse: only the water point's count is left.
+        let gateway = Reading { ts: at(40), ..wh };
+        ledger.apply(&gateway, gateway.ts);
+        ledger.set_counted_by_hand(gateway.facility, gateway.ts, false);
+        let figures = ledger.refresh(town, at(60));
+        assert_eq!(
+            figures.categories[water.index()].counted_by_hand,
+            Some(at(30))
+        );
+    }
+}
