@@ -7,9 +7,10 @@
 //! stored with `source = manual` and the recorder's name: the figure rests on an
 //! officer's word, as a count does, and the `readings` table's `source` holds
 //! `gateway` or `manual` only (a third value would mean rebuilding its largest table).
-//! The transfer's row says which reading it made (same facility, its `at`). At a
-//! gateway facility nothing is stored but the row; after the commit the consumption
-//! estimate is told to expect the drop or the rise.
+//! The reading is at the transfer's `at` (or a millisecond after the facility's latest
+//! reading, so that it is the newest). At a gateway facility nothing is stored but the
+//! row; after the commit the consumption estimate is told to expect the drop or the
+//! rise.
 
 use chrono::{DateTime, Utc};
 use live::{Transfer, TransferOutcome, TransferRefused};
