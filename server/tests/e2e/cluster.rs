@@ -30,10 +30,15 @@ const LOW_L: u64 = 30_000;
 /// The city's registry, one file for both instances: the cluster instance narrows it.
 /// Gateways report every ten minutes, so a cut of a few minutes silences nobody.
 fn registry_toml() -> String {
+    registry_of(&TOWNS)
+}
+
+/// A registry of these `(town, cluster)`, laid out as [`registry_toml`]'s.
+fn registry_of(towns: &[(&str, &str)]) -> String {
     let mut registry = String::from(
         "[[category]]\nid = \"water\"\nname = \"Drinking water\"\nunit = \"L\"\ndaily_need = 3.0\n",
     );
-    for (town, cluster) in TOWNS {
+    for (town, cluster) in towns {
         registry.push_str(&format!(
             "\n[[town]]\nid = \"{town}\"\nname = \"{town}\"\ndistrict = \"xicheng\"\ncluster = \"{cluster}\"\npopulation = 10000\n\
              \n[[facility]]\nid = \"{town}-wh\"\ntown = \"{town}\"\nkind = \"warehouse\"\nreport_every = \"10m\"\n\
@@ -657,5 +662,73 @@ fn the_sample_cluster_config_is_valid() {
     assert!(
         !stdout.contains("secret-") && !stderr.contains("secret-"),
         "no secret printed: {stdout}{stderr}"
+    );
+}
+
+#[test]
+fn a_reloaded_registry_is_narrowed_to_the_scope_again() {
+    let broker = testkit::Mosquitto::start();
+    let dir = deployment(&format!(
+        "[scope]\ncluster = \"{CLUSTER}\"\n{}",
+        instance_sections(&broker.url(), "stockpile-c07", "127.0.0.1:0", "")
+    ));
+    let service = Service::start(&dir.path().join("stockpile.toml"));
+    let api = service.api_url();
+
+    // A town joins the cluster and one its neighbour; SIGHUP reloads, as after an edit.
+    let mut grown = TOWNS.to_vec();
+    grown.extend([("zhengyangmen", CLUSTER), ("yongdingmen", "c08")]);
+    std::fs::write(dir.path().join("registry.toml"), registry_of(&grown))
+        .expect("write the grown registry");
+    service.signal(nix::sys::signal::Signal::SIGHUP);
+    service.wait_for_log(
+        "Subscribing to the towns a reload added.",
+        Duration::from_secs(30),
+    );
+    let listed = wait_until(
+        "the new town of the cluster listed",
+        Duration::from_secs(30),
+        || {
+            let listed = towns(&api);
+            listed.contains_key("zhengyangmen").then_some(listed)
+        },
+    );
+    assert_eq!(
+        listed.keys().collect::<Vec<_>>(),
+        ["dashilan", "qianmen", "zhengyangmen"],
+        "the neighbour's new town stays out"
+    );
+
+    // Its readings come in; the neighbour's, published first, do not.
+    let now = Utc::now();
+    publish(
+        "127.0.0.1",
+        broker.port(),
+        &[("yongdingmen", now, FULL_L), ("zhengyangmen", now, FULL_L)],
+    );
+    let db = dir.path().join("stockpile.db");
+    let facility = FacilityId::parse("zhengyangmen-wh").expect("facility id");
+    wait_until(
+        "the new town's reading stored",
+        Duration::from_secs(30),
+        || {
+            let store = Store::open(&db, StoreOptions::default()).ok()?;
+            let from = now - chrono::Duration::minutes(1);
+            let to = now + chrono::Duration::minutes(1);
+            let stored = store.readings(&facility, from, to, 10).ok()?;
+            (!stored.is_empty()).then_some(())
+        },
+    );
+    let store = Store::open(&db, StoreOptions::default()).expect("open the store");
+    let neighbour = FacilityId::parse("yongdingmen-wh").expect("facility id");
+    let from = now - chrono::Duration::minutes(1);
+    let to = now + chrono::Duration::minutes(1);
+    assert_eq!(
+        store
+            .readings(&neighbour, from, to, 10)
+            .expect("read")
+            .len(),
+        0,
+        "the neighbour's reading is not this instance's"
     );
 }
