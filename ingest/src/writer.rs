@@ -657,8 +657,7 @@ impl Writer {
             .carried_over(Arc::clone(&swap.registry), now);
         {
             let mut ledger = self.ledger.write().unwrap_or_else(|p| p.into_inner());
-            next.take_sheltered_from(&ledger);
-            next.refresh_all(now);
+            next.take_sheltered_from(&ledger, now);
             *ledger = next;
         }
         let old = std::mem::replace(&mut self.registry, swap.registry);

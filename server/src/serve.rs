@@ -389,9 +389,11 @@ impl Service {
             ),
         );
         if let Some(reloader) = reloader {
-            running
-                .tracker
-                .spawn(reload_on_sighup(reloader, running.shutdown.clone()));
+            // Installed now, before the service says it is up: a SIGHUP that came
+            // before its handler would stop the process (the default action).
+            if let Some(on_sighup) = reload_on_sighup(reloader, running.shutdown.clone()) {
+                running.tracker.spawn(on_sighup);
+            }
         }
         let api_addr = listener.local_addr()?;
         tracing::info!(message = "HTTP API and wall board listening.", url = %format!("http://{api_addr}/"));
@@ -607,19 +609,23 @@ async fn tick(ledger: SharedLedger, changes: Arc<TownChanges>, shutdown: Cancell
     }
 }
 
-/// Reloads the registry on every SIGHUP, as nginx and Mosquitto do, until shutdown.
-/// The outcome goes to the log and the audit log: a signal has nobody to answer.
-async fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::warn!(message = "Cannot listen for SIGHUP; reload through the API instead.", %error);
-                return;
-            }
-        };
+/// Takes SIGHUP from now on and returns the task that reloads the registry on each, as
+/// nginx and Mosquitto do, until shutdown; `None` when the signal cannot be taken. The
+/// outcome goes to the log and the audit log: a signal has nobody to answer.
+#[cfg(unix)]
+fn reload_on_sighup(
+    reloader: Arc<Reloader>,
+    shutdown: CancellationToken,
+) -> Option<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(message = "Cannot listen for SIGHUP; reload through the API instead.", %error);
+            return None;
+        }
+    };
+    Some(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -631,14 +637,18 @@ async fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) 
                 via: "signal",
                 remote: String::new(),
             };
-            // Logged by the reload itself.
+            // Logged and audited by the reload itself.
             let _ = reloader.reload(request).await;
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (reloader, shutdown);
-    }
+    })
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(
+    _reloader: Arc<Reloader>,
+    _shutdown: CancellationToken,
+) -> Option<std::future::Ready<()>> {
+    None
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

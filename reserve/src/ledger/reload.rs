@@ -43,12 +43,19 @@ impl Ledger {
     }
 
     /// Takes the sheltered counts of `from`'s towns again (by id), for counts reported
-    /// while [`Ledger::carried_over`] was building this ledger; the caller refreshes.
-    pub fn take_sheltered_from(&mut self, from: &Ledger) {
+    /// while [`Ledger::carried_over`] was building this ledger, and recomputes the
+    /// towns whose count moved: the rest are as [`Ledger::carried_over`] left them, so
+    /// the caller's write lock is held for those few towns, not for the city.
+    pub fn take_sheltered_from(&mut self, from: &Ledger, now: DateTime<Utc>) {
         let registry = Arc::clone(&self.registry);
         for t in registry.town_indices() {
-            if let Some(old) = from.registry.town_idx(registry.town(t).id.as_str()) {
-                self.towns[t.index()].sheltered = from.towns[old.index()].sheltered;
+            let Some(old) = from.registry.town_idx(registry.town(t).id.as_str()) else {
+                continue;
+            };
+            let sheltered = from.towns[old.index()].sheltered;
+            if self.towns[t.index()].sheltered != sheltered {
+                self.towns[t.index()].sheltered = sheltered;
+                self.refresh(t, now);
             }
         }
     }
@@ -282,6 +289,24 @@ mod tests {
                 .latest
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_sheltered_count_reported_during_the_carry_over_is_taken_again() {
+        let old = registry(1000, &["wh-a"]);
+        let mut ledger = Ledger::new(Arc::clone(&old));
+        ledger.apply(&stock(&old, "wh-a", 6000.0, at(0)), at(0));
+        ledger.refresh_all(at(1));
+        let new = registry(1000, &["wh-a"]);
+        let mut next = ledger.carried_over(Arc::clone(&new), at(2));
+        // Meanwhile the officer reports 1,000 people sheltered.
+        let t = old.town_idx("jingshan").unwrap();
+        ledger.set_sheltered(t, 1000);
+        ledger.refresh(t, at(2));
+        next.take_sheltered_from(&ledger, at(3));
+        let figures = next.figures(new.town_idx("jingshan").unwrap());
+        assert_eq!(figures.sheltered, 1000);
+        assert_eq!(figures.worst_days, Some(1.0));
     }
 
     #[test]

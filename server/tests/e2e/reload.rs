@@ -507,10 +507,14 @@ async fn sighup_reloads_and_a_population_change_moves_the_days_and_the_alert() {
     )
     .await;
 
-    // The signal is the actor in the audit log.
-    let (_, audit) = api.get("/api/v1/audit", Some(ADMIN)).await;
+    // The signal is the actor in the audit log (written after the swap: a signal has
+    // nobody to answer, so the test waits for it).
+    let audit = api
+        .wait_for("/api/v1/audit", "two audited reloads", |a| {
+            audit_of_reloads(a).len() == 2
+        })
+        .await;
     let reloads = audit_of_reloads(&audit);
-    assert_eq!(reloads.len(), 2, "{audit}");
     assert!(
         reloads
             .iter()
