@@ -353,9 +353,39 @@ fn status_reasons(ledger: &Ledger, t: TownIdx) -> Vec<StatusReason> {
     if figures.status == TownStatus::Unknown {
         return Vec::new();
     }
+    let id = |f| registry.facility(f).id.to_string();
+    let not_ready = |units: &[Readiness]| -> Vec<String> {
+        units
+            .iter()
+            .filter(|u| !u.ready)
+            .map(|u| id(u.facility))
+            .collect()
+    };
+    let mut reasons = category_reasons(ledger, t);
+    for (kind, units) in [
+        (ReasonKind::WaterPointNotReady, &figures.water_points),
+        (ReasonKind::PowerUnitNotReady, &figures.power_units),
+    ] {
+        let ids = not_ready(units);
+        if !ids.is_empty() {
+            reasons.push(StatusReason::facilities(kind, ids));
+        }
+    }
+    if !figures.verified {
+        let doubtful = figures.silent.iter().chain(&figures.never_reported);
+        let ids = doubtful.map(|&f| id(f)).collect();
+        reasons.push(StatusReason::facilities(ReasonKind::Unverified, ids));
+    }
+    reasons
+}
+
+/// The categories below a line: below target (fewest days first), then below the
+/// warning line, those with a forecast first (soonest first).
+fn category_reasons(ledger: &Ledger, t: TownIdx) -> Vec<StatusReason> {
+    let registry = ledger.registry();
     let mut below = Vec::new();
     let mut near = Vec::new();
-    for c in &figures.categories {
+    for c in &ledger.figures(t).categories {
         let (Some(days), category) = (c.days, registry.category(c.category)) else {
             continue;
         };
@@ -379,35 +409,11 @@ fn status_reasons(ledger: &Ledger, t: TownIdx) -> Vec<StatusReason> {
     let days = |r: &StatusReason| r.days.unwrap_or(f64::INFINITY);
     let by_days = |a: &StatusReason, b: &StatusReason| days(a).total_cmp(&days(b));
     below.sort_by(by_days);
-    // A forecast says when; among those, soonest first, and they come before the
-    // categories merely below the line.
+    // A forecast says when: those come before the categories merely below the line.
     near.sort_by(|a, b| {
         let soon = |r: &StatusReason| r.hours_to_target.unwrap_or(f64::INFINITY);
         soon(a).total_cmp(&soon(b)).then(by_days(a, b))
     });
-    let id = |f| registry.facility(f).id.to_string();
-    let not_ready = |units: &[Readiness]| -> Vec<String> {
-        units
-            .iter()
-            .filter(|u| !u.ready)
-            .map(|u| id(u.facility))
-            .collect()
-    };
-    let mut reasons = below;
-    reasons.extend(near);
-    for (kind, units) in [
-        (ReasonKind::WaterPointNotReady, &figures.water_points),
-        (ReasonKind::PowerUnitNotReady, &figures.power_units),
-    ] {
-        let ids = not_ready(units);
-        if !ids.is_empty() {
-            reasons.push(StatusReason::facilities(kind, ids));
-        }
-    }
-    if !figures.verified {
-        let doubtful = figures.silent.iter().chain(&figures.never_reported);
-        let ids = doubtful.map(|&f| id(f)).collect();
-        reasons.push(StatusReason::facilities(ReasonKind::Unverified, ids));
-    }
-    reasons
+    below.extend(near);
+    below
 }
