@@ -16,6 +16,7 @@ pub mod reading;
 pub mod registry;
 pub mod shard;
 pub mod text;
+pub mod vulnerable;
 pub mod wire;
 
 pub use duration::parse_duration;

@@ -21,6 +21,7 @@
 //! [`crate::wire`]). `report_every` and `stale_after` are at most 365 days.
 
 mod check;
+mod community;
 mod csv;
 mod raw;
 
@@ -70,6 +71,7 @@ pub const REGISTRY_KEYS: &[&str] = &[
     "town",
     "facility",
     "contact",
+    "community",
 ];
 
 /// Loads a registry from `main`.
@@ -98,13 +100,17 @@ pub fn load_registry(
     };
     let mut doc = read_document(root, ignore_keys, &mut problems);
     read_csv_tables(&mut doc, &mut locator, read, &mut problems);
+    doc.community_groups = community::group_names(&doc);
+    let communities = community::check(&doc, &locator, &mut problems);
 
     let checked = Checker::new(&locator, &mut problems).check(doc);
     // Only a registry without problems is built: `Registry::build` trusts every index.
     let Some(checked) = checked.filter(|_| problems.0.is_empty()) else {
         return Err(problems.into_errors(&locator));
     };
-    let registry = Registry::build(checked.parts).with_warehouse_max(checked.warehouse_max);
+    let registry = Registry::build(checked.parts)
+        .with_warehouse_max(checked.warehouse_max)
+        .with_communities(communities.unwrap_or_default());
     check::check_combined_targets(&registry, &checked.override_at, &mut problems);
     if problems.0.is_empty() {
         Ok(registry)
@@ -247,6 +253,9 @@ struct Document {
     towns: Entries<RawTown>,
     facilities: Entries<RawFacility>,
     contacts: Entries<RawContact>,
+    communities: Entries<community::RawCommunity>,
+    /// Every group a community names (see [`community::group_names`]).
+    community_groups: Vec<String>,
 }
 
 fn read_document(
@@ -283,6 +292,13 @@ fn read_document(
                 read_entries(value, "facility", Some("id"), &mut doc.facilities, problems)
             }
             "contact" => read_entries(value, "contact", Some("name"), &mut doc.contacts, problems),
+            "community" => read_entries(
+                value,
+                "community",
+                Some("id"),
+                &mut doc.communities,
+                problems,
+            ),
             other if ignore_keys.contains(&other) => {}
             other => {
                 let expected = REGISTRY_KEYS.join(", ");
@@ -449,6 +465,11 @@ fn read_csv_tables(
     if let Some((source, base)) = fetch("contacts", &csv.contacts, problems) {
         let table = csv::contacts(&source.text, base, problems);
         doc.contacts.extend_from_table(table, |_| None);
+    }
+    if let Some((source, base)) = fetch("communities", &csv.communities, problems) {
+        let table = csv::communities(&source.text, base, problems);
+        doc.communities
+            .extend_from_table(table, |c| field_str(&c.id));
     }
 }
 

@@ -7,6 +7,7 @@
 //! Entities refer to each other by dense indices (`TownIdx`, …) so the ledger can keep its
 //! live state in plain vectors.
 
+mod community;
 pub mod load;
 mod scope;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use crate::id::{CategoryId, ClusterId, DistrictId, FacilityId, TownId};
 
+pub use community::Community;
 pub use load::{LoadError, LoadErrors, Source, load_registry};
 pub use scope::{Scope, ScopeError};
 
@@ -347,6 +349,9 @@ pub struct Registry {
     /// and kept beside the facilities rather than in [`FacilityKind::Warehouse`] so that
     /// code matching on the kind does not change. Set with [`Registry::with_warehouse_max`].
     warehouse_max: BTreeMap<(FacilityIdx, CategoryIdx), f64>,
+    /// Communities (村社) with their vulnerable people; set with
+    /// [`Registry::with_communities`].
+    communities: Vec<Community>,
 }
 
 /// The parts a registry is built from; references must already resolve.
@@ -464,6 +469,7 @@ impl Registry {
             contacts,
             resolved_targets,
             warehouse_max: BTreeMap::new(),
+            communities: Vec::new(),
         }
     }
 

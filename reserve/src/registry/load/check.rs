@@ -299,6 +299,8 @@ impl<'a> Checker<'a> {
             towns,
             facilities,
             contacts,
+            communities: _,
+            community_groups,
         } = doc;
         self.districts.broken.extend(districts.broken_ids);
         self.clusters.broken.extend(clusters.broken_ids);
@@ -341,6 +343,7 @@ impl<'a> Checker<'a> {
             .iter()
             .filter_map(|t| t.get_ref().groups.as_ref())
             .flat_map(|g| g.get_ref().keys().map(String::as_str))
+            .chain(community_groups.iter().map(String::as_str))
             .collect();
         let town_groups: Vec<&str> = town_groups.into_iter().collect();
         let category_slots: Vec<Option<Category>> = categories

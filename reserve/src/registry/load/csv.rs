@@ -15,6 +15,7 @@ use std::str::FromStr;
 use toml::Spanned;
 
 use super::Problems;
+use super::community::RawCommunity;
 use super::label;
 use super::raw::{Field, RawContact, RawFacility, RawTown};
 
@@ -146,6 +147,47 @@ pub(super) fn contacts(text: &str, base: usize, problems: &mut Problems) -> Tabl
                 districts: row.list("districts"),
                 city: row.city(&who),
                 channels: row.list("channels"),
+            }
+        },
+    )
+}
+
+pub(super) const COMMUNITY_COLUMNS: &[&str] = &[
+    "id",
+    "town",
+    "name",
+    "groups",
+    "water_point",
+    "power_unit",
+    "shelter",
+];
+const COMMUNITY_REQUIRED: &[&str] = &["id", "town", "name"];
+
+/// `communities.csv`: a community's `groups` cell is `elderly_alone=40;infants=12`.
+pub(super) fn communities(
+    text: &str,
+    base: usize,
+    problems: &mut Problems,
+) -> Table<RawCommunity> {
+    read_table(
+        text,
+        base,
+        COMMUNITY_COLUMNS,
+        COMMUNITY_REQUIRED,
+        problems,
+        |row| {
+            let who = label(
+                "community",
+                row.text("id").as_ref().map(|s| s.get_ref().as_str()),
+            );
+            RawCommunity {
+                id: row.text("id"),
+                town: row.text("town"),
+                name: row.text("name"),
+                groups: row.groups(&who),
+                water_point: row.text("water_point"),
+                power_unit: row.text("power_unit"),
+                shelter: row.text("shelter"),
             }
         },
     )

@@ -36,6 +36,7 @@ pub(super) struct RawCsv {
     pub towns: Field<String>,
     pub facilities: Field<String>,
     pub contacts: Field<String>,
+    pub communities: Field<String>,
 }
 
 /// A district or a cluster: both are an id and a display name.
