@@ -5,7 +5,9 @@ use secrecy::ExposeSecret;
 
 use crate::{IngestConfig, IngestError, MAX_PACKET_BYTES};
 
-pub(crate) fn mqtt_options(config: &IngestConfig) -> Result<MqttOptions, IngestError> {
+/// The options ingest connects with; also for the server's other connections to the
+/// same broker (a cluster instance's alert state), which set their own client id.
+pub fn mqtt_options(config: &IngestConfig) -> Result<MqttOptions, IngestError> {
     let mut options = MqttOptions::new(
         config.mqtt.client_id.clone(),
         config.broker.host.clone(),

@@ -33,6 +33,7 @@ use store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use broker::mqtt_options;
 pub use config::{IngestConfig, MqttConfig};
 pub use reserve::broker_url::{BrokerUrl, BrokerUrlError};
 pub use restore::{Restored, restore_ledger};

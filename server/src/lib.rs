@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod cluster_state;
 pub mod config;
 pub mod demo;
 pub mod reload;

@@ -114,6 +114,8 @@ struct Parts {
     influx: Option<store::influx::InfluxSinkConfig>,
     store_path: std::path::PathBuf,
     stress_test: Option<crate::stress_test::StressTest>,
+    /// A cluster instance's alert state, published for the city.
+    cluster_state: Option<crate::cluster_state::Publisher>,
 }
 
 impl Parts {
@@ -165,6 +167,7 @@ impl Parts {
         };
         let (influx, history) = history_source(&config)?;
         let ingest_config = ingest_config(&config, &registry)?;
+        let cluster_state = crate::cluster_state::Publisher::from_config(&config, &ingest_config)?;
         let districts = config.board.districts.clone();
         let api_state = api::AppState::new(
             Arc::clone(&shared.ledger),
@@ -203,6 +206,7 @@ impl Parts {
             influx,
             store_path: config.store.path.clone(),
             stress_test,
+            cluster_state,
         })
     }
 }
@@ -360,6 +364,7 @@ impl Service {
             influx,
             store_path,
             stress_test,
+            cluster_state,
         } = parts;
         // The sink checks its settings and opens its connection before it spawns
         // anything: the last fallible step, so a failure leaves nothing running.
@@ -404,6 +409,13 @@ impl Service {
         maintenance.spawn(&running.tracker, running.shutdown.clone());
         if let Some(stress_test) = stress_test {
             stress_test.spawn(&running.tracker, running.shutdown.clone());
+        }
+        if let Some(cluster_state) = cluster_state {
+            cluster_state.spawn(
+                &running.tracker,
+                shared.alerts.clone(),
+                running.shutdown.clone(),
+            );
         }
         running.tracker.spawn(tick(
             Arc::clone(&shared.ledger),

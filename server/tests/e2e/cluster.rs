@@ -122,6 +122,39 @@ fn stored_per_facility(db: &Path) -> BTreeMap<String, usize> {
         .collect()
 }
 
+/// The retained alert state a cluster instance published (docs/design.md#cluster-instance),
+/// as a broker holds it: `(town, rule, state)` of each alert listed.
+fn published_alert_state(host: &str, port: u16) -> Option<Vec<(String, String, String)>> {
+    let (client, mut connection) =
+        Client::new(MqttOptions::new("city-alert-state-reader", host, port), 16);
+    client
+        .subscribe(
+            format!("stockpile/v1/cluster/{CLUSTER}/alerts"),
+            QoS::AtLeastOnce,
+        )
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match connection.recv_timeout(Duration::from_secs(1)) {
+            Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
+                let _ = client.disconnect();
+                let state: serde_json::Value = serde_json::from_slice(&p.payload).ok()?;
+                let alerts = state["alerts"].as_array()?.iter().map(|a| {
+                    let field = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+                    (field("town"), field("rule"), field("state"))
+                });
+                let mut alerts: Vec<_> = alerts.collect();
+                alerts.sort();
+                return Some(alerts);
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(_)) => return None,
+        }
+    }
+    let _ = client.disconnect();
+    None
+}
+
 /// `GET /api/v1/towns`: each town's status and worst days, as the board shows them.
 fn towns(api: &str) -> BTreeMap<String, (String, Option<f64>)> {
     let list = testkit::http::get(&format!("{api}/api/v1/towns"), &[]).json();
@@ -257,6 +290,10 @@ fn bridge_lines(city_broker: &str) -> Vec<String> {
             "" | "#" => {}
             _ if key.starts_with('#') => {}
             "address" => lines.push(format!("address {city_broker}")),
+            // The towns' lines are the test's towns; the cluster's own is kept.
+            "topic" if line.contains(&format!("stockpile/v1/cluster/{CLUSTER}/")) => {
+                lines.push(line.to_owned())
+            }
             "topic" => {}
             "remote_username" | "remote_password" | "bridge_cafile" | "bridge_tls_version" => {}
             _ => lines.push(line.to_owned()),
@@ -585,6 +622,31 @@ fn cluster_keeps_watching_itself_when_the_city_link_is_cut() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The cluster instance's alert state came over the bridge too, retained on the
+    // city broker: what the cluster fired and resolved while the city could not hear.
+    let state = |alerts: &[(&str, &str)]| {
+        alerts
+            .iter()
+            .map(|(town, state)| {
+                (
+                    town.to_string(),
+                    "reserve_below_target".to_owned(),
+                    state.to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let want = state(&[("dashilan", "resolved"), ("qianmen", "firing")]);
+    wait_until(
+        "the cluster's alert state retained on the city broker",
+        Duration::from_secs(60),
+        || {
+            let published =
+                published_alert_state(&sites.city_side.to_string(), city_broker.port())?;
+            (published == want).then_some(())
+        },
+    );
+
     let mut all = sent(&city_smtp);
     all.extend(sent(&cluster_smtp));
     assert_eq!(
