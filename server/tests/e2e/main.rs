@@ -17,5 +17,6 @@ mod reload;
 mod serve;
 mod shard;
 mod store_maintenance;
+mod stress_board;
 mod stress_test;
 mod town_page;

@@ -121,7 +121,8 @@ async fn compact_board_fits_every_town(browser: &Screen, api: &str) {
 }
 
 /// The tile of the town whose food runs down says when it crosses the target, in the
-/// board's language, naming the category as the registry does in that language.
+/// board's language, naming the category as the registry does in that language, and
+/// links to the town's page in that language.
 async fn forecast_tile_says_when_in_both_languages(browser: &Screen, api: &str) {
     for (query, expected) in [
         (
@@ -143,9 +144,11 @@ async fn forecast_tile_says_when_in_both_languages(browser: &Screen, api: &str) 
             .expect("the tile");
         assert_eq!(tile.status, "warning", "{tile:#?}");
         assert!(tile.reason.starts_with(&expected), "{tile:#?}");
+        // The town's page in the board's language.
+        let lang = if query.is_empty() { "" } else { "?lang=en" };
         assert_eq!(
             tile.href,
-            format!("{api}/towns/{FORECAST_TOWN}"),
+            format!("{api}/towns/{FORECAST_TOWN}{lang}"),
             "{tile:#?}"
         );
     }
