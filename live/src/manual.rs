@@ -94,6 +94,9 @@ pub enum TransferRefused {
     /// quantity (`held`), or has no count of the category (`None`).
     #[error("the sender's latest count holds {held:?}")]
     Shortfall { held: Option<f64> },
+    /// The receiver is counted by hand and would hold more than its declared capacity.
+    #[error("the receiver holds {held} of a capacity of {capacity}")]
+    OverCapacity { held: f64, capacity: f64 },
     /// A facility or category not in the writer's registry (reloaded meanwhile).
     #[error("{0} is not in the registry")]
     NotInRegistry(String),

@@ -153,7 +153,7 @@ impl IntoResponse for TransferNotRecorded {
         (status = 401, description = "A token is needed", body = ErrorBody),
         (status = 403, description = "Not an officer of the sending facility's town, nor an admin", body = ErrorBody),
         (status = 404, description = "Unknown facility (`unknown_facility`) or category (`unknown_category`)", body = ErrorBody),
-        (status = 409, description = "The sender is counted by hand and its latest count holds less than the quantity, or none (`insufficient_stock`); the registry changed meanwhile (`registry_changed`). Nothing stored", body = ErrorBody),
+        (status = 409, description = "The sender is counted by hand and its latest count holds less than the quantity, or none (`insufficient_stock`); the receiver is counted by hand and would hold more than its capacity (`over_capacity`); the registry changed meanwhile (`registry_changed`). Nothing stored", body = ErrorBody),
         (status = 413, description = "Body over 16 KiB (`body_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not `application/json`", body = ErrorBody),
         (status = 422, description = "A missing field, a quantity out of bounds, a facility that cannot hold the category, `from` equal to `to`, a note too long; `field` names it", body = ErrorBody),
@@ -266,6 +266,14 @@ fn refusal(t: &NewTransfer, refused: TransferRefused) -> TransferNotRecorded {
                     t.from_facility, t.category
                 ),
             },
+        },
+        TransferRefused::OverCapacity { held, capacity } => TransferNotRecorded::Conflict {
+            code: "over_capacity",
+            message: format!(
+                "{} is counted by hand and holds {held} {} of a capacity of {capacity}: \
+                 receiving {} would exceed it. Nothing was stored",
+                t.to_facility, t.category, t.quantity
+            ),
         },
         TransferRefused::NotInRegistry(what) => TransferNotRecorded::Conflict {
             code: "registry_changed",

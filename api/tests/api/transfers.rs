@@ -247,7 +247,8 @@ async fn a_bad_list_query_is_named() {
     assert_eq!(answer.error(), (400, "invalid_query".into()));
 }
 
-/// Two warehouses counted by hand, one in each of donghua and jingshan.
+/// Two warehouses counted by hand, one in each of donghua and jingshan; jingshan's holds
+/// at most 4500 L of water.
 const COUNTED_BY_HAND: &str = r#"
 [[facility]]
 id = "dh-wh2"
@@ -260,6 +261,7 @@ id = "js-wh2"
 town = "jingshan"
 kind = "warehouse"
 report = "manual"
+max = { water = 4500 }
 "#;
 
 /// The API and the ingest writer (connected to a real Mosquitto) on one SQLite file,
@@ -474,19 +476,34 @@ async fn a_transfer_between_stores_counted_by_hand_moves_both_figures_and_surviv
         "nothing counted: {food}"
     );
 
-    // More than the count holds, or a category never counted: 409, nothing stored.
+    // More than the count holds, a category never counted, more than the receiver has
+    // room for: 409, nothing stored.
     let refusals = [
-        (moved("dh-wh2", "js-wh2", "water", 3000.5), "3000"),
-        (moved("dh-wh2", "js-wh2", "food", 10.0), "no count of food"),
+        (
+            moved("dh-wh2", "js-wh2", "water", 3000.5),
+            "insufficient_stock",
+            "holds 3000",
+        ),
+        (
+            moved("dh-wh2", "js-wh2", "food", 10.0),
+            "insufficient_stock",
+            "no count of food",
+        ),
+        (
+            moved("dh-wh2", "js-wh2", "water", 2600.0),
+            "over_capacity",
+            "capacity of 4500",
+        ),
     ];
-    for (body, says) in refusals {
+    for (body, code, says) in refusals {
         let (status, answer) = app.post("/api/v1/transfers", ADMIN, &body).await;
         assert_eq!(status, 409, "{body}: {answer}");
-        assert_eq!(answer["error"]["code"], "insufficient_stock", "{answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{message}");
     }
     assert_eq!(app.figure("dh-wh2", "water").await.0, Some(3000.0));
+    assert_eq!(app.figure("js-wh2", "water").await.0, Some(2000.0));
     assert_eq!(ids(&app.get("/api/v1/transfers").await).len(), 1);
 
     // Two officers send 2000 L each from the 3000 at the same moment: one is stored,
@@ -502,12 +519,12 @@ async fn a_transfer_between_stores_counted_by_hand_moves_both_figures_and_surviv
     assert_eq!(app.figure("dh-wh2", "water").await.0, Some(1000.0));
     assert_eq!(app.figure("js-wh2", "water").await.0, Some(4000.0));
 
-    // Counted for the operators: one count, two transfers stored, three refused.
+    // Counted for the operators: one count, two transfers stored, four refused.
     let metrics = app.text("/metrics").await;
     for line in [
         "stockpile_manual_readings_total 1",
         "stockpile_transfers_total{outcome=\"recorded\"} 2",
-        "stockpile_transfers_total{outcome=\"refused\"} 3",
+        "stockpile_transfers_total{outcome=\"refused\"} 4",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }

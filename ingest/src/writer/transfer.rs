@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use live::{Transfer, TransferOutcome, TransferRefused};
 use reserve::Ledger;
 use reserve::Reading;
+use reserve::ledger::Shortfall;
 use reserve::registry::{CategoryIdx, FacilityIdx, Registry, Report};
 use store::NewTransfer;
 
@@ -50,8 +51,9 @@ impl PlannedTransfer {
 }
 
 /// Plans `transfer` against the ledger: refused when the sender is counted by hand and
-/// its latest count holds less than the quantity (or none), or when a facility or
-/// the category left the registry since the API checked it.
+/// its latest count holds less than the quantity (or none), when the receiver is
+/// counted by hand and has no room for it, or when a facility or the category left the
+/// registry since the API checked it.
 pub(super) fn plan(
     ledger: &Ledger,
     registry: &Registry,
@@ -78,7 +80,12 @@ pub(super) fn plan(
         }
         let reading = ledger
             .transfer_reading(facility, category, sent, transfer.at)
-            .map_err(|s| TransferRefused::Shortfall { held: s.held })?;
+            .map_err(|refused| match refused {
+                Shortfall::Holds { held } => TransferRefused::Shortfall { held },
+                Shortfall::OverCapacity { held, capacity } => {
+                    TransferRefused::OverCapacity { held, capacity }
+                }
+            })?;
         if let Some(reading) = reading {
             after[i] = ledger
                 .held(facility, category)

@@ -27,12 +27,16 @@ pub fn transfer_window_s(report_every: Duration) -> u32 {
     u32::try_from(window.as_secs()).unwrap_or(u32::MAX)
 }
 
-/// Why a transfer cannot move a hand-counted figure: the sender's latest count holds
-/// less than was sent, or there is no count of the category yet.
+/// Why a transfer cannot move a hand-counted figure.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Shortfall {
-    /// What the latest count holds; `None` without a count.
-    pub held: Option<f64>,
+pub enum Shortfall {
+    /// The sender's latest count holds less than was sent (`held`), or there is no
+    /// count of the category yet (`None`).
+    Holds { held: Option<f64> },
+    /// The receiver would hold more than its declared capacity (`capacity_l`, or the
+    /// warehouse's `max` for the category): a count that high would be refused as
+    /// `over_capacity`, so the transfer is too.
+    OverCapacity { held: f64, capacity: f64 },
 }
 
 impl Ledger {
@@ -51,11 +55,22 @@ impl Ledger {
         }
     }
 
+    /// The most the facility may hold of `category`, when the registry declares it.
+    fn capacity(&self, facility: FacilityIdx, category: CategoryIdx) -> Option<f64> {
+        match self.registry.facility(facility).kind {
+            FacilityKind::WaterPoint { capacity_l, .. } => capacity_l,
+            FacilityKind::Warehouse => self.registry.warehouse_max(facility, category),
+            // Power units hold no category, nor any other kind that declares no limit.
+            _ => None,
+        }
+    }
+
     /// The reading a transfer makes at a facility counted by hand: its latest figure
     /// for `category` less what it `sent` (below 0: received), at `at` or just after
-    /// its latest reading, so it is the newest. A sender must hold what it sent. A
-    /// receiver never counted starts from nothing; a water point never counted has no
-    /// pump or potability to carry over, so it gets no reading (`Ok(None)`).
+    /// its latest reading, so it is the newest. A sender must hold what it sent, a
+    /// receiver must have room for it. A receiver never counted starts from nothing; a
+    /// water point never counted has no pump or potability to carry over, so it gets
+    /// no reading (`Ok(None)`).
     pub fn transfer_reading(
         &self,
         facility: FacilityIdx,
@@ -66,9 +81,15 @@ impl Ledger {
         let state = &self.facilities[facility.index()];
         let held = self.held(facility, category);
         if sent > 0.0 && held.is_none_or(|h| h < sent) {
-            return Err(Shortfall { held });
+            return Err(Shortfall::Holds { held });
         }
         let quantity = held.unwrap_or(0.0) - sent;
+        if let Some(capacity) = self.capacity(facility, category)
+            && quantity > capacity
+        {
+            let held = held.unwrap_or(0.0);
+            return Err(Shortfall::OverCapacity { held, capacity });
+        }
         let observation = match &state.latest {
             Some(Latest::Water { obs, .. }) => Observation::Water(WaterObservation {
                 level_l: quantity,
@@ -196,6 +217,7 @@ id = "wp"
 town = "jingshan"
 kind = "water_point"
 report = "manual"
+capacity_l = 5000
 [[facility]]
 id = "wp-new"
 town = "jingshan"
@@ -276,14 +298,24 @@ report = "manual"
                 f("wh"),
                 c("water"),
                 5000.5,
-                Err(Shortfall { held: Some(5000.0) }),
+                Err(Shortfall::Holds { held: Some(5000.0) }),
+            ),
+            (
+                "receives more than its capacity",
+                f("wp"),
+                c("water"),
+                -4200.5,
+                Err(Shortfall::OverCapacity {
+                    held: 800.0,
+                    capacity: 5000.0,
+                }),
             ),
             (
                 "sends a category never counted",
                 f("wh"),
                 c("food"),
                 1.0,
-                Err(Shortfall { held: None }),
+                Err(Shortfall::Holds { held: None }),
             ),
             (
                 "receives a category never counted",
