@@ -414,11 +414,12 @@ impl AlertsHandle {
             note: note.chars().take(MAX_NOTE_CHARS).collect(),
             reply,
         };
-        let alert = self
-            .ask(command, answer)
+        self.ask(command, answer)
             .await?
             .ok_or(AlertsError::NotFound(id))?;
-        Ok(self.view(&self.registry(), &alert))
+        // Shown from the committed row, by ids: the engine's answer is by its registry's
+        // indices, which a reload may have just replaced.
+        self.alert(id).await?.ok_or(AlertsError::NotFound(id))
     }
 
     /// Silences in force, or every silence ever made with `include_expired`.
