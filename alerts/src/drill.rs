@@ -314,6 +314,7 @@ mod tests {
             name: "景山街道".into(),
             cluster: "c01".into(),
             district: "dongcheng".into(),
+            vulnerable: None,
         };
         let alert = drill_alert(7, Some(1));
         let items = [Item {

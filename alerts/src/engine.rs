@@ -27,7 +27,7 @@ use store::{AckRow, AlertState, NewNotification, SilenceRow, Store, StoreError};
 use crate::alert::{self, Alert, Event, LEVEL_CITY, LEVEL_TOWN, merge_event};
 use crate::channel::{ChannelKind, channel_id};
 use crate::drill::Drill;
-use crate::render::{DigestTown, Item, Message, Renderer, TownNames};
+use crate::render::{AffectedPeople, DigestTown, Item, Message, Renderer, TownNames};
 use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
 
 mod one_voice;
@@ -180,6 +180,9 @@ pub struct Engine {
     /// Clusters whose own instance notifies their towns' officers and cluster contacts
     /// ([`one_voice`]).
     clusters_with_own_instance: Vec<String>,
+    /// Vulnerable people each town's problems reach, by its last evaluation: its
+    /// messages name them (docs/design.md#communities).
+    vulnerable: HashMap<TownIdx, AffectedPeople>,
 }
 
 impl Engine {
@@ -209,6 +212,7 @@ impl Engine {
             influx_series: false,
             series_refreshed_at: None,
             clusters_with_own_instance: Vec::new(),
+            vulnerable: HashMap::new(),
         };
         engine.reload(now)?;
         Ok(engine)
@@ -343,6 +347,14 @@ impl Engine {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Whom `town`'s problems reach now, for its next messages.
+    pub fn note_vulnerable(&mut self, town: TownIdx, people: Option<AffectedPeople>) {
+        match people {
+            Some(people) => self.vulnerable.insert(town, people),
+            None => self.vulnerable.remove(&town),
+        };
     }
 
     fn silenced(
@@ -684,7 +696,8 @@ impl Engine {
                 continue;
             };
             let town = flush.town;
-            let names = town_names(&self.registry, town);
+            let mut names = town_names(&self.registry, town);
+            names.vulnerable = self.vulnerable.get(&town).cloned();
             let others: Vec<&Alert> = self.open.get(&town).map_or_else(Vec::new, |open| {
                 open.values()
                     .filter(|a| {
@@ -1374,6 +1387,7 @@ pub(crate) fn town_names(registry: &Registry, town: TownIdx) -> TownNames {
         name: t.name.clone(),
         cluster: registry.clusters[t.cluster.index()].name.clone(),
         district: registry.districts[t.district.index()].name.clone(),
+        vulnerable: None,
     }
 }
 

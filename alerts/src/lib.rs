@@ -489,7 +489,7 @@ fn step(
 ) -> Result<engine::Enqueued, StoreError> {
     let towns = towns_on_ledger_registry(engine, ledger, towns, now)?;
     for chunk in towns.chunks(EVALUATE_CHUNK) {
-        let evaluations: Vec<_> = {
+        let (evaluations, vulnerable): (Vec<_>, Vec<_>) = {
             let ledger = ledger.read().unwrap_or_else(|p| p.into_inner());
             // Reloaded again since: the next step adopts that one, every town with it.
             if !Arc::ptr_eq(ledger.registry(), engine.registry()) {
@@ -497,9 +497,16 @@ fn step(
             }
             chunk
                 .iter()
-                .map(|&t| (t, rules::evaluate(&ledger, t, settings, now)))
-                .collect()
+                .map(|&t| {
+                    let evaluation = rules::evaluate(&ledger, t, settings, now);
+                    let people = render::AffectedPeople::of(&ledger, t);
+                    ((t, evaluation), (t, people))
+                })
+                .unzip()
         };
+        for (t, people) in vulnerable {
+            engine.note_vulnerable(t, people);
+        }
         engine.observe(&evaluations, now)?;
     }
     engine.run_timers(now)?;

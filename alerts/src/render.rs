@@ -22,7 +22,9 @@ use crate::link::AckLinks;
 use crate::rules::{Detail, ReserveDetail, Rule, Severity};
 
 mod digest;
+mod vulnerable;
 pub use digest::DigestTown;
+pub use vulnerable::AffectedPeople;
 
 /// The email templates, compiled once. `.html` is autoescaped (registry names are
 /// operator text and may hold `<` or `&`); `.txt` is not.
@@ -49,6 +51,9 @@ pub struct TownNames {
     pub name: String,
     pub cluster: String,
     pub district: String,
+    /// Vulnerable people its problems reach now, per community (村社); `None` when
+    /// nobody is (or the town lists no communities).
+    pub vulnerable: Option<AffectedPeople>,
 }
 
 /// One message, in every channel's form.
@@ -216,6 +221,7 @@ impl Renderer {
                     line: self.line(lang, alert, Event::Fired),
                 })
                 .collect(),
+            vulnerable: town.vulnerable.as_ref().map(|v| v.line(lang)),
             town_line: w.town_line(town),
             footer: self.footer(lang),
         }
@@ -574,6 +580,8 @@ struct EmailView<'a> {
     others_title: &'static str,
     /// The town's other firing alerts: listed, not tagged with an event.
     others: Vec<OtherView>,
+    /// Whom the problems reach (docs/design.md#communities), when anyone.
+    vulnerable: Option<String>,
     town_line: String,
     /// Lines: a line break in the text, `<br>` in HTML.
     footer: Vec<String>,
@@ -1196,6 +1204,7 @@ mod tests {
             name: name.into(),
             cluster: "c01".into(),
             district: "dongcheng".into(),
+            vulnerable: None,
         }
     }
 
@@ -1901,6 +1910,38 @@ mod tests {
             }
         }
         out.push_str(&golden_count_due(&renderers));
+        out.push_str(&golden_vulnerable(&renderers));
+        out
+    }
+
+    /// A message naming the communities whose vulnerable people the town's problems
+    /// reach, in every channel's form: after everything else, so that adding it left
+    /// the lines above as they were.
+    fn golden_vulnerable(renderers: &[Renderer]) -> String {
+        let alert = reserve(12, Rule::ReserveBelowTarget, "饮用水", 1.5);
+        let mut town = town("景山街道");
+        town.vulnerable = Some(AffectedPeople {
+            people: 52,
+            communities: vec![
+                ("三眼井社区".into(), 40),
+                ("吉市口 <A&B>".into(), 11),
+                ("皇城根社区".into(), 1),
+            ],
+        });
+        let mut out = String::new();
+        for (r, renderer) in renderers.iter().enumerate() {
+            for lang in [Lang::Zh, Lang::En] {
+                let items = [Item {
+                    alert: &alert,
+                    event: Event::Fired,
+                }];
+                let message = renderer.message(lang, &town, &items, &[]);
+                out.push_str(&format!(
+                    "==== {r} {lang:?} vulnerable\n{}\n---- text\n{}---- html\n{}\n---- sms\n{}\n",
+                    message.subject, message.text, message.html, message.sms
+                ));
+            }
+        }
         out
     }
 

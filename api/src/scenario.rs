@@ -48,6 +48,7 @@ use crate::aid::mutual_aid;
 use crate::error::ApiError;
 use crate::export::{Cell, Column, Table};
 use crate::model::{MAX_SHELTERED, people};
+use crate::routes::vulnerable::TownVulnerableView;
 
 /// More litres per person per day than any household draws: a typo.
 const MAX_WATER_NEED_L: f64 = 1000.0;
@@ -199,6 +200,11 @@ pub struct ScenarioTown {
     /// counting as 0); `null` without power units.
     pub power_days: Option<f64>,
     pub categories: Vec<ScenarioCategory>,
+    /// The vulnerable people of its communities (村社) the scenario reaches, as
+    /// `GET /api/v1/towns/{id}/vulnerable` says it live; `null` for a town without
+    /// communities (and in scenarios stored before they were counted).
+    #[serde(default)]
+    pub vulnerable: Option<TownVulnerableView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -523,6 +529,8 @@ pub fn run(
             worst_days: figures.worst_days,
             power_days: figures.power_days,
             categories,
+            vulnerable: (registry.communities_of(t).next().is_some())
+                .then(|| TownVulnerableView::of(&ledger, t)),
         });
     }
     below_target.sort_by(|a, b| a.hours.total_cmp(&b.hours).then(a.days.total_cmp(&b.days)));

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Ledger;
 use crate::coverage::Level;
@@ -156,7 +156,7 @@ pub fn people_per_town(ledger: &Ledger) -> Vec<(TownIdx, TownVulnerable)> {
 }
 
 /// Why it is affected, as an API or a message says it: `water_point_not_ready`, …
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CauseKind {
     WaterPointNotReady,

@@ -273,6 +273,7 @@ impl TownNames {
             name: String::new(),
             cluster: String::new(),
             district: String::new(),
+            vulnerable: None,
         }
     }
 }
@@ -450,6 +451,7 @@ mod tests {
             ),
             cluster: "c01".into(),
             district: "dongcheng".into(),
+            vulnerable: None,
         }
     }
 

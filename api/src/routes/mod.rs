@@ -19,6 +19,7 @@ mod scenarios;
 mod sms;
 mod towns;
 mod transfers;
+pub(crate) mod vulnerable;
 
 use std::sync::Arc;
 
@@ -89,6 +90,7 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(towns::list_towns))
         .routes(routes!(towns::town))
         .routes(routes!(towns::set_sheltered))
+        .routes(routes!(vulnerable::town_vulnerable))
         .routes(routes!(board::map::map_layout))
         .routes(routes!(board::map::district_outlines))
         .routes(routes!(clusters::list_clusters))

@@ -25,3 +25,4 @@ mod scenarios;
 mod stored_scenarios;
 mod towns;
 mod transfers;
+mod vulnerable;
