@@ -38,7 +38,8 @@ impl Community {
 impl Registry {
     /// The registry with these communities (replacing any it had), each town that has
     /// any taking its `groups` as the sums of theirs. The caller (the loader, a test)
-    /// guarantees every index is in range and no town gives groups of its own as well.
+    /// guarantees every index is in range and that a town's own groups, if it gives
+    /// any, are its communities' sums (the loader checks they agree).
     pub fn with_communities(mut self, communities: Vec<Community>) -> Registry {
         let mut sums: BTreeMap<TownIdx, BTreeMap<String, u64>> = BTreeMap::new();
         for c in &communities {

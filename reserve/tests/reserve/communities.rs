@@ -259,19 +259,34 @@ fn every_bad_field_is_located() {
 
 #[test]
 fn a_town_counts_its_people_once() {
-    // Groups on the town and communities under it: both places named.
-    let text = format!(
-        "{}groups = {{ infants = 3 }}\n{}burn_l_per_h = 5\nmin_battery_pct = 20\n\
-         [[community]]\nid = \"a\"\ntown = \"donghua\"\nname = \"A\"\n",
-        &BASE[..BASE.find("[[facility]]").unwrap()],
-        &BASE[BASE.find("[[facility]]").unwrap()..],
-    );
-    let errors = load_files(&text, &[]).unwrap_err();
+    // The town's own groups are control totals: agreeing ones load (and groups only
+    // communities give are added), a disagreeing one names both places.
+    let with_town_groups = |groups: &str| {
+        format!(
+            "{}groups = {{ {groups} }}\n{}burn_l_per_h = 5\nmin_battery_pct = 20\n\
+             [[community]]\nid = \"a\"\ntown = \"donghua\"\nname = \"A\"\n\
+             groups = {{ infants = 2, oxygen = 1 }}\n\
+             [[community]]\nid = \"b\"\ntown = \"donghua\"\nname = \"B\"\n\
+             groups = {{ infants = 1 }}\n",
+            &BASE[..BASE.find("[[facility]]").unwrap()],
+            &BASE[BASE.find("[[facility]]").unwrap()..],
+        )
+    };
+    let r = load_files(&with_town_groups("infants = 3"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let donghua = r.town(r.town_idx("donghua").unwrap());
+    assert_eq!(donghua.groups, counts(&[("infants", 3), ("oxygen", 1)]));
+    let errors = load_files(&with_town_groups("infants = 4, dialysis = 1"), &[]).unwrap_err();
+    let got: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
     assert_eq!(
-        errors.to_string(),
-        "registry.toml:24: town \"donghua\": groups: given here and by its communities \
-         (\"a\" at registry.toml:36): a town's groups are the sums of its communities', \
-         remove one"
+        got,
+        [
+            "registry.toml:24: town \"donghua\": groups.infants: 4 here, but its communities \
+             (\"a\" at registry.toml:36, …) count 3: a town's groups are the sums of its \
+             communities'",
+            "registry.toml:24: town \"donghua\": groups.dialysis: 1 here, but its communities \
+             (\"a\" at registry.toml:36, …) count 0: a town's groups are the sums of its \
+             communities'",
+        ]
     );
 
     // Communities that together count more of a group than the town has people.

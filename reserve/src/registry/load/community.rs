@@ -7,10 +7,12 @@
 //! read, which is the index the checker gives it; a registry is only built when every
 //! entry made it, so the indices hold.
 //!
-//! A town that lists communities takes its groups from them: giving `groups` on the
-//! town as well is an error naming both places, not a silent choice, because two
-//! ledgers of the same people drift apart and the one an officer edits next would
-//! quietly not count.
+//! A town that lists communities takes its groups from them. It may still give
+//! `groups` of its own, as control totals: each must equal its communities' sum, else
+//! an error names both places. Neither side silently wins, because two ledgers of the
+//! same people drift apart and the one an officer edits next would quietly not count;
+//! and a town's figure that agrees is kept, so towns.csv need not change when the
+//! villages' ledgers arrive.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -247,8 +249,8 @@ fn served_by(
     }
 }
 
-/// Per town: no `groups` of its own beside communities, and no group summing to more
-/// people than live there. False when anything was reported.
+/// Per town: its own `groups`, if it gives any, agree with its communities' sums, and
+/// no group sums to more people than live there. False when anything was reported.
 fn check_towns(
     checked: &[(usize, Community)],
     known: &Known<'_>,
@@ -265,25 +267,17 @@ fn check_towns(
             continue;
         };
         let (first_at, first) = communities[0];
-        if let Some(own) = &town.groups {
-            let message = format!(
-                "town {id:?}: groups: given here and by its communities ({:?} at {}): a \
-                 town's groups are the sums of its communities', remove one",
-                first.id,
-                locator.describe(*first_at)
-            );
-            problems.add(own.span().start, message);
-            ok = false;
-        }
-        let Some(population) = town.population.as_ref().map(|p| *p.get_ref()) else {
-            continue;
-        };
         let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
         for (_, c) in communities {
             for (group, n) in &c.groups {
                 *sums.entry(group).or_default() += n;
             }
         }
+        let first_at = (first.id.as_str(), locator.describe(*first_at), *first_at);
+        ok &= town_totals_agree(id, town, &sums, &first_at, problems);
+        let Some(population) = town.population.as_ref().map(|p| *p.get_ref()) else {
+            continue;
+        };
         for (group, sum) in sums
             .into_iter()
             .filter(|(_, s)| *s as i128 > population as i128)
@@ -291,11 +285,39 @@ fn check_towns(
             let message = format!(
                 "community {:?}: groups.{group}: the communities of town {id:?} count {sum}, \
                  more than its population {population}",
-                first.id
+                first_at.0
             );
-            problems.add(*first_at, message);
+            problems.add(first_at.2, message);
             ok = false;
         }
+    }
+    ok
+}
+
+/// A town that gives `groups` and has communities: each group it gives is a control
+/// total the communities must sum to (the town's ledger and the villages' ledgers are
+/// kept by different offices, and a mismatch is a typo in one of them). The message
+/// names both places; groups only the communities give are theirs to add.
+fn town_totals_agree(
+    id: &str,
+    town: &RawTown,
+    sums: &BTreeMap<&str, u64>,
+    (first, first_at, _): &(&str, String, usize),
+    problems: &mut Problems,
+) -> bool {
+    let mut ok = true;
+    for (group, given) in town.groups.iter().flat_map(|g| g.get_ref()) {
+        let sum = sums.get(group.as_str()).copied().unwrap_or(0);
+        if *given.get_ref() as i128 == sum as i128 {
+            continue;
+        }
+        let message = format!(
+            "town {id:?}: groups.{group}: {} here, but its communities ({first:?} at \
+             {first_at}, …) count {sum}: a town's groups are the sums of its communities'",
+            given.get_ref()
+        );
+        problems.add(given.span().start, message);
+        ok = false;
     }
     ok
 }
