@@ -50,6 +50,10 @@ pub struct AlertsConfig {
     /// (docs/design.md#lifecycle). 0 announces at once.
     #[serde(deserialize_with = "grace_factor")]
     pub startup_grace_factor: f64,
+    /// An open shelter holding at least this percentage of its capacity raises
+    /// `shelter_near_capacity` (docs/design.md#shelters).
+    #[serde(deserialize_with = "percentage")]
+    pub shelter_near_capacity_pct: f64,
     /// Clusters (registry ids) that run their own instance (docs/design.md#cluster-instance):
     /// their towns' officers and cluster contacts hear from that instance, not this
     /// one, which keeps the district and city escalations. Empty on a cluster instance.
@@ -101,6 +105,7 @@ impl Default for AlertsConfig {
             depleting_horizon: Duration::from_secs(12 * 3600),
             forecast_min_span: Duration::from_secs(3600),
             startup_grace_factor: 2.0,
+            shelter_near_capacity_pct: 90.0,
             clusters_with_own_instance: Vec::new(),
             clock_speed: 1.0,
             tick: Duration::from_secs(10),
@@ -123,6 +128,18 @@ fn grace_factor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error>
     } else {
         Err(serde::de::Error::custom(format!(
             "expected a factor of report_every from 0 to 1000, such as 2, got {factor}"
+        )))
+    }
+}
+
+/// A share of a shelter's capacity: a number above 0, at most 100.
+fn percentage<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let pct = f64::deserialize(d)?;
+    if pct.is_finite() && pct > 0.0 && pct <= 100.0 {
+        Ok(pct)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected a percentage above 0 and at most 100, such as 90, got {pct}"
         )))
     }
 }

@@ -241,6 +241,7 @@ impl Alerts {
                 started_at: Utc::now(),
                 startup_grace_factor: config.startup_grace_factor,
                 clock_speed: config.clock_speed,
+                shelter_near_capacity_pct: config.shelter_near_capacity_pct,
             },
             tick: chrono_duration(config.tick),
             engine,

@@ -391,6 +391,31 @@ impl Renderer {
                     w.count_due(facility_name, last_counted.map(|t| self.time(t)).as_deref())
                 }
             }
+            Detail::ShelterFull {
+                facility_name,
+                occupancy,
+                capacity,
+                ..
+            } => {
+                if resolved {
+                    w.shelter_has_room(facility_name)
+                } else {
+                    w.shelter_full(facility_name, *occupancy, *capacity)
+                }
+            }
+            Detail::ShelterConverting {
+                facility_name,
+                activating_since,
+                convert_within_s,
+                ..
+            } => {
+                if resolved {
+                    w.shelter_converted(facility_name)
+                } else {
+                    let t = self.time(*activating_since);
+                    w.shelter_converting(facility_name, &t, *convert_within_s)
+                }
+            }
             Detail::Removed { facility_name, .. } => w.removed(facility_name),
         }
     }
@@ -405,7 +430,10 @@ impl Renderer {
         };
         let quotes_its_time = matches!(
             alert.detail,
-            Detail::Silent { .. } | Detail::Offline { .. } | Detail::CountDue { .. }
+            Detail::Silent { .. }
+                | Detail::Offline { .. }
+                | Detail::CountDue { .. }
+                | Detail::ShelterConverting { .. }
         );
         // A removed facility did not recover: "resolved at" would say it did.
         let removed = matches!(alert.detail, Detail::Removed { .. });
@@ -464,7 +492,13 @@ impl Renderer {
         );
         let since = match (&head.alert.detail, head.event) {
             (_, Event::Resolved)
-            | (Detail::Silent { .. } | Detail::Offline { .. } | Detail::CountDue { .. }, _) => None,
+            | (
+                Detail::Silent { .. }
+                | Detail::Offline { .. }
+                | Detail::CountDue { .. }
+                | Detail::ShelterConverting { .. },
+                _,
+            ) => None,
             _ => Some(w.sms_since(&self.time(head.alert.since))),
         };
         let more = (more > 0).then(|| w.sms_more(more));
@@ -1128,6 +1162,48 @@ impl Words {
             (true, None) => format!("{name}请盘点（从未盘点）"),
             (false, Some(t)) => format!("{name} count due (last counted {t})"),
             (false, None) => format!("{name} count due (never counted)"),
+        }
+    }
+
+    /// An open shelter near its capacity: how full, in people and per cent (rounded
+    /// down, so 89.6 % never reads as the 90 % line).
+    fn shelter_full(&self, name: &str, occupancy: u64, capacity: u64) -> String {
+        let pct = occupancy.saturating_mul(100) / capacity.max(1);
+        if self.zh() {
+            format!("避难场所{name}已满 {pct}%（{occupancy}/{capacity} 人）")
+        } else {
+            format!("shelter {name} {pct}% full ({occupancy} of {capacity} people)")
+        }
+    }
+
+    fn shelter_has_room(&self, name: &str) -> String {
+        if self.zh() {
+            format!("避难场所{name}已有余位")
+        } else {
+            format!("shelter {name} has room again")
+        }
+    }
+
+    /// A shelter converting longer than its registry allows: since when, and the
+    /// allowance in hours (or minutes, below an hour).
+    fn shelter_converting(&self, name: &str, since: &str, within_s: u64) -> String {
+        let (n, zh_unit, en_unit) = if within_s >= 3600 {
+            (num(within_s as f64 / 3600.0), "小时", "h")
+        } else {
+            (num(within_s as f64 / 60.0), "分钟", "min")
+        };
+        if self.zh() {
+            format!("避难场所{name}自 {since} 起转换中，{n} {zh_unit}内未开放")
+        } else {
+            format!("shelter {name} converting since {since}, not open within {n}{en_unit}")
+        }
+    }
+
+    fn shelter_converted(&self, name: &str) -> String {
+        if self.zh() {
+            format!("避难场所{name}已结束转换")
+        } else {
+            format!("shelter {name} no longer converting")
         }
     }
 

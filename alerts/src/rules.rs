@@ -35,6 +35,7 @@ use chrono::{DateTime, Utc};
 use reserve::Ledger;
 use reserve::coverage::{Level, NotReady};
 use reserve::ledger::{CategoryCoverage, Link, Readiness};
+use reserve::reading::ShelterMode;
 use reserve::registry::{CategoryIdx, Facility, FacilityIdx, FacilityKind, Lang, Report, TownIdx};
 use serde::{Deserialize, Serialize};
 
@@ -62,10 +63,14 @@ pub enum Rule {
     FacilitySilent,
     GatewayOffline,
     CountDue,
+    /// An open shelter at or above `shelter_near_capacity_pct` of its capacity.
+    ShelterNearCapacity,
+    /// A shelter `activating` for longer than its `convert_within`.
+    ShelterNotReady,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 10] = [
         Rule::ReserveBelowTarget,
         Rule::ReserveNearTarget,
         Rule::ReserveDepleting,
@@ -74,6 +79,8 @@ impl Rule {
         Rule::FacilitySilent,
         Rule::GatewayOffline,
         Rule::CountDue,
+        Rule::ShelterNearCapacity,
+        Rule::ShelterNotReady,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +93,8 @@ impl Rule {
             Rule::FacilitySilent => "facility_silent",
             Rule::GatewayOffline => "gateway_offline",
             Rule::CountDue => "count_due",
+            Rule::ShelterNearCapacity => "shelter_near_capacity",
+            Rule::ShelterNotReady => "shelter_not_ready",
         }
     }
 
@@ -201,6 +210,22 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         held_until: Option<DateTime<Utc>>,
     },
+    /// A shelter filling up (`shelter_near_capacity`).
+    ShelterFull {
+        facility: String,
+        facility_name: String,
+        occupancy: u64,
+        capacity: u64,
+    },
+    /// A shelter asked to convert that has not opened in time (`shelter_not_ready`).
+    ShelterConverting {
+        facility: String,
+        facility_name: String,
+        /// When it started `activating`.
+        activating_since: DateTime<Utc>,
+        /// Its registry `convert_within`, in seconds.
+        convert_within_s: u64,
+    },
     /// How an alert about a facility resolves when the facility is removed from the
     /// registry while the alert is open (docs/design.md#registry-reload).
     Removed {
@@ -232,6 +257,8 @@ impl Detail {
             | Detail::Silent { facility, .. }
             | Detail::Offline { facility, .. }
             | Detail::CountDue { facility, .. }
+            | Detail::ShelterFull { facility, .. }
+            | Detail::ShelterConverting { facility, .. }
             | Detail::Removed { facility, .. } => Some(facility),
         }
     }
@@ -346,6 +373,9 @@ pub struct RuleSettings {
     /// Simulated hours per wall-clock hour of the readings' stamps (the demo's speed; 1
     /// in service): forecast hours are multiplied by it.
     pub clock_speed: f64,
+    /// An open shelter at or above this percentage of its capacity is
+    /// `shelter_near_capacity` (`[alerts] shelter_near_capacity_pct`, 90 by default).
+    pub shelter_near_capacity_pct: f64,
 }
 
 /// The problems of `town` at `now`, from the ledger's last figures and live facility
@@ -382,8 +412,64 @@ pub fn evaluate(
         if let Some(condition) = link_condition(ledger, town, f, settings, now) {
             out.conditions.push(condition);
         }
+        out.conditions
+            .extend(shelter_condition(ledger, town, f, settings, now));
     }
     out
+}
+
+/// A shelter's problem now, from its latest reading (docs/design.md#shelters): open
+/// and at or above `shelter_near_capacity_pct` of its capacity, or `activating` for
+/// longer than its `convert_within`. A shelter never heard from raises neither: it is
+/// the silence rules' concern.
+fn shelter_condition(
+    ledger: &Ledger,
+    town: TownIdx,
+    f: FacilityIdx,
+    settings: &RuleSettings,
+    now: DateTime<Utc>,
+) -> Option<Condition> {
+    let (spec, latest) = ledger.shelter(f)?;
+    let facility = ledger.registry().facility(f);
+    let id = facility.id.to_string();
+    let (rule, since, detail) = match latest.obs.mode {
+        ShelterMode::Open => {
+            let full = latest.obs.occupancy as f64 * 100.0
+                >= spec.capacity as f64 * settings.shelter_near_capacity_pct;
+            if !full {
+                return None;
+            }
+            let detail = Detail::ShelterFull {
+                facility: id.clone(),
+                facility_name: facility.name.clone(),
+                occupancy: latest.obs.occupancy,
+                capacity: spec.capacity,
+            };
+            (Rule::ShelterNearCapacity, None, detail)
+        }
+        ShelterMode::Activating => {
+            let due = latest.mode_since + crate::chrono_duration(spec.convert_within);
+            if now <= due {
+                return None;
+            }
+            let detail = Detail::ShelterConverting {
+                facility: id.clone(),
+                facility_name: facility.name.clone(),
+                activating_since: latest.mode_since,
+                convert_within_s: spec.convert_within.as_secs(),
+            };
+            (Rule::ShelterNotReady, Some(due), detail)
+        }
+        ShelterMode::Normal | ShelterMode::Closed => return None,
+    };
+    Some(Condition {
+        town,
+        rule,
+        subject: id,
+        facility: Some(f),
+        since,
+        detail,
+    })
 }
 
 /// A category's figures (always kept, for resolve messages) and its reserve condition
@@ -580,7 +666,7 @@ fn unreported(
         let holds = match facility.kind {
             FacilityKind::Warehouse => true,
             FacilityKind::WaterPoint { .. } => registry.water_category == Some(category),
-            FacilityKind::PowerUnit { .. } => false,
+            FacilityKind::PowerUnit { .. } | FacilityKind::Shelter(_) => false,
         };
         if !holds {
             continue;
@@ -631,7 +717,7 @@ mod tests {
 
     use chrono::TimeZone;
     use reserve::reading::{
-        Observation, PowerObservation, PowerState, PumpState, WaterObservation,
+        Observation, PowerObservation, PowerState, PumpState, ShelterObservation, WaterObservation,
     };
     use reserve::registry::{Source, load_registry};
     use reserve::{Reading, Registry};
@@ -674,6 +760,15 @@ kind = "power_unit"
 fuel_capacity_l = 500
 burn_l_per_h = 5.0
 min_battery_pct = 50
+
+[[facility]]
+id = "js-sh1"
+town = "jingshan"
+kind = "shelter"
+capacity = 500
+dual_use = "school"
+convert_within = "2h"
+report_every = "1h"
 "#;
 
     fn registry() -> Arc<Registry> {
@@ -694,6 +789,7 @@ min_battery_pct = 50
             started_at: t(-3600),
             startup_grace_factor: 2.0,
             clock_speed: 1.0,
+            shelter_near_capacity_pct: 90.0,
         }
     }
 
@@ -770,6 +866,83 @@ min_battery_pct = 50
 
     fn rule(r: Rule, subject: &str) -> (Rule, String) {
         (r, subject.to_owned())
+    }
+
+    fn shelter(mode: ShelterMode, occupancy: u64) -> Observation {
+        Observation::Shelter(ShelterObservation { occupancy, mode })
+    }
+
+    #[test]
+    fn an_open_shelter_at_ninety_percent_is_near_capacity() {
+        let mut town = Town::new();
+        town.healthy(0);
+        // Enough water for the sheltered too: only the shelter rule is in question.
+        town.stock(30, water_days(10.0));
+        town.read("js-sh1", 0, shelter(ShelterMode::Open, 449));
+        assert_eq!(town.rules(31), vec![], "449 of 500 is under 90 %");
+        town.read("js-sh1", 60, shelter(ShelterMode::Open, 450));
+        let near = rule(Rule::ShelterNearCapacity, "js-sh1");
+        assert_eq!(town.rules(61), vec![near.clone()]);
+        let evaluation = evaluate(&town.ledger, town.town, &town.settings, t(61));
+        assert_eq!(
+            evaluation.conditions[0].detail,
+            Detail::ShelterFull {
+                facility: "js-sh1".into(),
+                facility_name: "js-sh1".into(),
+                occupancy: 450,
+                capacity: 500,
+            }
+        );
+        // A shelter closing with people still counted is not filling up.
+        town.read("js-sh1", 120, shelter(ShelterMode::Closed, 450));
+        assert_eq!(town.rules(121), vec![]);
+    }
+
+    #[test]
+    fn the_near_capacity_line_follows_the_setting() {
+        let mut town = Town::new();
+        town.settings.shelter_near_capacity_pct = 80.0;
+        town.healthy(0);
+        town.stock(30, water_days(10.0));
+        town.read("js-sh1", 0, shelter(ShelterMode::Open, 399));
+        assert_eq!(town.rules(31), vec![]);
+        town.read("js-sh1", 60, shelter(ShelterMode::Open, 400));
+        assert_eq!(
+            town.rules(61),
+            vec![rule(Rule::ShelterNearCapacity, "js-sh1")]
+        );
+    }
+
+    #[test]
+    fn a_shelter_activating_past_its_convert_within_is_not_ready() {
+        let mut town = Town::new();
+        town.healthy(0);
+        town.read("js-sh1", 0, shelter(ShelterMode::Activating, 0));
+        // Still activating an hour later: the clock runs from the first such reading.
+        town.read("js-sh1", 3600, shelter(ShelterMode::Activating, 0));
+        // The other facilities keep reporting, so nothing else is silent.
+        town.healthy(7100);
+        assert_eq!(
+            town.rules(7200),
+            vec![],
+            "exactly 2 h is within convert_within"
+        );
+        let not_ready = rule(Rule::ShelterNotReady, "js-sh1");
+        assert_eq!(town.rules(7201), vec![not_ready]);
+        let evaluation = evaluate(&town.ledger, town.town, &town.settings, t(7201));
+        assert_eq!(evaluation.conditions[0].since, Some(t(7200)));
+        town.healthy(7300);
+        town.read("js-sh1", 7300, shelter(ShelterMode::Open, 10));
+        assert_eq!(town.rules(7301), vec![], "open: converted");
+    }
+
+    #[test]
+    fn a_shelter_in_everyday_use_raises_nothing() {
+        let mut town = Town::new();
+        town.healthy(0);
+        town.read("js-sh1", 0, shelter(ShelterMode::Normal, 0));
+        town.read("js-sh1", 60, shelter(ShelterMode::Normal, 0));
+        assert_eq!(town.rules(61), vec![]);
     }
 
     #[test]

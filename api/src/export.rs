@@ -234,6 +234,8 @@ impl Sheets {
                 row.extend(readiness(&figures.power_units, f));
                 &mut self.power_units
             }
+            // Shelters hold people, not supplies: the export's tables are of reserves.
+            (FacilityKind::Shelter(_), _) => return,
         };
         row.extend(status_cells(ledger, f, alerts, now));
         table.rows.push(row);

@@ -11,8 +11,8 @@
 use chrono::{DateTime, Utc};
 use reserve::Ledger;
 use reserve::coverage::{Level, TownStatus};
-use reserve::ledger::Link;
 use reserve::ledger::Readiness;
+use reserve::ledger::{Link, ShelteredFrom};
 use reserve::reading::{PowerState, PumpState};
 use reserve::registry::{Category, ClusterIdx, Lang, TownIdx};
 use serde::{Deserialize, Serialize};
@@ -193,8 +193,16 @@ pub struct TownSummary {
     pub verified: bool,
     /// Residents.
     pub population: u64,
-    /// People sheltered there now, on top of residents.
+    /// People sheltered there now, on top of residents: the occupancy of its open
+    /// shelters when any reports open, else the figure its officer typed in
+    /// (docs/design.md#shelters).
     pub sheltered: u64,
+    /// Where `sheltered` comes from: `shelters` (their occupancy) or `typed` (the
+    /// officer's figure, `PUT /api/v1/towns/{id}/sheltered`).
+    #[schema(value_type = String, example = "shelters")]
+    pub sheltered_from: ShelteredFrom,
+    /// The officer's typed-in figure, which applies while no shelter reports open.
+    pub sheltered_typed: u64,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     /// When the figures were last computed.
@@ -223,6 +231,8 @@ impl TownSummary {
             verified: figures.verified,
             population: town.population,
             sheltered: figures.sheltered,
+            sheltered_from: figures.sheltered_from,
+            sheltered_typed: ledger.sheltered(t),
             lat: town.lat,
             lon: town.lon,
             computed_at: figures.computed_at,
@@ -249,14 +259,15 @@ pub(crate) fn towns_of_cluster(ledger: &Ledger, cluster: ClusterIdx) -> Vec<Town
         .collect()
 }
 
-/// Residents plus sheltered. Saturating: the registry's population is an operator's
-/// number, the sheltered count a client's.
+/// Residents plus sheltered (its open shelters' occupancy, else the typed figure).
+/// Saturating: the registry's population is an operator's number, the sheltered count
+/// a client's.
 pub(crate) fn people(ledger: &Ledger, t: TownIdx) -> u64 {
     ledger
         .registry()
         .town(t)
         .population
-        .saturating_add(ledger.sheltered(t))
+        .saturating_add(ledger.sheltered_now(t).0)
 }
 
 /// A category's display names: the registry's `name_zh` and `name_en`, each falling

@@ -300,6 +300,8 @@ fn zero(latest: &mut LatestSnapshot) {
         LatestSnapshot::Stock(lines) => lines.iter_mut().for_each(|line| line.1 = 0.0),
         LatestSnapshot::Water { level_l, .. } => *level_l = 0.0,
         LatestSnapshot::Power { fuel_l, .. } => *fuel_l = 0.0,
+        // A silent shelter's people are still there: zeroing them would lower the need.
+        LatestSnapshot::Shelter { .. } => {}
     }
 }
 

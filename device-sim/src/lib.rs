@@ -41,6 +41,7 @@ mod model;
 mod plan;
 mod report;
 mod scenario;
+mod shelter;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

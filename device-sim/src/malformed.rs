@@ -6,11 +6,11 @@
 //! them (a truncated message, a negative stock); only the broken parts are written here.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use reserve::reading::{PowerState, PumpState};
+use reserve::reading::{PowerState, PumpState, ShelterMode};
 use reserve::registry::{FacilityIdx, FacilityKind, FacilityKindName, Registry};
 use reserve::wire::{
     MAX_PAYLOAD_BYTES, MAX_QUANTITY, MAX_READINGS_PER_MESSAGE, RejectReason, TOPIC_PREFIX,
-    WirePower, WireReading, WireTs, WireWater, encode, reading_topic, status_topic,
+    WirePower, WireReading, WireShelter, WireTs, WireWater, encode, reading_topic, status_topic,
 };
 
 /// A message meant to be rejected for `reason`.
@@ -51,6 +51,15 @@ fn reading_of(
                 battery_pct: Some(95.0),
                 state: PowerState::Standby,
                 burn_l_per_h: None,
+            },
+        ),
+        // One person fits any shelter (capacity ≥ 1), so a "valid" reading stays valid;
+        // a negative quantity stays negative for `bad_number`.
+        FacilityKindName::Shelter => WireReading::shelter(
+            ts,
+            WireShelter {
+                occupancy: quantity.min(1.0),
+                mode: ShelterMode::Open,
             },
         ),
     }
@@ -138,7 +147,9 @@ pub(crate) fn malformed_messages(registry: &Registry, now: DateTime<Utc>) -> Vec
         );
     }
     let other_kind = match kind {
-        FacilityKindName::Warehouse | FacilityKindName::PowerUnit => FacilityKindName::WaterPoint,
+        FacilityKindName::Warehouse | FacilityKindName::PowerUnit | FacilityKindName::Shelter => {
+            FacilityKindName::WaterPoint
+        }
         FacilityKindName::WaterPoint => FacilityKindName::PowerUnit,
     };
     add(
@@ -176,6 +187,7 @@ pub(crate) fn malformed_messages(registry: &Registry, now: DateTime<Utc>) -> Vec
         stock: None,
         water: None,
         power: None,
+        shelter: None,
     };
     add(
         RejectReason::BadPayload,
@@ -227,6 +239,9 @@ fn over_capacity(
                 (Some(category), max)
             }
             FacilityKind::WaterPoint { capacity_l: None } => return None,
+            // A thousand times a shelter's capacity may pass MAX_OCCUPANCY (bad_number);
+            // the other kinds give the case.
+            FacilityKind::Shelter(_) => return None,
         };
         // Above the capacity but within MAX_QUANTITY, or it would be bad_number.
         let value = (capacity * 1000.0).min(MAX_QUANTITY);

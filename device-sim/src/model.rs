@@ -68,6 +68,7 @@ pub(crate) enum FacilityModel {
     Warehouse(Warehouse),
     WaterPoint(WaterPoint),
     PowerUnit(PowerUnit),
+    Shelter(crate::shelter::Shelter),
 }
 
 impl FacilityModel {
@@ -78,6 +79,7 @@ impl FacilityModel {
             FacilityModel::Warehouse(w) => w.advance(to_h, people_factor),
             FacilityModel::WaterPoint(w) => w.advance(to_h, people_factor, rng),
             FacilityModel::PowerUnit(p) => p.advance(to_h, rng),
+            FacilityModel::Shelter(s) => s.advance(to_h),
         }
     }
 
@@ -107,6 +109,7 @@ impl FacilityModel {
                     burn_l_per_h: p.measured_burn.map(|b| round_to(b, 3)),
                 },
             ),
+            FacilityModel::Shelter(s) => s.reading(ts),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::gateway::Gateway;
 use crate::model::{
     FacilityModel, PowerUnit, PowerUnitFate, StockLine, Warehouse, WaterPoint, WaterPointFate,
 };
+use crate::shelter::Shelter;
 
 /// Capacity assumed for a water point whose registry entry gives none.
 pub(crate) const DEFAULT_WATER_CAPACITY_L: f64 = 50_000.0;
@@ -310,6 +311,10 @@ pub(crate) fn plan(
                     scenario,
                 ))
             }
+            FacilityKind::Shelter(spec) => {
+                let opens = shelter_share(registry, &sheltered, f, scenario.sheltered.at_h);
+                FacilityModel::Shelter(Shelter::new(spec.capacity, opens))
+            }
         };
         let silent_at_h = silent
             .binary_search(&f)
@@ -354,4 +359,28 @@ pub(crate) fn plan(
         comms_cut,
         faults,
     })
+}
+
+/// When shelter `f` opens and how many people it is to take: its town's influx shared
+/// among the town's shelters by capacity. `None` for a town taking in nobody.
+fn shelter_share(
+    registry: &Registry,
+    sheltered: &[(TownIdx, u64)],
+    f: FacilityIdx,
+    at_h: f64,
+) -> Option<(f64, u64)> {
+    let town = registry.facility(f).town;
+    let &(_, people) = sheltered.iter().find(|(t, _)| *t == town)?;
+    let capacity_of = |f: FacilityIdx| match &registry.facility(f).kind {
+        FacilityKind::Shelter(spec) => spec.capacity as f64,
+        _ => 0.0,
+    };
+    let total: f64 = registry
+        .town(town)
+        .facilities
+        .iter()
+        .map(|&s| capacity_of(s))
+        .sum();
+    let share = people as f64 * capacity_of(f) / total.max(1.0);
+    Some((at_h, share.round() as u64))
 }

@@ -249,6 +249,7 @@ fn synthetic_texts(towns: u64, facilities: u64) -> (String, HashMap<String, Stri
                 FacilityKindName::Warehouse => ("wh", "应急物资仓库", &mut numbers[0]),
                 FacilityKindName::WaterPoint => ("wp", "应急供水点", &mut numbers[1]),
                 FacilityKindName::PowerUnit => ("pu", "应急发电机组", &mut numbers[2]),
+                FacilityKindName::Shelter => unreachable!("`kind_of` picks no shelters"),
             };
             *n += 1;
             let report_every = if g % 10 == 0 { "300s" } else { "60s" };
@@ -259,6 +260,7 @@ fn synthetic_texts(towns: u64, facilities: u64) -> (String, HashMap<String, Stri
                     let fuel = 50 * pick(g, 4, 41);
                     format!(",{fuel},{:.1},50", (fuel as f64 / 110.0).max(2.0))
                 }
+                FacilityKindName::Shelter => unreachable!("`kind_of` picks no shelters"),
             };
             writeln!(
                 facilities_csv,
@@ -371,6 +373,7 @@ fn reading(registry: &Registry, facility: usize, ts: DateTime<Utc>) -> Reading {
             state: PowerState::Standby,
             burn_l_per_h: None,
         }),
+        FacilityKind::Shelter(_) => unreachable!("`kind_of` picks no shelters"),
     };
     Reading {
         facility: reserve::registry::FacilityIdx::from_index(facility),

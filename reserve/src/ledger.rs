@@ -16,7 +16,8 @@ use crate::coverage::{
 };
 use crate::id::{CategoryId, FacilityId};
 use crate::reading::{
-    Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
+    Observation, PowerObservation, PowerState, PumpState, Reading, ShelterMode, ShelterObservation,
+    WaterObservation,
 };
 use crate::registry::{CategoryIdx, FacilityIdx, FacilityKind, Registry, Target, TownIdx};
 
@@ -24,6 +25,8 @@ mod transfers;
 pub use transfers::{MIN_TRANSFER_WINDOW, Shortfall, transfer_window_s};
 
 mod reload;
+mod shelters;
+pub use shelters::{ShelterLatest, ShelterStatus, ShelteredFrom};
 
 pub use reload::RegistryChanges;
 
@@ -64,6 +67,7 @@ pub enum Latest {
         drawdown: Drawdown,
     },
     Power(PowerObservation),
+    Shelter(ShelterLatest),
 }
 
 /// Live state of one facility. Kept small: docs/design.md#performance-targets allows
@@ -134,6 +138,11 @@ pub enum LatestSnapshot {
         state: PowerState,
         burn_l_per_h: Option<f64>,
     },
+    Shelter {
+        occupancy: u64,
+        mode: ShelterMode,
+        mode_since: DateTime<Utc>,
+    },
 }
 
 /// A category's coverage in a town.
@@ -182,7 +191,11 @@ pub struct TownFigures {
     /// False when any facility is silent or has never reported: figures are a floor.
     pub verified: bool,
     pub population: u64,
+    /// People sheltered now, on top of residents: see [`Ledger::sheltered_now`].
     pub sheltered: u64,
+    pub sheltered_from: ShelteredFrom,
+    /// The town's shelters, in registry order.
+    pub shelters: Vec<ShelterStatus>,
     pub categories: Vec<CategoryCoverage>,
     /// Min over the town's power units of runtime in days, a unit not ready counting as
     /// 0; `None` for a town without power units.
@@ -206,6 +219,8 @@ impl TownFigures {
             verified: false,
             population,
             sheltered: 0,
+            sheltered_from: ShelteredFrom::Typed,
+            shelters: Vec::new(),
             categories: Vec::new(),
             power_days: None,
             power_units: Vec::new(),
@@ -279,6 +294,8 @@ impl Ledger {
         &self.towns[town.index()].figures
     }
 
+    /// The sheltered figure typed in by the town's officer; what the town's figures use
+    /// is [`Ledger::sheltered_now`], which prefers its open shelters' occupancy.
     pub fn sheltered(&self, town: TownIdx) -> u64 {
         self.towns[town.index()].sheltered
     }
@@ -338,6 +355,9 @@ impl Ledger {
                 }
             }
             (Observation::Power(obs), _) => Latest::Power(*obs),
+            (Observation::Shelter(obs), previous) => {
+                Latest::Shelter(ShelterLatest::next(previous.as_ref(), *obs, ts))
+            }
         });
         Applied::Updated
     }
@@ -378,6 +398,11 @@ impl Ledger {
                     battery_pct: obs.battery_pct,
                     state: obs.state,
                     burn_l_per_h: obs.burn_l_per_h,
+                },
+                Latest::Shelter(s) => LatestSnapshot::Shelter {
+                    occupancy: s.obs.occupancy,
+                    mode: s.obs.mode,
+                    mode_since: s.mode_since,
                 },
             }),
         }
@@ -436,6 +461,20 @@ impl Ledger {
                 state: *state,
                 burn_l_per_h: *burn_l_per_h,
             })),
+            (
+                Some(LatestSnapshot::Shelter {
+                    occupancy,
+                    mode,
+                    mode_since,
+                }),
+                FacilityKind::Shelter(_),
+            ) => Some(Latest::Shelter(ShelterLatest {
+                obs: ShelterObservation {
+                    occupancy: *occupancy,
+                    mode: *mode,
+                },
+                mode_since: *mode_since,
+            })),
             _ => return false,
         };
         self.facilities[f.index()] = FacilityState {
@@ -479,11 +518,13 @@ impl Ledger {
 
     fn compute(&self, town_idx: TownIdx, now: DateTime<Utc>) -> TownFigures {
         let town = self.registry.town(town_idx);
-        let state = &self.towns[town_idx.index()];
         let (silent, never_reported) = self.unheard(town_idx, now);
+        let (sheltered, sheltered_from) = self.sheltered_now(town_idx);
         if never_reported.len() == town.facilities.len() {
             let mut figures = TownFigures::unknown(town_idx, town.population);
-            figures.sheltered = state.sheltered;
+            figures.sheltered = sheltered;
+            figures.sheltered_from = sheltered_from;
+            figures.shelters = self.shelter_statuses(town_idx);
             figures.never_reported = never_reported;
             figures.computed_at = Some(now);
             return figures;
@@ -492,7 +533,7 @@ impl Ledger {
         let categories: Vec<CategoryCoverage> = self
             .registry
             .category_indices()
-            .map(|c| self.category_coverage(town_idx, c, &holdings))
+            .map(|c| self.category_coverage(town_idx, c, &holdings, sheltered))
             .collect();
         let worst = categories
             .iter()
@@ -513,7 +554,9 @@ impl Ledger {
             worst_category: worst.map(|(_, c)| c),
             verified: all_verified,
             population: town.population,
-            sheltered: state.sheltered,
+            sheltered,
+            sheltered_from,
+            shelters: self.shelter_statuses(town_idx),
             categories,
             power_days: power_days(&holdings.power_units),
             power_units: holdings.power_units,
@@ -593,6 +636,9 @@ impl Ledger {
                     }
                     _ => Readiness::never_reported(f),
                 }),
+                // Shelters hold people, not supplies: they move the need, not the stock
+                // (see `Ledger::sheltered_now`).
+                FacilityKind::Shelter(_) => {}
             }
         }
         h
@@ -643,18 +689,14 @@ impl Ledger {
         town_idx: TownIdx,
         c: CategoryIdx,
         holdings: &Holdings,
+        sheltered: u64,
     ) -> CategoryCoverage {
         let registry = &*self.registry;
         let town = registry.town(town_idx);
         let state = &self.towns[town_idx.index()];
         let category = registry.category(c);
         let target: Target = registry.target_for(town_idx, c);
-        let people = people_in_group(
-            &category.group,
-            town.population,
-            &town.groups,
-            state.sheltered,
-        );
+        let people = people_in_group(&category.group, town.population, &town.groups, sheltered);
         let need_per_day = people * category.daily_need;
         let stock = holdings.stock[c.index()];
         let days = days_of_supply(stock, need_per_day);

@@ -25,6 +25,7 @@ pub enum Observation {
     Stock(Vec<(CategoryIdx, f64)>),
     Water(WaterObservation),
     Power(PowerObservation),
+    Shelter(ShelterObservation),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,4 +60,33 @@ pub struct PowerObservation {
     pub state: PowerState,
     /// The gateway's measured burn, overriding the registry's rated burn.
     pub burn_l_per_h: Option<f64>,
+}
+
+/// Where a shelter stands in its conversion (docs/design.md#shelters): its everyday use,
+/// converting, taking people in, or shut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShelterMode {
+    Normal,
+    Activating,
+    Open,
+    Closed,
+}
+
+impl ShelterMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShelterMode::Normal => "normal",
+            ShelterMode::Activating => "activating",
+            ShelterMode::Open => "open",
+            ShelterMode::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShelterObservation {
+    /// People inside now (door counters, check-in desks); never above the capacity.
+    pub occupancy: u64,
+    pub mode: ShelterMode,
 }

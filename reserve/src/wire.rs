@@ -17,7 +17,8 @@
 //!   gateway can add fields (a signal strength, a firmware version) before the server
 //!   knows them and nothing breaks. Unknown *values* are rejected, because they change
 //!   meaning: a `pump` of `"broken"`, an unknown category in `stock`.
-//! - **Exactly one section.** A reading with none of `stock` / `water` / `power`, or with
+//! - **Exactly one section.** A reading with none of `stock` / `water` / `power` /
+//!   `shelter`, or with
 //!   several, is `bad_payload` (its shape is wrong whatever the facility); a reading with
 //!   one section that does not match the facility's kind is `wrong_kind`.
 //! - **Numbers.** JSON has no NaN or Infinity, but gateways emit them anyway (Python's
@@ -58,7 +59,8 @@ use serde_json::value::RawValue;
 
 use crate::id::check_slug;
 use crate::reading::{
-    Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
+    Observation, PowerObservation, PowerState, PumpState, Reading, ShelterMode, ShelterObservation,
+    WaterObservation,
 };
 use crate::registry::{Facility, FacilityIdx, FacilityKind, FacilityKindName, Registry};
 
@@ -88,6 +90,10 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 pub const MAX_QUANTITY: f64 = 1e12;
 /// Largest battery percentage accepted.
 pub const MAX_BATTERY_PCT: f64 = 100.0;
+/// Largest shelter occupancy accepted whatever the registry says: more people than a
+/// stadium holds is a counter gone wrong. Above the shelter's `capacity` is
+/// `over_capacity`; above this, `bad_number`.
+pub const MAX_OCCUPANCY: f64 = 1_000_000.0;
 
 /// How many known ids an "unknown …" detail lists before "and N more".
 const MAX_LISTED_IDS: usize = 10;
@@ -563,7 +569,16 @@ pub struct WirePower {
     pub burn_l_per_h: Option<f64>,
 }
 
-/// One reading as it travels. Exactly one of `stock` / `water` / `power` must be set for
+/// A shelter's section (docs/design.md#shelters): people inside and the mode. Occupancy
+/// is read as a number so a negative or fractional count gets a `bad_number` that says
+/// so rather than a type error. Unknown fields are ignored (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WireShelter {
+    pub occupancy: f64,
+    pub mode: ShelterMode,
+}
+
+/// One reading as it travels. Exactly one of `stock` / `water` / `power` / `shelter` must be set for
 /// it to validate; the type allows others so the simulator can send faulty payloads.
 /// Unknown fields are ignored (see the module docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -577,6 +592,8 @@ pub struct WireReading<'a> {
     pub water: Option<WireWater>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power: Option<WirePower>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shelter: Option<WireShelter>,
 }
 
 impl<'a> WireReading<'a> {
@@ -607,6 +624,14 @@ impl<'a> WireReading<'a> {
         }
     }
 
+    /// A shelter reading.
+    pub fn shelter(ts: impl Into<WireTs>, shelter: WireShelter) -> Self {
+        WireReading {
+            shelter: Some(shelter),
+            ..WireReading::bare(ts.into())
+        }
+    }
+
     pub fn with_seq(self, seq: u64) -> Self {
         WireReading {
             seq: Some(seq),
@@ -621,6 +646,7 @@ impl<'a> WireReading<'a> {
             stock: None,
             water: None,
             power: None,
+            shelter: None,
         }
     }
 
@@ -650,6 +676,13 @@ impl<'a> WireReading<'a> {
                     battery_pct: p.battery_pct,
                     state: p.state,
                     burn_l_per_h: p.burn_l_per_h,
+                },
+            ),
+            Observation::Shelter(o) => WireReading::shelter(
+                ts,
+                WireShelter {
+                    occupancy: o.occupancy as f64,
+                    mode: o.mode,
                 },
             ),
         };
@@ -1066,6 +1099,7 @@ impl<'r> ReadingChecker<'r> {
             Section::Stock => self.check_stock(wire.stock.as_ref()),
             Section::Water(w) => check_water(w, &facility.kind),
             Section::Power(p) => check_power(p, &facility.kind),
+            Section::Shelter(o) => check_shelter(o, &facility.kind),
         }
     }
 
@@ -1118,24 +1152,27 @@ impl<'r> ReadingChecker<'r> {
 fn section_of(wire: &WireReading<'_>, facility: &Facility) -> Result<Section, Rejected> {
     let kind = facility.kind.name();
     let expected = section_for(kind);
-    let (section, observation) = match (&wire.stock, &wire.water, &wire.power) {
-        (Some(_), None, None) => ("stock", Section::Stock),
-        (None, Some(w), None) => ("water", Section::Water(*w)),
-        (None, None, Some(p)) => ("power", Section::Power(*p)),
-        (None, None, None) => {
+    let sections = (&wire.stock, &wire.water, &wire.power, &wire.shelter);
+    let (section, observation) = match sections {
+        (Some(_), None, None, None) => ("stock", Section::Stock),
+        (None, Some(w), None, None) => ("water", Section::Water(*w)),
+        (None, None, Some(p), None) => ("power", Section::Power(*p)),
+        (None, None, None, Some(o)) => ("shelter", Section::Shelter(*o)),
+        (None, None, None, None) => {
             return Err(Rejected::new(
                 RejectReason::BadPayload,
                 format!(
-                    "reading has none of \"stock\", \"water\", \"power\"; facility {:?} is a {kind} and sends {expected:?}",
+                    "reading has none of \"stock\", \"water\", \"power\", \"shelter\"; facility {:?} is a {kind} and sends {expected:?}",
                     facility.id.as_str()
                 ),
             ));
         }
-        (stock, water, power) => {
+        (stock, water, power, shelter) => {
             let present: Vec<&str> = [
                 stock.as_ref().map(|_| "\"stock\""),
                 water.as_ref().map(|_| "\"water\""),
                 power.as_ref().map(|_| "\"power\""),
+                shelter.as_ref().map(|_| "\"shelter\""),
             ]
             .into_iter()
             .flatten()
@@ -1199,11 +1236,37 @@ fn check_power(p: WirePower, kind: &FacilityKind) -> Result<Observation, Rejecte
     }))
 }
 
-/// Which section a reading has; a copy of it for the water and power cases.
+/// A shelter's occupancy: a whole, non-negative count no larger than
+/// [`MAX_OCCUPANCY`] (`bad_number`) nor than the shelter's `capacity` (`over_capacity`).
+fn check_shelter(o: WireShelter, kind: &FacilityKind) -> Result<Observation, Rejected> {
+    let capacity = match kind {
+        FacilityKind::Shelter(spec) => Some(spec.capacity as f64),
+        _ => None,
+    };
+    let occupancy = quantity("shelter.occupancy", o.occupancy, MAX_OCCUPANCY)?;
+    if occupancy.fract() != 0.0 {
+        return Err(Rejected::new(
+            RejectReason::BadNumber,
+            format!(
+                "shelter.occupancy is {}; it counts people, send a whole number",
+                fmt_number(occupancy)
+            ),
+        ));
+    }
+    let occupancy = within_capacity("shelter.occupancy", occupancy, capacity, "capacity")?;
+    Ok(Observation::Shelter(ShelterObservation {
+        // Whole and at most MAX_OCCUPANCY: the conversion is exact.
+        occupancy: occupancy as u64,
+        mode: o.mode,
+    }))
+}
+
+/// Which section a reading has; a copy of it for the water, power and shelter cases.
 enum Section {
     Stock,
     Water(WireWater),
     Power(WirePower),
+    Shelter(WireShelter),
 }
 
 fn section_for(kind: FacilityKindName) -> &'static str {
@@ -1211,6 +1274,7 @@ fn section_for(kind: FacilityKindName) -> &'static str {
         FacilityKindName::Warehouse => "stock",
         FacilityKindName::WaterPoint => "water",
         FacilityKindName::PowerUnit => "power",
+        FacilityKindName::Shelter => "shelter",
     }
 }
 

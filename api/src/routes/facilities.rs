@@ -5,8 +5,9 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use reserve::coverage::NotReady;
-use reserve::ledger::Latest;
-use reserve::registry::{FacilityKind, FacilityKindName, Report};
+use reserve::ledger::{Latest, ShelterLatest};
+use reserve::reading::ShelterMode;
+use reserve::registry::{DualUse, FacilityKind, FacilityKindName, Report};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -22,6 +23,7 @@ pub enum FacilityKindView {
     Warehouse,
     WaterPoint,
     PowerUnit,
+    Shelter,
 }
 
 impl From<FacilityKindName> for FacilityKindView {
@@ -30,6 +32,7 @@ impl From<FacilityKindName> for FacilityKindView {
             FacilityKindName::Warehouse => FacilityKindView::Warehouse,
             FacilityKindName::WaterPoint => FacilityKindView::WaterPoint,
             FacilityKindName::PowerUnit => FacilityKindView::PowerUnit,
+            FacilityKindName::Shelter => FacilityKindView::Shelter,
         }
     }
 }
@@ -74,6 +77,9 @@ pub struct FacilityDetail {
     pub fuel_capacity_l: Option<f64>,
     pub burn_l_per_h: Option<f64>,
     pub min_battery_pct: Option<f64>,
+    /// Shelters: what the registry says of it (capacity, everyday use, time to convert).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shelter: Option<ShelterSpecView>,
     /// Measurement time of the latest reading (the gateway's clock).
     pub last_ts: Option<DateTime<Utc>>,
     pub last_seq: Option<u64>,
@@ -87,7 +93,8 @@ pub struct FacilityDetail {
     /// Water points and power units: ready or not, and why.
     pub ready: Option<bool>,
     pub problems: Vec<NotReady>,
-    /// The latest observation: exactly one of `stock`, `water`, `power`, as on the wire.
+    /// The latest observation: exactly one of `stock`, `water`, `power`, `shelter`, as on
+    /// the wire.
     pub latest: Option<LatestView>,
     /// Where the latest reading came from, and its age: a figure that rests on a count
     /// made by hand says so. Absent when the facility never reported (or the store
@@ -132,6 +139,36 @@ pub struct LatestView {
     pub water: Option<WaterView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub power: Option<PowerView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shelter: Option<ShelterView>,
+}
+
+/// A shelter's registry entry (docs/design.md#shelters).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShelterSpecView {
+    /// People it can take.
+    pub capacity: u64,
+    /// Its everyday use: `school`, `gym`, `hotel`, `community_centre`, `warehouse`,
+    /// `other`.
+    #[schema(value_type = String, example = "school")]
+    pub dual_use: DualUse,
+    /// How long it may take to convert before `shelter_not_ready`.
+    pub convert_within_s: f64,
+}
+
+/// A shelter's latest reading.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShelterView {
+    /// People inside.
+    pub occupancy: u64,
+    pub capacity: u64,
+    /// `occupancy` as a percentage of `capacity`.
+    pub fill_pct: f64,
+    /// `normal` (everyday use), `activating` (converting), `open` or `closed`.
+    #[schema(value_type = String, example = "open")]
+    pub mode: ShelterMode,
+    /// When it entered `mode` (the first reading in it).
+    pub mode_since: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -222,6 +259,15 @@ pub(super) async fn facility(
             Some(burn_l_per_h),
             Some(min_battery_pct),
         ),
+        FacilityKind::Shelter(_) => (None, None, None, None),
+    };
+    let shelter = match &facility.kind {
+        FacilityKind::Shelter(spec) => Some(ShelterSpecView {
+            capacity: spec.capacity,
+            dual_use: spec.dual_use,
+            convert_within_s: spec.convert_within.as_secs_f64(),
+        }),
+        _ => None,
     };
     let latest = live.latest.as_ref().map(|latest| match latest {
         Latest::Stock(lines) => LatestView {
@@ -241,6 +287,7 @@ pub(super) async fn facility(
             ),
             water: None,
             power: None,
+            shelter: None,
         },
         Latest::Water { obs, drawdown } => LatestView {
             stock: None,
@@ -251,6 +298,7 @@ pub(super) async fn facility(
                 consumption_l_per_h: ledger.consumption_per_h(drawdown),
             }),
             power: None,
+            shelter: None,
         },
         Latest::Power(obs) => LatestView {
             stock: None,
@@ -265,6 +313,13 @@ pub(super) async fn facility(
                     obs.burn_l_per_h.or(rated_burn).unwrap_or(0.0),
                 ),
             }),
+            shelter: None,
+        },
+        Latest::Shelter(latest) => LatestView {
+            stock: None,
+            water: None,
+            power: None,
+            shelter: Some(shelter_view(latest, shelter.as_ref())),
         },
     });
     Ok(Json(FacilityDetail {
@@ -281,6 +336,7 @@ pub(super) async fn facility(
         fuel_capacity_l,
         burn_l_per_h: rated_burn,
         min_battery_pct,
+        shelter,
         last_ts: live.last_ts,
         last_seq: live.last_seq,
         heard_at: live.heard_at,
@@ -321,4 +377,22 @@ fn latest_source(
             .map(|m| m.entered_by.clone()),
         age_s: by_hand.map(|m| ((now - m.ts).num_milliseconds() as f64 / 1000.0).max(0.0)),
     })
+}
+
+/// A shelter's latest reading against its capacity (`spec` is always there for a
+/// shelter; a reading is validated against its facility's kind).
+fn shelter_view(latest: &ShelterLatest, spec: Option<&ShelterSpecView>) -> ShelterView {
+    let capacity = spec.map_or(0, |s| s.capacity);
+    let fill_pct = if capacity == 0 {
+        0.0
+    } else {
+        latest.obs.occupancy as f64 * 100.0 / capacity as f64
+    };
+    ShelterView {
+        occupancy: latest.obs.occupancy,
+        capacity,
+        fill_pct: (fill_pct * 10.0).round() / 10.0,
+        mode: latest.obs.mode,
+        mode_since: latest.mode_since,
+    }
 }

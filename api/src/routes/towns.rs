@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use reserve::coverage::NotReady;
+use reserve::reading::ShelterMode;
 use reserve::registry::{Registry, TownIdx};
 use reserve::{Ledger, TownId};
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,24 @@ pub struct TownDetail {
     /// Every facility of the town, in registry order: what its officer counts by hand
     /// and sends transfers from (each one's state: `GET /api/v1/facilities/{id}`).
     pub facilities: Vec<TownFacility>,
+    /// The town's shelters, in registry order: the open ones' occupancy is `sheltered`.
+    pub shelters: Vec<TownShelter>,
+}
+
+/// A shelter of a town and its latest reading (docs/design.md#shelters).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TownShelter {
+    pub facility: String,
+    pub name: String,
+    /// People it can take.
+    pub capacity: u64,
+    /// People inside; `null` until it first reports.
+    pub occupancy: Option<u64>,
+    /// `normal`, `activating`, `open` or `closed`; `null` until it first reports.
+    #[schema(value_type = Option<String>, example = "open")]
+    pub mode: Option<ShelterMode>,
+    /// Since when it has been in `mode`.
+    pub mode_since: Option<DateTime<Utc>>,
 }
 
 /// A facility of a town, as the town page lists it.
@@ -225,6 +244,18 @@ impl TownDetail {
             silent: figures.silent.iter().map(facility_id).collect(),
             never_reported: figures.never_reported.iter().map(facility_id).collect(),
             facilities: TownFacility::of_town(registry, t),
+            shelters: figures
+                .shelters
+                .iter()
+                .map(|s| TownShelter {
+                    facility: facility_id(&s.facility),
+                    name: registry.facility(s.facility).name.clone(),
+                    capacity: s.capacity,
+                    occupancy: s.occupancy,
+                    mode: s.mode,
+                    mode_since: s.mode_since,
+                })
+                .collect(),
         }
     }
 }

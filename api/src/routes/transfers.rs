@@ -370,7 +370,7 @@ fn holds(
     let held = match facility.kind {
         FacilityKind::Warehouse => true,
         FacilityKind::WaterPoint { .. } => registry.water_category == Some(category),
-        FacilityKind::PowerUnit { .. } => false,
+        FacilityKind::PowerUnit { .. } | FacilityKind::Shelter(_) => false,
     };
     if held {
         return Ok(());

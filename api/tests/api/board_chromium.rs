@@ -19,9 +19,9 @@ use ingest::{BrokerUrl, IngestConfig};
 use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::Ledger;
 use reserve::coverage::people_in_group;
-use reserve::reading::{PowerState, PumpState};
+use reserve::reading::{PowerState, PumpState, ShelterMode};
 use reserve::registry::{FacilityKind, Registry, Source, TownIdx, load_registry};
-use reserve::wire::{WirePower, WireReading, WireWater, reading_topic};
+use reserve::wire::{WirePower, WireReading, WireShelter, WireWater, reading_topic};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -351,6 +351,14 @@ fn town_readings(
                     },
                 )
             }
+            // In everyday use: nobody sheltered, so the town's typed figure stands.
+            FacilityKind::Shelter(_) => WireReading::shelter(
+                ts,
+                WireShelter {
+                    occupancy: 0.0,
+                    mode: ShelterMode::Normal,
+                },
+            ),
         };
         readings.push((
             reading_topic(town.id.as_str(), facility.id.as_str()),

@@ -176,6 +176,7 @@ pub enum FacilityKindName {
     Warehouse,
     WaterPoint,
     PowerUnit,
+    Shelter,
 }
 
 impl FacilityKindName {
@@ -184,6 +185,7 @@ impl FacilityKindName {
             FacilityKindName::Warehouse => "warehouse",
             FacilityKindName::WaterPoint => "water_point",
             FacilityKindName::PowerUnit => "power_unit",
+            FacilityKindName::Shelter => "shelter",
         }
     }
 }
@@ -208,6 +210,65 @@ pub enum FacilityKind {
         burn_l_per_h: f64,
         min_battery_pct: f64,
     },
+    /// A dual-use building (平急两用) that converts to an emergency shelter
+    /// (docs/design.md#shelters).
+    Shelter(ShelterSpec),
+}
+
+/// What the registry says of a shelter: how many people it takes, what it is on an
+/// ordinary day, and how long it needs to convert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShelterSpec {
+    /// People it can take; always > 0. Occupancy above it is `over_capacity`.
+    pub capacity: u64,
+    pub dual_use: DualUse,
+    /// How long it may stay `activating` before `shelter_not_ready` fires.
+    pub convert_within: Duration,
+}
+
+/// A shelter converts to this time when nothing is declared: half a day is what the
+/// bureau's plans allow a school or gym to clear its hall.
+pub const DEFAULT_CONVERT_WITHIN: Duration = Duration::from_secs(6 * 3600);
+
+/// What a shelter is on an ordinary day.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DualUse {
+    School,
+    Gym,
+    Hotel,
+    CommunityCentre,
+    Warehouse,
+    #[default]
+    Other,
+}
+
+impl DualUse {
+    pub const ALL: [DualUse; 6] = [
+        DualUse::School,
+        DualUse::Gym,
+        DualUse::Hotel,
+        DualUse::CommunityCentre,
+        DualUse::Warehouse,
+        DualUse::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DualUse::School => "school",
+            DualUse::Gym => "gym",
+            DualUse::Hotel => "hotel",
+            DualUse::CommunityCentre => "community_centre",
+            DualUse::Warehouse => "warehouse",
+            DualUse::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DualUse> {
+        DualUse::ALL.into_iter().find(|d| d.as_str() == s)
+    }
 }
 
 impl FacilityKind {
@@ -216,6 +277,7 @@ impl FacilityKind {
             FacilityKind::Warehouse => FacilityKindName::Warehouse,
             FacilityKind::WaterPoint { .. } => FacilityKindName::WaterPoint,
             FacilityKind::PowerUnit { .. } => FacilityKindName::PowerUnit,
+            FacilityKind::Shelter(_) => FacilityKindName::Shelter,
         }
     }
 }

@@ -8,4 +8,5 @@ mod corpus;
 mod forecast;
 mod ledger;
 mod registry_load;
+mod shelters;
 mod wire_decode;

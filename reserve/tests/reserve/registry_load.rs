@@ -296,7 +296,7 @@ kind = "depot" #!
 "#,
         &[
             "town \"beixinqiao\": population: invalid type: floating point `-3.5`, expected an integer",
-            "facility \"bxq-wh1\": kind: unknown kind \"depot\" (expected warehouse, water_point or power_unit)",
+            "facility \"bxq-wh1\": kind: unknown kind \"depot\" (expected warehouse, water_point, power_unit or shelter)",
         ],
     );
 }

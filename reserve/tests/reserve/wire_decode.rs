@@ -467,7 +467,7 @@ fn every_reject_reason_has_a_row_that_says_what_is_wrong() {
             WH1_TOPIC,
             r#"{"ts": "2026-11-24T05:00:00Z", "seq": 3}"#,
             RejectReason::BadPayload,
-            "reading has none of \"stock\", \"water\", \"power\"; facility \"wh-1\" is a warehouse and sends \"stock\"",
+            "reading has none of \"stock\", \"water\", \"power\", \"shelter\"; facility \"wh-1\" is a warehouse and sends \"stock\"",
         ),
         (
             WH1_TOPIC,
@@ -854,6 +854,7 @@ fn a_value_up_to_the_declared_capacity_counts_and_one_above_loses_only_its_readi
                 Observation::Stock(items) => items.iter().map(|i| i.1).collect(),
                 Observation::Water(w) => vec![w.level_l],
                 Observation::Power(p) => vec![p.fuel_l],
+                Observation::Shelter(o) => vec![o.occupancy as f64],
             })
             .collect();
         assert_eq!(&quantities, accepted, "{payload}");
@@ -1256,6 +1257,7 @@ proptest! {
                             Observation::Stock(items) => items.iter().map(|i| i.1).collect(),
                             Observation::Water(w) => vec![w.level_l],
                             Observation::Power(p) => [Some(p.fuel_l), p.battery_pct, p.burn_l_per_h].into_iter().flatten().collect(),
+                            Observation::Shelter(o) => vec![o.occupancy as f64],
                         };
                         prop_assert!(numbers.iter().all(|n| n.is_finite() && *n >= 0.0));
                     }

@@ -397,7 +397,7 @@ impl<'q> Plan<'q> {
             .filter(|&f| match registry.facility(f).kind {
                 FacilityKind::Warehouse => true,
                 FacilityKind::WaterPoint { .. } => water.is_some(),
-                FacilityKind::PowerUnit { .. } => false,
+                FacilityKind::PowerUnit { .. } | FacilityKind::Shelter(_) => false,
             })
             .collect();
         let lookback = i64::try_from(HISTORY_LOOKBACK.as_millis()).unwrap_or(i64::MAX);

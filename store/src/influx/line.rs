@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use chrono::{DateTime, Utc};
 use reserve::coverage;
 use reserve::ledger::TownFigures;
-use reserve::reading::{Observation, PumpState};
+use reserve::reading::{Observation, PumpState, ShelterMode, ShelterObservation};
 use reserve::registry::{FacilityKind, Registry};
 use reserve::{Reading, TownId};
 
@@ -170,8 +170,8 @@ fn escape_into(out: &mut String, s: &str, special: &[char]) {
     }
 }
 
-/// The lines of one stored reading: `stock` (one per category reported), `water_point`
-/// or `power_unit`, timestamped with the reading's `ts`, tagged with its `source`
+/// The lines of one stored reading: `stock` (one per category reported), `water_point`,
+/// `power_unit` or `shelter`, timestamped with the reading's `ts`, tagged with its `source`
 /// (`gateway` or `manual`). A tag, not a field: a dashboard can filter or group by it,
 /// and queries grouped by town and facility go on merging both sources. Who entered a
 /// manual reading is not written: a person's name has no place in a series key.
@@ -242,6 +242,24 @@ pub fn reading_lines(
                 .into_iter()
                 .collect()
         }
+        (Observation::Shelter(obs), kind) => shelter_line(base("shelter"), obs, kind)
+            .finish(ts)
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// A shelter's fields (docs/design.md#influxdb-schema): people inside, the capacity they
+/// are measured against (so a panel draws the fill without the registry), the mode as a
+/// string and `open` as a flag a panel can sum.
+fn shelter_line(line: Line, obs: &ShelterObservation, kind: &FacilityKind) -> Line {
+    let line = line
+        .count("occupancy", obs.occupancy)
+        .string("mode", obs.mode.as_str())
+        .flag("open", obs.mode == ShelterMode::Open);
+    match kind {
+        FacilityKind::Shelter(spec) => line.count("capacity", spec.capacity),
+        _ => line,
     }
 }
 

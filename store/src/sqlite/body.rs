@@ -6,13 +6,14 @@
 //! {"stock":{"water":12000.0,"food":5400.0}}
 //! {"water":{"level_l":52000.0,"pump":"ok","potable":true}}
 //! {"power":{"fuel_l":380.0,"battery_pct":96.0,"state":"standby"}}
+//! {"shelter":{"occupancy":412,"mode":"open"}}
 //! ```
 //!
 //! Written here rather than with `reserve::wire`'s encoder so that what history holds
 //! does not change when the wire format grows a field or a version.
 
 use reserve::Observation;
-use reserve::reading::{PowerState, PumpState};
+use reserve::reading::{PowerState, PumpState, ShelterMode};
 use reserve::registry::{CategoryIdx, Registry};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
@@ -61,6 +62,13 @@ impl Serialize for Body<'_> {
                     burn_l_per_h: p.burn_l_per_h,
                 },
             )?,
+            Observation::Shelter(o) => map.serialize_entry(
+                "shelter",
+                &Shelter {
+                    occupancy: o.occupancy,
+                    mode: o.mode,
+                },
+            )?,
         }
         map.end()
     }
@@ -96,4 +104,10 @@ struct Power {
     state: PowerState,
     #[serde(skip_serializing_if = "Option::is_none")]
     burn_l_per_h: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Shelter {
+    occupancy: u64,
+    mode: ShelterMode,
 }

@@ -15,8 +15,9 @@ use crate::duration::parse_duration;
 use crate::id::{CategoryId, ClusterId, DistrictId, FacilityId, IdError, TownId};
 use crate::registry::{
     Category, CategoryIdx, CategoryNames, Channel, Cluster, ClusterIdx, Contact, ContactScope,
-    DEFAULT_REPORT_EVERY, District, DistrictIdx, Facility, FacilityIdx, FacilityKind, Group, Lang,
-    Registry, RegistryParts, Report, Target, TargetOverride, Town, TownIdx,
+    DEFAULT_CONVERT_WITHIN, DEFAULT_REPORT_EVERY, District, DistrictIdx, DualUse, Facility,
+    FacilityIdx, FacilityKind, Group, Lang, Registry, RegistryParts, Report, ShelterSpec, Target,
+    TargetOverride, Town, TownIdx,
 };
 
 /// Longest `report_every` or `stale_after`: a facility heard from less than once a year
@@ -837,6 +838,12 @@ fn facility_kind(
     const WATER: &str = "water_point";
     const WAREHOUSE: &str = "warehouse";
     let name = kind.get_ref().as_str();
+    // Only a shelter takes people; every other known kind refuses its settings.
+    let shelter_fields = if matches!(name, WAREHOUSE | WATER | POWER) {
+        forbid_shelter_fields(e, raw, name)
+    } else {
+        Ok(())
+    };
     match name {
         "warehouse" => {
             let checks = [
@@ -844,6 +851,7 @@ fn facility_kind(
                 e.forbid(&raw.fuel_capacity_l, "fuel_capacity_l", name, POWER),
                 e.forbid(&raw.burn_l_per_h, "burn_l_per_h", name, POWER),
                 e.forbid(&raw.min_battery_pct, "min_battery_pct", name, POWER),
+                shelter_fields,
             ];
             checks.into_iter().collect::<Checked<Vec<()>>>()?;
             Ok(FacilityKind::Warehouse)
@@ -854,6 +862,7 @@ fn facility_kind(
                 e.forbid(&raw.burn_l_per_h, "burn_l_per_h", name, POWER),
                 e.forbid(&raw.min_battery_pct, "min_battery_pct", name, POWER),
                 e.forbid(&raw.max, "max", name, WAREHOUSE),
+                shelter_fields,
             ];
             let capacity_l = e.number(&raw.capacity_l, "capacity_l", Bounds::Positive);
             checks.into_iter().collect::<Checked<Vec<()>>>()?;
@@ -865,6 +874,7 @@ fn facility_kind(
             let forbidden = [
                 e.forbid(&raw.capacity_l, "capacity_l", name, WATER),
                 e.forbid(&raw.max, "max", name, WAREHOUSE),
+                shelter_fields,
             ];
             let fuel_capacity_l =
                 e.required_number(&raw.fuel_capacity_l, "fuel_capacity_l", Bounds::Positive);
@@ -882,13 +892,86 @@ fn facility_kind(
                 min_battery_pct: min_battery_pct?.unwrap_or(DEFAULT_MIN_BATTERY_PCT),
             })
         }
+        SHELTER => shelter_spec(e, raw).map(FacilityKind::Shelter),
         other => Err(e.report(
             kind.span().start,
             "kind",
-            format!("unknown kind {other:?} (expected warehouse, water_point or power_unit)"),
+            format!(
+                "unknown kind {other:?} (expected warehouse, water_point, power_unit or shelter)"
+            ),
         )),
     }
 }
+
+const SHELTER: &str = "shelter";
+
+/// A shelter's settings on a facility of another kind.
+fn forbid_shelter_fields(e: &mut Entry<'_>, raw: &RawFacility, kind: &str) -> Checked<()> {
+    let checks = [
+        e.forbid(&raw.capacity, "capacity", kind, SHELTER),
+        e.forbid(&raw.dual_use, "dual_use", kind, SHELTER),
+        e.forbid(&raw.convert_within, "convert_within", kind, SHELTER),
+    ];
+    checks.into_iter().collect::<Checked<Vec<()>>>().map(drop)
+}
+
+/// A shelter (docs/design.md#shelters): `capacity` people, required and > 0;
+/// `dual_use` one of [`DualUse::ALL`] (default `other`); `convert_within` a duration
+/// (default [`DEFAULT_CONVERT_WITHIN`]). The other kinds' settings are refused.
+fn shelter_spec(e: &mut Entry<'_>, raw: &RawFacility) -> Checked<ShelterSpec> {
+    let forbidden = [
+        e.forbid(&raw.capacity_l, "capacity_l", SHELTER, "water_point"),
+        e.forbid(
+            &raw.fuel_capacity_l,
+            "fuel_capacity_l",
+            SHELTER,
+            "power_unit",
+        ),
+        e.forbid(&raw.burn_l_per_h, "burn_l_per_h", SHELTER, "power_unit"),
+        e.forbid(
+            &raw.min_battery_pct,
+            "min_battery_pct",
+            SHELTER,
+            "power_unit",
+        ),
+        e.forbid(&raw.max, "max", SHELTER, "warehouse"),
+    ];
+    let capacity =
+        e.required(&raw.capacity, "capacity")
+            .and_then(|v| match u64::try_from(*v.get_ref()) {
+                Ok(people) if (1..=MAX_SHELTER_CAPACITY).contains(&people) => Ok(people),
+                _ => Err(e.report(
+                    v.span().start,
+                    "capacity",
+                    format!(
+                        "must be between 1 and {MAX_SHELTER_CAPACITY} people, got {}",
+                        v.get_ref()
+                    ),
+                )),
+            });
+    let dual_use = match &raw.dual_use {
+        None => Ok(DualUse::default()),
+        Some(v) => DualUse::parse(v.get_ref()).ok_or_else(|| {
+            let known: Vec<&str> = DualUse::ALL.iter().map(|d| d.as_str()).collect();
+            e.report(
+                v.span().start,
+                "dual_use",
+                format!("unknown {:?} (expected {})", v.get_ref(), known.join(", ")),
+            )
+        }),
+    };
+    let convert_within = e.duration(&raw.convert_within, "convert_within");
+    forbidden.into_iter().collect::<Checked<Vec<()>>>()?;
+    Ok(ShelterSpec {
+        capacity: capacity?,
+        dual_use: dual_use?,
+        convert_within: convert_within?.unwrap_or(DEFAULT_CONVERT_WITHIN),
+    })
+}
+
+/// Most people one shelter entry may take: the city's largest stadium holds about
+/// 60,000; a bigger figure is a typo (an extra zero), not a building.
+const MAX_SHELTER_CAPACITY: u64 = 200_000;
 
 /// A warehouse's `max = { water = 50000 }`: each key a category, each value finite and > 0
 /// (in the category's unit). Every bad pair is reported.

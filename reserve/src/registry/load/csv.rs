@@ -56,6 +56,9 @@ pub(super) const FACILITY_COLUMNS: &[&str] = &[
     "burn_l_per_h",
     "min_battery_pct",
     "max",
+    "capacity",
+    "dual_use",
+    "convert_within",
 ];
 const FACILITY_REQUIRED: &[&str] = &["id", "town", "kind"];
 
@@ -119,6 +122,9 @@ pub(super) fn facilities(text: &str, base: usize, problems: &mut Problems) -> Ta
                 burn_l_per_h: row.parse(&who, "burn_l_per_h", "a number"),
                 min_battery_pct: row.parse(&who, "min_battery_pct", "a number"),
                 max: row.pairs(&who, "max", "category=number, e.g. \"water=50000\""),
+                capacity: row.parse(&who, "capacity", "an integer"),
+                dual_use: row.text("dual_use"),
+                convert_within: row.text("convert_within"),
             }
         },
     )

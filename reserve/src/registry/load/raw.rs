@@ -92,6 +92,12 @@ pub(super) struct RawFacility {
     pub min_battery_pct: Field<f64>,
     /// A warehouse's most per category: `max = { water = 50000, food = 20000 }`.
     pub max: Field<BTreeMap<String, Spanned<f64>>>,
+    /// A shelter's people (docs/design.md#shelters).
+    pub capacity: Field<i64>,
+    /// A shelter's everyday use: school, gym, hotel, community_centre, warehouse, other.
+    pub dual_use: Field<String>,
+    /// How long a shelter needs to convert, e.g. `"6h"`.
+    pub convert_within: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]
