@@ -638,7 +638,9 @@ fn enqueue_derived(
         {
             let ledger = ledger.read().unwrap_or_else(PoisonError::into_inner);
             let registry = ledger.registry();
-            for &t in chunk {
+            // A registry reload between two chunks may have shrunk the town list: the
+            // towns past its end are gone (their last figures were written before).
+            for &t in chunk.iter().filter(|t| t.index() < registry.towns.len()) {
                 let figures = ledger.figures(t);
                 lines.extend(line::coverage_lines(registry, figures, ts));
                 lines.push(line::town_status_line(registry, figures, ts));
