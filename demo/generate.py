@@ -160,6 +160,30 @@ def make_facilities(rng, towns):
     return facilities
 
 
+# Shelters (平急两用, docs/design.md#shelters): the first two towns of every cluster have
+# a school, gym, hotel or community centre that converts to a shelter. Drawn from their
+# own generator so that adding them left every other facility as it was.
+SHELTER_USES = {"school": "学校", "gym": "体育馆", "hotel": "酒店", "community_centre": "社区中心"}
+
+
+def make_shelters(towns):
+    rng = random.Random(SEED + 16)
+    shelters, per_cluster = [], {}
+    for t in towns:
+        per_cluster[t["cluster"]] = per_cluster.get(t["cluster"], 0) + 1
+        if per_cluster[t["cluster"]] > 2:
+            continue
+        use = rng.choice(sorted(SHELTER_USES))
+        lat, lon = near(rng, t["lat"], t["lon"], 0.01)
+        # Room for 1–3 % of the residents, in fifties: a school hall to a stadium.
+        capacity = max(100, 50 * round(t["population"] * rng.uniform(0.01, 0.03) / 50))
+        shelters.append({"id": f"{t['id']}-sh1", "town": t["id"], "kind": "shelter",
+                         "name": f"{t['name']}{SHELTER_USES[use]}避难场所", "lat": f"{lat:.5f}",
+                         "lon": f"{lon:.5f}", "report_every": "60s", "capacity": capacity,
+                         "dual_use": use, "convert_within": rng.choice(("2h", "4h"))})
+    return shelters
+
+
 def make_contacts(rng, towns, clusters):
     contacts, emails = [], set()
 
@@ -197,6 +221,63 @@ def make_contacts(rng, towns, clusters):
     for _ in range(2):
         person(city="true")
     return contacts
+
+
+# Communities (村社) with their ledgers of vulnerable people are listed for one district
+# only, inline in registry.toml: enough for the demo to name villages in its API answers
+# and alert emails without a fourth CSV file every copy of the demo must carry.
+COMMUNITY_DISTRICT = "dongcheng"
+COMMUNITY_NAMES = ["胡同", "东里", "西里", "南街", "北街", "新村", "花园", "大院"]
+
+
+def split(rng, total, parts):
+    """`total` split into `parts` whole numbers summing to it exactly."""
+    weights = [rng.uniform(0.5, 1.5) for _ in range(parts)]
+    shares = [int(total * w / sum(weights)) for w in weights]
+    shares[-1] += total - sum(shares)
+    return shares
+
+
+def make_communities(towns, facilities):
+    """3–5 communities per town of COMMUNITY_DISTRICT. The town's groups are split among
+    them exactly (towns.csv keeps its figures as control totals); each also counts its
+    disabled and oxygen-dependent people, groups only communities give. A community
+    drinks from one of its town's water points and hangs on one of its power units."""
+    # Its own generator: adding communities leaves every other file as it was.
+    rng = random.Random(f"{SEED}-communities")
+    communities = []
+    for t in (t for t in towns if t["district"] == COMMUNITY_DISTRICT):
+        n = rng.randint(3, 5)
+        shares = {g: split(rng, count, n) for g, count in t["groups"].items()}
+        people = split(rng, t["population"], n)
+        names = rng.sample(COMMUNITY_NAMES, n)
+        own = [f for f in facilities if f["town"] == t["id"]]
+        water = [f["id"] for f in own if f["kind"] == "water_point"]
+        power = [f["id"] for f in own if f["kind"] == "power_unit"]
+        for i in range(n):
+            groups = {g: shares[g][i] for g in t["groups"]}
+            groups["disabled"] = round(people[i] * rng.uniform(0.004, 0.008))
+            groups["oxygen"] = round(people[i] * rng.uniform(0.0001, 0.0003))
+            communities.append({"id": f"{t['id']}-c{i + 1}", "town": t["id"],
+                                "name": t["name"].removesuffix("街道").removesuffix("镇")
+                                + names[i] + "社区",
+                                "groups": groups, "water_point": rng.choice(water),
+                                "power_unit": rng.choice(power)})
+    return communities
+
+
+def communities_toml(communities):
+    out = ["",
+           "# Communities (村社) of the " + COMMUNITY_DISTRICT + " district: vulnerable people by",
+           "# group (counts, no persons) and the water point and power unit serving each.",
+           "# Their sums are the towns' groups; disabled and oxygen are counted only here."]
+    for c in communities:
+        groups = ", ".join(f"{g} = {n}" for g, n in c["groups"].items())
+        out += ["", "[[community]]", f"id = {toml_str(c['id'])}", f"town = {toml_str(c['town'])}",
+                f"name = {toml_str(c['name'])}", f"groups = {{ {groups} }}",
+                f"water_point = {toml_str(c['water_point'])}",
+                f"power_unit = {toml_str(c['power_unit'])}"]
+    return "\n".join(out) + "\n"
 
 
 def toml_str(s):
@@ -287,17 +368,20 @@ def generate():
     towns = make_towns(rng, clusters)
     facilities = make_facilities(rng, towns)
     contacts = make_contacts(rng, towns, clusters)
+    facilities += make_shelters(towns)
+    communities = make_communities(towns, facilities)
     check_invariants(clusters, towns, facilities)
     town_rows = [dict(t, lat=f"{t['lat']:.5f}", lon=f"{t['lon']:.5f}",
                       groups=";".join(f"{k}={v}" for k, v in t["groups"].items()))
                  for t in towns]
     files = {
-        "registry.toml": registry_toml(clusters),
+        "registry.toml": registry_toml(clusters) + communities_toml(communities),
         "towns.csv": to_csv(["id", "name", "district", "cluster", "population", "lat", "lon",
                              "groups"], town_rows),
         "facilities.csv": to_csv(["id", "town", "kind", "name", "lat", "lon", "report_every",
                                   "capacity_l", "fuel_capacity_l", "burn_l_per_h",
-                                  "min_battery_pct"], facilities),
+                                  "min_battery_pct", "capacity", "dual_use", "convert_within"],
+                                 facilities),
         "contacts.csv": to_csv(["name", "email", "phone", "lang", "towns", "clusters",
                                 "districts", "city", "channels"], contacts),
         "stockpile.toml": STOCKPILE_TOML,
@@ -306,8 +390,8 @@ def generate():
     summary = (f"{len(towns)} towns in {len(clusters)} clusters, population "
                f"{sum(t['population'] for t in towns):,}; facilities: "
                + ", ".join(f"{kinds.count(k)} {k}" for k in ("warehouse", "water_point",
-                                                             "power_unit"))
-               + f"; {len(contacts)} contacts")
+                                                             "power_unit", "shelter"))
+               + f"; {len(contacts)} contacts; {len(communities)} communities")
     return files, summary
 
 

@@ -447,3 +447,34 @@ fn who_a_shortfall_affects() {
         assert!(affected(&ledger, r.town_idx("donghua").unwrap()).is_empty());
     }
 }
+
+#[test]
+fn the_demo_registry_lists_communities_that_add_up_to_its_towns() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo");
+    let read = |name: &str| std::fs::read_to_string(demo.join(name)).expect("demo file");
+    let main = read("registry.toml");
+    let tables: Vec<(&str, String)> = ["towns.csv", "facilities.csv", "contacts.csv"]
+        .into_iter()
+        .map(|n| (n, read(n)))
+        .collect();
+    let tables: Vec<(&str, &str)> = tables.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let r = load_files(&main, &tables).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.communities().len(), 63);
+    // towns.csv's groups are kept as control totals; the communities add two groups.
+    let town = r.town(r.communities()[0].town);
+    let towns_csv = read("towns.csv");
+    let row = towns_csv
+        .lines()
+        .find(|l| l.starts_with(&format!("{},", town.id)))
+        .unwrap();
+    for (group, n) in &town.groups {
+        if group == "disabled" || group == "oxygen" {
+            assert!(*n > 0, "{group}");
+        } else {
+            assert!(
+                row.contains(&format!("{group}={n}")),
+                "{group}={n} in {row}"
+            );
+        }
+    }
+}
