@@ -1987,6 +1987,7 @@ mod tests {
         }
         out.push_str(&golden_count_due(&renderers));
         out.push_str(&golden_vulnerable(&renderers));
+        out.push_str(&golden_shelters(&renderers));
         out
     }
 
@@ -2047,6 +2048,56 @@ mod tests {
                         out.push_str(&format!(
                             "==== {r} {lang:?} count_due {} {event:?}\n{}\n---- text\n{}---- html\n{}\n---- sms\n{}\n",
                             alert.id, message.subject, message.text, message.html, message.sms
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A shelter filling up and one not open within its conversion time (issue 16),
+    /// fired and resolved, in both languages.
+    fn golden_shelters(renderers: &[Renderer]) -> String {
+        let shelter = |id, rule, detail| Alert {
+            rule,
+            key: format!("tiantan/{rule}/tt-sh1"),
+            subject: "tt-sh1".into(),
+            detail,
+            ..reserve(id, rule, "", 0.0)
+        };
+        let alerts = [
+            shelter(
+                12,
+                Rule::ShelterNearCapacity,
+                Detail::ShelterFull {
+                    facility: "tt-sh1".into(),
+                    facility_name: "天坛体育馆 <1>".into(),
+                    occupancy: 956,
+                    capacity: 1000,
+                },
+            ),
+            shelter(
+                13,
+                Rule::ShelterNotReady,
+                Detail::ShelterConverting {
+                    facility: "tt-sh1".into(),
+                    facility_name: "天坛体育馆 <1>".into(),
+                    activating_since: t(3, 15),
+                    convert_within_s: 2 * 3600,
+                },
+            ),
+        ];
+        let mut out = String::new();
+        for (r, renderer) in renderers.iter().enumerate() {
+            for lang in [Lang::Zh, Lang::En] {
+                for alert in &alerts {
+                    for event in [Event::Fired, Event::Resolved] {
+                        let items = [Item { alert, event }];
+                        let message = renderer.message(lang, &town("天坛街道"), &items, &[]);
+                        out.push_str(&format!(
+                            "==== {r} {lang:?} {} {event:?}\n{}\n---- text\n{}---- sms\n{}\n",
+                            alert.rule, message.subject, message.text, message.sms
                         ));
                     }
                 }
