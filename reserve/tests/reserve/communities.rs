@@ -478,3 +478,15 @@ fn the_demo_registry_lists_communities_that_add_up_to_its_towns() {
         }
     }
 }
+
+#[test]
+fn a_community_may_name_the_shelter_its_people_go_to() {
+    let text = format!(
+        "{BASE}burn_l_per_h = 5\nmin_battery_pct = 20\n\
+         [[facility]]\nid = \"js-school\"\ntown = \"jingshan\"\nkind = \"shelter\"\ncapacity = 300\n\
+         [[community]]\nid = \"a\"\ntown = \"jingshan\"\nname = \"A\"\ngroups = {{ infants = 1 }}\n\
+         shelter = \"js-school\"\n"
+    );
+    let r = load_files(&text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.communities()[0].shelter, r.facility_idx("js-school"));
+}

@@ -272,7 +272,9 @@ fn syntax_and_unknown_fields_are_located() {
         ),
         (
             "[csv]\ntown = \"towns.csv\" #!",
-            &["csv: unknown field `town`, expected one of `towns`, `facilities`, `contacts`"],
+            &[
+                "csv: unknown field `town`, expected one of `towns`, `facilities`, `contacts`, `communities`",
+            ],
         ),
     ];
     for (case, expected) in cases {
@@ -309,7 +311,7 @@ fn top_level_keys_are_checked() {
         errors,
         [
             "registry.toml:1: water_category: unknown category \"wter\"",
-            "registry.toml:2: unknown key \"towns\" (expected one of water_category, target, csv, district, cluster, category, town, facility, contact)",
+            "registry.toml:2: unknown key \"towns\" (expected one of water_category, target, csv, district, cluster, category, town, facility, contact, community)",
         ]
     );
     // Without one and without a `water` category, water points count toward nothing.
