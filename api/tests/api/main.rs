@@ -22,6 +22,7 @@ mod phone_ack;
 mod privacy;
 mod rejects;
 mod scenarios;
+mod shelters;
 mod stored_scenarios;
 mod towns;
 mod transfers;
