@@ -30,7 +30,7 @@ use crate::{AppState, limits};
 const RETRY_AFTER_S: &str = "5";
 
 /// A reading as a gateway publishes it over MQTT (docs/design.md#payloads): `ts` and
-/// exactly one of `stock`, `water`, `power`, matching the facility's kind. The body is
+/// exactly one of `stock`, `water`, `power`, `shelter`, matching the facility's kind. The body is
 /// one of these or an array of them.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"ts": "2026-11-24T05:00:00+08:00", "stock": {"water": 12000, "food": 5400}}))]
@@ -45,6 +45,8 @@ pub struct ReadingPayload {
     pub stock: Option<BTreeMap<String, f64>>,
     pub water: Option<WaterPayload>,
     pub power: Option<PowerPayload>,
+    /// Shelters: people inside (a check-in desk's count) and the mode.
+    pub shelter: Option<ShelterPayload>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,6 +64,15 @@ pub struct PowerPayload {
     pub battery_pct: Option<f64>,
     pub state: PowerMode,
     pub burn_l_per_h: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // documents the body
+pub struct ShelterPayload {
+    /// A whole number of people, at most the shelter's `capacity`.
+    pub occupancy: u64,
+    /// `normal`, `activating`, `open` or `closed`.
+    pub mode: String,
 }
 
 /// The body: one reading, or several (a day's counts at once).

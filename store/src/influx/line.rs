@@ -1,12 +1,13 @@
 //! Line protocol, the only place it is written (docs/design.md#influxdb-series): a small
 //! builder that escapes what the spec says must be escaped and never writes a non-finite
-//! float, and the encoders of the seven series whose schema the Grafana dashboards rely
+//! float, and the encoders of the eight series whose schema the Grafana dashboards rely
 //! on.
 //!
 //! ```text
 //! stock,town=T,facility=F,source=S,category=C quantity=…
 //! water_point,town=T,facility=F,source=S level_l=…,pump_ok=1i,potable=1i,ready=1i
 //! power_unit,town=T,facility=F,source=S fuel_l=…,runtime_h=…,battery_pct=…,ready=1i
+//! shelter,town=T,facility=F,source=S occupancy=…i,mode="open",open=1i,capacity=…i
 //! coverage,town=T,cluster=K,district=D,category=C days=…,stock=…,need_per_day=…,target_days=…,verified=1i
 //! town_status,town=T,cluster=K,district=D worst_days=…,status=0i,lat=…,lon=…,name="…"
 //! alert,town=T,rule=R,severity=S firing=1i
@@ -385,6 +386,34 @@ pub fn ops_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shelter_reading_is_one_shelter_line_with_its_capacity() {
+        let text = "[[category]]\nid = \"water\"\nname = \"W\"\nunit = \"L\"\ndaily_need = 3.0\n\
+                    [[town]]\nid = \"tiantan\"\nname = \"T\"\ndistrict = \"d\"\ncluster = \"c\"\n\
+                    population = 1000\n[[facility]]\nid = \"tt-sh1\"\ntown = \"tiantan\"\n\
+                    kind = \"shelter\"\ncapacity = 1000\n";
+        let source = reserve::registry::Source {
+            name: "registry.toml".into(),
+            text: text.into(),
+        };
+        let registry =
+            reserve::registry::load_registry(&source, &[], &mut |_| Err("no csv".into())).unwrap();
+        let reading = Reading {
+            facility: registry.facility_idx("tt-sh1").unwrap(),
+            ts: DateTime::from_timestamp_millis(1_763_960_400_000).unwrap(),
+            seq: None,
+            observation: Observation::Shelter(ShelterObservation {
+                occupancy: 412,
+                mode: ShelterMode::Open,
+            }),
+        };
+        assert_eq!(
+            reading_lines(&registry, &reading, &ReadingSource::Gateway),
+            ["shelter,town=tiantan,facility=tt-sh1,source=gateway \
+                 occupancy=412i,mode=\"open\",open=1i,capacity=1000i 1763960400000"]
+        );
+    }
 
     #[test]
     fn builder_escapes_per_the_spec() {
