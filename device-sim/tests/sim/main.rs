@@ -6,3 +6,4 @@ mod common;
 mod faults;
 mod load;
 mod scenarios;
+mod shelters;
