@@ -531,7 +531,7 @@ pub fn run(
             worst_days: figures.worst_days,
             power_days: figures.power_days,
             categories,
-            vulnerable: (registry.communities_of(t).next().is_some())
+            vulnerable: (!registry.communities_of(t).is_empty())
                 .then(|| TownVulnerableView::of(&ledger, t)),
         });
     }

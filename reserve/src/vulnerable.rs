@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Ledger;
 use crate::coverage::Level;
-use crate::registry::{CategoryIdx, Community, FacilityIdx, Group, Registry, TownIdx};
+use crate::registry::{CategoryIdx, Community, FacilityIdx, Group, TownIdx};
 
 /// Why a community's people are counted as affected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum Cause {
 /// One affected community and whom in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AffectedCommunity {
-    /// Position in [`Registry::communities`].
+    /// Position in [`crate::registry::Registry::communities`].
     pub community: usize,
     /// Affected people by group; only groups with people.
     pub groups: BTreeMap<String, u64>,
@@ -58,12 +58,15 @@ impl TownVulnerable {
 /// neighbouring town's water point is counted when that point fails.
 pub fn affected(ledger: &Ledger, town: TownIdx) -> TownVulnerable {
     let registry = ledger.registry();
-    let below = below_target_groups(ledger, town);
     let mut out = TownVulnerable::default();
-    for (i, community) in registry.communities().iter().enumerate() {
-        if community.town != town {
-            continue;
-        }
+    // Early: most towns of a city list no communities.
+    if registry.communities_of(town).is_empty() {
+        return TownVulnerable::default();
+    }
+    let below = below_target_groups(ledger, town);
+    let first = registry.communities_start(town);
+    for (i, community) in registry.communities_of(town).iter().enumerate() {
+        let i = first + i;
         let causes = causes(ledger, community, &below);
         let groups = affected_groups(community, &causes);
         let people: u64 = groups.values().sum();
@@ -142,16 +145,6 @@ fn affected_groups(c: &Community, causes: &[Cause]) -> BTreeMap<String, u64> {
                     ))
         })
         .map(|(group, &n)| (group.clone(), n))
-        .collect()
-}
-
-/// Affected people in many towns, for the scenarios' per-town report.
-pub fn people_per_town(ledger: &Ledger) -> Vec<(TownIdx, TownVulnerable)> {
-    let registry: &Registry = ledger.registry();
-    registry
-        .town_indices()
-        .map(|t| (t, affected(ledger, t)))
-        .filter(|(_, v)| !v.is_empty())
         .collect()
 }
 

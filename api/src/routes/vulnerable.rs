@@ -75,7 +75,7 @@ impl TownVulnerableView {
         found: &TownVulnerable,
     ) -> TownVulnerableView {
         let registry = ledger.registry();
-        let listed: Vec<_> = registry.communities_of(t).collect();
+        let listed = registry.communities_of(t);
         let communities = found
             .communities
             .iter()

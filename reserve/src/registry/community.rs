@@ -35,12 +35,22 @@ impl Community {
     }
 }
 
+/// The communities grouped by town (registry order within a town), with where each
+/// town's run starts: the alert engine asks for a town's communities at every
+/// evaluation, so finding them must not scan the city's.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Communities {
+    all: Vec<Community>,
+    /// `start[t]..start[t + 1]` are town `t`'s; empty when no town has any.
+    start: Vec<usize>,
+}
+
 impl Registry {
     /// The registry with these communities (replacing any it had), each town that has
     /// any taking its `groups` as the sums of theirs. The caller (the loader, a test)
     /// guarantees every index is in range and that a town's own groups, if it gives
     /// any, are its communities' sums (the loader checks they agree).
-    pub fn with_communities(mut self, communities: Vec<Community>) -> Registry {
+    pub fn with_communities(mut self, mut communities: Vec<Community>) -> Registry {
         let mut sums: BTreeMap<TownIdx, BTreeMap<String, u64>> = BTreeMap::new();
         for c in &communities {
             let town = sums.entry(c.town).or_default();
@@ -51,17 +61,42 @@ impl Registry {
         for (town, groups) in sums {
             self.towns[town.index()].groups = groups;
         }
-        self.communities = communities;
+        // Stable: a town's communities keep the order the registry lists them in.
+        communities.sort_by_key(|c| c.town);
+        let start = if communities.is_empty() {
+            Vec::new()
+        } else {
+            (0..=self.towns.len())
+                .map(|t| communities.partition_point(|c| c.town.index() < t))
+                .collect()
+        };
+        self.communities = Communities {
+            all: communities,
+            start,
+        };
         self
     }
 
-    /// Every community, in registry order.
+    /// Every community, grouped by town in town order, each town's in registry order.
     pub fn communities(&self) -> &[Community] {
-        &self.communities
+        &self.communities.all
     }
 
     /// The communities of `town`, in registry order.
-    pub fn communities_of(&self, town: TownIdx) -> impl Iterator<Item = &Community> + '_ {
-        self.communities.iter().filter(move |c| c.town == town)
+    pub fn communities_of(&self, town: TownIdx) -> &[Community] {
+        let Communities { all, start } = &self.communities;
+        match (start.get(town.index()), start.get(town.index() + 1)) {
+            (Some(&from), Some(&to)) => &all[from..to],
+            _ => &[],
+        }
+    }
+
+    /// Where `town`'s communities start in [`Registry::communities`].
+    pub fn communities_start(&self, town: TownIdx) -> usize {
+        self.communities
+            .start
+            .get(town.index())
+            .copied()
+            .unwrap_or(0)
     }
 }

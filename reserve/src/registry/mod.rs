@@ -413,7 +413,7 @@ pub struct Registry {
     warehouse_max: BTreeMap<(FacilityIdx, CategoryIdx), f64>,
     /// Communities (村社) with their vulnerable people; set with
     /// [`Registry::with_communities`].
-    communities: Vec<Community>,
+    communities: community::Communities,
 }
 
 /// The parts a registry is built from; references must already resolve.
@@ -531,7 +531,7 @@ impl Registry {
             contacts,
             resolved_targets,
             warehouse_max: BTreeMap::new(),
-            communities: Vec::new(),
+            communities: community::Communities::default(),
         }
     }
 

@@ -490,3 +490,25 @@ fn a_community_may_name_the_shelter_its_people_go_to() {
     let r = load_files(&text, &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.communities()[0].shelter, r.facility_idx("js-school"));
 }
+
+#[test]
+fn communities_listed_town_by_town_whatever_the_order_written() {
+    let text = format!(
+        "{BASE}burn_l_per_h = 5\nmin_battery_pct = 20\n\
+         [[community]]\nid = \"d1\"\ntown = \"donghua\"\nname = \"D1\"\ngroups = {{ infants = 1 }}\n\
+         [[community]]\nid = \"j1\"\ntown = \"jingshan\"\nname = \"J1\"\n\
+         [[community]]\nid = \"d2\"\ntown = \"donghua\"\nname = \"D2\"\n\
+         [[community]]\nid = \"j2\"\ntown = \"jingshan\"\nname = \"J2\"\n"
+    );
+    let r = load_files(&text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let ids = |town: &str| -> Vec<String> {
+        r.communities_of(r.town_idx(town).unwrap())
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
+    };
+    assert_eq!(ids("jingshan"), ["j1", "j2"]);
+    assert_eq!(ids("donghua"), ["d1", "d2"]);
+    let all: Vec<&str> = r.communities().iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(all, ["j1", "j2", "d1", "d2"]);
+}
