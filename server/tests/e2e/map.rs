@@ -411,6 +411,8 @@ impl DemoCity {
                         let pump = if i % 11 == 4 && n == 1 { "fault" } else { "ok" };
                         json!({"ts": ts, "water": {"level_l": capacity * 0.2, "pump": pump, "potable": true}})
                     }
+                    // In everyday use, nobody inside: the demo's shelters (issue 16).
+                    "shelter" => json!({"ts": ts, "shelter": {"occupancy": 0, "mode": "normal"}}),
                     _ => {
                         json!({"ts": ts, "power": {"fuel_l": capacity, "battery_pct": 96, "state": "standby"}})
                     }
