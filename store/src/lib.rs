@@ -41,8 +41,8 @@ pub use sqlite::{
     MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, ManualEntry, ReadingSource, RejectRecord, Store,
     StoreOptions, StoredReading, WriteBatch,
 };
-pub use sqlite::{NewTransfer, TransferRow};
 pub use sqlite::{
     MAX_SCENARIO_RUNS, NewScenarioRun, STRESS_TEST_REQUESTER, ScenarioRunRow, ScenarioRunSummary,
     StressTestRow,
 };
+pub use sqlite::{NewTransfer, TransferRow};

@@ -134,7 +134,10 @@ impl EmailChannel {
             (None, None) => builder.singlepart(SinglePart::plain(n.body.clone())),
             (html, Some(file)) => {
                 let content_type = ContentType::parse(&file.content_type).map_err(|e| {
-                    DeliveryError::Permanent(format!("bad content type {:?}: {e}", file.content_type))
+                    DeliveryError::Permanent(format!(
+                        "bad content type {:?}: {e}",
+                        file.content_type
+                    ))
                 })?;
                 let body = match html {
                     Some(html) => MultiPart::alternative_plain_html(n.body.clone(), html.clone()),

@@ -291,11 +291,15 @@ pub(super) async fn delete_silence(
 /// The audit entry of a silence made or ended: its matchers, until when, and why.
 async fn audit_silence(state: &AppState, caller: &Caller, action: &'static str, s: &SilenceView) {
     let rule = s.rule.map(|r| r.as_str().to_owned());
-    let matchers = [("town", &s.town), ("facility", &s.facility), ("rule", &rule)]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let matchers = [
+        ("town", &s.town),
+        ("facility", &s.facility),
+        ("rule", &rule),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+    .collect::<Vec<_>>()
+    .join(" ");
     let comment = s.comment.as_deref().unwrap_or_default();
     let detail = format!("silence {}: {matchers} until {}: {comment}", s.id, s.until);
     let action = crate::audit::Action {

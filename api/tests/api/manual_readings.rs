@@ -298,7 +298,10 @@ async fn an_officers_count_is_stored_shown_as_manual_and_survives_a_restart() {
     assert_eq!(counts[0]["actor"], "li-wei");
     assert_eq!(counts[0]["towns"], json!(["jingshan"]));
     let detail = counts[1]["detail"].as_str().unwrap();
-    assert!(detail.starts_with("js-wh1: 1 stored, 0 duplicates"), "{detail}");
+    assert!(
+        detail.starts_with("js-wh1: 1 stored, 0 duplicates"),
+        "{detail}"
+    );
     assert!(detail.contains("9000"), "{detail}");
 
     // The row in SQLite says where it came from.

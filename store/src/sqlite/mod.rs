@@ -42,11 +42,11 @@ pub use async_store::AsyncStore;
 pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use drill::DrillRow;
 pub use prune::{Checkpoint, CheckpointMode, PruneTable, wal_bytes};
+pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 pub use scenarios::{
     MAX_SCENARIO_RUNS, NewScenarioRun, STRESS_TEST_REQUESTER, ScenarioRunRow, ScenarioRunSummary,
     StressTestRow,
 };
-pub use reject::{MAX_REJECT_DETAIL, MAX_REJECT_PAYLOAD, MAX_REJECT_TOPIC, RejectRecord};
 pub use source::{ManualEntry, ReadingSource};
 pub use transfers::{NewTransfer, TransferRow};
 

@@ -170,11 +170,7 @@ pub(super) const COMMUNITY_COLUMNS: &[&str] = &[
 const COMMUNITY_REQUIRED: &[&str] = &["id", "town", "name"];
 
 /// `communities.csv`: a community's `groups` cell is `elderly_alone=40;infants=12`.
-pub(super) fn communities(
-    text: &str,
-    base: usize,
-    problems: &mut Problems,
-) -> Table<RawCommunity> {
+pub(super) fn communities(text: &str, base: usize, problems: &mut Problems) -> Table<RawCommunity> {
     read_table(
         text,
         base,
