@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reserve::Ledger;
-use reserve::ledger::{Latest, Readiness};
-use reserve::registry::{FacilityIdx, FacilityKind, TownIdx};
+use reserve::ledger::{Latest, Readiness, ShelterLatest};
+use reserve::registry::{FacilityIdx, FacilityKind, ShelterSpec, TownIdx};
 use rust_xlsxwriter::{Format, Workbook, XlsxError};
 
 /// One cell of a table.
@@ -85,6 +85,7 @@ struct Sheets {
     warehouses: Table,
     water_points: Table,
     power_units: Table,
+    shelters: Table,
 }
 
 impl Sheets {
@@ -120,7 +121,22 @@ impl Sheets {
         for table in [&mut water_points, &mut power_units] {
             table.extend([col("就绪", "Ready"), col("问题", "Problems")]);
         }
-        for table in [&mut warehouses, &mut water_points, &mut power_units] {
+        let mut shelters = facility_columns();
+        shelters.extend([
+            col("容量(人)", "Capacity (people)"),
+            col("平时用途", "Everyday use"),
+            col("转换时限(小时)", "Converts within (h)"),
+            col("在场人数", "Occupancy"),
+            col("入住率(%)", "Occupancy (%)"),
+            col("状态", "Mode"),
+            col("状态起始(UTC)", "Mode since (UTC)"),
+        ]);
+        for table in [
+            &mut warehouses,
+            &mut water_points,
+            &mut power_units,
+            &mut shelters,
+        ] {
             table.extend(status_columns());
         }
         let table = |name, columns| Table {
@@ -133,6 +149,7 @@ impl Sheets {
             warehouses: table("仓库 Warehouses", warehouses),
             water_points: table("供水点 Water points", water_points),
             power_units: table("应急电源 Power units", power_units),
+            shelters: table("避难场所 Shelters", shelters),
         }
     }
 
@@ -234,8 +251,14 @@ impl Sheets {
                 row.extend(readiness(&figures.power_units, f));
                 &mut self.power_units
             }
-            // Shelters hold people, not supplies: the export's tables are of reserves.
-            (FacilityKind::Shelter(_), _) => return,
+            (FacilityKind::Shelter(spec), latest) => {
+                let latest = match latest {
+                    Some(Latest::Shelter(latest)) => Some(latest),
+                    _ => None,
+                };
+                row.extend(shelter_cells(spec, latest));
+                &mut self.shelters
+            }
         };
         row.extend(status_cells(ledger, f, alerts, now));
         table.rows.push(row);
@@ -247,8 +270,25 @@ impl Sheets {
             self.warehouses,
             self.water_points,
             self.power_units,
+            self.shelters,
         ]
     }
+}
+
+/// A shelter's own columns: what it is, and how full it is in which mode.
+fn shelter_cells(spec: &ShelterSpec, latest: Option<&ShelterLatest>) -> [Cell; 7] {
+    let capacity = spec.capacity as f64;
+    [
+        Cell::Number(capacity),
+        Cell::text(spec.dual_use.as_str()),
+        Cell::Number(spec.convert_within.as_secs_f64() / 3600.0),
+        Cell::number(latest.map(|l| l.obs.occupancy as f64)),
+        Cell::number(latest.map(|l| 100.0 * l.obs.occupancy as f64 / capacity)),
+        latest.map_or(Cell::Empty, |l| Cell::text(l.obs.mode.as_str())),
+        latest.map_or(Cell::Empty, |l| {
+            Cell::Text(l.mode_since.to_rfc3339_opts(SecondsFormat::Secs, true))
+        }),
+    ]
 }
 
 /// District, cluster and town: the first columns of every table.

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use calamine::{Data, Reader, Xlsx};
+use reserve::reading::ShelterMode;
 use serde_json::Value;
 
-use crate::helpers::{OFFICER, TestApp, VIEWER, spawn_app};
+use crate::helpers::{AppOptions, OFFICER, TestApp, VIEWER, spawn_app, spawn_app_with};
 
 const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
@@ -91,6 +92,7 @@ async fn the_city_workbook_has_a_sheet_per_kind_with_the_figures_the_api_shows()
         "仓库 Warehouses",
         "供水点 Water points",
         "应急电源 Power units",
+        "避难场所 Shelters",
     ] {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
@@ -159,6 +161,51 @@ async fn the_city_workbook_has_a_sheet_per_kind_with_the_figures_the_api_shows()
     let pu = row(power, "Facility id", "js-pu1");
     assert_eq!(number(cell(power, pu, "Fuel (L)")), 400.0);
     assert_eq!(number(cell(power, pu, "Battery (%)")), 90.0);
+}
+
+/// A school in jingshan that takes 1000 people.
+const JINGSHAN_SCHOOL: &str = r#"
+[[facility]]
+id = "js-sh1"
+town = "jingshan"
+kind = "shelter"
+name = "景山学校"
+capacity = 1000
+dual_use = "school"
+convert_within = "3h"
+"#;
+
+#[tokio::test]
+async fn shelters_have_their_own_sheet_with_capacity_and_occupancy() {
+    let app = spawn_app_with(AppOptions {
+        extra_registry: JINGSHAN_SCHOOL,
+        ..AppOptions::default()
+    })
+    .await;
+    app.seed();
+    app.shelter("js-sh1", 412, ShelterMode::Open);
+    let book = sheets(download(&app, "format=xlsx&scope=town:jingshan", XLSX).await);
+    let shelters = &book["避难场所 Shelters"];
+    let r = row(shelters, "Facility id", "js-sh1");
+    assert_eq!(cell(shelters, r, "Facility").to_string(), "景山学校");
+    assert_eq!(number(cell(shelters, r, "Capacity (people)")), 1000.0);
+    assert_eq!(cell(shelters, r, "Everyday use").to_string(), "school");
+    assert_eq!(number(cell(shelters, r, "Converts within (h)")), 3.0);
+    // As the API shows it.
+    let api = app.get_ok("/api/v1/facilities/js-sh1").await;
+    let occupancy = &api["latest"]["shelter"]["occupancy"];
+    assert_eq!(*occupancy, 412, "{api}");
+    close(number(cell(shelters, r, "Occupancy")), occupancy);
+    assert!((number(cell(shelters, r, "Occupancy (%)")) - 41.2).abs() < 1e-9);
+    assert_eq!(cell(shelters, r, "Mode").to_string(), "open");
+    assert_eq!(cell(shelters, r, "Reporting").to_string(), "reporting");
+    // Only on its own sheet.
+    let elsewhere = book
+        .iter()
+        .filter(|(name, _)| name.as_str() != "避难场所 Shelters")
+        .flat_map(|(_, sheet)| sheet[2..].iter().flatten())
+        .any(|c| *c == Data::String("js-sh1".into()));
+    assert!(!elsewhere, "a shelter is listed in another sheet");
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use api::{AppState, AuthConfig, HttpLimits, Role, SmsInbound, TokenEntry};
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 use live::{IngestMetrics, SharedLedger, TownChanges};
 use reserve::reading::{
-    Observation, PowerObservation, PowerState, PumpState, Reading, WaterObservation,
+    Observation, PowerObservation, PowerState, PumpState, Reading, ShelterMode, ShelterObservation,
+    WaterObservation,
 };
 use reserve::registry::{Source, load_registry};
 use reserve::{Ledger, TownId};
@@ -583,6 +584,18 @@ impl TestApp {
                     burn_l_per_h: None,
                 })
             },
+            ts,
+            Utc::now(),
+        );
+    }
+
+    /// A shelter's door count, measured now.
+    pub fn shelter(&self, facility: &str, occupancy: u64, mode: ShelterMode) {
+        let ts = self.next_ts(Utc::now());
+        let observation = ShelterObservation { occupancy, mode };
+        self.apply(
+            facility,
+            |_| Observation::Shelter(observation),
             ts,
             Utc::now(),
         );
