@@ -144,6 +144,32 @@ impl ApiError {
         }
     }
 
+    /// A 400 `invalid_query` naming the query parameter and why.
+    pub(crate) fn invalid_query(field: &str, why: impl std::fmt::Display) -> ApiError {
+        ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!("query parameter {field}: {why}"),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    /// A time in query parameter `field` (RFC 3339, any offset), or the 400 naming it.
+    pub(crate) fn query_time(
+        field: &str,
+        value: &str,
+    ) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+        chrono::DateTime::parse_from_rfc3339(value)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                ApiError::invalid_query(
+                    field,
+                    format!(
+                        "{value:?} is not an RFC 3339 time ({e}); e.g. 2026-11-24T08:00:00+08:00"
+                    ),
+                )
+            })
+    }
+
     pub(crate) fn not_found(kind: Entity, id: &str) -> ApiError {
         ApiError::NotFound {
             kind,

@@ -75,7 +75,11 @@ pub(super) async fn audit(
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let filter = AuditFilter {
         towns: towns_read(&state, &caller, query.town)?,
-        since: query.since.as_deref().map(since).transpose()?,
+        since: query
+            .since
+            .as_deref()
+            .map(|v| ApiError::query_time("since", v))
+            .transpose()?,
         before_id: query.before_id,
         limit: query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
     };
@@ -108,7 +112,10 @@ fn towns_read(
     if let Some(id) = &town
         && state.ledger().registry().town_idx(id).is_none()
     {
-        return Err(bad_query("town", format!("unknown town {id:?}")));
+        return Err(ApiError::invalid_query(
+            "town",
+            format!("unknown town {id:?}"),
+        ));
     }
     match (scope, town) {
         (RowScope::All, town) => Ok(town.map(|t| vec![t])),
@@ -121,24 +128,5 @@ fn towns_read(
              to read",
             caller.name()
         ))),
-    }
-}
-
-fn since(value: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            bad_query(
-                "since",
-                format!("{value:?} is not an RFC 3339 time ({e}); e.g. 2026-11-24T08:00:00+08:00"),
-            )
-        })
-}
-
-fn bad_query(field: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_query",
-        message: format!("query parameter {field}: {why}"),
-        field: Some(field.to_owned()),
     }
 }

@@ -118,14 +118,14 @@ pub(super) async fn town_history(
         (registry, town, category)
     };
     let to = match &params.to {
-        Some(t) => time("to", t)?,
+        Some(t) => ApiError::query_time("to", t)?,
         None => Utc::now(),
     };
     let from = match &params.from {
-        Some(t) => time("from", t)?,
+        Some(t) => ApiError::query_time("from", t)?,
         None => to
             .checked_sub_signed(Duration::hours(DEFAULT_RANGE_H))
-            .ok_or_else(|| bad_param("to", "too early to look a day back from"))?,
+            .ok_or_else(|| ApiError::invalid_query("to", "too early to look a day back from"))?,
     };
     let step = match &params.step {
         Some(s) => Some(step(s)?),
@@ -166,7 +166,7 @@ fn check_range(
         Some(step) => {
             let steps = range.as_millis().div_ceil(step.as_millis().max(1));
             if steps > MAX_STEPS {
-                return Err(bad_param(
+                return Err(ApiError::invalid_query(
                     "step",
                     format!(
                         "the range holds {steps} steps of {}, more than {MAX_STEPS}; \
@@ -178,7 +178,7 @@ fn check_range(
         }
         None => {
             if range > std::time::Duration::from_secs(MAX_RAW_RANGE_H as u64 * 3600) {
-                return Err(bad_param(
+                return Err(ApiError::invalid_query(
                     "from",
                     format!("a range longer than {MAX_RAW_RANGE_H} h needs a step (e.g. step=1h)"),
                 ));
@@ -197,29 +197,11 @@ fn humantime(step: std::time::Duration) -> String {
     }
 }
 
-fn bad_param(field: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_query",
-        message: format!("query parameter {field}: {why}"),
-        field: Some(field.to_owned()),
-    }
-}
-
-fn time(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            bad_param(
-                field,
-                format!("{value:?} is not an RFC 3339 time ({e}); e.g. 2026-05-01T08:00:00Z"),
-            )
-        })
-}
-
 fn step(value: &str) -> Result<std::time::Duration, ApiError> {
-    let step = reserve::duration::parse_duration(value).map_err(|e| bad_param("step", e))?;
+    let step =
+        reserve::duration::parse_duration(value).map_err(|e| ApiError::invalid_query("step", e))?;
     if step < MIN_STEP {
-        return Err(bad_param(
+        return Err(ApiError::invalid_query(
             "step",
             format!("{value:?} is shorter than the shortest step, 1s"),
         ));

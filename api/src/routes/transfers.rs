@@ -416,9 +416,16 @@ pub(super) async fn list_transfers(
     if let Some(town) = &query.town
         && state.ledger().registry().town_idx(town).is_none()
     {
-        return Err(bad_query("town", format!("unknown town {town:?}")));
+        return Err(ApiError::invalid_query(
+            "town",
+            format!("unknown town {town:?}"),
+        ));
     }
-    let since = query.since.as_deref().map(since).transpose()?;
+    let since = query
+        .since
+        .as_deref()
+        .map(|v| ApiError::query_time("since", v))
+        .transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let town = query.town;
     let rows = state
@@ -430,23 +437,4 @@ pub(super) async fn list_transfers(
             .map(|row| TransferView::of(row, people))
             .collect(),
     ))
-}
-
-fn since(value: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            bad_query(
-                "since",
-                format!("{value:?} is not an RFC 3339 time ({e}); e.g. 2026-11-24T08:00:00+08:00"),
-            )
-        })
-}
-
-fn bad_query(field: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_query",
-        message: format!("query parameter {field}: {why}"),
-        field: Some(field.to_owned()),
-    }
 }
