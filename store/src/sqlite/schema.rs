@@ -251,6 +251,42 @@ const MIGRATIONS: &[&str] = &[
         summary TEXT                  -- JSON: the report's weakest towns, once it ran
     ) STRICT;
     CREATE UNIQUE INDEX stress_tests_one_next ON stress_tests ((ran IS NULL)) WHERE ran IS NULL;",
+    // 12: the activation table (一表, issue 16): an activation of shelters, the shelters
+    // it covers, and each shelter's steps with their due times. A shelter is in at most
+    // one open activation: `activation_shelters.open` mirrors its activation's state so
+    // a partial unique index can say so. Kept forever, like `audit`: a few rows an event.
+    "CREATE TABLE activations (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,          -- JSON: the scope as the caller gave it
+        reason TEXT NOT NULL,
+        scenario TEXT,
+        started_by TEXT NOT NULL,     -- a token's name, or what started it (a warning level)
+        started_at INTEGER NOT NULL,  -- epoch ms
+        state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+        closed_at INTEGER,            -- epoch ms
+        closed_by TEXT
+    ) STRICT;
+    CREATE TABLE activation_shelters (
+        activation INTEGER NOT NULL REFERENCES activations (id),
+        shelter TEXT NOT NULL,        -- registry id
+        town TEXT NOT NULL,           -- its town when the activation started
+        capacity INTEGER NOT NULL,    -- people, as the registry said then
+        open INTEGER NOT NULL,        -- 1 while the activation is open
+        PRIMARY KEY (activation, shelter)
+    ) STRICT;
+    CREATE UNIQUE INDEX activation_shelters_one_open ON activation_shelters (shelter) WHERE open = 1;
+    CREATE TABLE activation_steps (
+        activation INTEGER NOT NULL REFERENCES activations (id),
+        shelter TEXT NOT NULL,
+        n INTEGER NOT NULL,           -- 1, 2, … in the plan's order
+        name TEXT NOT NULL,
+        contact TEXT NOT NULL,        -- the registry contact's name
+        due_at INTEGER NOT NULL,      -- epoch ms: the activation's start + the step's `within`
+        done_at INTEGER,
+        done_by TEXT,
+        note TEXT,
+        PRIMARY KEY (activation, shelter, n)
+    ) STRICT;",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is
