@@ -287,6 +287,26 @@ const MIGRATIONS: &[&str] = &[
         note TEXT,
         PRIMARY KEY (activation, shelter, n)
     ) STRICT;",
+    // 13: warning levels (预警等级, issue 16, docs/design.md#warning-levels): the history
+    // of the levels an admin set over a scope. A row is in force from `starts_at` until
+    // the earlier of `ends_at` (its own end; NULL: until ended) and `ended_at` (ended by
+    // `none` for its scope, or by a new level for the same scope: `replaced_by`). The
+    // level in force for a town is the highest of the rows in force covering it. Kept
+    // forever, like the audit log: a few rows a season.
+    "CREATE TABLE warning_levels (
+        id INTEGER PRIMARY KEY,
+        level TEXT NOT NULL CHECK (level IN ('blue', 'yellow', 'orange', 'red')),
+        scope_kind TEXT NOT NULL CHECK (scope_kind IN ('city', 'district', 'cluster', 'towns')),
+        scope_ids TEXT NOT NULL,      -- the district's, cluster's or towns' ids, comma-separated; '' for city
+        reason TEXT NOT NULL,
+        starts_at INTEGER NOT NULL,   -- epoch ms
+        ends_at INTEGER,              -- epoch ms: when it ends by itself; NULL: until ended
+        set_by TEXT NOT NULL,         -- a token's name
+        set_at INTEGER NOT NULL,      -- epoch ms
+        ended_at INTEGER,             -- epoch ms: when it was ended early or replaced
+        ended_by TEXT,
+        replaced_by INTEGER           -- warning_levels.id of the level that took its place
+    ) STRICT;",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is
