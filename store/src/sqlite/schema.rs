@@ -307,6 +307,10 @@ const MIGRATIONS: &[&str] = &[
         ended_by TEXT,
         replaced_by INTEGER           -- warning_levels.id of the level that took its place
     ) STRICT;",
+    // 14: an alert that fired while its town was catching up on a backlog of late
+    // readings (docs/design.md#lifecycle): recorded at the readings' times, not told
+    // unless it still held once the backlog was in.
+    "ALTER TABLE alerts ADD COLUMN late INTEGER NOT NULL DEFAULT 0;  -- 1: fired during catch-up",
 ];
 
 /// Brings the file to the newest schema this build knows. A file already up to date is
