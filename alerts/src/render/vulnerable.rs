@@ -39,11 +39,10 @@ impl AffectedPeople {
         })
     }
 
-    /// The sentence in the reader's language.
+    /// The sentence in the reader's language: the count, then the communities by name.
     pub fn line(&self, lang: Lang) -> String {
-        let n = self.communities.len();
         let named = self.communities.iter().take(NAMED_AT_MOST);
-        let rest = n.saturating_sub(NAMED_AT_MOST);
+        let rest = self.communities.len().saturating_sub(NAMED_AT_MOST);
         match lang {
             Lang::Zh => {
                 let list: Vec<String> = named.map(|(c, p)| format!("{c} {p} 人")).collect();
@@ -52,11 +51,7 @@ impl AffectedPeople {
                 } else {
                     String::new()
                 };
-                format!(
-                    "影响 {n} 个村社 {} 名弱势人员：{}{more}",
-                    self.people,
-                    list.join("、")
-                )
+                format!("{}：{}{more}", self.count(lang), list.join("、"))
             }
             Lang::En => {
                 let list: Vec<String> = named.map(|(c, p)| format!("{c} {p}")).collect();
@@ -65,17 +60,54 @@ impl AffectedPeople {
                 } else {
                     String::new()
                 };
-                let (people, communities) = (
-                    plural(self.people, "person", "people"),
-                    plural(n as u64, "community", "communities"),
-                );
-                format!(
-                    "Affects {} vulnerable {people} in {n} {communities}: {}{more}",
-                    self.people,
-                    list.join(", ")
-                )
+                format!("{}: {}{more}", self.count(lang), list.join(", "))
             }
         }
+    }
+
+    /// The count without names, as a digest gives it under each town (a district
+    /// contact needs how many; the town's own message names them).
+    pub fn count(&self, lang: Lang) -> String {
+        let n = self.communities.len() as u64;
+        match lang {
+            Lang::Zh => format!("影响 {n} 个村社 {} 名弱势人员", self.people),
+            Lang::En => format!(
+                "Affects {} vulnerable {} in {n} {}",
+                self.people,
+                plural(self.people, "person", "people"),
+                plural(n, "community", "communities")
+            ),
+        }
+    }
+
+    /// The SMS's short form, with the separator that follows the problem:
+    /// "，涉及 3 村社 弱势 126 人" / "; 3 communities, 126 vulnerable".
+    pub fn sms(&self, lang: Lang) -> String {
+        let n = self.communities.len() as u64;
+        match lang {
+            Lang::Zh => format!("，涉及 {n} 村社 弱势 {} 人", self.people),
+            Lang::En => format!(
+                "; {n} {}, {} vulnerable",
+                plural(n, "community", "communities"),
+                self.people
+            ),
+        }
+    }
+
+    /// Several towns' affected people together (a digest's SMS): each town's
+    /// communities are its own, so the counts add.
+    pub fn total<'a>(
+        towns: impl IntoIterator<Item = &'a AffectedPeople>,
+    ) -> Option<AffectedPeople> {
+        let mut total = AffectedPeople {
+            people: 0,
+            communities: Vec::new(),
+        };
+        for town in towns {
+            total.people += town.people;
+            total.communities.extend(town.communities.iter().cloned());
+        }
+        (total.people > 0).then_some(total)
     }
 }
 
@@ -123,5 +155,22 @@ mod tests {
             many.line(Lang::En)
         );
         assert!(many.line(Lang::Zh).ends_with("c8 1 人等（另有 2 个村社）"));
+    }
+
+    #[test]
+    fn the_count_and_the_sms_form_say_how_many_without_names() {
+        let three = affected(&[("三眼井社区", 100), ("吉市口社区", 25), ("皇城根社区", 1)]);
+        assert_eq!(three.count(Lang::Zh), "影响 3 个村社 126 名弱势人员");
+        assert_eq!(
+            three.count(Lang::En),
+            "Affects 126 vulnerable people in 3 communities"
+        );
+        assert_eq!(three.sms(Lang::Zh), "，涉及 3 村社 弱势 126 人");
+        assert_eq!(three.sms(Lang::En), "; 3 communities, 126 vulnerable");
+        let one = affected(&[("Sanyanjing", 1)]);
+        assert_eq!(one.sms(Lang::En), "; 1 community, 1 vulnerable");
+        let total = AffectedPeople::total([&three, &one]).unwrap();
+        assert_eq!((total.people, total.communities.len()), (127, 4));
+        assert_eq!(AffectedPeople::total([]), None);
     }
 }
