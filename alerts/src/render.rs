@@ -473,10 +473,11 @@ impl Renderer {
         })
     }
 
-    /// One SMS segment: who sends, the problem, whether it rests on a hand count, since
-    /// when, how many more, how to acknowledge. When it does not fit, since when goes
-    /// first, then the count, then the sender, then the hand count; the problem is cut
-    /// last, and how to acknowledge stays.
+    /// One SMS segment: who sends, the problem, how many vulnerable people it reaches,
+    /// whether it rests on a hand count, since when, how many more, how to acknowledge.
+    /// When it does not fit, since when goes first, then the count, then the sender,
+    /// then the hand count, then the vulnerable people; the problem is cut last, and
+    /// how to acknowledge stays.
     fn sms(&self, lang: Lang, town: &TownNames, head: Item<'_>, more: usize) -> String {
         let w = Words::of(lang);
         // A drill's SMS starts with its tag instead of the sender's name: the core is
@@ -514,9 +515,18 @@ impl Renderer {
             (Some(ack), Some(_)) if !fits_sms(&format!("{core}{ack}"), 1) => 2,
             _ => 1,
         };
+        // Only when it fits beside the problem and the ack: were it dropped last, the
+        // parts dropped before it would have been dropped for nothing.
+        let vulnerable = town.vulnerable.as_ref().map(|v| v.sms(lang)).filter(|v| {
+            let ack = ack.as_deref().unwrap_or("");
+            fits_sms(&format!("{core}{v}{ack}"), segments)
+        });
         let parts: Vec<(String, u8)> = [
             (Some(w.sms_brand.to_owned()).filter(|_| !drill), 2),
             (Some(core), SMS_CORE),
+            // How many vulnerable people the town's problems reach is what a duty
+            // officer acts on first: it outlasts all but how to acknowledge.
+            (vulnerable, 3),
             // Whether the figure rests on a person's count matters more than since
             // when it is short, or who sends it.
             (hand_count, 2),
@@ -1560,6 +1570,50 @@ mod tests {
         assert!(message.html.contains("&lt;b&gt;water&lt;/b&gt; &amp; co"));
         assert!(message.html.contains("A &lt;town&gt;"));
         assert!(!message.html.contains("<b>water"));
+    }
+
+    #[test]
+    fn sms_says_how_many_vulnerable_people_when_it_fits() {
+        let water_zh = reserve(12, Rule::ReserveBelowTarget, "饮用水", 2.14);
+        let water_en = reserve(12, Rule::ReserveBelowTarget, "Drinking water", 2.14);
+        let three = AffectedPeople {
+            people: 126,
+            communities: vec![("a".into(), 100), ("b".into(), 25), ("c".into(), 1)],
+        };
+        let cases: Vec<(Lang, &str, &Alert, &str)> = vec![
+            // Since when goes to make room; the count of other problems still fits.
+            (
+                Lang::Zh,
+                "景山街道",
+                &water_zh,
+                "【Stockpile】严重：景山街道 饮用水仅剩 2.1 天（目标 3 天），涉及 3 村社 弱势 126 人；另有2项。请在看板确认#12",
+            ),
+            (
+                Lang::En,
+                "Jingshan",
+                &water_en,
+                "Stockpile CRITICAL: Jingshan Drinking water 2.1d left (target 3d); 3 communities, 126 vulnerable, since 11-24 14:05; +2 more. Ack #12 on board",
+            ),
+            // UCS-2 leaves no room beside the problem and the ack: left out, and the
+            // rest is as it would be without it.
+            (
+                Lang::En,
+                "景山街道",
+                &water_en,
+                "CRITICAL: 景山街道 Drinking water 2.1d left (target 3d). Ack #12 on board",
+            ),
+        ];
+        for (lang, name, alert, want) in cases {
+            let mut town = town(name);
+            town.vulnerable = Some(three.clone());
+            let items = [Item {
+                alert,
+                event: Event::Fired,
+            }];
+            let message = renderer().message(lang, &town, &items, &[alert, alert]);
+            assert_eq!(message.sms, want);
+            assert!(fits_one_sms(&message.sms));
+        }
     }
 
     #[test]

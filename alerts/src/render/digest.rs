@@ -9,8 +9,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{
-    Item, Message, Renderer, SMS_CORE, TownNames, WEBHOOK_TEXT_MAX_BYTES, Words, colour,
-    compose_sms_in, cut_bytes, drill_tag, fits_sms, is_robot_url, render, some_drill_tag, sorted,
+    AffectedPeople, Item, Message, Renderer, SMS_CORE, TownNames, WEBHOOK_TEXT_MAX_BYTES, Words,
+    colour, compose_sms_in, cut_bytes, drill_tag, fits_sms, is_robot_url, render, some_drill_tag,
+    sorted,
 };
 use crate::alert::{Alert, Event};
 use crate::config::WebhookFormat;
@@ -163,6 +164,7 @@ impl Renderer {
                 })
                 .collect(),
             more: (more > 0).then(|| d.more(more)),
+            vulnerable: town.names.vulnerable.as_ref().map(|v| v.count(lang)),
         }
     }
 
@@ -179,8 +181,8 @@ impl Renderer {
         }
     }
 
-    /// One SMS: how many towns and how many critical, the worst towns as far as they
-    /// fit, and how to acknowledge.
+    /// One SMS: how many towns and how many critical, how many vulnerable people they
+    /// reach, the worst towns as far as they fit, and how to acknowledge.
     fn digest_sms(
         &self,
         lang: Lang,
@@ -219,10 +221,21 @@ impl Renderer {
             (Some(ack), Some(_)) if !fits_sms(&format!("{core}{ack}"), 1) => 2,
             _ => 1,
         };
+        // The vulnerable people of all the towns, kept longer than any town but the
+        // worst (which says what is wrong); only when it fits beside the count and the
+        // ack, as in a town's SMS.
+        let vulnerable =
+            AffectedPeople::total(towns.iter().filter_map(|t| t.names.vulnerable.as_ref()))
+                .map(|v| v.sms(lang))
+                .filter(|v| {
+                    let ack = ack.as_deref().unwrap_or("");
+                    fits_sms(&format!("{core}{v}{ack}"), segments)
+                });
         let mut parts = vec![(core, SMS_CORE)];
         if drill_tag.is_empty() {
             parts.insert(0, (w.sms_brand.to_owned(), 3));
         }
+        parts.extend(vulnerable.map(|v| (v, 5)));
         parts.extend(worst);
         parts.extend(ack.map(|ack| (ack, SMS_CORE - 1)));
         compose_sms_in(&parts, segments)
@@ -298,6 +311,9 @@ struct DigestTownView {
     items: Vec<DigestItemView>,
     /// Problems beyond [`DIGEST_ITEMS`] and the town's other firing alerts, counted.
     more: Option<String>,
+    /// How many vulnerable people its problems reach, in how many communities (村社),
+    /// when any (docs/design.md#communities).
+    vulnerable: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -547,6 +563,32 @@ mod tests {
                 m.subject,
                 m.text,
                 m.sms
+            ));
+        }
+        out.push_str(&golden_vulnerable());
+        out
+    }
+
+    /// Three towns, two of whose problems reach vulnerable people: after everything
+    /// else, so that adding it left the lines above as they were.
+    fn golden_vulnerable() -> String {
+        let alerts = alerts(3);
+        let mut towns = towns(&alerts, Event::Escalate);
+        towns[0].names.vulnerable = Some(AffectedPeople {
+            people: 60,
+            communities: vec![("三眼井社区".into(), 40), ("吉市口社区".into(), 20)],
+        });
+        towns[2].names.vulnerable = Some(AffectedPeople {
+            people: 7,
+            communities: vec![("皇城根社区".into(), 7)],
+        });
+        let refs: Vec<&DigestTown<'_>> = towns.iter().collect();
+        let mut out = String::new();
+        for lang in [Lang::En, Lang::Zh] {
+            let m = renderer().digest(lang, &refs);
+            out.push_str(&format!(
+                "==== 3 towns, vulnerable, {lang:?}\n{}\n---- text\n{}---- sms\n{}\n\n",
+                m.subject, m.text, m.sms
             ));
         }
         out
