@@ -6,6 +6,7 @@
 //! fails the test, named by dashboard, panel and query.
 
 mod dashboard;
+mod shelters;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -109,6 +110,14 @@ burn_l_per_h = 5.0
 min_battery_pct = 50
 
 [[facility]]
+id = "alpha-sh1"
+town = "alpha"
+kind = "shelter"
+capacity = 2000
+dual_use = "gym"
+convert_within = "2h"
+
+[[facility]]
 id = "beta-wh1"
 town = "beta"
 kind = "warehouse"
@@ -130,7 +139,8 @@ min_battery_pct = 50
 
 /// Towns whose gateways the test plays itself, one reading each, so the city wall's
 /// counts have a town in every state: gamma ok, delta near target, epsilon unknown
-/// (its warehouse never reports).
+/// (its warehouse never reports). Gamma's school is open and 95 % full, so the wall
+/// has an open shelter and one near capacity.
 const STEADY_TOWNS: &str = r#"
 [[town]]
 id = "gamma"
@@ -177,6 +187,13 @@ kind = "power_unit"
 fuel_capacity_l = 500
 burn_l_per_h = 5.0
 min_battery_pct = 50
+
+[[facility]]
+id = "gamma-sh1"
+town = "gamma"
+kind = "shelter"
+capacity = 1000
+dual_use = "school"
 
 [[facility]]
 id = "delta-wh1"
@@ -462,6 +479,20 @@ fn every_panel_query_answers_from_a_live_service() {
             2,
         ),
         ("alpha's coverage points", count("coverage", "days"), 2),
+        ("alpha's shelter readings", count("shelter", "occupancy"), 1),
+        (
+            "gamma's shelter open",
+            "SELECT count(\"open\") FROM \"shelter\" WHERE \"town\" = 'gamma' AND \"open\" = 1"
+                .into(),
+            1,
+        ),
+        (
+            "gamma sheltering its school's people",
+            "SELECT count(\"sheltered\") FROM \"town_status\" WHERE \"town\" = 'gamma' \
+             AND \"sheltered\" = 950"
+                .into(),
+            1,
+        ),
     ];
     wait_for_series(&influx, &ready, &service, &flood);
 
@@ -488,7 +519,7 @@ fn every_panel_query_answers_from_a_live_service() {
         .expect("the simulator run");
     assert!(report.acked > 0, "{report:?}");
     assert!(
-        checked >= 25,
+        checked >= 32,
         "only {checked} queries found in the dashboards"
     );
     assert!(
@@ -748,13 +779,9 @@ fn run_query(influx: &testkit::Influx1, query: &str) -> Result<Answer, String> {
     Ok(answer)
 }
 
-/// The test's own gateways for gamma (ok: ten days, everything ready) and delta (3.3
-/// days: near target). Epsilon's stays silent. Returns once the broker has them.
+/// The test's own gateways for gamma (ok: ten days, everything ready, its school
+/// sheltering 950) and delta (3.3 days: near target). Epsilon's stays silent. Returns once the broker has them.
 async fn report_steady_towns(broker_url: &str) {
-    let port: u16 = broker_url.rsplit(':').next().unwrap().parse().unwrap();
-    let mut options = MqttOptions::new("grafana-test-gateways", "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
     let ts = Utc::now().timestamp_millis();
     let readings = [
         (
@@ -773,12 +800,27 @@ async fn report_steady_towns(broker_url: &str) {
             json!({"ts": ts, "power": {"fuel_l": 480, "battery_pct": 95, "state": "standby"}}),
         ),
         (
+            "gamma",
+            "gamma-sh1",
+            json!({"ts": ts, "shelter": {"occupancy": 950, "mode": "open"}}),
+        ),
+        (
             "delta",
             "delta-wh1",
             json!({"ts": ts, "stock": {"water": 99_000, "food": 99_000}}),
         ),
     ];
-    for (town, facility, payload) in &readings {
+    publish_readings(broker_url, "grafana-test-gateways", &readings).await;
+}
+
+/// Publishes each `(town, facility, payload)` on its facility's topic at QoS 1, as its
+/// gateway would, and returns once the broker acknowledged them all.
+async fn publish_readings(broker_url: &str, client_id: &str, readings: &[(&str, &str, Value)]) {
+    let port: u16 = broker_url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    for (town, facility, payload) in readings {
         client
             .publish(
                 reserve::wire::reading_topic(town, facility),

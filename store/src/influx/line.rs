@@ -9,7 +9,7 @@
 //! power_unit,town=T,facility=F,source=S fuel_l=…,runtime_h=…,battery_pct=…,ready=1i
 //! shelter,town=T,facility=F,source=S occupancy=…i,mode="open",open=1i,capacity=…i
 //! coverage,town=T,cluster=K,district=D,category=C days=…,stock=…,need_per_day=…,target_days=…,verified=1i
-//! town_status,town=T,cluster=K,district=D worst_days=…,status=0i,lat=…,lon=…,name="…"
+//! town_status,town=T,cluster=K,district=D worst_days=…,status=0i,sheltered=…i,lat=…,lon=…,name="…"
 //! alert,town=T,rule=R,severity=S firing=1i
 //! ops,instance=I received=…i,accepted=…i,rejected=…i,duplicates=…i,sink_queue=…i,sink_lag_s=…,outbox_pending=…i,outbox_failed=…i,store_paused=…i
 //! ```
@@ -292,7 +292,9 @@ pub fn coverage_lines(registry: &Registry, figures: &TownFigures, ts_ms: i64) ->
 /// The `town_status` line of a town's figures at `ts_ms`; `status` is
 /// [`reserve::coverage::TownStatus::code`], `name` the registry's name, and
 /// `worst_category` the name of the category with the fewest days (what a wall display
-/// says the town is short of; absent with `worst_days`).
+/// says the town is short of; absent with `worst_days`). `sheltered` is the people the
+/// town shelters on top of its residents, from its open shelters or the typed figure
+/// (docs/design.md#shelters): a wall sums it by district without the registry.
 pub fn town_status_line(registry: &Registry, figures: &TownFigures, ts_ms: i64) -> String {
     let town = registry.town(figures.town);
     let mut line = Line::new("town_status")
@@ -307,6 +309,7 @@ pub fn town_status_line(registry: &Registry, figures: &TownFigures, ts_ms: i64) 
         )
         .float_opt("worst_days", figures.worst_days)
         .int("status", figures.status.code())
+        .count("sheltered", figures.sheltered)
         .float_opt("lat", town.lat)
         .float_opt("lon", town.lon)
         .string("name", &town.name);
