@@ -74,7 +74,7 @@ fn instance_sections(broker_url: &str, client_id: &str, listen: &str, alerts: &s
 
 /// Publishes `(town, ts, litres)` readings of each town's warehouse with QoS 1, in
 /// order on one connection, and waits for every PUBACK.
-fn publish(host: &str, port: u16, readings: &[(&str, DateTime<Utc>, u64)]) {
+pub(super) fn publish(host: &str, port: u16, readings: &[(&str, DateTime<Utc>, u64)]) {
     let (client, mut connection) = Client::new(MqttOptions::new("gw-cluster-test", host, port), 64);
     for &(town, ts, litres) in readings {
         let payload = serde_json::json!({"ts": ts.timestamp_millis(), "stock": {"water": litres}});
@@ -171,7 +171,11 @@ fn towns(api: &str) -> BTreeMap<String, (String, Option<f64>)> {
 }
 
 /// Polls `what` until it returns `Some`, or fails naming `waiting_for`.
-fn wait_until<T>(waiting_for: &str, timeout: Duration, mut what: impl FnMut() -> Option<T>) -> T {
+pub(super) fn wait_until<T>(
+    waiting_for: &str,
+    timeout: Duration,
+    mut what: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = what() {
@@ -279,7 +283,7 @@ fn cluster_instance_watches_only_its_towns() {
 /// queue, session and timing settings as shipped, with the city broker's test address,
 /// one topic line per town of the test cluster, and no TLS or credentials (the test's
 /// brokers have neither). Every other line is kept, so a setting added there is tested.
-fn bridge_lines(city_broker: &str) -> Vec<String> {
+pub(super) fn bridge_lines(city_broker: &str) -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cluster/bridge.conf");
     let shipped =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -320,22 +324,22 @@ fn bridge_lines(city_broker: &str) -> Vec<String> {
 /// own, joined by `city_link`, the link the test cuts. The host reaches each site over
 /// a link of its own that stays up: the test's gateway publishes, reads the APIs and
 /// runs the two SMTP servers there (each site reaches its own through a relay).
-struct Sites {
-    city_link: testkit::netns::Veth,
+pub(super) struct Sites {
+    pub(super) city_link: testkit::netns::Veth,
     _host_links: [testkit::netns::Veth; 2],
-    city: testkit::netns::Netns,
-    cluster: testkit::netns::Netns,
+    pub(super) city: testkit::netns::Netns,
+    pub(super) cluster: testkit::netns::Netns,
     /// Addresses: the host's and the site's ends of each host link, and the city
     /// broker's end of the city link.
-    host_to_city: std::net::Ipv4Addr,
-    city_side: std::net::Ipv4Addr,
-    host_to_cluster: std::net::Ipv4Addr,
-    cluster_side: std::net::Ipv4Addr,
-    city_on_city_link: std::net::Ipv4Addr,
+    pub(super) host_to_city: std::net::Ipv4Addr,
+    pub(super) city_side: std::net::Ipv4Addr,
+    pub(super) host_to_cluster: std::net::Ipv4Addr,
+    pub(super) cluster_side: std::net::Ipv4Addr,
+    pub(super) city_on_city_link: std::net::Ipv4Addr,
 }
 
 impl Sites {
-    fn create() -> Sites {
+    pub(super) fn create() -> Sites {
         use std::net::Ipv4Addr;
         use testkit::netns::{End, Netns, Veth};
         testkit::require_binary("ip", "iproute2");
@@ -393,7 +397,7 @@ impl Sites {
 
 /// `stockpile serve` inside a site's namespace (`ip netns exec` execs it, so the
 /// handle's pid is the service's), its log collected.
-fn serve_in(netns: &testkit::netns::Netns, config: &Path) -> Service {
+pub(super) fn serve_in(netns: &testkit::netns::Netns, config: &Path) -> Service {
     let child = Command::new("ip")
         .args(["netns", "exec", netns.name()])
         .arg(env!("CARGO_BIN_EXE_stockpile"))
@@ -410,7 +414,7 @@ fn serve_in(netns: &testkit::netns::Netns, config: &Path) -> Service {
 }
 
 /// Every notification either instance sent, as `(sender, recipient, subject)`.
-fn sent(smtp: &testkit::SmtpServer) -> Vec<(String, String, String)> {
+pub(super) fn sent(smtp: &testkit::SmtpServer) -> Vec<(String, String, String)> {
     smtp.messages()
         .into_iter()
         .flat_map(|m| {
