@@ -11,6 +11,7 @@ mod cluster;
 mod demo;
 mod deploy;
 mod grafana;
+mod manual_shelter;
 mod map;
 mod phone_ack;
 mod reload;
