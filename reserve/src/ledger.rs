@@ -30,6 +30,9 @@ pub use shelters::{ShelterLatest, ShelterStatus, ShelteredFrom};
 
 pub use reload::RegistryChanges;
 
+mod warning;
+pub use warning::{TownWarning, WarningScope, WarningSet};
+
 /// What [`Ledger::apply`] did with a reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -207,6 +210,10 @@ pub struct TownFigures {
     #[serde(skip)]
     pub never_reported: Vec<FacilityIdx>,
     pub computed_at: Option<DateTime<Utc>>,
+    /// The warning level in force (docs/design.md#warning-levels), whose days target
+    /// the categories' `target_days` already include.
+    #[serde(skip)]
+    pub warning: Option<TownWarning>,
 }
 
 impl TownFigures {
@@ -228,6 +235,7 @@ impl TownFigures {
             silent: Vec::new(),
             never_reported: Vec::new(),
             computed_at: None,
+            warning: None,
         }
     }
 }
@@ -248,6 +256,8 @@ pub struct Ledger {
     towns: Vec<TownState>,
     /// History a consumption forecast needs (`[alerts] forecast_min_span`).
     forecast_min_span_h: f64,
+    /// Warning levels set, in force now or later ([`Ledger::set_warnings`]); a few.
+    warnings: Arc<[WarningSet]>,
 }
 
 impl Ledger {
@@ -273,6 +283,7 @@ impl Ledger {
             towns,
             registry,
             forecast_min_span_h: min_span_h,
+            warnings: Arc::from(Vec::new()),
         }
     }
 
@@ -520,8 +531,10 @@ impl Ledger {
         let town = self.registry.town(town_idx);
         let (silent, never_reported) = self.unheard(town_idx, now);
         let (sheltered, sheltered_from) = self.sheltered_now(town_idx);
+        let warning = self.warning_at(town_idx, now);
         if never_reported.len() == town.facilities.len() {
             let mut figures = TownFigures::unknown(town_idx, town.population);
+            figures.warning = warning;
             figures.sheltered = sheltered;
             figures.sheltered_from = sheltered_from;
             figures.shelters = self.shelter_statuses(town_idx);
@@ -529,11 +542,15 @@ impl Ledger {
             figures.computed_at = Some(now);
             return figures;
         }
-        let holdings = self.holdings(town_idx, &silent, &never_reported);
+        let raise = |target: Target| warning.as_ref().map_or(target, |w| w.raise(target));
+        let holdings = self.holdings(town_idx, &silent, &never_reported, raise);
         let categories: Vec<CategoryCoverage> = self
             .registry
             .category_indices()
-            .map(|c| self.category_coverage(town_idx, c, &holdings, sheltered))
+            .map(|c| {
+                let target = raise(self.registry.target_for(town_idx, c));
+                self.category_coverage(town_idx, c, target, &holdings, sheltered)
+            })
             .collect();
         let worst = categories
             .iter()
@@ -564,6 +581,7 @@ impl Ledger {
             silent,
             never_reported,
             computed_at: Some(now),
+            warning,
         }
     }
 
@@ -589,6 +607,7 @@ impl Ledger {
         town_idx: TownIdx,
         silent: &[FacilityIdx],
         never_reported: &[FacilityIdx],
+        raise: impl Fn(Target) -> Target,
     ) -> Holdings {
         let registry = &*self.registry;
         let n = registry.categories.len();
@@ -599,7 +618,7 @@ impl Ledger {
             water_points: Vec::new(),
             power_units: Vec::new(),
         };
-        let target_days = registry.town_target(town_idx).days;
+        let target_days = raise(registry.town_target(town_idx)).days;
         for &f in &registry.town(town_idx).facilities {
             let unverified = silent.contains(&f) || never_reported.contains(&f);
             let is_silent = silent.contains(&f);
@@ -683,11 +702,13 @@ impl Ledger {
         }
     }
 
-    /// One category's coverage in a town from what its facilities hold.
+    /// One category's coverage in a town against `target` (the registry's, raised by a
+    /// warning level in force) from what its facilities hold.
     fn category_coverage(
         &self,
         town_idx: TownIdx,
         c: CategoryIdx,
+        target: Target,
         holdings: &Holdings,
         sheltered: u64,
     ) -> CategoryCoverage {
@@ -695,7 +716,6 @@ impl Ledger {
         let town = registry.town(town_idx);
         let state = &self.towns[town_idx.index()];
         let category = registry.category(c);
-        let target: Target = registry.target_for(town_idx, c);
         let people = people_in_group(&category.group, town.population, &town.groups, sheltered);
         let need_per_day = people * category.daily_need;
         let stock = holdings.stock[c.index()];

@@ -286,6 +286,8 @@ impl Registry {
             contacts,
         })
         .with_warehouse_max(warehouse_max)
+        // Shelters are named by id, so a shard's plans need no remapping.
+        .with_warning_plans(self.warning_plans().clone())
     }
 }
 

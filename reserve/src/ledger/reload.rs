@@ -38,6 +38,9 @@ impl Ledger {
             after.sheltered = before.sheltered;
             carry_levels(&self.registry, &registry, before, after);
         }
+        // Warning levels name their scope by id: they apply to the edited registry as
+        // they were written (docs/design.md#warning-levels).
+        next.warnings = Arc::clone(&self.warnings);
         next.refresh_all(now);
         next
     }
@@ -57,6 +60,10 @@ impl Ledger {
                 self.towns[t.index()].sheltered = sheltered;
                 self.refresh(t, now);
             }
+        }
+        // A warning level set meanwhile: rare enough to recompute the city for.
+        if self.warnings[..] != from.warnings[..] {
+            self.set_warnings(from.warnings.to_vec(), now);
         }
     }
 }

@@ -24,6 +24,7 @@ mod check;
 mod community;
 mod csv;
 mod raw;
+mod warning_levels;
 
 use std::ops::Range;
 
@@ -72,6 +73,7 @@ pub const REGISTRY_KEYS: &[&str] = &[
     "facility",
     "contact",
     "community",
+    "warning_levels",
 ];
 
 /// Loads a registry from `main`.
@@ -102,6 +104,7 @@ pub fn load_registry(
     read_csv_tables(&mut doc, &mut locator, read, &mut problems);
     doc.community_groups = community::group_names(&doc);
     let communities = community::check(&doc, &locator, &mut problems);
+    let warning_plans = warning_levels::check(&doc, &mut problems);
 
     let checked = Checker::new(&locator, &mut problems).check(doc);
     // Only a registry without problems is built: `Registry::build` trusts every index.
@@ -110,7 +113,8 @@ pub fn load_registry(
     };
     let registry = Registry::build(checked.parts)
         .with_warehouse_max(checked.warehouse_max)
-        .with_communities(communities.unwrap_or_default());
+        .with_communities(communities.unwrap_or_default())
+        .with_warning_plans(warning_plans);
     check::check_combined_targets(&registry, &checked.override_at, &mut problems);
     if problems.0.is_empty() {
         Ok(registry)
@@ -254,6 +258,11 @@ struct Document {
     facilities: Entries<RawFacility>,
     contacts: Entries<RawContact>,
     communities: Entries<community::RawCommunity>,
+    /// `[warning_levels.<level>]`, in the order written.
+    warning_levels: Vec<(
+        crate::registry::WarningLevel,
+        Spanned<warning_levels::RawWarningPlan>,
+    )>,
     /// Every group a community names (see [`community::group_names`]).
     community_groups: Vec<String>,
 }
@@ -299,6 +308,7 @@ fn read_document(
                 &mut doc.communities,
                 problems,
             ),
+            "warning_levels" => doc.warning_levels = warning_levels::read(value, problems),
             other if ignore_keys.contains(&other) => {}
             other => {
                 let expected = REGISTRY_KEYS.join(", ");

@@ -10,6 +10,7 @@
 mod community;
 pub mod load;
 mod scope;
+mod warning_levels;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::id::{CategoryId, ClusterId, DistrictId, FacilityId, TownId};
 pub use community::Community;
 pub use load::{LoadError, LoadErrors, Source, load_registry};
 pub use scope::{Scope, ScopeError};
+pub use warning_levels::{PreActivate, WarningLevel, WarningPlan, WarningPlans};
 
 macro_rules! index_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -414,6 +416,9 @@ pub struct Registry {
     /// Communities (村社) with their vulnerable people; set with
     /// [`Registry::with_communities`].
     communities: community::Communities,
+    /// What each warning level changes (docs/design.md#warning-levels); set with
+    /// [`Registry::with_warning_plans`].
+    warning_plans: WarningPlans,
 }
 
 /// The parts a registry is built from; references must already resolve.
@@ -532,6 +537,7 @@ impl Registry {
             resolved_targets,
             warehouse_max: BTreeMap::new(),
             communities: community::Communities::default(),
+            warning_plans: WarningPlans::new(),
         }
     }
 

@@ -9,4 +9,5 @@ mod forecast;
 mod ledger;
 mod registry_load;
 mod shelters;
+mod warning_levels;
 mod wire_decode;

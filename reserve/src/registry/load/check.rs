@@ -301,6 +301,7 @@ impl<'a> Checker<'a> {
             facilities,
             contacts,
             communities: _,
+            warning_levels: _,
             community_groups,
         } = doc;
         self.districts.broken.extend(districts.broken_ids);
