@@ -61,6 +61,10 @@ pub fn restore_ledger(store: &mut Store, ledger: &mut Ledger) -> Result<Restored
             ledger.set_sheltered(t, sheltered);
         }
     }
+    // The warning levels in force raise towns' targets (docs/design.md#warning-levels).
+    let now = Utc::now();
+    let warnings = store.list_warning_levels(Some(now))?;
+    ledger.set_warnings(warnings.iter().filter_map(|w| w.to_set()).collect(), now);
     if let Some(from) = store.replay_from()? {
         let mut skipped = 0u64;
         let mut replayed = BTreeSet::new();

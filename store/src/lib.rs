@@ -46,3 +46,4 @@ pub use sqlite::{
     StressTestRow,
 };
 pub use sqlite::{NewTransfer, TransferRow};
+pub use sqlite::{WARNING_LEVEL_HISTORY_MAX, WarningLevelRow};

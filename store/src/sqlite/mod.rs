@@ -23,6 +23,7 @@ mod scenarios;
 mod schema;
 mod source;
 mod transfers;
+mod warning_levels;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +50,7 @@ pub use scenarios::{
 };
 pub use source::{ManualEntry, ReadingSource};
 pub use transfers::{NewTransfer, TransferRow};
+pub use warning_levels::{WARNING_LEVEL_HISTORY_MAX, WarningLevelRow};
 
 use crate::StoreError;
 pub(crate) use row::{Columns, FromRow, Limit, Millis, RowError, for_each_row};
