@@ -25,6 +25,26 @@ pub(super) async fn board() -> Html<&'static str> {
     Html(BOARD_HTML)
 }
 
+/// What the board and the town page share (options, API calls, sign-in, alert rows):
+/// one script, embedded like the pages, so neither page fetches anything from elsewhere.
+const CONSOLE_JS: &str = include_str!("../../assets/console.js");
+
+/// The script the board and the town page share (docs/design.md#wall-board).
+#[utoipa::path(get, path = "/assets/console.js", tag = "ops",
+    responses((status = 200, description = "The pages' shared script", body = String, content_type = "text/javascript")))]
+#[tracing::instrument]
+pub(super) async fn console_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            // Asked again on every load, so a page served by a new version never runs
+            // an old version's script from the cache.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CONSOLE_JS,
+    )
+}
+
 /// A town's page: self-contained like the board, for the town's officer on a phone or
 /// at a desk. It reads the town, its facilities, alerts and the cluster's aid plan from
 /// the API, and enters counts and transfers through it.

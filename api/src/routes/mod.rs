@@ -80,6 +80,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(board::town_page))
         .routes(routes!(board::openapi_json))
         .routes(routes!(board::map::map_page))
+        .routes(routes!(board::console_js))
 }
 
 /// Routes behind [`auth::authenticate`].

@@ -12,14 +12,15 @@ async fn board_is_one_self_contained_page_that_polls_the_towns() {
     assert_eq!(page.content_type, "text/html; charset=utf-8");
     let html = page.text.to_lowercase();
     // Nothing fetched from anywhere else: no absolute URLs, no external scripts,
-    // stylesheets, images or fonts.
+    // stylesheets, images or fonts; the one script it loads is this service's own.
+    let html = html.replacen(CONSOLE_SCRIPT, "", 1);
     for forbidden in [
         "http://", "https://", "//cdn", "<link", " src=", "@import", "url(",
     ] {
         assert!(!html.contains(forbidden), "board contains {forbidden:?}");
     }
     assert!(html.contains("<style>") && html.contains("<script>"));
-    assert!(html.contains("fetch(") && html.contains("/api/v1/towns"));
+    assert!(html.contains("/api/v1/towns"));
     // Served as UTF-8: Chinese text arrives intact.
     assert!(page.text.contains("储备看板"));
     for status in ["critical", "warning", "ok", "unknown"] {
@@ -27,6 +28,43 @@ async fn board_is_one_self_contained_page_that_polls_the_towns() {
             html.contains(&format!(".tile.{status}")),
             "no colour for {status}"
         );
+    }
+}
+
+/// How the board and the town page load the script they share.
+const CONSOLE_SCRIPT: &str = "<script src=\"/assets/console.js\"></script>";
+
+/// The board's and the town page's shared script is served whole, as JavaScript, asked
+/// again on every load; it too fetches nothing but this service's API.
+#[tokio::test]
+async fn the_pages_shared_script_is_served_and_self_contained() {
+    let app = spawn_app().await;
+    for page in ["/", "/towns/jingshan"] {
+        let html = app.get(page, None).await.text;
+        assert_eq!(
+            html.matches(CONSOLE_SCRIPT).count(),
+            1,
+            "{page} loads it once"
+        );
+    }
+    let script = app.get("/assets/console.js", None).await;
+    assert_eq!(script.status, 200);
+    assert_eq!(script.content_type, "text/javascript; charset=utf-8");
+    let js = script.text.to_lowercase();
+    for forbidden in [
+        "http://",
+        "https://",
+        "//cdn",
+        "@import",
+        "url(",
+        // The token is kept in the tab's sessionStorage only.
+        "localstorage.",
+        "document.cookie",
+    ] {
+        assert!(!js.contains(forbidden), "console.js contains {forbidden:?}");
+    }
+    for shared in ["fetch(", "/api/v1/me", "/ack\"", "sessionstorage"] {
+        assert!(js.contains(shared), "console.js lacks {shared:?}");
     }
 }
 
