@@ -12,3 +12,4 @@ mod helpers;
 mod scenarios;
 mod transfers;
 mod trust;
+mod vulnerable_messages;
