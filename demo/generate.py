@@ -280,6 +280,46 @@ def communities_toml(communities):
     return "\n".join(out) + "\n"
 
 
+# The activation table (一表, docs/design.md#activation-table): one plan per shelter type,
+# its steps due well within the shortest conversion time (2h), each done by an officer of
+# a town that has such a shelter (named by email: the demo's names repeat).
+ACTIVATION_STEPS = {
+    "school": [("通知校方 Notify the school", "15m"),
+               ("疏散学生、清空教室 Send pupils home, clear the classrooms", "45m"),
+               ("搬入床铺与饮用水 Bring in beds and drinking water", "1h20m"),
+               ("设立登记台 Set up the check-in desk", "1h40m"),
+               ("开门接收 Open the doors", "2h")],
+    "gym": [("通知场馆运营方 Notify the venue operator", "15m"),
+            ("清场并铺设地垫 Clear the floor, lay mats", "1h"),
+            ("搬入床铺与饮用水 Bring in beds and drinking water", "1h30m"),
+            ("开门接收 Open the doors", "2h")],
+    "hotel": [("通知酒店 Notify the hotel", "15m"),
+              ("腾空客房 Free the rooms", "1h"),
+              ("设立登记台 Set up the check-in desk", "1h30m"),
+              ("开门接收 Open the doors", "2h")],
+    "community_centre": [("通知社区 Notify the community", "15m"),
+                         ("清空活动室 Clear the activity rooms", "40m"),
+                         ("搬入床铺与饮用水 Bring in beds and drinking water", "1h10m"),
+                         ("设立登记台 Set up the check-in desk", "1h30m"),
+                         ("开门接收 Open the doors", "2h")],
+}
+
+
+def activation_plans_toml(shelters, contacts):
+    out = ["",
+           "# The activation table (一表): the steps that turn each type of shelter from",
+           "# everyday use into a shelter, who does each and within how long of the start."]
+    for use, steps in ACTIVATION_STEPS.items():
+        towns = [s["town"] for s in shelters if s["dual_use"] == use]
+        officers = [c["email"] for t in towns for c in contacts if c["towns"] == t]
+        out += ["", "[[activation_plan]]", f"dual_use = {toml_str(use)}"]
+        for i, (name, within) in enumerate(steps):
+            out += ["[[activation_plan.step]]", f"name = {toml_str(name)}",
+                    f"contact = {toml_str(officers[i % len(officers)])}",
+                    f"within = {toml_str(within)}"]
+    return "\n".join(out) + "\n"
+
+
 def toml_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -368,14 +408,16 @@ def generate():
     towns = make_towns(rng, clusters)
     facilities = make_facilities(rng, towns)
     contacts = make_contacts(rng, towns, clusters)
-    facilities += make_shelters(towns)
+    shelters = make_shelters(towns)
+    facilities += shelters
     communities = make_communities(towns, facilities)
     check_invariants(clusters, towns, facilities)
     town_rows = [dict(t, lat=f"{t['lat']:.5f}", lon=f"{t['lon']:.5f}",
                       groups=";".join(f"{k}={v}" for k, v in t["groups"].items()))
                  for t in towns]
     files = {
-        "registry.toml": registry_toml(clusters) + communities_toml(communities),
+        "registry.toml": registry_toml(clusters) + communities_toml(communities)
+        + activation_plans_toml(shelters, contacts),
         "towns.csv": to_csv(["id", "name", "district", "cluster", "population", "lat", "lon",
                              "groups"], town_rows),
         "facilities.csv": to_csv(["id", "town", "kind", "name", "lat", "lon", "report_every",

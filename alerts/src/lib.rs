@@ -18,6 +18,7 @@
 //! Build with [`Alerts::open`], hand [`Alerts::handle`] to the API, then
 //! [`Alerts::run`] until the shutdown token is cancelled.
 
+pub mod activation;
 mod alert;
 pub mod channel;
 mod config;

@@ -28,6 +28,13 @@ mod aid;
 mod audit;
 mod auth;
 mod config;
+pub mod activations {
+    //! The activation table's operations for other parts of the API (warning levels
+    //! pre-activate shelters with [`start`]); docs/design.md#activation-table.
+    pub use crate::routes::activations::{
+        ActivationError, ActivationScope, ActivationView, StartActivation, start,
+    };
+}
 pub mod districts;
 mod error;
 mod export;
@@ -84,6 +91,10 @@ pub struct AppState {
     registry_reload: Option<Arc<dyn RegistryReload>>,
     /// District outlines the map draws (`[board] districts_geojson`); none by default.
     districts: DistrictOutlines,
+    /// The open activations the alert engine evaluates (docs/design.md#activation-table):
+    /// the API applies its changes here after each commit. Empty until the server hands
+    /// over the one it loaded from the store.
+    activations: alerts::activation::SharedActivations,
     limits: HttpLimits,
 }
 
@@ -154,6 +165,7 @@ impl AppState {
             manual_readings: None,
             registry_reload: None,
             districts: DistrictOutlines::none(),
+            activations: routes::activations::empty_view(),
             limits: HttpLimits::default(),
         }
     }
@@ -202,6 +214,19 @@ impl AppState {
     /// District outlines for the map (`GET /api/v1/map/districts`).
     pub fn with_districts(self, districts: DistrictOutlines) -> AppState {
         AppState { districts, ..self }
+    }
+
+    /// The open activations shared with the alert engine (the server loads them from
+    /// the store at start).
+    pub fn with_activations(self, activations: alerts::activation::SharedActivations) -> AppState {
+        AppState {
+            activations,
+            ..self
+        }
+    }
+
+    pub(crate) fn activations(&self) -> &alerts::activation::SharedActivations {
+        &self.activations
     }
 
     pub(crate) fn districts(&self) -> &DistrictOutlines {

@@ -47,3 +47,7 @@ pub use sqlite::{
 };
 pub use sqlite::{NewTransfer, TransferRow};
 pub use sqlite::{WARNING_LEVEL_HISTORY_MAX, WarningLevelRow};
+pub use sqlite::{
+    ActivationRow, ActivationShelter, ActivationState, ActivationStep, NewActivation, Origin,
+    StartRefused, StepDone, StepOutcome,
+};

@@ -2,6 +2,7 @@
 //! `routes!`, so the router and the OpenAPI document come from the same declarations.
 
 mod ack_page;
+pub(crate) mod activations;
 mod alerts;
 mod audit;
 mod board;
@@ -106,6 +107,13 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(registry::reload_registry))
         .routes(routes!(scenarios::stored_scenario))
         .routes(routes!(scenarios::latest_stress_test))
+        .routes(routes!(
+            activations::list_activations,
+            activations::start_activation
+        ))
+        .routes(routes!(activations::get_activation))
+        .routes(routes!(activations::mark_step))
+        .routes(routes!(activations::close_activation))
 }
 
 /// Reads that name people (email addresses, phone numbers, notes) or carry raw input

@@ -1,6 +1,7 @@
 //! API tests: the whole app on a random port with a real SQLite file, driven over real
 //! HTTP. One binary (modules below), so everything links once.
 
+mod activations;
 mod alerts;
 mod audit;
 mod auth;

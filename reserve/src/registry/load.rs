@@ -20,6 +20,7 @@
 //! `fuel_capacity_l`). Readings above any of these are rejected as `over_capacity` (see
 //! [`crate::wire`]). `report_every` and `stale_after` are at most 365 days.
 
+mod activation;
 mod check;
 mod community;
 mod csv;
@@ -73,6 +74,7 @@ pub const REGISTRY_KEYS: &[&str] = &[
     "facility",
     "contact",
     "community",
+    "activation_plan",
     "warning_levels",
 ];
 
@@ -104,6 +106,7 @@ pub fn load_registry(
     read_csv_tables(&mut doc, &mut locator, read, &mut problems);
     doc.community_groups = community::group_names(&doc);
     let communities = community::check(&doc, &locator, &mut problems);
+    let plans = activation::check(&doc, &locator, &mut problems);
     let warning_plans = warning_levels::check(&doc, &mut problems);
 
     let checked = Checker::new(&locator, &mut problems).check(doc);
@@ -114,6 +117,7 @@ pub fn load_registry(
     let registry = Registry::build(checked.parts)
         .with_warehouse_max(checked.warehouse_max)
         .with_communities(communities.unwrap_or_default())
+        .with_activation_plans(plans.unwrap_or_default())
         .with_warning_plans(warning_plans);
     check::check_combined_targets(&registry, &checked.override_at, &mut problems);
     if problems.0.is_empty() {
@@ -258,6 +262,7 @@ struct Document {
     facilities: Entries<RawFacility>,
     contacts: Entries<RawContact>,
     communities: Entries<community::RawCommunity>,
+    activation_plans: Entries<activation::RawPlan>,
     /// `[warning_levels.<level>]`, in the order written.
     warning_levels: Vec<(
         crate::registry::WarningLevel,
@@ -306,6 +311,13 @@ fn read_document(
                 "community",
                 Some("id"),
                 &mut doc.communities,
+                problems,
+            ),
+            "activation_plan" => read_entries(
+                value,
+                "activation_plan",
+                Some("dual_use"),
+                &mut doc.activation_plans,
                 problems,
             ),
             "warning_levels" => doc.warning_levels = warning_levels::read(value, problems),

@@ -7,6 +7,7 @@
 //! Entities refer to each other by dense indices (`TownIdx`, …) so the ledger can keep its
 //! live state in plain vectors.
 
+mod activation;
 mod community;
 pub mod load;
 mod scope;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use crate::id::{CategoryId, ClusterId, DistrictId, FacilityId, TownId};
 
+pub use activation::{ActivationPlan, PlanFor, PlanStep};
 pub use community::Community;
 pub use load::{LoadError, LoadErrors, Source, load_registry};
 pub use scope::{Scope, ScopeError};
@@ -416,6 +418,9 @@ pub struct Registry {
     /// Communities (村社) with their vulnerable people; set with
     /// [`Registry::with_communities`].
     communities: community::Communities,
+    /// The activation table's plans (docs/design.md#activation-table); set with
+    /// [`Registry::with_activation_plans`].
+    activation_plans: activation::ActivationPlans,
     /// What each warning level changes (docs/design.md#warning-levels); set with
     /// [`Registry::with_warning_plans`].
     warning_plans: WarningPlans,
@@ -537,6 +542,7 @@ impl Registry {
             resolved_targets,
             warehouse_max: BTreeMap::new(),
             communities: community::Communities::default(),
+            activation_plans: activation::ActivationPlans::default(),
             warning_plans: WarningPlans::new(),
         }
     }

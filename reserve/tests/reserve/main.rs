@@ -3,6 +3,7 @@
 //! costs more than running them all.
 
 mod bad_input;
+mod activation_plans;
 mod communities;
 mod corpus;
 mod forecast;

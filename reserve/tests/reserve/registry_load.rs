@@ -311,7 +311,7 @@ fn top_level_keys_are_checked() {
         errors,
         [
             "registry.toml:1: water_category: unknown category \"wter\"",
-            "registry.toml:2: unknown key \"towns\" (expected one of water_category, target, csv, district, cluster, category, town, facility, contact, community)",
+            "registry.toml:2: unknown key \"towns\" (expected one of water_category, target, csv, district, cluster, category, town, facility, contact, community, activation_plan, warning_levels)",
         ]
     );
     // Without one and without a `water` category, water points count toward nothing.

@@ -11,6 +11,7 @@
 //! coverage,town=T,cluster=K,district=D,category=C days=…,stock=…,need_per_day=…,target_days=…,verified=1i
 //! town_status,town=T,cluster=K,district=D worst_days=…,status=0i,sheltered=…i,lat=…,lon=…,name="…"
 //! alert,town=T,rule=R,severity=S firing=1i
+//! activation,activation=A,town=T,shelter=F steps_done=…i,steps_overdue=…i,steps_total=…i,capacity=…i,open=1i
 //! ops,instance=I received=…i,accepted=…i,rejected=…i,duplicates=…i,sink_queue=…i,sink_lag_s=…,outbox_pending=…i,outbox_failed=…i,store_paused=…i
 //! ```
 //!
@@ -339,6 +340,42 @@ pub fn alert_line(
         .tag("rule", rule)
         .tag("severity", severity)
         .count("firing", firing)
+        .finish(ts.timestamp_millis())
+        .unwrap_or_default()
+}
+
+/// One shelter's progress in an activation, for the `activation` series
+/// (docs/design.md#activation-table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActivationProgress {
+    pub steps_done: u64,
+    /// Not done and past due.
+    pub steps_overdue: u64,
+    pub steps_total: u64,
+    /// People the shelter takes.
+    pub capacity: u64,
+    /// Whether the activation is open; the point written when it closes says 0.
+    pub open: bool,
+}
+
+/// `activation,activation=A,town=T,shelter=F steps_done=…i,steps_overdue=…i,steps_total=…i,capacity=…i,open=1i`:
+/// one shelter of an activation, so a panel sums an activation's shelters by its tag.
+pub fn activation_line(
+    activation: i64,
+    town: &str,
+    shelter: &str,
+    progress: &ActivationProgress,
+    ts: DateTime<Utc>,
+) -> String {
+    Line::new("activation")
+        .tag("activation", &activation.to_string())
+        .tag("town", town)
+        .tag("shelter", shelter)
+        .count("steps_done", progress.steps_done)
+        .count("steps_overdue", progress.steps_overdue)
+        .count("steps_total", progress.steps_total)
+        .count("capacity", progress.capacity)
+        .flag("open", progress.open)
         .finish(ts.timestamp_millis())
         .unwrap_or_default()
 }

@@ -11,6 +11,7 @@
 //! time: a batch starts with `BEGIN IMMEDIATE` and waits up to the busy timeout for
 //! another's lock; WAL readers neither block writers nor see half a batch.
 
+mod activations;
 mod alerts;
 mod async_store;
 mod audit;
@@ -38,6 +39,10 @@ pub use alerts::{
     AckRow, Alert, AlertBatch, AlertCounts, AlertKinds, AlertQuery, AlertRow, AlertState,
     ConvertKinds, DeliveryState, NewNotification, NotificationQuery, OutboxCounts, OutboxRow,
     SilenceRow, Text,
+};
+pub use activations::{
+    ActivationRow, ActivationShelter, ActivationState, ActivationStep, NewActivation, Origin,
+    StartRefused, StepDone, StepOutcome,
 };
 pub use async_store::AsyncStore;
 pub use audit::{AuditFilter, AuditRow, NewAudit};

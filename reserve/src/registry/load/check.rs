@@ -301,6 +301,7 @@ impl<'a> Checker<'a> {
             facilities,
             contacts,
             communities: _,
+            activation_plans: _,
             warning_levels: _,
             community_groups,
         } = doc;
