@@ -315,6 +315,7 @@ mod tests {
             cluster: "c01".into(),
             district: "dongcheng".into(),
             vulnerable: None,
+            warning: None,
         };
         let alert = drill_alert(7, Some(1));
         let items = [Item {

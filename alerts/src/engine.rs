@@ -32,6 +32,7 @@ use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert
 
 mod one_voice;
 mod reload;
+mod warning;
 
 /// The lifecycle timings the engine applies.
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +184,9 @@ pub struct Engine {
     /// Vulnerable people each town's problems reach, by its last evaluation: its
     /// messages name them (docs/design.md#communities).
     vulnerable: HashMap<TownIdx, AffectedPeople>,
+    /// The warning level in force per town, by its last evaluation: shorter timings
+    /// and a line in its messages ([`warning`]).
+    warnings: HashMap<TownIdx, reserve::ledger::TownWarning>,
 }
 
 impl Engine {
@@ -213,6 +217,7 @@ impl Engine {
             series_refreshed_at: None,
             clusters_with_own_instance: Vec::new(),
             vulnerable: HashMap::new(),
+            warnings: HashMap::new(),
         };
         engine.reload(now)?;
         Ok(engine)
@@ -462,7 +467,7 @@ impl Engine {
                 None => new_alert(key.clone(), condition, drill, now),
             };
             let before = alert.clone();
-            change.notice |= step(&mut alert, condition, silenced, &self.policy, now);
+            change.notice |= step(&mut alert, condition, silenced, &self.policy_of(town), now);
             if alert != before {
                 alert.updated = now;
                 change.updated.insert(key.clone());
@@ -495,11 +500,10 @@ impl Engine {
     /// for contacts above the town joins the open digest window instead (opening one
     /// if none is), so those contacts hear of every such town once per window.
     fn schedule_flush(&mut self, town: TownIdx, now: DateTime<Utc>) {
-        self.flush_at
-            .entry(town)
-            .or_insert(now + self.policy.group_wait);
+        let group_wait = self.policy_of(town).group_wait;
+        self.flush_at.entry(town).or_insert(now + group_wait);
         if self.tells_above_town(town) {
-            let window = *self.digest_at.get_or_insert(now + self.policy.group_wait);
+            let window = *self.digest_at.get_or_insert(now + group_wait);
             self.flush_at.insert(town, window);
         }
     }
@@ -670,12 +674,12 @@ impl Engine {
                 }
                 if let Some(from) = alert.escalated_from {
                     after.escalation = from;
-                    after.escalate_at = Some(now + self.policy.escalate_after);
+                    after.escalate_at = Some(now + self.policy_of(town).escalate_after);
                 }
             } else {
                 after.notify_seq += 1;
                 after.notified_at = Some(now);
-                reschedule(&mut after, alert, &self.policy, now);
+                reschedule(&mut after, alert, &self.policy_of(town), now);
             }
             told.push((alert.clone(), after, !silenced));
         }
@@ -698,6 +702,7 @@ impl Engine {
             let town = flush.town;
             let mut names = town_names(&self.registry, town);
             names.vulnerable = self.vulnerable.get(&town).cloned();
+            names.warning = self.warnings.get(&town).cloned();
             let others: Vec<&Alert> = self.open.get(&town).map_or_else(Vec::new, |open| {
                 open.values()
                     .filter(|a| {
@@ -1388,6 +1393,7 @@ pub(crate) fn town_names(registry: &Registry, town: TownIdx) -> TownNames {
         cluster: registry.clusters[t.cluster.index()].name.clone(),
         district: registry.districts[t.district.index()].name.clone(),
         vulnerable: None,
+        warning: None,
     }
 }
 

@@ -509,6 +509,7 @@ fn step(
         for (t, people) in vulnerable {
             engine.note_vulnerable(t, people);
         }
+        engine.note_warnings(&ledger.read().unwrap_or_else(|p| p.into_inner()), chunk);
         engine.observe(&evaluations, now)?;
     }
     engine.run_timers(now)?;

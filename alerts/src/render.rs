@@ -23,6 +23,7 @@ use crate::rules::{Detail, ReserveDetail, Rule, Severity};
 
 mod digest;
 mod vulnerable;
+mod warning;
 pub use digest::DigestTown;
 pub use vulnerable::AffectedPeople;
 
@@ -54,6 +55,9 @@ pub struct TownNames {
     /// Vulnerable people its problems reach now, per community (村社); `None` when
     /// nobody is (or the town lists no communities).
     pub vulnerable: Option<AffectedPeople>,
+    /// The warning level in force there (docs/design.md#warning-levels), which its
+    /// messages name.
+    pub warning: Option<reserve::ledger::TownWarning>,
 }
 
 /// One message, in every channel's form.
@@ -203,6 +207,7 @@ impl Renderer {
             html_lang: w.html_lang,
             subject,
             intro: w.intro(items[0].event, &town.name),
+            warning: town.warning.as_ref().map(|wl| warning::line(wl, lang)),
             items: items
                 .iter()
                 .map(|item| ItemView {
@@ -521,9 +526,12 @@ impl Renderer {
             let ack = ack.as_deref().unwrap_or("");
             fits_sms(&format!("{core}{v}{ack}"), segments)
         });
+        let warning = town.warning.as_ref().map(|wl| warning::sms(wl, lang));
         let parts: Vec<(String, u8)> = [
             (Some(w.sms_brand.to_owned()).filter(|_| !drill), 2),
             (Some(core), SMS_CORE),
+            // Why the target moved: kept over since when, and the sender's name.
+            (warning, 2),
             // How many vulnerable people the town's problems reach is what a duty
             // officer acts on first: it outlasts all but how to acknowledge.
             (vulnerable, 3),
@@ -620,6 +628,8 @@ struct EmailView<'a> {
     html_lang: &'static str,
     subject: &'a str,
     intro: String,
+    /// The warning level in force, when one is.
+    warning: Option<String>,
     items: Vec<ItemView>,
     others_title: &'static str,
     /// The town's other firing alerts: listed, not tagged with an event.
@@ -1291,6 +1301,7 @@ mod tests {
             cluster: "c01".into(),
             district: "dongcheng".into(),
             vulnerable: None,
+            warning: None,
         }
     }
 

@@ -287,6 +287,7 @@ impl TownNames {
             cluster: String::new(),
             district: String::new(),
             vulnerable: None,
+            warning: None,
         }
     }
 }
@@ -468,6 +469,7 @@ mod tests {
             cluster: "c01".into(),
             district: "dongcheng".into(),
             vulnerable: None,
+            warning: None,
         }
     }
 
