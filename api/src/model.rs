@@ -207,6 +207,8 @@ pub struct TownSummary {
     pub lon: Option<f64>,
     /// When the figures were last computed.
     pub computed_at: Option<DateTime<Utc>>,
+    /// The warning level in force (docs/design.md#warning-levels); `null` when none.
+    pub warning_level: Option<crate::routes::warning_level::TownWarningView>,
 }
 
 impl TownSummary {
@@ -236,6 +238,10 @@ impl TownSummary {
             lat: town.lat,
             lon: town.lon,
             computed_at: figures.computed_at,
+            warning_level: figures
+                .warning
+                .as_ref()
+                .map(crate::routes::warning_level::TownWarningView::of),
         }
     }
 }

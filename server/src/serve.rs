@@ -609,8 +609,13 @@ async fn tick(ledger: SharedLedger, changes: Arc<TownChanges>, shutdown: Cancell
             for town in registry.town_indices() {
                 let before = ledger.figures(town);
                 let (status, silent) = (before.status, before.silent.clone());
+                // A warning level running out moves targets and the engine's timings.
+                let warning = before.warning.as_ref().map(|w| w.set.id);
                 let after = ledger.refresh(town, now);
-                if after.status != status || after.silent != silent {
+                if after.status != status
+                    || after.silent != silent
+                    || after.warning.as_ref().map(|w| w.set.id) != warning
+                {
                     moved.push(town);
                 }
             }

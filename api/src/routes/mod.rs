@@ -21,6 +21,7 @@ mod sms;
 mod towns;
 mod transfers;
 pub(crate) mod vulnerable;
+pub(crate) mod warning_level;
 
 use std::sync::Arc;
 
@@ -114,6 +115,10 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(activations::get_activation))
         .routes(routes!(activations::mark_step))
         .routes(routes!(activations::close_activation))
+        .routes(routes!(
+            warning_level::warning_levels,
+            warning_level::set_warning_level
+        ))
 }
 
 /// Reads that name people (email addresses, phone numbers, notes) or carry raw input

@@ -21,3 +21,4 @@ mod store_maintenance;
 mod stress_board;
 mod stress_test;
 mod town_page;
+mod warning_levels;
