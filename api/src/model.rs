@@ -170,6 +170,23 @@ impl StatusCounts {
     }
 }
 
+/// How many communities, and vulnerable people in them, a town's shortfalls reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AffectedCount {
+    pub communities: usize,
+    /// Each person counted once, whatever the number of causes.
+    pub people: u64,
+}
+
+impl AffectedCount {
+    fn of(found: &reserve::vulnerable::TownVulnerable) -> Option<AffectedCount> {
+        (!found.is_empty()).then(|| AffectedCount {
+            communities: found.communities.len(),
+            people: found.people,
+        })
+    }
+}
+
 /// A town in a list: enough to colour a tile and sort by urgency.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TownSummary {
@@ -203,6 +220,11 @@ pub struct TownSummary {
     pub sheltered_from: ShelteredFrom,
     /// The officer's typed-in figure, which applies while no shelter reports open.
     pub sheltered_typed: u64,
+    /// Vulnerable people of its communities that a water point or power unit not
+    /// ready, or a category below target, affects now (docs/design.md#communities):
+    /// what a board tile says briefly; `null` when nobody is (`GET
+    /// /api/v1/towns/{id}/vulnerable` says who and why).
+    pub vulnerable_affected: Option<AffectedCount>,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     /// When the figures were last computed.
@@ -235,6 +257,7 @@ impl TownSummary {
             sheltered: figures.sheltered,
             sheltered_from: figures.sheltered_from,
             sheltered_typed: ledger.sheltered(t),
+            vulnerable_affected: AffectedCount::of(&reserve::vulnerable::affected(ledger, t)),
             lat: town.lat,
             lon: town.lon,
             computed_at: figures.computed_at,

@@ -31,6 +31,51 @@ pub struct TownVulnerableView {
     pub communities: Vec<AffectedCommunityView>,
 }
 
+/// `GET /api/v1/towns/{id}/vulnerable`: who is affected now, beside every community the
+/// town lists (what the town page shows, the affected ones highlighted).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TownVulnerableAnswer {
+    #[serde(flatten)]
+    pub affected: TownVulnerableView,
+    /// Every community the registry lists under the town, in registry order.
+    pub listed: Vec<ListedCommunityView>,
+}
+
+/// A community as the registry lists it: its vulnerable people by group and the
+/// facilities serving it (ids; any town's).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ListedCommunityView {
+    pub id: String,
+    pub name: String,
+    pub people: u64,
+    pub groups: BTreeMap<String, u64>,
+    pub water_point: Option<String>,
+    pub power_unit: Option<String>,
+    pub shelter: Option<String>,
+}
+
+impl ListedCommunityView {
+    fn all_of(ledger: &Ledger, t: TownIdx) -> Vec<ListedCommunityView> {
+        let registry = ledger.registry();
+        let id = |f: Option<reserve::registry::FacilityIdx>| {
+            f.map(|f| registry.facility(f).id.to_string())
+        };
+        registry
+            .communities_of(t)
+            .iter()
+            .map(|c| ListedCommunityView {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                people: c.people(),
+                groups: c.groups.clone(),
+                water_point: id(c.water_point),
+                power_unit: id(c.power_unit),
+                shelter: id(c.shelter),
+            })
+            .collect()
+    }
+}
+
 /// One affected community.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AffectedCommunityView {
@@ -129,7 +174,7 @@ fn cause_view(ledger: &Ledger, cause: &Cause) -> CauseView {
 #[utoipa::path(get, path = "/api/v1/towns/{id}/vulnerable", tag = "towns",
     params(("id" = String, Path, description = "Town id, e.g. `jingshan`")),
     responses(
-        (status = 200, body = TownVulnerableView),
+        (status = 200, body = TownVulnerableAnswer),
         (status = 401, description = "A token is needed", body = ErrorBody),
         (status = 404, description = "Unknown town (`unknown_town`)", body = ErrorBody),
     ))]
@@ -137,11 +182,14 @@ fn cause_view(ledger: &Ledger, cause: &Cause) -> CauseView {
 pub(super) async fn town_vulnerable(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<TownVulnerableView>, ApiError> {
+) -> Result<Json<TownVulnerableAnswer>, ApiError> {
     let ledger = state.ledger();
     let t = ledger
         .registry()
         .town_idx(&id)
         .ok_or_else(|| ApiError::not_found(Entity::Town, &id))?;
-    Ok(Json(TownVulnerableView::of(&ledger, t)))
+    Ok(Json(TownVulnerableAnswer {
+        affected: TownVulnerableView::of(&ledger, t),
+        listed: ListedCommunityView::all_of(&ledger, t),
+    }))
 }

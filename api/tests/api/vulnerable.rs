@@ -62,7 +62,25 @@ async fn a_water_point_not_ready_names_the_communities_it_serves() {
 
     // Everything ready: the communities are listed, nobody is affected. The town's
     // water is below target, but water is everyone's need, not a group's.
-    let calm = app.get_ok(JINGSHAN).await;
+    let mut calm = app.get_ok(JINGSHAN).await;
+    // Every listed community, affected or not, with the facilities serving it: what
+    // the town page lists.
+    let listed = calm.as_object_mut().unwrap().remove("listed");
+    assert_eq!(
+        listed,
+        Some(json!([
+            {"id": "sanyanjing", "name": "三眼井社区", "people": 52,
+             "groups": {"elderly_alone": 40, "infants": 12},
+             "water_point": "js-wp1", "power_unit": "js-pu1", "shelter": null},
+            {"id": "jishikou", "name": "吉市口社区", "people": 12,
+             "groups": {"dialysis": 2, "elderly_alone": 10},
+             "water_point": "js-wp1", "power_unit": null, "shelter": null},
+            {"id": "huangchenggen", "name": "皇城根社区", "people": 5,
+             "groups": {"infants": 5},
+             "water_point": null, "power_unit": "js-pu1", "shelter": null},
+        ]))
+    );
+    assert_eq!(affected_on_the_board(&app).await, json!(null));
     assert_eq!(
         calm,
         json!({
@@ -82,9 +100,15 @@ async fn a_water_point_not_ready_names_the_communities_it_serves() {
 
     app.water("js-wp1", 1500.0, PumpState::Fault, true);
     app.publish("jingshan");
-    let hit = app
+    let mut hit = app
         .eventually(JINGSHAN, |v| v["affected_people"] != 0)
         .await;
+    assert_eq!(hit.as_object_mut().unwrap().remove("listed"), listed);
+    // The board's tile says it briefly, from the towns list.
+    assert_eq!(
+        affected_on_the_board(&app).await,
+        json!({"communities": 2, "people": 64})
+    );
     let water_point = json!([{"kind": "water_point_not_ready", "facility": "js-wp1"}]);
     assert_eq!(
         hit,
@@ -117,6 +141,18 @@ async fn a_water_point_not_ready_names_the_communities_it_serves() {
     app.publish("jingshan");
     app.eventually(JINGSHAN, |v| v["affected_people"] == 0)
         .await;
+}
+
+/// Jingshan's `vulnerable_affected` in `GET /api/v1/towns`, as a board tile reads it.
+async fn affected_on_the_board(app: &crate::helpers::TestApp) -> serde_json::Value {
+    let towns = app.get_ok("/api/v1/towns").await;
+    let jingshan = towns["towns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "jingshan")
+        .expect("jingshan listed");
+    jingshan["vulnerable_affected"].clone()
 }
 
 #[tokio::test]

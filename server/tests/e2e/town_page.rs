@@ -30,9 +30,11 @@ const ADMIN: &str = "admin-town-page-93c1e2";
 const GATEWAY_WATER_L: u64 = 30_000;
 const COUNTED_L: u64 = 45_000;
 /// Donghua's 300,000 L for 10,000 people (10 days): it can spare what jingshan lacks
-/// to its three days after the count, 90,000 − 75,000 L.
+/// to its three days after the count and with its sheltered people, 112,500 − 75,000 L.
 const DONOR_WATER_L: u64 = 300_000;
-const SUGGESTED_L: u64 = 15_000;
+const SUGGESTED_L: u64 = 37_500;
+/// People the officer counts in jingshan's school once it opens.
+const SHELTERED: u64 = 2_500;
 
 /// The page and the board poll every 5 s; a change must show within a few polls on a
 /// busy machine.
@@ -60,6 +62,18 @@ async fn an_officer_enters_a_count_on_the_town_page_and_the_days_change_on_the_w
                 stock(GATEWAY_WATER_L),
             ),
             ("stockpile/v1/donghua/dh-wh1/reading", stock(DONOR_WATER_L)),
+            // A broken pump: the water point is not ready (and its water, not potable,
+            // adds nothing), so the community drinking from it stays affected.
+            (
+                "stockpile/v1/jingshan/js-wp1/reading",
+                json!({"ts": now_ms(), "water": {"level_l": 1000, "pump": "fault", "potable": false}})
+                    .to_string(),
+            ),
+            // The school in everyday use, nobody inside.
+            (
+                "stockpile/v1/jingshan/js-school/reading",
+                json!({"ts": now_ms(), "shelter": {"occupancy": 0, "mode": "normal"}}).to_string(),
+            ),
         ],
     )
     .await;
@@ -122,6 +136,8 @@ async fn served_pages_are_self_contained_and_an_unknown_town_is_a_404_page(api: 
             {"id": "js-wh1", "name": "景山仓库 Jingshan depot", "kind": "warehouse", "report": "gateway"},
             {"id": "js-depot", "name": "社区储备点 Community store", "kind": "warehouse", "report": "manual"},
             {"id": "js-gen1", "name": "应急发电机 Generator", "kind": "power_unit", "report": "manual"},
+            {"id": "js-wp1", "name": "景山供水点 Water point", "kind": "water_point", "report": "gateway"},
+            {"id": "js-school", "name": "景山学校 School shelter", "kind": "shelter", "report": "gateway"},
         ]),
     );
     let missing = reqwest::get(format!("{api}/towns/no-such-town"))
@@ -172,6 +188,59 @@ async fn public_page_shows_the_town_and_offers_no_forms(browser: &Browser, alert
     assert!(!page.forms_shown, "{page:#?}");
     assert!(page.forms_note.contains("登录后可录入"), "{page:#?}");
     assert!(!page.alert(alert).unwrap().button, "{page:#?}");
+
+    // The school in everyday use, empty; nobody sheltered.
+    let school = page.shelter("js-school").expect("the school's card");
+    assert_eq!(school.mode, "normal", "{school:#?}");
+    for shown in [
+        "景山学校",
+        "学校",
+        "安置 0 / 5,000 人",
+        "日常使用",
+        "转换时限 2 小时",
+    ] {
+        assert!(
+            school.text.contains(shown),
+            "the school lacks {shown:?}: {school:#?}"
+        );
+    }
+    assert_eq!(
+        page.shelters_note, "无安置人员（无开放的避难场所）",
+        "{page:#?}"
+    );
+}
+
+/// The communities section shows what `GET /api/v1/towns/jingshan/vulnerable` says:
+/// every listed community, the affected ones marked with their people and causes.
+async fn communities_match_the_api(browser: &Browser, api: &str, affected: u64) -> PageView {
+    let page = browser
+        .wait_for("the communities as the API has them", |p| {
+            p.communities.iter().map(|c| c.affected).sum::<u64>() == affected
+        })
+        .await;
+    let answer = get(api, "/api/v1/towns/jingshan/vulnerable", None).await;
+    assert_eq!(answer["affected_people"], affected, "{answer}");
+    let listed: Vec<&str> = answer["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let shown: Vec<&str> = page.communities.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(shown, listed, "{page:#?}");
+    for community in &page.communities {
+        let hit = answer["communities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == community.id.as_str());
+        let people = hit.map_or(0, |c| c["people"].as_u64().unwrap());
+        assert_eq!(
+            community.affected, people,
+            "{community:#?} against {answer}"
+        );
+    }
+    page
 }
 
 /// Jingshan's officer types a count for the store counted by hand: the page says it was
@@ -184,6 +253,25 @@ async fn officer_counts_and_the_days_change(browser: &Browser, api: &str) {
             p.forms_shown && p.whoami.as_deref().is_some_and(|w| w.contains(OFFICER.0))
         })
         .await;
+    // The generator never reported and the pump is broken: both communities are affected.
+    let page = communities_match_the_api(browser, api, 64).await;
+    assert!(
+        page.vulnerable_note.contains("涉及 2 个村社 64 名弱势人员"),
+        "{page:#?}"
+    );
+    let sanyanjing = &page.communities[0];
+    for shown in [
+        "三眼井社区",
+        "独居老人 40 · 婴幼儿 12",
+        "受影响 52 人",
+        "供水点 景山供水点 Water point 未就绪",
+        "电源 应急发电机 Generator 未就绪",
+    ] {
+        assert!(
+            sanyanjing.text.contains(shown),
+            "sanyanjing lacks {shown:?}: {sanyanjing:#?}"
+        );
+    }
     browser.type_count("js-depot", COUNTED_L).await;
     let page = browser
         .wait_for("the count stored and the days changed", |p| {
@@ -219,6 +307,121 @@ async fn officer_counts_and_the_days_change(browser: &Browser, api: &str) {
         "{facility}"
     );
     officer_counts_a_power_unit(browser, api).await;
+    // The generator ready: only the community on the broken water point stays affected.
+    let page = communities_match_the_api(browser, api, 52).await;
+    assert!(
+        page.vulnerable_note.contains("涉及 1 个村社 52 名弱势人员"),
+        "{page:#?}"
+    );
+    officer_marks_an_activation_step_done(browser, api).await;
+    officer_counts_people_in_the_school(browser, api).await;
+}
+
+/// The city starts the school's activation (一表): its steps show on the page, the first
+/// overdue at once (due within a second); the officer marks the second done with a note,
+/// and the API has it done by them.
+async fn officer_marks_an_activation_step_done(browser: &Browser, api: &str) {
+    let body = json!({"scope": {"shelters": ["js-school"]}, "reason": "暴雨 Rainstorm", "scenario": "flood"});
+    let answer = reqwest::Client::new()
+        .post(format!("{api}/api/v1/activations"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(answer.status(), 201, "starting the activation");
+    let id = answer.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let page = browser
+        .wait_for("the activation's steps, the first overdue", |p| {
+            p.activation(id)
+                .is_some_and(|a| a.steps == ["overdue", "due", "due"])
+        })
+        .await;
+    let activation = page.activation(id).unwrap();
+    for shown in [
+        "启用 #",
+        "暴雨 Rainstorm",
+        "通知校方",
+        "逾期 1",
+        "haiyan.zhao@example.org",
+    ] {
+        assert!(
+            activation.text.contains(shown),
+            "the activation lacks {shown:?}: {activation:#?}"
+        );
+    }
+    browser.mark_step_done(id, 2, "教室已清空").await;
+    let page = browser
+        .wait_for("step 2 done on the page", |p| {
+            p.activation(id)
+                .is_some_and(|a| a.steps == ["overdue", "done", "due"])
+        })
+        .await;
+    let activation = page.activation(id).unwrap();
+    assert!(
+        activation.text.contains("教室已清空") && activation.text.contains(OFFICER.0),
+        "{activation:#?}"
+    );
+    let answer = get(api, &format!("/api/v1/activations/{id}"), Some(ADMIN)).await;
+    let step = &answer["shelters"][0]["steps"][1];
+    assert_eq!(
+        (&step["state"], &step["done_by"], &step["note"]),
+        (&json!("done"), &json!(OFFICER.0), &json!("教室已清空")),
+        "{answer}"
+    );
+}
+
+/// The officer opens the school: a count over its capacity is refused in words and
+/// changes nothing; 2,500 people inside, open, become the town's sheltered people and
+/// its water's days go from 2.5 to 2.0 (75,000 L for 12,500 people at 3 L a day).
+async fn officer_counts_people_in_the_school(browser: &Browser, api: &str) {
+    browser.type_shelter_count("js-school", 6_000, "open").await;
+    let page = browser
+        .wait_for("the refused shelter count", |p| {
+            p.count_result.starts_with("未保存：")
+        })
+        .await;
+    for shown in ["400 rejected_readings", "超过容量 (over_capacity)"] {
+        assert!(page.count_result.contains(shown), "{page:#?}");
+    }
+    assert_eq!(
+        get(api, "/api/v1/towns/jingshan", None).await["sheltered"],
+        0
+    );
+
+    browser
+        .type_shelter_count("js-school", SHELTERED, "open")
+        .await;
+    let page = browser
+        .wait_for("the school open with 2,500 people, the days at 2.0", |p| {
+            p.count_result.starts_with("已保存：景山学校")
+                && p.shelter("js-school")
+                    .is_some_and(|s| s.mode == "open" && s.occupancy == "2500")
+                && p.category("water").is_some_and(|c| c.days == "2.0")
+        })
+        .await;
+    let school = page.shelter("js-school").unwrap();
+    for shown in ["安置 2,500 / 5,000 人", "50 %", "开放"] {
+        assert!(
+            school.text.contains(shown),
+            "the school lacks {shown:?}: {school:#?}"
+        );
+    }
+    assert_eq!(
+        page.shelters_note, "安置 2,500 人，按开放的避难场所计",
+        "{page:#?}"
+    );
+    let water = page.category("water").unwrap();
+    assert!(water.text.contains("含安置 2,500 人"), "{water:#?}");
+    let town = get(api, "/api/v1/towns/jingshan", None).await;
+    assert_eq!(
+        (&town["sheltered"], &town["sheltered_from"]),
+        (&json!(SHELTERED), &json!("shelters")),
+        "{town}"
+    );
+    assert_eq!(town["shelters"][0]["occupancy"], SHELTERED, "{town}");
 }
 
 /// A power unit's count has its own fields: fuel, battery, state.
@@ -248,8 +451,9 @@ async fn officer_counts_a_power_unit(browser: &Browser, api: &str) {
     );
 }
 
-/// The wall board, opened in the same tab, shows jingshan's tile at 2.5 days; back on
-/// the town page the sign-in is kept.
+/// The wall board, opened in the same tab, shows jingshan's tile at 2.0 days with the
+/// people in its shelter and the vulnerable people its broken pump reaches; back on the
+/// town page the sign-in is kept.
 async fn the_wall_board_shows_the_new_days(browser: &Browser, api: &str) {
     browser.goto(&format!("{api}/")).await;
     let deadline = Instant::now() + PAGE_TIMEOUT;
@@ -257,27 +461,72 @@ async fn the_wall_board_shows_the_new_days(browser: &Browser, api: &str) {
         let tile = browser
             .client
             .execute(
-                "const t = document.querySelector('[data-town=\"jingshan\"]'); \
+                "const t = document.querySelector('.tile[data-town=\"jingshan\"]'); \
                  return t ? t.textContent : null;",
                 vec![],
             )
             .await
             .expect("the board answers");
-        if tile.as_str().is_some_and(|t| t.contains("2.5")) {
+        let shown = |text: &str| tile.as_str().is_some_and(|t| t.contains(text));
+        if shown("2.0") && shown("⌂ 避难场所安置 2,500") && shown("涉及 1 个村社 52 名弱势人员")
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "jingshan's tile does not show 2.5 days: {tile}"
+            "jingshan's tile does not show 2.0 days, its shelter and its vulnerable people: {tile}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    the_activation_panel_matches_the_api(browser, api).await;
     browser.goto(&format!("{api}/towns/jingshan")).await;
     browser
         .wait_for("the town page again, signed in", |p| {
-            p.forms_shown && p.category("water").is_some_and(|c| c.days == "2.5")
+            p.forms_shown && p.category("water").is_some_and(|c| c.days == "2.0")
         })
         .await;
+}
+
+/// The board's 一表 panel: a row per open activation with the numbers of
+/// `GET /api/v1/activations` (steps done, not yet due, overdue; the capacity its open
+/// shelters give against what it asked), the overdue count in red.
+async fn the_activation_panel_matches_the_api(browser: &Browser, api: &str) {
+    let listed = get(api, "/api/v1/activations", Some(ADMIN)).await;
+    let want: Vec<Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            json!({"id": a["id"], "done": a["steps_done"], "total": a["steps_total"],
+                   "due": a["steps_due"], "overdue": a["steps_overdue"],
+                   "opened": a["capacity_opened"], "asked": a["capacity_asked"], "red": true})
+        })
+        .collect();
+    assert_eq!(want.len(), 1, "{listed}");
+    assert_eq!(
+        (&want[0]["done"], &want[0]["overdue"], &want[0]["opened"]),
+        (&json!(1), &json!(1), &json!(5000)),
+        "{listed}"
+    );
+    let deadline = Instant::now() + PAGE_TIMEOUT;
+    loop {
+        let rows = browser
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('#activation-rows tr'), r => ({                    id: Number(r.dataset.activation), done: Number(r.dataset.done),                    total: Number(r.dataset.total), due: Number(r.dataset.due),                    overdue: Number(r.dataset.overdue), opened: Number(r.dataset.opened),                    asked: Number(r.dataset.asked),                    red: getComputedStyle(r.querySelector('td.overdue')).color === 'rgb(255, 129, 130)' }));",
+                vec![],
+            )
+            .await
+            .expect("the board answers");
+        if rows == Value::Array(want.clone()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the activation panel shows {rows}, the API {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Donghua's officer, on jingshan's page on a phone and in English: a count is refused
@@ -313,6 +562,24 @@ async fn other_officer_is_refused_a_count_and_records_the_suggested_transfer(
     assert!(
         water.text.contains("rests on a hand count from"),
         "{water:#?}"
+    );
+    let school = page.shelter("js-school").expect("the school");
+    for shown in ["school", "2,500 / 5,000 people", "50 %", "open"] {
+        assert!(
+            school.text.contains(shown),
+            "the school lacks {shown:?}: {school:#?}"
+        );
+    }
+    assert!(
+        page.vulnerable_note
+            .contains("52 vulnerable people in 1 community affected")
+            && page.communities[0]
+                .text
+                .contains("elderly living alone 40 · infants 12")
+            && page.communities[0]
+                .text
+                .contains("water point 景山供水点 Water point not ready"),
+        "{page:#?}"
     );
     let depot = page.facility("js-depot").expect("js-depot");
     for shown in ["manual", "entered by li.wei", "Drinking water 45,000 L"] {
@@ -390,6 +657,19 @@ population = 10000\nlat = 39.925\nlon = 116.397\n\
 kind = \"warehouse\"\nreport = \"manual\"\n\
 [[facility]]\nid = \"js-gen1\"\nname = \"应急发电机 Generator\"\ntown = \"jingshan\"\nkind = \"power_unit\"\n\
 report = \"manual\"\nfuel_capacity_l = 500\nburn_l_per_h = 5.0\nmin_battery_pct = 50\n\
+[[facility]]\nid = \"js-wp1\"\nname = \"景山供水点 Water point\"\ntown = \"jingshan\"\nkind = \"water_point\"\n\
+capacity_l = 5000\n\
+[[facility]]\nid = \"js-school\"\nname = \"景山学校 School shelter\"\ntown = \"jingshan\"\nkind = \"shelter\"\n\
+capacity = 5000\ndual_use = \"school\"\nconvert_within = \"2h\"\n\
+[[community]]\nid = \"sanyanjing\"\ntown = \"jingshan\"\nname = \"三眼井社区\"\n\
+groups = { elderly_alone = 40, infants = 12 }\nwater_point = \"js-wp1\"\npower_unit = \"js-gen1\"\nshelter = \"js-school\"\n\
+[[community]]\nid = \"jishikou\"\ntown = \"jingshan\"\nname = \"吉市口社区\"\n\
+groups = { elderly_alone = 10, dialysis = 2 }\npower_unit = \"js-gen1\"\n\
+[[contact]]\nname = \"赵海燕\"\nemail = \"haiyan.zhao@example.org\"\nlang = \"zh\"\ntowns = [\"jingshan\"]\n\
+[[activation_plan]]\ndual_use = \"school\"\n\
+[[activation_plan.step]]\nname = \"通知校方 Notify the school\"\ncontact = \"haiyan.zhao@example.org\"\nwithin = \"1s\"\n\
+[[activation_plan.step]]\nname = \"清空教室 Clear the classrooms\"\ncontact = \"赵海燕\"\nwithin = \"2h\"\n\
+[[activation_plan.step]]\nname = \"开门接收 Open the doors\"\ncontact = \"赵海燕\"\nwithin = \"4h\"\n\
 [[town]]\nid = \"donghua\"\nname = \"东华门街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\n\
 population = 10000\nlat = 39.915\nlon = 116.404\n\
 [[facility]]\nid = \"dh-wh1\"\nname = \"东华门仓库 Donghua depot\"\ntown = \"donghua\"\nkind = \"warehouse\"\n";
@@ -417,6 +697,10 @@ population = 10000\nlat = 39.915\nlon = 116.404\n\
     .concat();
     std::fs::write(dir.path().join("stockpile.toml"), config).unwrap();
     dir
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// A gateway's reading: `water` litres and food for ten days of 10,000 people.
@@ -483,6 +767,12 @@ struct PageView {
     town_name: String,
     categories: Vec<CategoryView>,
     facilities: Vec<FacilityView>,
+    shelters: Vec<ShelterView>,
+    /// Where the town's sheltered people come from.
+    shelters_note: String,
+    communities: Vec<CommunityView>,
+    vulnerable_note: String,
+    activations: Vec<ActivationCard>,
     alerts: Vec<AlertRow>,
     /// The "who am I" line; `None` while hidden (signed out).
     whoami: Option<String>,
@@ -518,6 +808,31 @@ struct FacilityView {
 }
 
 #[derive(Debug, Deserialize)]
+struct ShelterView {
+    id: String,
+    mode: String,
+    /// People inside, as the card holds it; empty before a reading.
+    occupancy: String,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ActivationCard {
+    id: i64,
+    /// Each step's state as shown: `done`, `due`, `overdue`.
+    steps: Vec<String>,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CommunityView {
+    id: String,
+    /// Its affected vulnerable people, as the card is marked (0: none).
+    affected: u64,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct AlertRow {
     id: i64,
     /// An "Acknowledge" button is offered.
@@ -531,6 +846,14 @@ impl PageView {
 
     fn facility(&self, id: &str) -> Option<&FacilityView> {
         self.facilities.iter().find(|f| f.id == id)
+    }
+
+    fn shelter(&self, id: &str) -> Option<&ShelterView> {
+        self.shelters.iter().find(|s| s.id == id)
+    }
+
+    fn activation(&self, id: i64) -> Option<&ActivationCard> {
+        self.activations.iter().find(|a| a.id == id)
     }
 
     fn alert(&self, id: i64) -> Option<&AlertRow> {
@@ -551,6 +874,19 @@ return {
   })),
   facilities: Array.from(document.querySelectorAll("#facilities .card"), f => ({
     id: f.dataset.facility, source: f.dataset.source, text: f.innerText,
+  })),
+  shelters: Array.from(document.querySelectorAll("#shelters .card"), s => ({
+    id: s.dataset.shelter, mode: s.dataset.mode, occupancy: s.dataset.occupancy, text: s.innerText,
+  })),
+  shelters_note: byId("shelters-note").textContent,
+  communities: Array.from(document.querySelectorAll("#communities .card"), c => ({
+    id: c.dataset.community, affected: Number(c.dataset.affected), text: c.innerText,
+  })),
+  vulnerable_note: byId("vulnerable-note").textContent,
+  activations: Array.from(document.querySelectorAll("#activations .activation"), a => ({
+    id: Number(a.dataset.activation),
+    steps: Array.from(a.querySelectorAll(".steps li"), li => li.dataset.state),
+    text: a.innerText,
   })),
   alerts: Array.from(document.querySelectorAll("#alert-list .alert"), row => ({
     id: Number(row.dataset.alert),
@@ -689,6 +1025,39 @@ impl Browser {
             .await
             .expect("choosing the state");
         self.click("#count-form button[type=submit]").await;
+    }
+
+    /// Chooses the shelter `facility` in the count form, types the people inside,
+    /// chooses its mode and saves.
+    async fn type_shelter_count(&self, facility: &str, occupancy: u64, mode: &str) {
+        self.find("#count-facility")
+            .await
+            .select_by_value(facility)
+            .await
+            .expect("choosing the shelter");
+        let input = self.find("#count-occupancy").await;
+        input.clear().await.expect("clearing the occupancy");
+        input
+            .send_keys(&occupancy.to_string())
+            .await
+            .expect("typing the occupancy");
+        self.find("#count-mode")
+            .await
+            .select_by_value(mode)
+            .await
+            .expect("choosing the mode");
+        self.click("#count-form button[type=submit]").await;
+    }
+
+    /// Types `note` on step `n` of activation `id` and marks it done.
+    async fn mark_step_done(&self, id: i64, n: u32, note: &str) {
+        let row = format!("#activations .activation[data-activation=\"{id}\"] li[data-n=\"{n}\"]");
+        self.find(&format!("{row} .step-note"))
+            .await
+            .send_keys(note)
+            .await
+            .expect("typing the note");
+        self.click(&format!("{row} button.step-done")).await;
     }
 
     /// The transfer form's fields as filled in.
