@@ -36,6 +36,13 @@ pub struct AlertsConfig {
     /// A condition must hold this long before its alert fires (`for` in the design).
     #[serde(rename = "for", deserialize_with = "reserve::duration::deserialize")]
     pub pending_for: Duration,
+    /// A town whose newest reading is older than this while readings keep coming is
+    /// catching up on a backlog (after a cut): what it shows is recorded at the
+    /// readings' times and told only if it still holds once the backlog is in
+    /// (docs/design.md#lifecycle). Two of the longer usual report intervals (5 min), far
+    /// above any ordinary delivery delay; `0s` turns it off.
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
+    pub late_after: Duration,
     /// `reserve_depleting` fires when the target is forecast to be crossed this soon.
     #[serde(deserialize_with = "reserve::duration::deserialize")]
     pub depleting_horizon: Duration,
@@ -102,6 +109,7 @@ impl Default for AlertsConfig {
             repeat_every: Duration::from_secs(4 * 3600),
             escalate_after: Duration::from_secs(30 * 60),
             pending_for: Duration::ZERO,
+            late_after: Duration::from_secs(10 * 60),
             depleting_horizon: Duration::from_secs(12 * 3600),
             forecast_min_span: Duration::from_secs(3600),
             startup_grace_factor: 2.0,

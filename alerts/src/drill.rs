@@ -298,6 +298,7 @@ mod tests {
             notify_seq: 0,
             updated: t,
             drill,
+            late: false,
         }
     }
 

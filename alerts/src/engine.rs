@@ -30,8 +30,11 @@ use crate::drill::Drill;
 use crate::render::{AffectedPeople, DigestTown, Item, Message, Renderer, TownNames};
 use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
 
+mod late;
 mod one_voice;
 mod reload;
+
+pub use late::newest_reading;
 mod warning;
 
 /// The lifecycle timings the engine applies.
@@ -184,6 +187,8 @@ pub struct Engine {
     /// Vulnerable people each town's problems reach, by its last evaluation: its
     /// messages name them (docs/design.md#communities).
     vulnerable: HashMap<TownIdx, AffectedPeople>,
+    /// Towns catching up on late readings ([`late`]).
+    late: late::Lateness,
     /// The warning level in force per town, by its last evaluation: shorter timings
     /// and a line in its messages ([`warning`]).
     warnings: HashMap<TownIdx, reserve::ledger::TownWarning>,
@@ -217,6 +222,7 @@ impl Engine {
             series_refreshed_at: None,
             clusters_with_own_instance: Vec::new(),
             vulnerable: HashMap::new(),
+            late: late::Lateness::default(),
             warnings: HashMap::new(),
         };
         engine.reload(now)?;
@@ -381,8 +387,9 @@ impl Engine {
         let empty = BTreeMap::new();
         let mut staged = Vec::new();
         for (town, evaluation) in evaluations {
+            let late = self.late.judge(*town, now);
             let current = self.open.get(town).unwrap_or(&empty);
-            let mut change = self.observe_town(*town, current, evaluation, now);
+            let mut change = self.observe_town(*town, current, evaluation, late, now);
             if change.dirty {
                 if self.influx_series {
                     change.series =
@@ -437,13 +444,17 @@ impl Engine {
         Ok(())
     }
 
+    /// `late`: the time of the town's newest reading while it is catching up
+    /// ([`late`]): its transitions happen then, and what fires is not told.
     fn observe_town(
         &self,
         town: TownIdx,
         current: &BTreeMap<String, Alert>,
         evaluation: &TownEvaluation,
+        late: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> TownChange {
+        let at = late.unwrap_or(now);
         let town_id = self.registry.town(town).id.to_string();
         let drill = self.drill_of(town, now).map(|d| d.row.id);
         let mut change = TownChange {
@@ -464,10 +475,17 @@ impl Engine {
             let silenced = self.silenced(town, condition.rule, condition.detail.facility(), now);
             let mut alert = match current.get(&key) {
                 Some(alert) => alert.clone(),
-                None => new_alert(key.clone(), condition, drill, now),
+                None => new_alert(key.clone(), condition, drill, at),
             };
             let before = alert.clone();
-            change.notice |= step(&mut alert, condition, silenced, &self.policy_of(town), now);
+            change.notice |= step(
+                &mut alert,
+                condition,
+                silenced,
+                &self.policy_of(town),
+                at,
+                late.is_some(),
+            );
             if alert != before {
                 alert.updated = now;
                 change.updated.insert(key.clone());
@@ -488,7 +506,7 @@ impl Engine {
                 _ => {
                     let mut alert = alert.clone();
                     let silenced = self.silenced(town, alert.rule, alert.detail.facility(), now);
-                    change.notice |= resolve(&mut alert, &evaluation.reserves, silenced, now);
+                    change.notice |= resolve(&mut alert, &evaluation.reserves, silenced, at);
                     change.resolved.push(alert);
                 }
             }
@@ -536,6 +554,8 @@ impl Engine {
                 })
             })
             .map(|(t, _)| *t)
+            // Judged in readings' time while catching up: its next readings say.
+            .filter(|t| !self.late.catching_up(*t))
             .collect()
     }
 
@@ -607,7 +627,7 @@ impl Engine {
         let due: Vec<TownIdx> = self
             .flush_at
             .iter()
-            .filter(|(_, at)| **at <= now)
+            .filter(|(t, at)| **at <= now && !self.late.catching_up(**t))
             .map(|(t, _)| *t)
             .collect();
         if due.is_empty() {
@@ -849,13 +869,22 @@ impl Engine {
     /// When the engine next has something to do by itself (a group to flush, a
     /// pending alert to fire, a reminder, an escalation).
     pub fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let flushes = self.flush_at.values().copied();
+        // A town catching up waits for its readings (or the tick that ends its
+        // catch-up), not for its clock.
+        let flushes = self
+            .flush_at
+            .iter()
+            .filter(|(t, _)| !self.late.catching_up(**t))
+            .map(|(_, at)| *at);
         let timers = self
             .open
             .values()
             .flat_map(|alerts| alerts.values())
             .filter_map(|a| {
                 if a.state == AlertState::Pending {
+                    if self.late.catching_up(a.town) {
+                        return None;
+                    }
                     let due = a.created + self.policy.pending_for;
                     return Some(a.detail.held_until().map_or(due, |held| due.max(held)));
                 }
@@ -1242,16 +1271,20 @@ fn new_alert(key: String, c: &Condition, drill: Option<i64>, now: DateTime<Utc>)
         notify_seq: 0,
         updated: now,
         drill,
+        late: false,
     }
 }
 
 /// One observation of a condition that holds. Returns whether a notice was added.
+/// `late`: its town is catching up ([`late`]) and `now` is its newest reading's time;
+/// an alert that fires then is marked late and left untold.
 fn step(
     alert: &mut Alert,
     c: &Condition,
     silenced: bool,
     policy: &Policy,
     now: DateTime<Utc>,
+    late: bool,
 ) -> bool {
     let was = alert.rule;
     alert.rule = c.rule;
@@ -1265,6 +1298,7 @@ fn step(
             if alert.created + policy.pending_for <= now && !c.detail.held(now) {
                 alert.state = AlertState::Firing;
                 alert.fired_at = Some(now);
+                alert.late = late;
             }
         }
         AlertState::Firing => {
@@ -1293,9 +1327,11 @@ fn step(
         }
         AlertState::Resolved => {}
     }
-    // Firing and never told (it fired now, or while silenced): tell it.
+    // Firing and never told (it fired now, or while silenced, or during a catch-up that
+    // is over): tell it.
     if alert.state == AlertState::Firing
         && !silenced
+        && !late
         && alert.notified_at.is_none()
         && alert.notify_event.is_none()
     {

@@ -126,6 +126,10 @@ pub struct AlertView {
     pub drill: bool,
     /// The drill's id, when it is one.
     pub drill_id: Option<i64>,
+    /// Recorded during catch-up (docs/design.md#lifecycle): it fired while its town's
+    /// readings came in late, after a cut; its times are the readings', and it was told
+    /// only if it still held once they were in.
+    pub late: bool,
 }
 
 impl AlertView {
@@ -619,6 +623,7 @@ impl AlertsHandle {
             ack_path: format!("/api/v1/alerts/{}/ack", alert.id),
             drill: alert.drill.is_some(),
             drill_id: alert.drill,
+            late: alert.late,
         }
     }
 }

@@ -156,7 +156,8 @@ impl Alerts {
             Utc::now(),
         )?
         .with_influx_series(config.influx_series)
-        .with_clusters_with_own_instance(config.clusters_with_own_instance.clone());
+        .with_clusters_with_own_instance(config.clusters_with_own_instance.clone())
+        .with_late_after(chrono_duration(config.late_after));
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let handle = AlertsHandle::new(commands_tx, AsyncStore::new(open()?), registry, renderer);
         let worker_stores = [
@@ -502,12 +503,14 @@ fn step(
                 .map(|&t| {
                     let evaluation = rules::evaluate(&ledger, t, settings, now);
                     let people = render::AffectedPeople::of(&ledger, t);
-                    ((t, evaluation), (t, people))
+                    let newest = engine::newest_reading(&ledger, t);
+                    ((t, evaluation), (t, people, newest))
                 })
                 .unzip()
         };
-        for (t, people) in vulnerable {
+        for (t, people, newest) in vulnerable {
             engine.note_vulnerable(t, people);
+            engine.note_newest_reading(t, newest);
         }
         engine.note_warnings(&ledger.read().unwrap_or_else(|p| p.into_inner()), chunk);
         engine.observe(&evaluations, now)?;

@@ -50,6 +50,8 @@ impl Engine {
         }
         self.audience = Audience::new(&registry);
         self.registry = registry;
+        // Towns are renumbered: their catch-up starts afresh (docs/design.md#lifecycle).
+        self.late.forget();
         // The cache again, by the new indices; resolutions waiting to be told are
         // flushed now.
         self.reload(now)

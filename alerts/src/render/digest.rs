@@ -497,6 +497,7 @@ mod tests {
             notify_seq: 0,
             updated: t(6, 5),
             drill: None,
+            late: false,
         }
     }
 

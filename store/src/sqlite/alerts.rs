@@ -158,6 +158,10 @@ pub struct Alert<K: AlertKinds> {
     /// The drill it was raised in ([`crate::DrillRow`]); `None` for a real alert. Set
     /// when inserted, never changed.
     pub drill: Option<i64>,
+    /// It fired while its town was catching up on a backlog of late readings
+    /// (docs/design.md#lifecycle): `fired_at` and `resolved_at` are the readings' times,
+    /// and it was told only if it still held once the backlog was in.
+    pub late: bool,
 }
 
 /// An alert as the store reads and writes it.
@@ -192,6 +196,7 @@ impl<K: AlertKinds> Alert<K> {
             notify_seq: self.notify_seq,
             updated: self.updated,
             drill: self.drill,
+            late: self.late,
         })
     }
 
@@ -312,7 +317,7 @@ pub struct OutboxCounts {
 
 const ALERT_COLUMNS: &str = "id, key, town, rule, subject, severity, state, detail, since, \
      created, fired_at, resolved_at, acked_by, acked_at, ack_note, escalation, remind_at, \
-     escalate_at, notified_at, notify_event, escalated_from, notify_seq, updated, drill";
+     escalate_at, notified_at, notify_event, escalated_from, notify_seq, updated, drill, late";
 
 pub(super) const OUTBOX_COLUMNS: &str = "id, dedup_key, town, alert_ids, event, contact, channel, \
      recipient, subject, body, html, state, attempts, next_attempt, last_error, created, sent_at";
@@ -637,6 +642,7 @@ impl AlertBatch<'_> {
                 ("notify_seq", value(alert.notify_seq)?),
                 ("updated", value(Millis(alert.updated))?),
                 ("drill", value(alert.drill)?),
+                ("late", value(alert.late)?),
             ])
         };
         values().map_err(sqlite_error(self.path, action))
@@ -825,6 +831,7 @@ impl FromRow for AlertRow {
             notify_seq: row.get("notify_seq")?,
             updated: row.get::<Millis>("updated")?.0,
             drill: row.get("drill")?,
+            late: row.get("late")?,
         })
     }
 }
@@ -951,6 +958,7 @@ mod tests {
             notify_seq: 1,
             updated: t(1),
             drill: None,
+            late: false,
         }
     }
 

@@ -151,6 +151,7 @@ fn alert(key: &str, state: AlertState, resolved_at: Option<DateTime<Utc>>) -> Al
         notify_seq: 1,
         updated: resolved_at.unwrap_or(at),
         drill: None,
+        late: false,
     }
 }
 
