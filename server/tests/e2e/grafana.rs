@@ -210,7 +210,23 @@ name = "City duty officer"
 email = "duty@example.org"
 lang = "en"
 city = true
+
+[[activation_plan]]
+shelters = ["alpha-sh1", "gamma-sh1"]
+
+[[activation_plan.step]]
+name = "Notify the operator"
+contact = "duty@example.org"
+within = "30m"
+
+[[activation_plan.step]]
+name = "Open the doors"
+contact = "duty@example.org"
+within = "2h"
 "#;
+
+/// The admin's token, to start the activation the activation panels show.
+const ADMIN_TOKEN: &str = "admin-grafana-wall-52c9d1";
 
 /// The town the Town dashboard's `$town` is set to: flooded, so every panel has data.
 const VIEWED_TOWN: &str = "alpha";
@@ -232,6 +248,7 @@ fn write_deployment(dir: &Path, broker_url: &str, influx_url: &str) -> PathBuf {
              [store]\npath = \"stockpile.db\"\n\
              [influx]\nurl = \"{influx_url}\"\napi = \"v1\"\ndatabase = \"{DATABASE}\"\n\
              [api]\nlisten = \"127.0.0.1:0\"\npublic_read = true\n\
+             [[api.tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken = \"{ADMIN_TOKEN}\"\n\
              [alerts]\ngroup_wait = \"0s\"\n\
              [log]\nlevel = \"info\"\n"
         ),
@@ -446,6 +463,7 @@ fn every_panel_query_answers_from_a_live_service() {
         .build()
         .unwrap();
     runtime.block_on(report_steady_towns(&broker.url()));
+    runtime.block_on(activate_shelters(&service.api_url()));
     let flood = simulate_flood(&runtime, &broker.url());
 
     // Everything the panels read is in InfluxDB: each town in the state the city wall
@@ -480,6 +498,11 @@ fn every_panel_query_answers_from_a_live_service() {
         ),
         ("alpha's coverage points", count("coverage", "days"), 2),
         ("alpha's shelter readings", count("shelter", "occupancy"), 1),
+        (
+            "alpha's shelter in an activation",
+            count("activation", "steps_total"),
+            1,
+        ),
         (
             "gamma's shelter open",
             "SELECT count(\"open\") FROM \"shelter\" WHERE \"town\" = 'gamma' AND \"open\" = 1"
@@ -519,7 +542,7 @@ fn every_panel_query_answers_from_a_live_service() {
         .expect("the simulator run");
     assert!(report.acked > 0, "{report:?}");
     assert!(
-        checked >= 32,
+        checked >= 40,
         "only {checked} queries found in the dashboards"
     );
     assert!(
@@ -845,6 +868,23 @@ async fn publish_readings(broker_url: &str, client_id: &str, readings: &[(&str, 
         }
     }
     let _ = client.disconnect().await;
+}
+
+/// Starts an activation of alpha's and gamma's shelters, as an admin would.
+async fn activate_shelters(api: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{api}/api/v1/activations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"scope": {"shelters": ["alpha-sh1", "gamma-sh1"]}, "reason": "flood"}))
+        .send()
+        .await
+        .expect("the API answers");
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert!(
+        status.is_success(),
+        "starting the activation: {status} {body}"
+    );
 }
 
 /// The simulator's run: stopped by `stop`, its outcome in `run`.

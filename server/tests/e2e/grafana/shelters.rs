@@ -18,6 +18,8 @@ const ADMIN_TOKEN: &str = "admin-grafana-shelters-7d41b2";
 
 /// Two districts: north (d1) has a gym and a school, both open; south (d2) has a
 /// hotel still converting, so the 30 people its officer typed in are its sheltered.
+/// Every shelter's activation plan has three steps, the first due a second after the
+/// start so that the test sees it overdue.
 const REGISTRY: &str = r#"
 [[district]]
 id = "d1"
@@ -72,6 +74,30 @@ kind = "shelter"
 capacity = 400
 dual_use = "hotel"
 convert_within = "2h"
+
+[[contact]]
+name = "Shelter operator"
+email = "operator@example.org"
+lang = "en"
+towns = ["north", "south"]
+
+[[activation_plan]]
+shelters = ["n-gym", "n-school", "s-hotel"]
+
+[[activation_plan.step]]
+name = "Notify the operator"
+contact = "operator@example.org"
+within = "1s"
+
+[[activation_plan.step]]
+name = "Clear the hall"
+contact = "operator@example.org"
+within = "1h"
+
+[[activation_plan.step]]
+name = "Open the doors"
+contact = "operator@example.org"
+within = "2h"
 "#;
 
 fn write_deployment(dir: &Path, broker_url: &str, influx_url: &str) -> std::path::PathBuf {
@@ -121,12 +147,17 @@ fn shelter_panels_show_what_the_shelters_report() {
             json!({"ts": now, "shelter": {"occupancy": 0, "mode": "activating"}}),
         ),
     ];
-    runtime.block_on(async {
+    let api = Api(service.api_url());
+    let (gym_and_hotel, school) = runtime.block_on(async {
         publish_readings(&broker.url(), "grafana-shelter-gateways", &readings).await;
-        type_sheltered(&service.api_url(), "south", 30).await;
+        let typed = json!({"sheltered": 30});
+        let put = reqwest::Method::PUT;
+        api.call(put, "/api/v1/towns/south/sheltered", typed).await;
+        run_activations(&api).await
     });
 
     wait_until_written(&influx, &service);
+    let (a, b) = (gym_and_hotel.to_string(), school.to_string());
     let view = Macros {
         from_ms: started_ms - 120_000,
         to_ms: Utc::now().timestamp_millis(),
@@ -166,6 +197,34 @@ fn shelter_panels_show_what_the_shelters_report() {
         ]
     );
 
+    // The City wall's activations: A alone is open.
+    assert_eq!(
+        panel("city-wall.json", "Activation steps done").columns(),
+        json!({"done": 1, "steps": 6})
+    );
+    assert_eq!(
+        panel("city-wall.json", "Activation steps overdue").single(),
+        2
+    );
+    assert_eq!(
+        panel("city-wall.json", "Shelter capacity: asked, open").columns(),
+        json!({"asked": 1400, "open": 1500})
+    );
+    assert_eq!(
+        panel("city-wall.json", "Open activations").table(
+            "overdue",
+            &[
+                "activation",
+                "shelters",
+                "done",
+                "overdue",
+                "steps",
+                "capacity"
+            ]
+        ),
+        [json!([a, 2, 1, 2, 6, 1400])]
+    );
+
     // The Town dashboard on north.
     assert_eq!(panel("town.json", "Sheltered people").single(), 1050);
     assert_eq!(
@@ -185,23 +244,102 @@ fn shelter_panels_show_what_the_shelters_report() {
             .map(|(k, v)| (k.to_owned(), v))
             .into(),
     );
+    assert_eq!(
+        panel("town.json", "Activation steps over time").last_by_tag("shelter"),
+        [
+            ("n-gym done", json!(1)),
+            ("n-gym overdue", json!(1)),
+            ("n-school done", json!(0)),
+            ("n-school overdue", json!(1)),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into(),
+    );
+    let mut rows = panel("town.json", "Activations of this town's shelters").table(
+        "overdue",
+        &[
+            "activation",
+            "shelter",
+            "open",
+            "done",
+            "overdue",
+            "steps",
+            "capacity",
+        ],
+    );
+    rows.sort_by_key(|row| row[0].as_str().map(str::to_owned));
+    assert_eq!(
+        rows,
+        [
+            json!([a, "n-gym", 1, 1, 1, 3, 1000]),
+            json!([b, "n-school", 0, 0, 1, 3, 500]),
+        ]
+    );
 }
 
-/// The south officer's typed figure, as `PUT /api/v1/towns/{id}/sheltered`.
-async fn type_sheltered(api: &str, town: &str, sheltered: u64) {
-    let response = reqwest::Client::new()
-        .put(format!("{api}/api/v1/towns/{town}/sheltered"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"sheltered": sheltered}))
-        .send()
-        .await
-        .expect("the API answers");
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "typing the sheltered figure: {status} {body}"
-    );
+/// The service's API, called with the admin token.
+struct Api(String);
+
+impl Api {
+    /// The answer to a call that must succeed.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let mut request = reqwest::Client::new()
+            .request(method.clone(), format!("{}{path}", self.0))
+            .bearer_auth(ADMIN_TOKEN);
+        if method != reqwest::Method::GET {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the API answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// Polls an activation until `shelters` first steps are overdue.
+    async fn first_steps_overdue(&self, id: i64, shelters: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let path = format!("/api/v1/activations/{id}");
+        loop {
+            let view = self.call(reqwest::Method::GET, &path, Value::Null).await;
+            if view["steps_overdue"].as_u64() >= Some(shelters) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never overdue: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Activation A over the gym and the hotel, B over the school. Once their first steps
+/// are overdue, the gym's second step is done (A's points: gym 1 done, 1 overdue; hotel
+/// 0 done, 1 overdue) and B is closed (its point says open 0). Returns their ids.
+async fn run_activations(api: &Api) -> (i64, i64) {
+    let post = reqwest::Method::POST;
+    let start = async |shelters: &[&str]| {
+        let body = json!({"scope": {"shelters": shelters}, "reason": "暴雨红色预警 Red rainstorm warning"});
+        let view = api
+            .call(reqwest::Method::POST, "/api/v1/activations", body)
+            .await;
+        view["id"].as_i64().expect("an activation id")
+    };
+    let a = start(&["n-gym", "s-hotel"]).await;
+    let b = start(&["n-school"]).await;
+    api.first_steps_overdue(a, 2).await;
+    api.first_steps_overdue(b, 1).await;
+    let step = json!({"shelter": "n-gym", "note": "hall cleared"});
+    api.call(
+        post.clone(),
+        &format!("/api/v1/activations/{a}/steps/2"),
+        step,
+    )
+    .await;
+    api.call(post, &format!("/api/v1/activations/{b}/close"), json!({}))
+        .await;
+    (a, b)
 }
 
 /// Waits until InfluxDB has each town's sheltered people and the school's latest count.
@@ -226,6 +364,16 @@ fn wait_until_written(influx: &testkit::Influx1, service: &Service) {
             "the hotel's reading",
             "SELECT count(\"occupancy\") FROM \"shelter\" WHERE \"facility\" = 's-hotel'",
             json!(1),
+        ),
+        (
+            "the gym's step done",
+            "SELECT last(\"steps_done\") FROM \"activation\" WHERE \"shelter\" = 'n-gym'",
+            json!(1),
+        ),
+        (
+            "the school's activation closed",
+            "SELECT last(\"open\") FROM \"activation\" WHERE \"shelter\" = 'n-school'",
+            json!(0),
         ),
     ];
     let deadline = Instant::now() + FILL_TIMEOUT;
@@ -368,6 +516,25 @@ impl PanelAnswer {
         value.unwrap_or_else(|| panic!("{}: no number in {row:?}", self.label)) as i64
     }
 
+    /// A stat panel's fields by name, over all its queries (each one's last row).
+    fn columns(&self) -> Value {
+        let mut fields = serde_json::Map::new();
+        for (_, s) in &self.series {
+            let row = s
+                .rows
+                .last()
+                .unwrap_or_else(|| panic!("{}: no row", self.label));
+            for (name, value) in row {
+                let whole = value.as_f64().filter(|f| f.fract() == 0.0);
+                fields.insert(
+                    name.clone(),
+                    whole.map_or(value.clone(), |f| json!(f as i64)),
+                );
+            }
+        }
+        Value::Object(fields)
+    }
+
     /// Each series' last non-null value (a legend's or bar gauge's "last"), by name.
     fn last_by_tag(&self, tag: &str) -> BTreeMap<String, Value> {
         self.series
@@ -395,8 +562,17 @@ impl PanelAnswer {
     /// panel's `sortBy`), with `columns` in that order; whole-number floats compared
     /// as integers.
     fn table(&self, sort_by: &str, columns: &[&str]) -> Vec<Value> {
-        let mut rows: Vec<&BTreeMap<String, Value>> =
-            self.series.iter().flat_map(|(_, s)| &s.rows).collect();
+        // A table shows a series' tags as columns of each of its rows.
+        let mut rows: Vec<BTreeMap<String, Value>> = self
+            .series
+            .iter()
+            .flat_map(|(_, s)| {
+                s.rows.iter().map(|row| {
+                    let tags = s.tags.iter().map(|(k, v)| (k.clone(), json!(v)));
+                    row.clone().into_iter().chain(tags).collect()
+                })
+            })
+            .collect();
         let key = |row: &BTreeMap<String, Value>| row.get(sort_by).and_then(Value::as_f64);
         rows.sort_by(|a, b| key(b).partial_cmp(&key(a)).expect("numbers to sort by"));
         rows.into_iter()
