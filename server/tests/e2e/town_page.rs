@@ -94,6 +94,19 @@ async fn an_officer_enters_a_count_on_the_town_page_and_the_days_change_on_the_w
     std::fs::write(&picture, &png).expect("docs/town.png is writable");
 
     browser.resize(PHONE_WINDOW).await;
+    // Signed in, with the shelter, the communities and the activation's steps and their
+    // buttons on the page: still nothing scrolls sideways.
+    let page = browser
+        .wait_for("the page at phone width, signed in", |p| {
+            p.view_width <= PHONE_WINDOW.0 && !p.activations.is_empty()
+        })
+        .await;
+    assert!(
+        page.doc_width <= page.view_width,
+        "the signed-in page scrolls sideways on a phone: {} px wide in a {} px window",
+        page.doc_width,
+        page.view_width
+    );
     browser.click("#sign-out").await;
     other_officer_is_refused_a_count_and_records_the_suggested_transfer(&browser, &api).await;
     let page = browser.read().await;
@@ -107,7 +120,62 @@ async fn an_officer_enters_a_count_on_the_town_page_and_the_days_change_on_the_w
         page.doc_width,
         page.view_width
     );
+    a_red_warning_shows_on_the_town_page_and_the_board(&browser, &api).await;
     browser.close().await;
+}
+
+/// The city sets a red warning over jingshan (target 5 days): the town page (English)
+/// has a red band saying so with the warning's reason; the board's tile has the band
+/// and its header the highest level in force, in both languages.
+async fn a_red_warning_shows_on_the_town_page_and_the_board(browser: &Browser, api: &str) {
+    let body = json!({"level": "red", "scope": {"towns": ["jingshan"]},
+                      "reason": "市气象台暴雨红色预警", "for": "6h"});
+    let answer = reqwest::Client::new()
+        .post(format!("{api}/api/v1/warning-level"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(answer.status(), 201, "setting the warning level");
+    let page = browser
+        .wait_for("the red band on the town page", |p| {
+            p.warning_level.as_deref() == Some("red")
+        })
+        .await;
+    for shown in ["Red warning, target 5 days", "市气象台暴雨红色预警"] {
+        assert!(page.warning_band.contains(shown), "{page:#?}");
+    }
+    let town = get(api, "/api/v1/towns/jingshan", None).await;
+    assert_eq!(town["warning_level"]["level"], "red", "{town}");
+    assert_eq!(town["categories"][0]["target_days"], 5.0, "{town}");
+
+    browser.click("#board-link").await;
+    let board = browser
+        .wait_for_board("jingshan's band and the header's level", |b| {
+            b["band"] == "Red warning, target 5 days"
+        })
+        .await;
+    assert_eq!(
+        (
+            &board["tile_level"],
+            &board["header_level"],
+            &board["header_towns"]
+        ),
+        (&json!("red"), &json!("red"), &json!("1")),
+        "{board}"
+    );
+    assert!(
+        board["header"]
+            .as_str()
+            .unwrap()
+            .starts_with("红色预警 Red warning"),
+        "{board}"
+    );
+    browser.click("#lang-toggle").await;
+    browser
+        .wait_for_board("the band in Chinese", |b| b["band"] == "红色预警 目标 5 天")
+        .await;
 }
 
 /// Both pages are served whole, with nothing fetched from outside; a town the registry
@@ -672,7 +740,8 @@ groups = { elderly_alone = 10, dialysis = 2 }\npower_unit = \"js-gen1\"\n\
 [[activation_plan.step]]\nname = \"开门接收 Open the doors\"\ncontact = \"赵海燕\"\nwithin = \"4h\"\n\
 [[town]]\nid = \"donghua\"\nname = \"东华门街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\n\
 population = 10000\nlat = 39.915\nlon = 116.404\n\
-[[facility]]\nid = \"dh-wh1\"\nname = \"东华门仓库 Donghua depot\"\ntown = \"donghua\"\nkind = \"warehouse\"\n";
+[[facility]]\nid = \"dh-wh1\"\nname = \"东华门仓库 Donghua depot\"\ntown = \"donghua\"\nkind = \"warehouse\"\n\
+[warning_levels.red]\ndays_target = 5.0\n";
     std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
     let token = |name: &str, secret: &str, role: &str, towns: &str| {
         format!(
@@ -772,6 +841,9 @@ struct PageView {
     shelters_note: String,
     communities: Vec<CommunityView>,
     vulnerable_note: String,
+    /// The warning band's level and text; `None` while hidden.
+    warning_level: Option<String>,
+    warning_band: String,
     activations: Vec<ActivationCard>,
     alerts: Vec<AlertRow>,
     /// The "who am I" line; `None` while hidden (signed out).
@@ -883,6 +955,8 @@ return {
     id: c.dataset.community, affected: Number(c.dataset.affected), text: c.innerText,
   })),
   vulnerable_note: byId("vulnerable-note").textContent,
+  warning_level: byId("warning-band").hidden ? null : byId("warning-band").dataset.level,
+  warning_band: byId("warning-band").innerText,
   activations: Array.from(document.querySelectorAll("#activations .activation"), a => ({
     id: Number(a.dataset.activation),
     steps: Array.from(a.querySelectorAll(".steps li"), li => li.dataset.state),
@@ -901,6 +975,20 @@ return {
   board_link: byId("board-link").getAttribute("href"),
   doc_width: Math.max(document.documentElement.scrollWidth, document.body.scrollWidth),
   view_width: window.innerWidth,
+};
+"##;
+
+/// The board's warning level: jingshan's tile band and the header's highest level.
+const READ_BOARD_WARNING: &str = r##"
+const tile = document.querySelector('.tile[data-town="jingshan"]');
+const band = tile && tile.querySelector(".band");
+const header = document.getElementById("warning-level");
+return {
+  band: band ? band.textContent : null,
+  tile_level: tile ? tile.dataset.warningLevel || null : null,
+  header_level: header.hidden ? null : header.dataset.level,
+  header_towns: header.hidden ? null : header.dataset.towns,
+  header: header.textContent,
 };
 "##;
 
@@ -954,6 +1042,26 @@ impl Browser {
             assert!(
                 Instant::now() < deadline,
                 "timed out after {PAGE_TIMEOUT:?} waiting for {what}; the page shows {page:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads the board's jingshan tile band and header level until `done` holds.
+    async fn wait_for_board(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            let board = self
+                .client
+                .execute(READ_BOARD_WARNING, vec![])
+                .await
+                .expect("the board answers");
+            if done(&board) {
+                return board;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {PAGE_TIMEOUT:?} waiting for {what}; the board shows {board}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
