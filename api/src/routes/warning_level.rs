@@ -13,11 +13,12 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use reserve::Ledger;
 use reserve::ledger::{TownWarning, WarningScope, WarningSet};
-use reserve::registry::{Registry, WarningLevel};
+use reserve::registry::{FacilityKind, PreActivate, Registry, WarningLevel};
 use serde::{Deserialize, Serialize};
 use store::WarningLevelRow;
 use utoipa::{IntoParams, ToSchema};
 
+use super::activations::{ActivationScope, StartActivation};
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, Entity, ErrorBody};
@@ -345,6 +346,9 @@ pub struct WarningLevelChange {
     pub ended: Vec<i64>,
     /// Towns whose level in force changed.
     pub towns: Vec<String>,
+    /// The activation started for the shelters the level's plan names in its scope
+    /// (`pre_activate`), when there were any not already activating.
+    pub pre_activated: Option<i64>,
 }
 
 /// Sets a warning level over a scope, or ends the levels of a scope with `none`
@@ -392,8 +396,11 @@ pub(super) async fn set_warning_level(
         })
         .await?;
     state.changes().publish(moved.iter().copied());
-    let answer = answer(&state, set, ended, &moved, now);
+    let mut answer = answer(&state, set, ended, &moved, now);
     audit(&state, &caller, &answer).await;
+    if let Some(set) = &answer.set {
+        answer.pre_activated = pre_activate(&state, set).await;
+    }
     let status = match answer.set {
         Some(_) => StatusCode::CREATED,
         None => StatusCode::OK,
@@ -476,7 +483,72 @@ fn answer(
             .iter()
             .map(|&t| ledger.registry().town(t).id.to_string())
             .collect(),
+        pre_activated: None,
     }
+}
+
+/// Starts converting the shelters of the level's scope that its plan names
+/// (`pre_activate`: by everyday use or by id) through the activation table, leaving out
+/// those already in an open activation. Returns the activation's id. A refusal is
+/// logged, not the caller's failure: the level is set either way.
+async fn pre_activate(state: &AppState, set: &WarningLevelView) -> Option<i64> {
+    let shelters = shelters_to_activate(state, set);
+    if shelters.is_empty() {
+        return None;
+    }
+    let request = StartActivation {
+        scope: ActivationScope {
+            shelters: Some(shelters),
+            towns: None,
+            cluster: None,
+        },
+        reason: format!(
+            "{}预警 {} warning: {}",
+            set.level.name_zh(),
+            set.level.name_en(),
+            set.reason
+        ),
+        scenario: None,
+    };
+    match super::activations::start(state, request, "warning-level", "token").await {
+        Ok(activation) => Some(activation.id),
+        Err(error) => {
+            tracing::warn!(message = "Shelters of a warning level's plan not activated.", level = %set.level, id = set.id, ?error);
+            None
+        }
+    }
+}
+
+/// Ids of the shelters in `set`'s scope its level's plan names, not already activating.
+fn shelters_to_activate(state: &AppState, set: &WarningLevelView) -> Vec<String> {
+    let ledger = state.ledger();
+    let registry = ledger.registry();
+    let Some(plan) = registry.warning_plan(set.level) else {
+        return Vec::new();
+    };
+    let Ok(scope) = set.scope.clone().resolve(registry) else {
+        return Vec::new();
+    };
+    let open = state
+        .activations()
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    let named = |f: &reserve::registry::Facility, spec: &reserve::registry::ShelterSpec| {
+        plan.pre_activate.iter().any(|p| match p {
+            PreActivate::DualUse(use_) => spec.dual_use == *use_,
+            PreActivate::Shelter(id) => f.id == *id,
+        })
+    };
+    registry
+        .facilities
+        .iter()
+        .filter(|f| match &f.kind {
+            FacilityKind::Shelter(spec) => named(f, spec),
+            _ => false,
+        })
+        .filter(|f| scope.covers(registry, f.town) && open.of(f.id.as_str()).is_none())
+        .map(|f| f.id.to_string())
+        .collect()
 }
 
 /// One audit entry: `warning_level` for a level set, `warning_level_end` for `none`,

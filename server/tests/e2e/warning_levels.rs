@@ -55,6 +55,24 @@ town = "yuetan"
 kind = "warehouse"
 report_every = "1h"
 
+[[facility]]
+id = "js-gym"
+name = "Jingshan gym"
+town = "jingshan"
+kind = "shelter"
+capacity = 300
+dual_use = "gym"
+report_every = "1h"
+
+[[facility]]
+id = "yt-gym"
+name = "Yuetan gym"
+town = "yuetan"
+kind = "shelter"
+capacity = 300
+dual_use = "gym"
+report_every = "1h"
+
 [[contact]]
 name = "Li Wei"
 email = "li.wei@example.org"
@@ -74,6 +92,7 @@ days_target = 4.0
 days_target = 5.0
 group_wait = "1s"
 escalate_after = "10m"
+pre_activate = ["gym"]
 "#;
 
 /// A deployment whose officers are told an hour after a change, unless a level says
@@ -108,6 +127,32 @@ impl Deployment {
 
 /// Publishes one water reading with QoS 1 and waits for the broker's PUBACK.
 async fn publish_water(broker: &testkit::Mosquitto, town: &str, facility: &str, litres: u64) {
+    publish(
+        broker,
+        town,
+        facility,
+        &format!(r#""stock": {{"water": {litres}}}"#),
+    )
+    .await;
+}
+
+/// The town's warehouse holds 12,600 L (4.2 days for its 1,000 people) and its gym is
+/// in everyday use with nobody inside.
+async fn stock_town(broker: &testkit::Mosquitto, town: &str, prefix: &str) {
+    publish_water(broker, town, &format!("{prefix}-wh1"), 12_600).await;
+    let gym = format!("{prefix}-gym");
+    publish(
+        broker,
+        town,
+        &gym,
+        r#""shelter": {"occupancy": 0, "mode": "normal"}"#,
+    )
+    .await;
+}
+
+/// Publishes one reading (`observation`: the payload's fields after `ts`) with QoS 1
+/// and waits for the broker's PUBACK.
+async fn publish(broker: &testkit::Mosquitto, town: &str, facility: &str, observation: &str) {
     let mut options = MqttOptions::new(format!("gw-{facility}"), "127.0.0.1", broker.port());
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut eventloop) = AsyncClient::new(options, 10);
@@ -117,7 +162,7 @@ async fn publish_water(broker: &testkit::Mosquitto, town: &str, facility: &str, 
             format!("stockpile/v1/{town}/{facility}/reading"),
             QoS::AtLeastOnce,
             false,
-            format!(r#"{{"ts": {ts}, "stock": {{"water": {litres}}}}}"#),
+            format!(r#"{{"ts": {ts}, {observation}}}"#),
         )
         .await
         .unwrap();
@@ -253,12 +298,14 @@ async fn a_red_warning_raises_the_districts_target_alerts_sooner_and_ends() {
     let api = Api::of(&service);
 
     // 12,600 L for 1,000 people at 3 L a day: 4.2 days, fine under three.
-    publish_water(&broker, "jingshan", "js-wh1", 12_600).await;
-    publish_water(&broker, "yuetan", "yt-wh1", 12_600).await;
-    api.wait_for("/api/v1/towns/jingshan", "the reading", |t| {
-        t["categories"][0]["days"].as_f64() == Some(4.2)
-    })
-    .await;
+    stock_town(&broker, "jingshan", "js").await;
+    stock_town(&broker, "yuetan", "yt").await;
+    for town in ["jingshan", "yuetan"] {
+        api.wait_for(&format!("/api/v1/towns/{town}"), "the readings", |t| {
+            t["categories"][0]["days"].as_f64() == Some(4.2) && t["verified"] == true
+        })
+        .await;
+    }
     let (target, status, level) = jingshan(&api).await;
     assert_eq!((target, status, level), (3.0, json!("ok"), Value::Null));
 
@@ -276,6 +323,26 @@ async fn a_red_warning_raises_the_districts_target_alerts_sooner_and_ends() {
     assert_eq!(set["set"]["level"], "red");
     assert_eq!(set["set"]["scope"], json!({"district": "dongcheng"}));
     let red_id = set["set"]["id"].as_i64().unwrap();
+
+    // Its plan starts converting the district's gyms: Jingshan's, not Yuetan's.
+    let activation = set["pre_activated"]
+        .as_i64()
+        .expect("an activation started");
+    let (status, started) = api
+        .get(&format!("/api/v1/activations/{activation}"), Some(ADMIN))
+        .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["state"], "open", "{started}");
+    let shelters: Vec<&Value> = started["shelters"].as_array().unwrap().iter().collect();
+    assert_eq!(shelters.len(), 1, "{started}");
+    assert_eq!(shelters[0]["id"], "js-gym");
+    assert!(
+        started["reason"]
+            .as_str()
+            .unwrap()
+            .contains("市气象台暴雨红色预警"),
+        "{started}"
+    );
     let (target, status, level) = jingshan(&api).await;
     assert_eq!((target, status), (5.0, json!("critical")), "{level}");
     assert_eq!(level["level"], "red");
@@ -380,9 +447,9 @@ async fn a_level_runs_out_at_its_end_without_a_request() {
     let deployment = Deployment::new(&broker, &smtp);
     let service = start(&deployment);
     let api = Api::of(&service);
-    publish_water(&broker, "jingshan", "js-wh1", 12_600).await;
-    api.wait_for("/api/v1/towns/jingshan", "the reading", |t| {
-        t["categories"][0]["days"].as_f64() == Some(4.2)
+    stock_town(&broker, "jingshan", "js").await;
+    api.wait_for("/api/v1/towns/jingshan", "the readings", |t| {
+        t["categories"][0]["days"].as_f64() == Some(4.2) && t["verified"] == true
     })
     .await;
 
