@@ -320,6 +320,23 @@ def activation_plans_toml(shelters, contacts):
     return "\n".join(out) + "\n"
 
 
+WARNING_LEVELS_TOML = """
+# Warning levels (预警等级): what each level an admin sets over a part of the city
+# (POST /api/v1/warning-level) changes for the towns under it. Blue and yellow change
+# only what the board and the messages say.
+[warning_levels.orange]
+days_target = 4.0               # hold four days instead of three
+group_wait = "5s"               # tell officers sooner
+escalate_after = "20m"
+
+[warning_levels.red]
+days_target = 5.0               # five days, as the plans for a red rainstorm warning ask
+group_wait = "2s"
+escalate_after = "10m"
+pre_activate = ["school", "gym"] # start converting the scope's schools and gyms at once
+"""
+
+
 def toml_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -417,7 +434,7 @@ def generate():
                  for t in towns]
     files = {
         "registry.toml": registry_toml(clusters) + communities_toml(communities)
-        + activation_plans_toml(shelters, contacts),
+        + activation_plans_toml(shelters, contacts) + WARNING_LEVELS_TOML,
         "towns.csv": to_csv(["id", "name", "district", "cluster", "population", "lat", "lon",
                              "groups"], town_rows),
         "facilities.csv": to_csv(["id", "town", "kind", "name", "lat", "lon", "report_every",
