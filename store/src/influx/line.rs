@@ -456,6 +456,41 @@ mod tests {
     }
 
     #[test]
+    fn a_towns_status_line_carries_the_people_its_open_shelters_hold() {
+        let text = "[[category]]\nid = \"water\"\nname = \"W\"\nunit = \"L\"\ndaily_need = 3.0\n\
+                    [[town]]\nid = \"tiantan\"\nname = \"天坛\"\ndistrict = \"d\"\ncluster = \"c\"\n\
+                    population = 1000\n[[facility]]\nid = \"tt-sh1\"\ntown = \"tiantan\"\n\
+                    kind = \"shelter\"\ncapacity = 1000\n";
+        let source = reserve::registry::Source {
+            name: "registry.toml".into(),
+            text: text.into(),
+        };
+        let registry =
+            reserve::registry::load_registry(&source, &[], &mut |_| Err("no csv".into())).unwrap();
+        let registry = std::sync::Arc::new(registry);
+        let mut ledger = reserve::Ledger::new(std::sync::Arc::clone(&registry));
+        let ts = DateTime::from_timestamp_millis(1_763_960_400_000).unwrap();
+        let reading = Reading {
+            facility: registry.facility_idx("tt-sh1").unwrap(),
+            ts,
+            seq: None,
+            observation: Observation::Shelter(ShelterObservation {
+                occupancy: 412,
+                mode: ShelterMode::Open,
+            }),
+        };
+        ledger.apply(&reading, ts);
+        let town = registry.facility(reading.facility).town;
+        let figures = ledger.refresh(town, ts);
+        assert_eq!(
+            town_status_line(&registry, figures, 5),
+            // No warehouse: no water for anyone, 1,412 people included.
+            "town_status,town=tiantan,cluster=c,district=d worst_days=0,status=2i,sheltered=412i,\
+             name=\"天坛\",worst_category=\"W\" 5"
+        );
+    }
+
+    #[test]
     fn builder_escapes_per_the_spec() {
         let cases: &[(Line, &str)] = &[
             (
