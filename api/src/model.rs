@@ -180,7 +180,7 @@ pub struct AffectedCount {
 
 impl AffectedCount {
     fn of(found: &reserve::vulnerable::TownVulnerable) -> Option<AffectedCount> {
-        (!found.is_empty()).then(|| AffectedCount {
+        (!found.is_empty()).then_some(AffectedCount {
             communities: found.communities.len(),
             people: found.people,
         })
