@@ -30,6 +30,7 @@ use crate::drill::Drill;
 use crate::render::{AffectedPeople, DigestTown, Item, Message, Renderer, TownNames};
 use crate::rules::{Condition, Detail, ReserveDetail, Rule, TownEvaluation, alert_key};
 
+mod addressed;
 mod late;
 mod one_voice;
 mod reload;
@@ -732,9 +733,14 @@ impl Engine {
                     })
                     .collect()
             });
-            for (level, c) in self.audience_of(town) {
+            let audience = self.audience_of(town);
+            for (level, c, officer) in
+                addressed::listeners(&self.registry, audience, flush.speaking())
+            {
+                let contact = &self.registry.contacts[c];
                 let items: Vec<Item<'_>> = flush
                     .speaking()
+                    .filter(|alert| addressed::hears(alert, level, contact, officer))
                     .filter_map(|alert| item_for(alert, level))
                     .collect();
                 if items.is_empty() {

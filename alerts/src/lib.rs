@@ -117,6 +117,8 @@ pub struct Alerts {
     channels: Channels,
     /// One connection per delivery worker.
     worker_stores: Vec<Store>,
+    /// The open activations of the activation table, shared with the API.
+    activations: activation::SharedActivations,
 }
 
 impl Alerts {
@@ -176,7 +178,17 @@ impl Alerts {
             handle,
             channels,
             worker_stores,
+            activations: activation::OpenActivations::shared(&[]),
         })
+    }
+
+    /// Evaluates the open activations of `activations`, the view the API changes
+    /// (docs/design.md#activation-table); none by default.
+    pub fn with_activations(self, activations: activation::SharedActivations) -> Alerts {
+        Alerts {
+            activations,
+            ..self
+        }
     }
 
     /// For the API: list, acknowledge, silence. Works while [`Alerts::run`] runs.
@@ -201,6 +213,7 @@ impl Alerts {
             handle: _,
             channels,
             mut worker_stores,
+            activations,
         } = self;
         let wakers = Arc::new(Wakers::default());
         let tracker = TaskTracker::new();
@@ -248,6 +261,7 @@ impl Alerts {
             tick: chrono_duration(config.tick),
             engine,
             ledger,
+            activations,
             changes,
             commands,
             wakers,
@@ -315,6 +329,7 @@ struct Evaluator {
     tick: chrono::Duration,
     engine: Engine,
     ledger: SharedLedger,
+    activations: activation::SharedActivations,
     changes: Arc<ChangeConsumer>,
     commands: mpsc::Receiver<Command>,
     wakers: Arc<Wakers>,
@@ -328,6 +343,7 @@ impl Evaluator {
             tick,
             mut engine,
             ledger,
+            activations,
             changes,
             commands,
             wakers,
@@ -337,6 +353,7 @@ impl Evaluator {
             settings,
             tick,
             ledger,
+            activations,
             changes,
             commands,
             wakers,
@@ -378,6 +395,7 @@ struct Turns {
     settings: rules::RuleSettings,
     tick: chrono::Duration,
     ledger: SharedLedger,
+    activations: activation::SharedActivations,
     changes: Arc<ChangeConsumer>,
     commands: mpsc::Receiver<Command>,
     wakers: Arc<Wakers>,
@@ -404,6 +422,7 @@ impl Turns {
             self.next_tick = now + self.tick;
         }
         let (ledger, settings) = (Arc::clone(&self.ledger), self.settings);
+        let activations = Arc::clone(&self.activations);
         let mut towns = std::mem::take(&mut self.towns);
         on_engine(engine, move |engine| {
             if everything {
@@ -411,8 +430,16 @@ impl Turns {
                 towns.extend(engine.registry().town_indices());
             }
             towns.extend(engine.pending_due(now));
-            match step(engine, &ledger, &settings, &towns, now) {
-                Ok(enqueued) => Ok((enqueued, engine.next_wake(now))),
+            match step(engine, &ledger, &activations, &settings, &towns, now) {
+                Ok(enqueued) => {
+                    // A step falls overdue at its due time, not at the next tick.
+                    let due = read_activations(&activations).next_due(now);
+                    let next = match (engine.next_wake(now), due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    Ok((enqueued, next))
+                }
                 Err(error) => {
                     if let Err(error) = engine.reload(now) {
                         tracing::error!(message = "Reloading alert state failed.", %error);
@@ -483,9 +510,17 @@ where
 
 /// Evaluates `towns`, then runs due timers and flushes due groups. Returns the
 /// channels that got notifications.
+/// The open activations, read (microseconds: a clone-free borrow for one chunk).
+fn read_activations(
+    activations: &activation::SharedActivations,
+) -> std::sync::RwLockReadGuard<'_, activation::OpenActivations> {
+    activations.read().unwrap_or_else(|p| p.into_inner())
+}
+
 fn step(
     engine: &mut Engine,
     ledger: &SharedLedger,
+    activations: &activation::SharedActivations,
     settings: &rules::RuleSettings,
     towns: &BTreeSet<TownIdx>,
     now: DateTime<Utc>,
@@ -494,6 +529,7 @@ fn step(
     for chunk in towns.chunks(EVALUATE_CHUNK) {
         let (evaluations, vulnerable): (Vec<_>, Vec<_>) = {
             let ledger = ledger.read().unwrap_or_else(|p| p.into_inner());
+            let activations = read_activations(activations);
             // Reloaded again since: the next step adopts that one, every town with it.
             if !Arc::ptr_eq(ledger.registry(), engine.registry()) {
                 break;
@@ -501,7 +537,8 @@ fn step(
             chunk
                 .iter()
                 .map(|&t| {
-                    let evaluation = rules::evaluate(&ledger, t, settings, now);
+                    let evaluation =
+                        rules::evaluate_with_activations(&ledger, &activations, t, settings, now);
                     let people = render::AffectedPeople::of(&ledger, t);
                     let newest = engine::newest_reading(&ledger, t);
                     ((t, evaluation), (t, people, newest))

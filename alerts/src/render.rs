@@ -421,6 +421,19 @@ impl Renderer {
                     w.shelter_converting(facility_name, &t, *convert_within_s)
                 }
             }
+            Detail::ActivationStep {
+                facility_name,
+                step,
+                name,
+                due_at,
+                ..
+            } => {
+                if resolved {
+                    w.activation_step_done(facility_name, *step, name)
+                } else {
+                    w.activation_step_overdue(facility_name, *step, name, &self.time(*due_at))
+                }
+            }
             Detail::Removed { facility_name, .. } => w.removed(facility_name),
         }
     }
@@ -439,6 +452,7 @@ impl Renderer {
                 | Detail::Offline { .. }
                 | Detail::CountDue { .. }
                 | Detail::ShelterConverting { .. }
+                | Detail::ActivationStep { .. }
         );
         // A removed facility did not recover: "resolved at" would say it did.
         let removed = matches!(alert.detail, Detail::Removed { .. });
@@ -502,7 +516,8 @@ impl Renderer {
                 Detail::Silent { .. }
                 | Detail::Offline { .. }
                 | Detail::CountDue { .. }
-                | Detail::ShelterConverting { .. },
+                | Detail::ShelterConverting { .. }
+                | Detail::ActivationStep { .. },
                 _,
             ) => None,
             _ => Some(w.sms_since(&self.time(head.alert.since))),
@@ -1216,6 +1231,25 @@ impl Words {
             format!("避难场所{name}自 {since} 起转换中，{n} {zh_unit}内未开放")
         } else {
             format!("shelter {name} converting since {since}, not open within {n}{en_unit}")
+        }
+    }
+
+    /// A step of a shelter's activation past its due time (the time it was due by).
+    fn activation_step_overdue(&self, shelter: &str, n: u32, step: &str, due: &str) -> String {
+        if self.zh() {
+            format!("避难场所{shelter}启用第 {n} 步「{step}」已超时（应于 {due} 前完成）")
+        } else {
+            format!("shelter {shelter} activation step {n} \"{step}\" overdue (due by {due})")
+        }
+    }
+
+    fn activation_step_done(&self, shelter: &str, n: u32, step: &str) -> String {
+        if self.zh() {
+            format!("避难场所{shelter}启用第 {n} 步「{step}」已完成或启用已结束")
+        } else {
+            format!(
+                "shelter {shelter} activation step {n} \"{step}\" done, or the activation ended"
+            )
         }
     }
 

@@ -36,6 +36,8 @@ use reserve::Ledger;
 use reserve::coverage::{Level, NotReady};
 use reserve::ledger::{CategoryCoverage, Link, Readiness};
 use reserve::reading::ShelterMode;
+
+use crate::activation::{OpenActivations, ShelterActivation};
 use reserve::registry::{CategoryIdx, Facility, FacilityIdx, FacilityKind, Lang, Report, TownIdx};
 use serde::{Deserialize, Serialize};
 
@@ -67,10 +69,13 @@ pub enum Rule {
     ShelterNearCapacity,
     /// A shelter `activating` for longer than its `convert_within`.
     ShelterNotReady,
+    /// A step of a shelter's activation not done by its due time
+    /// (docs/design.md#activation-table).
+    ActivationStepOverdue,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::ReserveBelowTarget,
         Rule::ReserveNearTarget,
         Rule::ReserveDepleting,
@@ -81,6 +86,7 @@ impl Rule {
         Rule::CountDue,
         Rule::ShelterNearCapacity,
         Rule::ShelterNotReady,
+        Rule::ActivationStepOverdue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +101,7 @@ impl Rule {
             Rule::CountDue => "count_due",
             Rule::ShelterNearCapacity => "shelter_near_capacity",
             Rule::ShelterNotReady => "shelter_not_ready",
+            Rule::ActivationStepOverdue => "activation_step_overdue",
         }
     }
 
@@ -226,6 +233,19 @@ pub enum Detail {
         /// Its registry `convert_within`, in seconds.
         convert_within_s: u64,
     },
+    /// A step of a shelter's activation past its due time (`activation_step_overdue`).
+    ActivationStep {
+        activation: i64,
+        facility: String,
+        facility_name: String,
+        /// The step's number in its plan, from 1.
+        step: u32,
+        name: String,
+        /// Who is to do it: the contact's email, or its name when it has none; the
+        /// contact told at the town level.
+        contact: String,
+        due_at: DateTime<Utc>,
+    },
     /// How an alert about a facility resolves when the facility is removed from the
     /// registry while the alert is open (docs/design.md#registry-reload).
     Removed {
@@ -259,7 +279,19 @@ impl Detail {
             | Detail::CountDue { facility, .. }
             | Detail::ShelterFull { facility, .. }
             | Detail::ShelterConverting { facility, .. }
+            | Detail::ActivationStep { facility, .. }
             | Detail::Removed { facility, .. } => Some(facility),
+        }
+    }
+}
+
+impl Detail {
+    /// The contact a problem is addressed to instead of the town's officers (an
+    /// activation step's), by its email or name.
+    pub fn addressed_to(&self) -> Option<&str> {
+        match self {
+            Detail::ActivationStep { contact, .. } => Some(contact),
+            _ => None,
         }
     }
 }
@@ -386,6 +418,18 @@ pub fn evaluate(
     settings: &RuleSettings,
     now: DateTime<Utc>,
 ) -> TownEvaluation {
+    evaluate_with_activations(ledger, &OpenActivations::default(), town, settings, now)
+}
+
+/// [`evaluate`], with the open activations of the activation table: their overdue
+/// steps, and shelters asked to convert by an activation.
+pub fn evaluate_with_activations(
+    ledger: &Ledger,
+    activations: &OpenActivations,
+    town: TownIdx,
+    settings: &RuleSettings,
+    now: DateTime<Utc>,
+) -> TownEvaluation {
     let registry = ledger.registry();
     let figures = ledger.figures(town);
     let mut out = TownEvaluation::default();
@@ -412,28 +456,81 @@ pub fn evaluate(
         if let Some(condition) = link_condition(ledger, town, f, settings, now) {
             out.conditions.push(condition);
         }
-        out.conditions
-            .extend(shelter_condition(ledger, town, f, settings, now));
+        let activation = activations.of(registry.facility(f).id.as_str());
+        out.conditions.extend(shelter_condition(
+            ledger, activation, town, f, settings, now,
+        ));
+        if let Some(activation) = activation {
+            out.conditions
+                .extend(overdue_steps(ledger, activation, town, f, now));
+        }
     }
     out
 }
 
+/// The steps of `f`'s open activation not done by their due time, one alert each.
+fn overdue_steps<'a>(
+    ledger: &'a Ledger,
+    activation: &'a ShelterActivation,
+    town: TownIdx,
+    f: FacilityIdx,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = Condition> + 'a {
+    let facility = ledger.registry().facility(f);
+    activation
+        .steps
+        .iter()
+        .filter(move |s| !s.done && s.due_at <= now)
+        .map(move |s| Condition {
+            town,
+            rule: Rule::ActivationStepOverdue,
+            subject: format!("{}/{}/{}", facility.id, activation.activation, s.n),
+            facility: Some(f),
+            since: Some(s.due_at),
+            detail: Detail::ActivationStep {
+                activation: activation.activation,
+                facility: facility.id.to_string(),
+                facility_name: facility.name.clone(),
+                step: s.n,
+                name: s.name.clone(),
+                contact: s.contact.clone(),
+                due_at: s.due_at,
+            },
+        })
+}
+
 /// A shelter's problem now, from its latest reading (docs/design.md#shelters): open
-/// and at or above `shelter_near_capacity_pct` of its capacity, or `activating` for
-/// longer than its `convert_within`. A shelter never heard from raises neither: it is
-/// the silence rules' concern.
+/// and at or above `shelter_near_capacity_pct` of its capacity, or asked to convert
+/// (its gateway said `activating`, or an open activation covers it) and not `open`
+/// within its `convert_within` of the earlier of the two. A shelter never heard from
+/// and not activated raises neither: it is the silence rules' concern.
 fn shelter_condition(
     ledger: &Ledger,
+    activation: Option<&ShelterActivation>,
     town: TownIdx,
     f: FacilityIdx,
     settings: &RuleSettings,
     now: DateTime<Utc>,
 ) -> Option<Condition> {
-    let (spec, latest) = ledger.shelter(f)?;
     let facility = ledger.registry().facility(f);
+    let FacilityKind::Shelter(spec) = &facility.kind else {
+        return None;
+    };
+    let latest = ledger.shelter(f).map(|(_, latest)| latest);
     let id = facility.id.to_string();
-    let (rule, since, detail) = match latest.obs.mode {
-        ShelterMode::Open => {
+    let mode = latest.map(|l| l.obs.mode);
+    let asked = |since: DateTime<Utc>| {
+        let due = since + crate::chrono_duration(spec.convert_within);
+        let detail = Detail::ShelterConverting {
+            facility: id.clone(),
+            facility_name: facility.name.clone(),
+            activating_since: since,
+            convert_within_s: spec.convert_within.as_secs(),
+        };
+        (now > due).then_some((Rule::ShelterNotReady, Some(due), detail))
+    };
+    let (rule, since, detail) = match (mode, latest) {
+        (Some(ShelterMode::Open), Some(latest)) => {
             let full = latest.obs.occupancy as f64 * 100.0
                 >= spec.capacity as f64 * settings.shelter_near_capacity_pct;
             if !full {
@@ -447,20 +544,17 @@ fn shelter_condition(
             };
             (Rule::ShelterNearCapacity, None, detail)
         }
-        ShelterMode::Activating => {
-            let due = latest.mode_since + crate::chrono_duration(spec.convert_within);
-            if now <= due {
-                return None;
-            }
-            let detail = Detail::ShelterConverting {
-                facility: id.clone(),
-                facility_name: facility.name.clone(),
-                activating_since: latest.mode_since,
-                convert_within_s: spec.convert_within.as_secs(),
+        _ => {
+            let gateway = latest
+                .filter(|l| l.obs.mode == ShelterMode::Activating)
+                .map(|l| l.mode_since);
+            let activated = activation.map(|a| a.started_at);
+            let since = match (gateway, activated) {
+                (Some(g), Some(a)) => g.min(a),
+                (since, None) | (None, since) => since?,
             };
-            (Rule::ShelterNotReady, Some(due), detail)
+            asked(since)?
         }
-        ShelterMode::Normal | ShelterMode::Closed => return None,
     };
     Some(Condition {
         town,

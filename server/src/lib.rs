@@ -4,6 +4,7 @@
 //! Invariant: this is the only crate that reads the environment and configuration files;
 //! everything below it gets typed values.
 
+mod activations;
 pub mod broker;
 pub mod cli;
 pub mod cluster_state;

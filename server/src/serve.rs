@@ -157,6 +157,8 @@ impl Parts {
             channels,
         )
         .context("start alerting")?;
+        let activations = crate::activations::load(&open_store(&config)?)?;
+        let alerts = alerts.with_activations(activations.clone());
         let maintenance = open_maintenance(&config)?;
         let shared = Shared {
             ledger: Arc::new(RwLock::new(ledger)),
@@ -178,7 +180,8 @@ impl Parts {
         )
         .with_alerts(shared.alerts.clone())
         .with_history(history)
-        .with_districts(districts.unwrap_or_else(DistrictOutlines::none));
+        .with_districts(districts.unwrap_or_else(DistrictOutlines::none))
+        .with_activations(activations);
         let (manual, manual_queue) = live::ManualReadings::channel(
             ingest_config.mqtt.max_readings_per_message,
             ingest_config.retention,
@@ -370,6 +373,16 @@ impl Service {
         // anything: the last fallible step, so a failure leaves nothing running.
         if let Some(sink) = influx {
             start_sink(sink, &store_path, &shared, &running)?;
+            let options = StoreOptions {
+                influx_queue: true,
+                ..StoreOptions::default()
+            };
+            crate::activations::spawn_progress(
+                &store_path,
+                options,
+                &running.tracker,
+                running.shutdown.clone(),
+            )?;
         }
         // Consumers subscribe before ingest starts, so they miss no change.
         running.spawn_part(

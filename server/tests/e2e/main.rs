@@ -5,6 +5,7 @@
 
 mod common;
 
+mod activation;
 mod board;
 mod check_config;
 mod cluster;
