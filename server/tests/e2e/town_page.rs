@@ -176,6 +176,29 @@ async fn a_red_warning_shows_on_the_town_page_and_the_board(browser: &Browser, a
     browser
         .wait_for_board("the band in Chinese", |b| b["band"] == "红色预警 目标 5 天")
         .await;
+
+    // Compact, the shelter and the vulnerable people are small marks on the tile, the
+    // latter with the API's count.
+    browser.click("#compact-toggle").await;
+    let towns = get(api, "/api/v1/towns", None).await;
+    let people = towns["towns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "jingshan")
+        .unwrap()["vulnerable_affected"]["people"]
+        .as_u64()
+        .expect("jingshan's vulnerable people affected");
+    let marks = browser
+        .wait_for_board("the compact tile's marks", |b| {
+            b["marks"].as_array().is_some_and(|m| m.len() == 2)
+        })
+        .await;
+    assert_eq!(
+        marks["marks"],
+        json!(["⌂", format!("弱{people}")]),
+        "{marks}"
+    );
 }
 
 /// Both pages are served whole, with nothing fetched from outside; a town the registry
@@ -989,6 +1012,11 @@ return {
   header_level: header.hidden ? null : header.dataset.level,
   header_towns: header.hidden ? null : header.dataset.towns,
   header: header.textContent,
+  // The marks a compact tile shows (they are hidden on a full tile, which says them).
+  marks: tile ? Array.from(tile.querySelectorAll(".mark"))
+    .filter(m => getComputedStyle(m.parentElement).display !== "none"
+      && getComputedStyle(m).display !== "none")
+    .map(m => m.textContent) : [],
 };
 "##;
 
