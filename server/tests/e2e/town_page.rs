@@ -547,28 +547,17 @@ async fn officer_counts_a_power_unit(browser: &Browser, api: &str) {
 /// town page the sign-in is kept.
 async fn the_wall_board_shows_the_new_days(browser: &Browser, api: &str) {
     browser.goto(&format!("{api}/")).await;
-    let deadline = Instant::now() + PAGE_TIMEOUT;
-    loop {
-        let tile = browser
-            .client
-            .execute(
-                "const t = document.querySelector('.tile[data-town=\"jingshan\"]'); \
-                 return t ? t.textContent : null;",
-                vec![],
-            )
-            .await
-            .expect("the board answers");
-        let shown = |text: &str| tile.as_str().is_some_and(|t| t.contains(text));
-        if shown("2.0") && shown("⌂ 避难场所安置 2,500") && shown("涉及 1 个村社 52 名弱势人员")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jingshan's tile does not show 2.0 days, its shelter and its vulnerable people: {tile}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    browser
+        .wait_for_board(
+            "jingshan's tile at 2.0 days, its shelter and vulnerable people",
+            |b| {
+                let shown = |text: &str| b["tile"].as_str().is_some_and(|t| t.contains(text));
+                shown("2.0")
+                    && shown("⌂ 避难场所安置 2,500")
+                    && shown("涉及 1 个村社 52 名弱势人员")
+            },
+        )
+        .await;
     the_activation_panel_matches_the_api(browser, api).await;
     browser.goto(&format!("{api}/towns/jingshan")).await;
     browser
@@ -599,25 +588,11 @@ async fn the_activation_panel_matches_the_api(browser: &Browser, api: &str) {
         (&json!(1), &json!(1), &json!(5000)),
         "{listed}"
     );
-    let deadline = Instant::now() + PAGE_TIMEOUT;
-    loop {
-        let rows = browser
-            .client
-            .execute(
-                "return Array.from(document.querySelectorAll('#activation-rows tr'), r => ({                    id: Number(r.dataset.activation), done: Number(r.dataset.done),                    total: Number(r.dataset.total), due: Number(r.dataset.due),                    overdue: Number(r.dataset.overdue), opened: Number(r.dataset.opened),                    asked: Number(r.dataset.asked),                    red: getComputedStyle(r.querySelector('td.overdue')).color === 'rgb(255, 129, 130)' }));",
-                vec![],
-            )
-            .await
-            .expect("the board answers");
-        if rows == Value::Array(want.clone()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the activation panel shows {rows}, the API {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    browser
+        .wait_for_board("the activation panel as the API has it", |b| {
+            b["activations"] == Value::Array(want.clone())
+        })
+        .await;
 }
 
 /// Donghua's officer, on jingshan's page on a phone and in English: a count is refused
@@ -1001,12 +976,14 @@ return {
 };
 "##;
 
-/// The board's warning level: jingshan's tile band and the header's highest level.
-const READ_BOARD_WARNING: &str = r##"
+/// The board as the tests read it: jingshan's tile (its text, warning band and marks),
+/// the header's highest warning level, and the activation panel's rows.
+const READ_BOARD: &str = r##"
 const tile = document.querySelector('.tile[data-town="jingshan"]');
 const band = tile && tile.querySelector(".band");
 const header = document.getElementById("warning-level");
 return {
+  tile: tile ? tile.textContent : null,
   band: band ? band.textContent : null,
   tile_level: tile ? tile.dataset.warningLevel || null : null,
   header_level: header.hidden ? null : header.dataset.level,
@@ -1017,6 +994,13 @@ return {
     .filter(m => getComputedStyle(m.parentElement).display !== "none"
       && getComputedStyle(m).display !== "none")
     .map(m => m.textContent) : [],
+  activations: Array.from(document.querySelectorAll("#activation-rows tr"), r => ({
+    id: Number(r.dataset.activation), done: Number(r.dataset.done), total: Number(r.dataset.total),
+    due: Number(r.dataset.due), overdue: Number(r.dataset.overdue),
+    opened: Number(r.dataset.opened), asked: Number(r.dataset.asked),
+    // The overdue count in the panel's red.
+    red: getComputedStyle(r.querySelector("td.overdue")).color === "rgb(255, 129, 130)",
+  })),
 };
 "##;
 
@@ -1075,13 +1059,13 @@ impl Browser {
         }
     }
 
-    /// Reads the board's jingshan tile band and header level until `done` holds.
+    /// Reads the board ([`READ_BOARD`]) until `done` holds, for up to [`PAGE_TIMEOUT`].
     async fn wait_for_board(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + PAGE_TIMEOUT;
         loop {
             let board = self
                 .client
-                .execute(READ_BOARD_WARNING, vec![])
+                .execute(READ_BOARD, vec![])
                 .await
                 .expect("the board answers");
             if done(&board) {
