@@ -35,9 +35,10 @@ pub enum Fault {
     StoreLocked,
     DiskFull,
     LinkLoss,
+    ClusterCut,
 }
 
-pub const ALL: [Fault; 7] = [
+pub const ALL: [Fault; 8] = [
     Fault::Kill9,
     Fault::BrokerRestart,
     Fault::InfluxDown,
@@ -45,6 +46,7 @@ pub const ALL: [Fault; 7] = [
     Fault::StoreLocked,
     Fault::DiskFull,
     Fault::LinkLoss,
+    Fault::ClusterCut,
 ];
 
 impl Fault {
@@ -59,6 +61,11 @@ impl Fault {
             (Fault::StoreLocked, _) => 10,
             (Fault::DiskFull | Fault::LinkLoss, true) => 10,
             (Fault::DiskFull | Fault::LinkLoss, false) => 30,
+            // Long enough that the replayed readings are late for the city
+            // (cluster_cut::late_after) and, in the long form, that the bridge notices
+            // the cut (keepalive 30 s) and queues.
+            (Fault::ClusterCut, true) => 20,
+            (Fault::ClusterCut, false) => 120,
         };
         Duration::from_secs(seconds)
     }
@@ -67,7 +74,7 @@ impl Fault {
     /// None where nothing need show (a restart is over before anything times out).
     fn evidence(self) -> Option<&'static str> {
         match self {
-            Fault::Kill9 | Fault::BrokerRestart | Fault::LinkLoss => None,
+            Fault::Kill9 | Fault::BrokerRestart | Fault::LinkLoss | Fault::ClusterCut => None,
             Fault::InfluxDown => Some("InfluxDB write failed"),
             Fault::SmtpDown => Some("Notification not delivered; will retry."),
             Fault::StoreLocked | Fault::DiskFull => Some("Store unavailable; ingest paused"),
@@ -86,6 +93,7 @@ impl Fault {
             Fault::StoreLocked => format!("SQLite locked by another process {s} s"),
             Fault::DiskFull => format!("store's disk full {s} s"),
             Fault::LinkLoss => format!("link to the broker down {s} s"),
+            Fault::ClusterCut => format!("cluster's bridge to the city cut {s} s"),
         }
     }
 }
@@ -104,10 +112,14 @@ pub struct Outcome {
     pub problems: Vec<String>,
     /// The service's warnings and errors, each once with a count.
     pub log_excerpt: Vec<String>,
+    /// A fault that runs without InfluxDB: its column reads "—".
+    pub no_influx: bool,
+    /// Counts of the fault's own, reported under the table.
+    pub notes: Vec<String>,
 }
 
 /// Polls `ready` every 250 ms until it holds or `timeout` passes; false on timeout.
-fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if ready() {
@@ -122,6 +134,9 @@ fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
 
 /// Runs `fault` from a fresh deployment to its counts.
 pub fn run(kit: &mut Kit, fault: Fault, number: usize) -> Outcome {
+    if fault == Fault::ClusterCut {
+        return crate::cluster_cut::run(kit, number);
+    }
     let plan = Arc::new(Plan::new(kit.swing_every));
     // Declared in the order they are undone in reverse: the namespace outlives the
     // broker in it, the deployment outlives the disk mounted in it, and the service
@@ -204,6 +219,7 @@ pub fn run(kit: &mut Kit, fault: Fault, number: usize) -> Outcome {
             std::thread::sleep(duration);
             ns.set_service_link(true);
         }
+        Fault::ClusterCut => unreachable!("run by cluster_cut::run"),
     }
     let ended = Instant::now();
     let acked_at_end: Vec<Key> = gateways.acked();
@@ -446,7 +462,7 @@ fn count(
 }
 
 /// The service's WARN and ERROR lines, each distinct one once with its count.
-fn warnings(log: &Log) -> Vec<String> {
+pub fn warnings(log: &Log) -> Vec<String> {
     let mut seen: Vec<(String, usize)> = Vec::new();
     for line in lock(log).iter() {
         let Some(at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {

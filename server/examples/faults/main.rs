@@ -10,9 +10,12 @@
 //! cargo run -p server --example faults -- --quick --only 3,4
 //! ```
 //!
-//! Needs root for the disk-full fault (a tmpfs) and the link-loss fault (a network
-//! namespace), and `mosquitto`, `influxd`, python3-aiosmtpd, `ip` and `mount`.
+//! Needs root for the disk-full fault (a tmpfs), the link-loss and the cluster-cut
+//! faults (a network namespace), and `mosquitto`, `influxd`, python3-aiosmtpd, `ip` and
+//! `mount`. Fault 8 ([`cluster_cut`]) runs a cluster instance and a city instance joined
+//! by a Mosquitto bridge, and cuts the bridge's link.
 
+mod cluster_cut;
 mod fault;
 mod gateways;
 mod plan;
@@ -40,7 +43,7 @@ struct Args {
     /// Readings a second the gateways publish [default: 200 quick, 1000 long].
     #[arg(long)]
     rate: Option<u32>,
-    /// Only these faults, by number (1-7), comma-separated.
+    /// Only these faults, by number (1-8), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<usize>,
 }
@@ -150,12 +153,15 @@ fn main() -> ExitCode {
 fn preflight(faults: &[(usize, Fault)]) -> Result<(), String> {
     let needs_root = faults
         .iter()
-        .any(|(_, f)| matches!(f, Fault::DiskFull | Fault::LinkLoss));
+        .any(|(_, f)| matches!(f, Fault::DiskFull | Fault::LinkLoss | Fault::ClusterCut));
     let mut tools = vec![("mosquitto", "mosquitto"), ("influxd", "influxdb")];
     if faults.iter().any(|(_, f)| *f == Fault::DiskFull) {
         tools.extend([("mount", "mount"), ("umount", "mount")]);
     }
-    if faults.iter().any(|(_, f)| *f == Fault::LinkLoss) {
+    if faults
+        .iter()
+        .any(|(_, f)| matches!(f, Fault::LinkLoss | Fault::ClusterCut))
+    {
         tools.push(("ip", "iproute2"));
     }
     for (tool, package) in tools {
@@ -165,8 +171,8 @@ fn preflight(faults: &[(usize, Fault)]) -> Result<(), String> {
     }
     if needs_root && !nix::unistd::geteuid().is_root() {
         return Err(
-            "faults 6 (disk full: a tmpfs) and 7 (link loss: a network namespace) need root; \
-             run as root or choose others with --only"
+            "faults 6 (disk full: a tmpfs), 7 (link loss) and 8 (cluster cut: network \
+             namespaces) need root; run as root or choose others with --only"
                 .into(),
         );
     }
@@ -198,6 +204,9 @@ fn report_one(o: &Outcome, took: Duration) {
         o.notifications.duplicated,
         took.as_secs_f64()
     );
+    for note in &o.notes {
+        eprintln!("    {note}");
+    }
     for problem in &o.problems {
         eprintln!("    FAILED: {problem}");
     }
@@ -227,17 +236,26 @@ fn table(results: &[(usize, Fault, Outcome)], quick: bool) -> String {
         } else {
             "FAILED"
         };
+        let in_influx = if o.no_influx {
+            "—".to_owned()
+        } else {
+            o.in_influx.to_string()
+        };
         out.push_str(&format!(
-            "| {number} | {} | {} | {} | {} | {} | {} / {} / {} | {recovered} | {result} |\n",
+            "| {number} | {} | {} | {} | {} | {in_influx} | {} / {} / {} | {recovered} | {result} |\n",
             fault.title(quick),
             o.published,
             o.acked,
             o.stored,
-            o.in_influx,
             o.notifications.due,
             o.notifications.delivered,
             o.notifications.duplicated,
         ));
+    }
+    for (number, _, o) in results {
+        for note in &o.notes {
+            out.push_str(&format!("\n[{number}] {note}\n"));
+        }
     }
     out
 }

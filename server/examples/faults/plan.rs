@@ -26,7 +26,7 @@ pub struct Facility {
 /// Warehouses of the well-stocked town.
 const STEADY_WAREHOUSES: usize = 16;
 /// Towns whose warehouse swings, each with its own duty officer.
-const ALERTING_TOWNS: [&str; 3] = ["donghua", "jianguomen", "chaowai"];
+pub const ALERTING_TOWNS: [&str; 3] = ["donghua", "jianguomen", "chaowai"];
 /// 20,000 people need 60,000 L a day: 30,000 L is half a day (critical), 1,000,000 L
 /// sixteen days (fine, well clear of the hysteresis band).
 const LOW_L: u64 = 30_000;

@@ -36,16 +36,8 @@ impl Deployment {
         influx_url: &str,
         influx_db: &str,
     ) -> Deployment {
-        let dir = tempfile::Builder::new()
-            .prefix("stockpile-faults-")
-            .tempdir()
-            .expect("create a temp dir for the deployment");
-        std::fs::create_dir(dir.path().join("data")).expect("create data/");
-        std::fs::write(dir.path().join("registry.toml"), plan.registry_toml())
-            .expect("write registry.toml");
-        let config = format!(
-            "registry = \"registry.toml\"\n\
-             [mqtt]\nurl = \"{broker_url}\"\nclient_id = \"stockpile-faults\"\n\
+        let sections = format!(
+            "[mqtt]\nurl = \"{broker_url}\"\nclient_id = \"stockpile-faults\"\n\
              [store]\npath = \"data/stockpile.db\"\n\
              [api]\nlisten = \"127.0.0.1:0\"\npublic_read = true\n\
              [log]\nlevel = \"info\"\n\
@@ -53,6 +45,20 @@ impl Deployment {
              [smtp]\nurl = \"{smtp_url}\"\nfrom = \"Stockpile <alerts@example.org>\"\n\
              [influx]\nurl = \"{influx_url}\"\napi = \"v1\"\ndatabase = \"{influx_db}\"\n"
         );
+        Deployment::with_sections(plan, &sections)
+    }
+
+    /// A deployment whose config is the registry line and `sections` (the SQLite file
+    /// must be `data/stockpile.db`).
+    pub fn with_sections(plan: &Plan, sections: &str) -> Deployment {
+        let dir = tempfile::Builder::new()
+            .prefix("stockpile-faults-")
+            .tempdir()
+            .expect("create a temp dir for the deployment");
+        std::fs::create_dir(dir.path().join("data")).expect("create data/");
+        std::fs::write(dir.path().join("registry.toml"), plan.registry_toml())
+            .expect("write registry.toml");
+        let config = format!("registry = \"registry.toml\"\n{sections}");
         std::fs::write(dir.path().join("stockpile.toml"), config).expect("write stockpile.toml");
         Deployment { dir }
     }
