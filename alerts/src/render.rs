@@ -2166,45 +2166,6 @@ mod tests {
     fn golden_count_due(renderers: &[Renderer]) -> String {
         let due = |id, last_counted| Alert {
             rule: Rule::CountDue,
-        out.push_str(&golden_activation_steps(&renderers));
-        out
-    }
-
-    /// A step of a shelter's activation overdue (the activation table, issue 16), fired
-    /// and resolved, in both languages: what its contact reads.
-    fn golden_activation_steps(renderers: &[Renderer]) -> String {
-        let rule = Rule::ActivationStepOverdue;
-        let alert = Alert {
-            rule,
-            key: format!("tiantan/{rule}/tt-sh1/7/2"),
-            subject: "tt-sh1/7/2".into(),
-            detail: Detail::ActivationStep {
-                activation: 7,
-                facility: "tt-sh1".into(),
-                facility_name: "天坛体育馆 <1>".into(),
-                step: 2,
-                name: "清场并铺设地垫 Clear the floor, lay mats".into(),
-                contact: "desk@example.org".into(),
-                due_at: t(4, 15),
-            },
-            ..reserve(14, rule, "", 0.0)
-        };
-        let mut out = String::new();
-        for (r, renderer) in renderers.iter().enumerate() {
-            for lang in [Lang::Zh, Lang::En] {
-                for event in [Event::Fired, Event::Resolved] {
-                    let items = [Item {
-                        alert: &alert,
-                        event,
-                    }];
-                    let message = renderer.message(lang, &town("天坛街道"), &items, &[]);
-                    out.push_str(&format!(
-                        "==== {r} {lang:?} {} {event:?}\n{}\n---- text\n{}---- sms\n{}\n",
-                        alert.rule, message.subject, message.text, message.sms
-                    ));
-                }
-            }
-        }
             key: "jingshan/count_due/js-wh9".into(),
             subject: "js-wh9".into(),
             detail: Detail::CountDue {
