@@ -1088,12 +1088,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no {selector} on the page: {e}"))
     }
 
+    /// Clicks `selector`, found again if the page redrew it between finding and
+    /// clicking (the page redraws its cards on every poll).
     async fn click(&self, selector: &str) {
-        self.find(selector)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("clicking {selector}: {e}"));
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            match self.find(selector).await.click().await {
+                Ok(()) => return,
+                Err(e) => assert!(Instant::now() < deadline, "clicking {selector}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Opens the sign-in form, types `token` and submits it.
@@ -1147,14 +1152,14 @@ impl Browser {
         self.click("#count-form button[type=submit]").await;
     }
 
-    /// Chooses the shelter `facility` in the count form, types the people inside,
-    /// chooses its mode and saves.
+    /// Sets the count form to the shelter `facility` from its card, types the people
+    /// inside, chooses its mode and saves.
     async fn type_shelter_count(&self, facility: &str, occupancy: u64, mode: &str) {
-        self.find("#count-facility")
-            .await
-            .select_by_value(facility)
-            .await
-            .expect("choosing the shelter");
+        // The shelter's card sets the count form to it.
+        self.click(&format!(
+            "#shelters .card[data-shelter=\"{facility}\"] button.count-shelter"
+        ))
+        .await;
         let input = self.find("#count-occupancy").await;
         input.clear().await.expect("clearing the occupancy");
         input
