@@ -172,6 +172,18 @@ async fn a_red_warning_shows_on_the_town_page_and_the_board(browser: &Browser, a
             .starts_with("红色预警 Red warning"),
         "{board}"
     );
+    // The English tile's shelter and vulnerable lines, as the API counts them.
+    let affected = jingshan_in_the_list(api).await["vulnerable_affected"].clone();
+    let vulnerable = format!(
+        "{} vulnerable people in {} communit",
+        affected["people"], affected["communities"]
+    );
+    browser
+        .wait_for_board("the English tile's shelter and vulnerable lines", |b| {
+            let tile = b["tile"].as_str().unwrap_or_default();
+            tile.contains("⌂ 2,500 in shelters") && tile.contains(&vulnerable)
+        })
+        .await;
     browser.click("#lang-toggle").await;
     browser
         .wait_for_board("the band in Chinese", |b| b["band"] == "红色预警 目标 5 天")
@@ -180,13 +192,7 @@ async fn a_red_warning_shows_on_the_town_page_and_the_board(browser: &Browser, a
     // Compact, the shelter and the vulnerable people are small marks on the tile, the
     // latter with the API's count.
     browser.click("#compact-toggle").await;
-    let towns = get(api, "/api/v1/towns", None).await;
-    let people = towns["towns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == "jingshan")
-        .unwrap()["vulnerable_affected"]["people"]
+    let people = jingshan_in_the_list(api).await["vulnerable_affected"]["people"]
         .as_u64()
         .expect("jingshan's vulnerable people affected");
     let marks = browser
@@ -798,6 +804,18 @@ async fn publish_all(broker: &testkit::Mosquitto, readings: Vec<(&str, String)>)
             Err(_) => panic!("publisher: only {acked} of {total} acknowledged"),
         }
     }
+}
+
+/// Jingshan as `GET /api/v1/towns` lists it (what the board's tile is drawn from).
+async fn jingshan_in_the_list(api: &str) -> Value {
+    let towns = get(api, "/api/v1/towns", None).await;
+    towns["towns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "jingshan")
+        .cloned()
+        .expect("jingshan listed")
 }
 
 /// `GET path` with `token`, as JSON, answered 200.
