@@ -3,6 +3,7 @@
 //! binary: linking several costs more than running them all.
 
 mod influx_support;
+mod activations;
 
 mod influx_history;
 mod influx_line;
