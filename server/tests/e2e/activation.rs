@@ -3,8 +3,9 @@
 //! activation of a gym; its first step, due in 2 s, goes overdue and its contact (an
 //! operator desk, not the town's officer) gets the email; the gym's door counter keeps
 //! saying `normal`, so past its conversion time the town's officer hears the shelter is
-//! not ready; marking the step done resolves its alert; a restart keeps the activation,
-//! and closing it resolves the rest (docs/design.md#activation-table).
+//! not ready; unacknowledged, the step escalates to the cluster's contact; marking it
+//! done resolves its alert; a restart keeps the activation, and closing it resolves
+//! the rest (docs/design.md#activation-table).
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::common::Service;
 const OFFICER: &str = "officer-jingshan-4d2a";
 const DESK: &str = "desk@example.org";
 const WANG: &str = "fang.wang@example.org";
+const CLUSTER_DUTY: &str = "c01.duty@example.org";
 
 const REGISTRY: &str = r#"
 [[category]]
@@ -68,6 +70,13 @@ email = "desk@example.org"
 lang = "zh"
 towns = ["donghua"]
 
+# Unacknowledged after 3 s, an alert escalates to the cluster's duty officer.
+[[contact]]
+name = "Cluster duty"
+email = "c01.duty@example.org"
+lang = "en"
+clusters = ["c01"]
+
 [[activation_plan]]
 shelters = ["js-gym"]
 [[activation_plan.step]]
@@ -87,7 +96,7 @@ fn write_deployment(dir: &Path, broker_url: &str, smtp_url: &str) {
          [store]\npath = \"stockpile.db\"\n[api]\nlisten = \"127.0.0.1:0\"\npublic_read = true\n\
          [[api.tokens]]\nname = \"li-wei\"\nrole = \"officer\"\ntoken = \"{OFFICER}\"\ntowns = [\"jingshan\"]\n\
          [log]\nlevel = \"info\"\n\
-         [alerts]\ngroup_wait = \"0s\"\nstartup_grace_factor = 0\n\
+         [alerts]\ngroup_wait = \"0s\"\nstartup_grace_factor = 0\nescalate_after = \"3s\"\n\
          [smtp]\nurl = \"{smtp_url}\"\nfrom = \"Stockpile <alerts@example.org>\"\n"
     );
     std::fs::write(dir.join("stockpile.toml"), config).unwrap();
@@ -251,6 +260,14 @@ async fn an_overdue_step_mails_its_contact_and_resolves_when_done() {
             && r.iter().any(|r| r == "shelter_not_ready")
     })
     .await;
+    // Not acknowledged, the step escalates like any alert: to the cluster's contact.
+    let escalated =
+        tokio::task::block_in_place(|| mail_to(&smtp, CLUSTER_DUTY, "activation step 1"));
+    assert!(
+        escalated.body_text.contains("Notify the operator"),
+        "{}",
+        escalated.body_text
+    );
     let progress: Value = client
         .get(format!("{api}/api/v1/activations/{id}"))
         .send()
