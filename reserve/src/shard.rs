@@ -288,6 +288,7 @@ impl Registry {
         .with_warehouse_max(warehouse_max)
         // Shelters are named by id, so a shard's plans need no remapping.
         .with_warning_plans(self.warning_plans().clone())
+        .with_activation_plans(self.activation_plans_kept(&facility_map))
     }
 }
 

@@ -354,7 +354,7 @@ fn shelter_of(
                 .map(|(i, step)| ActivationStep {
                     n: i as u32 + 1,
                     name: step.name.clone(),
-                    contact: contact_key(&registry.contacts[step.contact]),
+                    contact: step.contact.clone(),
                     due_at: start + alerts_duration(step.within),
                     done: None,
                 })
@@ -367,15 +367,6 @@ fn shelter_of(
         capacity,
         steps,
     }
-}
-
-/// How a step names its contact: by email when it has one (names repeat in a city),
-/// else by name. The alert engine finds the contact to tell by the same key.
-fn contact_key(contact: &reserve::registry::Contact) -> String {
-    contact
-        .email
-        .clone()
-        .unwrap_or_else(|| contact.name.clone())
 }
 
 /// The name of the contact a step names by `key`, if the registry still has it.

@@ -32,8 +32,10 @@ pub enum PlanFor {
 pub struct PlanStep {
     /// What to do, as people say it (often both languages: "通知运营方 Notify the operator").
     pub name: String,
-    /// Who does it: an index into [`Registry::contacts`].
-    pub contact: usize,
+    /// Who does it: the contact's email, or its name when it has none (names repeat
+    /// in a city). A key, not an index, so that a registry narrowed to a shard's towns
+    /// keeps the plan, and the alert engine finds the contact by it.
+    pub contact: String,
     /// Due this long after the activation starts; > 0.
     pub within: Duration,
 }
@@ -48,7 +50,7 @@ pub(super) struct ActivationPlans {
 
 impl Registry {
     /// The registry with these plans (replacing any it had). The caller (the loader, a
-    /// test) guarantees each index is a shelter or a contact in range, and that no
+    /// test) guarantees each index is a shelter in range, and that no
     /// shelter or type has two plans (the last would win).
     pub fn with_activation_plans(mut self, plans: Vec<ActivationPlan>) -> Registry {
         let mut by_shelter = HashMap::new();
@@ -69,6 +71,37 @@ impl Registry {
             by_use,
         };
         self
+    }
+
+    /// The plans for a registry keeping only the facilities `kept` maps (old index to
+    /// new, docs/design.md#scale-out-by-town): a plan naming shelters keeps those that
+    /// remain, and is dropped when none does.
+    pub fn activation_plans_kept(&self, kept: &[Option<usize>]) -> Vec<ActivationPlan> {
+        let remap = |f: &FacilityIdx| kept.get(f.index()).copied().flatten();
+        self.activation_plans
+            .all
+            .iter()
+            .filter_map(|plan| {
+                let applies_to = match &plan.applies_to {
+                    PlanFor::DualUse(u) => PlanFor::DualUse(*u),
+                    PlanFor::Shelters(shelters) => {
+                        let left: Vec<FacilityIdx> = shelters
+                            .iter()
+                            .filter_map(remap)
+                            .map(FacilityIdx::from_index)
+                            .collect();
+                        if left.is_empty() {
+                            return None;
+                        }
+                        PlanFor::Shelters(left)
+                    }
+                };
+                Some(ActivationPlan {
+                    applies_to,
+                    steps: plan.steps.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Every plan, in registry order.

@@ -117,12 +117,12 @@ fn a_shelter_gets_the_plan_naming_it_else_its_types_else_none() {
     );
     assert_eq!(school.steps[0].within, Duration::from_secs(1800));
     assert_eq!(
-        r.contacts[school.steps[0].contact].email.as_deref(),
+        Some(school.steps[0].contact.as_str()),
         Some("fang.wang@example.org")
     );
     // Named by email, the second 李强.
     assert_eq!(
-        r.contacts[school.steps[1].contact].email.as_deref(),
+        Some(school.steps[1].contact.as_str()),
         Some("qiang.li2@example.org")
     );
     let own = plan("js-school2").expect("its own plan");
@@ -222,5 +222,34 @@ fn a_second_plan_for_a_shelter_or_a_type_names_the_first() {
     assert!(
         !errors.iter().any(|e| e.contains("js-gym")),
         "the gym had no plan yet: {errors:#?}"
+    );
+}
+
+/// A shard (or a cluster instance's scope) keeps the plans of its shelters: named
+/// ones remapped to the shelters it keeps, types' as they are.
+#[test]
+fn a_registry_narrowed_to_some_towns_keeps_their_plans() {
+    let more = format!(
+        "{PLANS}\n[[town]]\nid = \"donghua\"\nname = \"东华门街道\"\ndistrict = \"dongcheng\"\ncluster = \"c01\"\npopulation = 1000\n\
+         \n[[facility]]\nid = \"dh-gym\"\ntown = \"donghua\"\nkind = \"shelter\"\ncapacity = 100\ndual_use = \"gym\"\n\
+         \n[[activation_plan]]\nshelters = [\"dh-gym\", \"js-gym\"]\n[[activation_plan.step]]\nname = \"a\"\ncontact = \"王芳\"\nwithin = \"1h\"\n"
+    );
+    let whole = with_plans(&more).unwrap_or_else(|e| panic!("{e:?}"));
+    let jingshan = whole.only_towns(|t| t.as_str() == "jingshan");
+    let plan = |r: &Registry, id: &str| r.activation_plan(r.facility_idx(id).unwrap()).cloned();
+    let gym = plan(&jingshan, "js-gym").expect("the gym keeps its plan");
+    assert_eq!(gym.steps[0].contact, "fang.wang@example.org");
+    assert_eq!(
+        gym.applies_to,
+        PlanFor::Shelters(vec![jingshan.facility_idx("js-gym").unwrap()])
+    );
+    assert_eq!(plan(&jingshan, "js-school").unwrap().steps.len(), 2);
+    assert_eq!(plan(&jingshan, "js-school2").unwrap().steps.len(), 1);
+    let donghua = whole.only_towns(|t| t.as_str() == "donghua");
+    assert_eq!(plan(&donghua, "dh-gym").unwrap().steps[0].name, "a");
+    assert_eq!(
+        donghua.activation_plans().len(),
+        2,
+        "the school type's and the gyms'"
     );
 }

@@ -43,6 +43,8 @@ struct Known<'d> {
     emails: HashMap<&'d str, usize>,
     /// A contact's name → every index with it.
     names: HashMap<&'d str, Vec<usize>>,
+    /// Each contact's key: its email, or its name when it has none.
+    keys: Vec<String>,
 }
 
 impl<'d> Known<'d> {
@@ -59,8 +61,11 @@ impl<'d> Known<'d> {
         }
         let mut emails = HashMap::new();
         let mut names: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut keys = Vec::new();
         for (i, c) in doc.contacts.ok.iter().enumerate() {
             let RawContact { name, email, .. } = c.get_ref();
+            let key = email.as_ref().or(name.as_ref());
+            keys.push(key.map_or(String::new(), |k| k.get_ref().clone()));
             if let Some(email) = email {
                 emails.entry(email.get_ref().as_str()).or_insert(i);
             }
@@ -73,16 +78,18 @@ impl<'d> Known<'d> {
             broken_facilities: &doc.facilities.broken_ids,
             emails,
             names,
+            keys,
         }
     }
 
-    /// A contact by its email, or by its name when no other contact has it.
-    fn contact(&self, said: &str) -> Result<usize, String> {
-        if let Some(&i) = self.emails.get(said) {
-            return Ok(i);
+    /// A contact by its email, or by its name when no other contact has it; the key
+    /// a plan keeps: its email, or its name when it has none.
+    fn contact(&self, said: &str) -> Result<String, String> {
+        if self.emails.contains_key(said) {
+            return Ok(said.to_owned());
         }
         match self.names.get(said).map(Vec::as_slice) {
-            Some(&[i]) => Ok(i),
+            Some(&[i]) => Ok(self.keys[i].clone()),
             Some(several) => Err(format!(
                 "{said:?} names {} contacts: give the one meant by its email",
                 several.len()
