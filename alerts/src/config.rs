@@ -263,8 +263,9 @@ pub struct SmsConfig {
     /// A file holding the password; the server reads it into `password` at load.
     pub password_file: Option<PathBuf>,
     /// Twilio's auth token: replies the provider posts to `POST /api/v1/sms/inbound`
-    /// must carry its `X-Twilio-Signature`. Without it replies are taken unsigned (and
-    /// the server warns). Exposed only to that check.
+    /// must carry its `X-Twilio-Signature`. Without it every reply is refused (403; the
+    /// server warns at start): nothing could tell a forged POST from the provider's.
+    /// Exposed only to that check.
     pub inbound_auth_token: Option<SecretString>,
     /// A file holding it; the server reads it into `inbound_auth_token` at load.
     pub inbound_auth_token_file: Option<PathBuf>,

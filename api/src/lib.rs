@@ -83,8 +83,8 @@ pub struct AppState {
     history: Option<Arc<HistorySource>>,
     /// Signed acknowledgement links: the `/ack/{token}` pages, when configured.
     links: Option<Arc<AckPages>>,
-    /// The SMS provider's inbound webhook, when SMS is configured.
-    sms_inbound: Option<Arc<SmsInbound>>,
+    /// The SMS provider's inbound webhook, when SMS is configured, with its refusals.
+    sms_inbound: Option<Arc<SmsWebhook>>,
     /// The ingest writer's queue of counts entered by hand, when ingest runs here.
     manual_readings: Option<ManualReadings>,
     /// The service's registry reload (`POST /api/v1/registry/reload`), under `serve`.
@@ -109,12 +109,33 @@ pub(crate) struct AckPages {
 /// The SMS provider's inbound webhook (`POST /api/v1/sms/inbound`).
 #[derive(Debug, Clone, Default)]
 pub struct SmsInbound {
-    /// Twilio's auth token: when set, every request must carry a good
-    /// `X-Twilio-Signature`. Exposed only to that check.
+    /// Twilio's auth token: every request must carry a good `X-Twilio-Signature`.
+    /// Without it every reply is refused: an unsigned POST could come from anyone who
+    /// reaches the API. Exposed only to that check.
     pub auth_token: Option<SecretString>,
     /// `[api] public_url`: the signature is over the URL the provider called, which is
     /// this plus the path, not the listen address.
     pub public_url: Option<String>,
+}
+
+/// The webhook as it runs: its settings, and the replies it refused, for `/metrics`
+/// (a forger probing the webhook shows as a count an operator can alert on).
+#[derive(Debug, Default)]
+pub(crate) struct SmsWebhook {
+    pub settings: SmsInbound,
+    /// Refused because no auth token is configured, so nothing can be verified.
+    pub refused_no_token: std::sync::atomic::AtomicU64,
+    /// Refused because `X-Twilio-Signature` was missing or wrong.
+    pub refused_bad_signature: std::sync::atomic::AtomicU64,
+}
+
+impl SmsWebhook {
+    fn new(settings: SmsInbound) -> SmsWebhook {
+        SmsWebhook {
+            settings,
+            ..SmsWebhook::default()
+        }
+    }
 }
 
 struct Shared {
@@ -261,10 +282,10 @@ impl AppState {
     }
 
     /// Plugs in the SMS provider's inbound webhook: routes `POST /api/v1/sms/inbound`
-    /// (with alerting).
+    /// (with alerting), and counts its refusals in `/metrics`.
     pub fn with_sms_inbound(self, inbound: SmsInbound) -> AppState {
         AppState {
-            sms_inbound: Some(Arc::new(inbound)),
+            sms_inbound: Some(Arc::new(SmsWebhook::new(inbound))),
             ..self
         }
     }
@@ -273,7 +294,7 @@ impl AppState {
         self.links.as_deref()
     }
 
-    pub(crate) fn sms_inbound(&self) -> Option<&SmsInbound> {
+    pub(crate) fn sms_inbound(&self) -> Option<&SmsWebhook> {
         self.sms_inbound.as_deref()
     }
 

@@ -3,6 +3,7 @@
 //! contract dashboards rely on, so they are spelled out in one place.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 
 use live::IngestCounts;
 
@@ -34,13 +35,25 @@ pub(crate) fn render(state: &AppState, alerts: Option<&alerts::Counts>) -> Strin
         }
         tally
     };
-    exposition(&state.ingest().counts(), &tally, alerts)
+    let sms = state.sms_inbound().map(|webhook| SmsRefusals {
+        no_token: webhook.refused_no_token.load(Relaxed),
+        bad_signature: webhook.refused_bad_signature.load(Relaxed),
+    });
+    exposition(&state.ingest().counts(), &tally, alerts, sms.as_ref())
+}
+
+/// SMS replies the inbound webhook refused, by why.
+#[derive(Debug, Default)]
+struct SmsRefusals {
+    no_token: u64,
+    bad_signature: u64,
 }
 
 fn exposition(
     ingest: &IngestCounts,
     ledger: &LedgerTally,
     alerts: Option<&alerts::Counts>,
+    sms: Option<&SmsRefusals>,
 ) -> String {
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
@@ -156,6 +169,17 @@ fn exposition(
         ],
     );
     if let Some(counts) = alerts {
+    if let Some(sms) = sms {
+        metric(
+            "stockpile_sms_replies_refused_total",
+            "counter",
+            "SMS replies the inbound webhook refused, acknowledging nothing: no sms.inbound_auth_token configured, or X-Twilio-Signature missing or wrong.",
+            &[
+                ("{reason=\"no_token\"}", sms.no_token),
+                ("{reason=\"bad_signature\"}", sms.bad_signature),
+            ],
+        );
+    }
         metric(
             "stockpile_alerts",
             "gauge",
@@ -233,7 +257,11 @@ mod tests {
             notifications_sent: 4,
             notifications_failed: 1,
         };
-        let text = exposition(&ingest, &tally, Some(&alerts));
+        let sms = SmsRefusals {
+            no_token: 0,
+            bad_signature: 3,
+        };
+        let text = exposition(&ingest, &tally, Some(&alerts), Some(&sms));
         for line in [
             "# TYPE stockpile_ingest_received_total counter",
             "stockpile_ingest_received_total 7",
@@ -261,6 +289,7 @@ mod tests {
             "stockpile_notifications{state=\"failed\"} 1",
         ] {
             assert!(
+            "stockpile_sms_replies_refused_total{reason=\"bad_signature\"} 3",
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
@@ -274,7 +303,12 @@ mod tests {
 
     #[test]
     fn alert_series_appear_only_with_alerting() {
-        let text = exposition(&IngestCounts::default(), &LedgerTally::default(), None);
+        let text = exposition(
+            &IngestCounts::default(),
+            &LedgerTally::default(),
+            None,
+            None,
+        );
         assert!(!text.contains("stockpile_alerts"), "{text}");
         assert!(!text.contains("stockpile_notifications"), "{text}");
     }

@@ -524,7 +524,7 @@ fn with_phone_acks(state: api::AppState, config: &Config) -> api::AppState {
     };
     if sms.inbound_auth_token.is_none() {
         tracing::warn!(
-            message = "SMS replies are accepted unsigned: set sms.inbound_auth_token so that only the provider can acknowledge by SMS."
+            message = "SMS replies are refused: set sms.inbound_auth_token (and api.public_url) so that the provider's signed replies can acknowledge."
         );
     }
     state.with_sms_inbound(api::SmsInbound {

@@ -4,10 +4,14 @@
 //! last message sent to that phone) acknowledges as the contact whose phone sent it;
 //! the answer is TwiML, which the provider sends back as an SMS.
 //!
-//! With `[sms] inbound_auth_token`, a request must carry Twilio's `X-Twilio-Signature`:
-//! base64 of HMAC-SHA1(auth token, the URL called ‖ each parameter's name and value,
-//! sorted by name). The URL is `[api] public_url` plus the path and query, since the
-//! provider called the public address, not the listen one.
+//! A request must carry Twilio's `X-Twilio-Signature`, made with `[sms]
+//! inbound_auth_token`: base64 of HMAC-SHA1(auth token, the URL called ‖ each
+//! parameter's name and value, sorted by name). The URL is `[api] public_url` plus the
+//! path and query, since the provider called the public address, not the listen one.
+//! Without a token every reply is refused (403): nothing could tell the provider's
+//! POST from a forged one.
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
@@ -49,7 +53,7 @@ pub(crate) enum Reply {
         description = "Twilio's inbound message fields: `From` (the sender's number), `Body` (the text), and others, which are ignored"),
     responses(
         (status = 200, description = "TwiML: `<Response><Message>…</Message></Response>`, the SMS answered to the sender", content_type = "text/xml", body = String),
-        (status = 403, description = "`X-Twilio-Signature` missing or wrong, when `[sms] inbound_auth_token` is set (`forbidden`)", body = ErrorBody),
+        (status = 403, description = "`X-Twilio-Signature` missing or wrong, or no `[sms] inbound_auth_token` configured to check it with (`forbidden`); nothing acknowledged", body = ErrorBody),
         (status = 413, description = "Body over 16 KiB (`body_too_large`)", body = ErrorBody),
     ))]
 pub(super) async fn sms_inbound(
@@ -77,18 +81,29 @@ pub(super) async fn sms_inbound(
     Ok(twiml(&answer))
 }
 
-/// Refuses a request without a good signature, when an auth token is configured.
+/// Refuses a request without a good signature, and every request when no auth token
+/// is configured: an unsigned POST could come from anyone who reaches the API, and
+/// would acknowledge alerts as whichever contact's number it names.
 fn check_signature(
     state: &AppState,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     params: &[(String, String)],
 ) -> Result<(), ApiError> {
-    let inbound = state
+    let webhook = state
         .sms_inbound()
         .ok_or_else(|| ApiError::Internal("SMS inbound routed without its settings".into()))?;
+    let inbound = &webhook.settings;
     let Some(token) = &inbound.auth_token else {
-        return Ok(());
+        webhook.refused_no_token.fetch_add(1, Relaxed);
+        tracing::warn!(
+            message = "SMS reply refused: sms.inbound_auth_token is not set, so no reply can be verified."
+        );
+        return Err(ApiError::Forbidden(
+            "SMS replies are off: the service has no [sms] inbound_auth_token to verify \
+             the provider's X-Twilio-Signature with"
+                .into(),
+        ));
     };
     let base = inbound
         .public_url
@@ -104,6 +119,7 @@ fn check_signature(
     if bool::from(expected.as_bytes().ct_eq(presented)) {
         Ok(())
     } else {
+        webhook.refused_bad_signature.fetch_add(1, Relaxed);
         tracing::warn!(message = "SMS reply refused: X-Twilio-Signature missing or wrong.");
         Err(ApiError::Forbidden(
             "X-Twilio-Signature is missing or does not match this request".into(),

@@ -299,6 +299,13 @@ async fn an_sms_reply_acknowledges_as_the_contact_whose_phone_sent_it() {
         assert!(body.contains("forbidden"), "{body}");
     }
     assert_eq!(water_ack(&app).await, Value::Null);
+    let metrics = app.get("/metrics", Some(ADMIN)).await.text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "stockpile_sms_replies_refused_total{reason=\"bad_signature\"} 2"),
+        "{metrics}"
+    );
 
     let (status, body) = reply(&app, "+8613700000000", "1", None).await;
     assert_eq!(status, 200);
@@ -346,6 +353,42 @@ async fn an_sms_reply_acknowledges_as_the_contact_whose_phone_sent_it() {
     );
     assert_eq!(sms[0]["detail"], "1");
     drop(gateway);
+    app.stop().await;
+}
+
+/// Without `[sms] inbound_auth_token` nothing can tell the provider's POST from a
+/// forged one, so every reply is refused, acknowledges nothing and is counted.
+#[tokio::test]
+async fn without_an_auth_token_every_sms_reply_is_refused_and_counted() {
+    let app = spawn_app_with(AppOptions {
+        sms_inbound: Some(None),
+        ..options()
+    })
+    .await;
+    let id = firing(&app).await;
+
+    for body in ["1".to_owned(), format!("确认 {id}")] {
+        let (status, answer) = reply(&app, "+8613800000000", &body, Some("")).await;
+        assert_eq!(status, 403, "{answer}");
+        let error: Value = serde_json::from_str(&answer).expect("a JSON error");
+        assert_eq!(error["error"]["code"], "forbidden", "{answer}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("inbound_auth_token"),
+            "{answer}"
+        );
+    }
+    assert_eq!(water_ack(&app).await, Value::Null);
+    assert!(audit(&app).await.is_empty());
+    let metrics = app.get("/metrics", Some(ADMIN)).await.text;
+    for line in [
+        "stockpile_sms_replies_refused_total{reason=\"no_token\"} 2",
+        "stockpile_sms_replies_refused_total{reason=\"bad_signature\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     app.stop().await;
 }
 
