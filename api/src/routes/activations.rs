@@ -113,9 +113,10 @@ pub struct ShelterProgress {
 pub struct StepView {
     pub n: u32,
     pub name: String,
-    /// Who does it: the contact's email, or its name when it has none.
-    pub contact: String,
-    /// The contact's name, when the registry still has it.
+    /// Who does it: the contact's email, or its name when it has none. Left out
+    /// without a token: it names a person.
+    pub contact: Option<String>,
+    /// The contact's name, when the registry still has it; left out without a token.
     pub contact_name: Option<String>,
     pub due_at: DateTime<Utc>,
     /// `done`, `due` (not yet due) or `overdue`.
@@ -491,8 +492,10 @@ fn step_view(
     StepView {
         n: step.n,
         name: step.name.clone(),
-        contact: step.contact.clone(),
-        contact_name: contact_name(registry, &step.contact),
+        contact: people.then(|| step.contact.clone()),
+        contact_name: people
+            .then(|| contact_name(registry, &step.contact))
+            .flatten(),
         due_at: step.due_at,
         state,
         done_at: step.done.as_ref().map(|d| d.at),

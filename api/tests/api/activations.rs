@@ -146,6 +146,12 @@ async fn an_activation_goes_from_start_through_its_steps_to_close() {
     assert_eq!(open[0]["steps_done"], 1);
     assert_eq!(open[0]["started_by"], Value::Null);
     assert_eq!(open[0]["shelters"][0]["steps"][0]["note"], Value::Null);
+    assert_eq!(open[0]["shelters"][0]["steps"][0]["contact"], Value::Null);
+    let signed_in = app.get_ok(ACTIVATIONS).await;
+    assert_eq!(
+        signed_in[0]["shelters"][0]["steps"][0]["contact"],
+        "desk@example.org"
+    );
 
     let close = format!("{ACTIVATIONS}/{id}/close");
     let closed = app.post_json(&close, Some(OFFICER), &json!({})).await;
