@@ -133,10 +133,11 @@ fn exposition(
     metric(
         "stockpile_transfers_total",
         "counter",
-        "Transfers handed to the ingest writer, by outcome: recorded, or refused (a sender counted by hand holding less than it sent).",
+        "Transfers handed to the ingest writer, by outcome: recorded, refused (a sender counted by hand holding less than it sent), or abandoned (the store failed past the request's wait; answered 503 and dropped unstored).",
         &[
             ("{outcome=\"recorded\"}", ingest.transfers_recorded),
             ("{outcome=\"refused\"}", ingest.transfers_refused),
+            ("{outcome=\"abandoned\"}", ingest.transfers_abandoned),
         ],
     );
     let towns: Vec<(String, u64)> = Status::ALL
@@ -168,7 +169,6 @@ fn exposition(
             ),
         ],
     );
-    if let Some(counts) = alerts {
     if let Some(sms) = sms {
         metric(
             "stockpile_sms_replies_refused_total",
@@ -180,6 +180,7 @@ fn exposition(
             ],
         );
     }
+    if let Some(counts) = alerts {
         metric(
             "stockpile_alerts",
             "gauge",
@@ -237,6 +238,7 @@ mod tests {
             manual_readings: 4,
             transfers_recorded: 2,
             transfers_refused: 1,
+            transfers_abandoned: 0,
         };
         let mut towns = StatusCounts::default();
         for s in [Status::Ok, Status::Ok, Status::Critical] {
@@ -287,9 +289,9 @@ mod tests {
             "stockpile_alerts_firing_unacknowledged 2",
             "stockpile_notifications{state=\"sent\"} 4",
             "stockpile_notifications{state=\"failed\"} 1",
+            "stockpile_sms_replies_refused_total{reason=\"bad_signature\"} 3",
         ] {
             assert!(
-            "stockpile_sms_replies_refused_total{reason=\"bad_signature\"} 3",
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );

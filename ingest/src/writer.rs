@@ -240,6 +240,9 @@ struct Persisted {
     saved_snapshots: bool,
     /// The id the batch's transfer was stored under.
     transfer_id: Option<i64>,
+    /// The batch's transfer was left out: its requester had stopped waiting. The
+    /// caller drops its message, so messages and `inserted` match again.
+    transfer_dropped: bool,
 }
 
 /// What one batch did, for the counters.
@@ -320,7 +323,9 @@ impl Writer {
             if let Some(message) = self.plan_transfer(&mut batch) {
                 messages.push(message);
             }
-            let Some(persisted) = self.persist_until_committed(&runtime, &messages, now)? else {
+            let committing =
+                self.persist_until_committed(&runtime, &mut messages, &mut batch.transfer, now)?;
+            let Some(persisted) = committing else {
                 // Shutting down while the store is unavailable: nothing of this batch
                 // was committed or acknowledged, so the broker redelivers it; the
                 // manual submissions are dropped unanswered, and their requests say so.
@@ -351,7 +356,14 @@ impl Writer {
             }
             if let (Some(submission), Some(answer)) = (batch.transfer.take(), transfer_answer) {
                 self.metrics.transfer(true);
-                let _ = submission.reply.send(Ok(answer));
+                if submission.reply.send(Ok(answer)).is_err() {
+                    // Its request gave up in the milliseconds between the check under
+                    // the write lock and the commit: it was told 503, yet is stored.
+                    tracing::warn!(
+                        message = "Transfer stored after its request was answered 503; it is listed in GET /api/v1/transfers.",
+                        id = answer.id
+                    );
+                }
             }
             if let Some(swap) = batch.swap.take() {
                 self.adopt(swap);
@@ -408,10 +420,14 @@ impl Writer {
     /// the rest) and the same batch is tried again with backoff until it commits.
     /// `Ok(None)` when shutdown came first; `Err` only for a store that cannot recover
     /// by waiting (a corrupt file, a schema from a newer version).
+    ///
+    /// The batch's transfer is left out of the commit if its requester stopped waiting
+    /// meanwhile (answered 503: [`Writer::persist`]).
     fn persist_until_committed(
         &mut self,
         runtime: &tokio::runtime::Handle,
-        messages: &[Message],
+        messages: &mut Vec<Message>,
+        transfer: &mut Option<TransferSubmission>,
         now: DateTime<Utc>,
     ) -> Result<Option<Persisted>, IngestError> {
         let save = self.snapshots_to_save(messages, now);
@@ -419,8 +435,11 @@ impl Writer {
         let mut paused_since: Option<Instant> = None;
         let mut attempts = 0u64;
         loop {
-            match self.persist(messages, &save, now) {
+            match self.persist(messages, &save, now, transfer.as_ref()) {
                 Ok(persisted) => {
+                    if persisted.transfer_dropped {
+                        self.drop_abandoned_transfer(messages, transfer);
+                    }
                     if let Some(since) = paused_since {
                         self.metrics.store_recovered();
                         tracing::info!(
@@ -502,13 +521,25 @@ impl Writer {
 
     /// One attempt at the batch's transaction: readings, rejects, snapshots, and where a
     /// start-up must replay from. Rolled back on any error.
+    ///
+    /// A transfer (the last message) whose requester stopped waiting is left out,
+    /// checked once the write lock is held: from there to the commit is milliseconds,
+    /// while waiting for the lock can outlast the request ([`Persisted::transfer_dropped`]).
     fn persist(
         &mut self,
         messages: &[Message],
         save: &SnapshotSave,
         now: DateTime<Utc>,
+        transfer: Option<&TransferSubmission>,
     ) -> Result<Persisted, StoreError> {
         let mut tx = self.store.batch()?;
+        let transfer_dropped = transfer.is_some_and(|t| t.reply.is_closed())
+            && messages.last().is_some_and(|m| m.transfer.is_some());
+        let messages = if transfer_dropped {
+            &messages[..messages.len() - 1]
+        } else {
+            messages
+        };
         let mut inserted = Vec::with_capacity(messages.len());
         let mut earliest_inserted: Option<DateTime<Utc>> = None;
         let mut transfer_id = None;
@@ -546,6 +577,7 @@ impl Writer {
             inserted,
             saved_snapshots: save.all_unsaved,
             transfer_id,
+            transfer_dropped,
         })
     }
 

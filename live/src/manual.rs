@@ -72,7 +72,8 @@ pub struct Transfer {
 #[derive(Debug)]
 pub struct TransferSubmission {
     pub transfer: Transfer,
-    /// Answered after the commit; dropped unanswered if the writer stops first.
+    /// Answered after the commit; dropped unanswered if the writer stops first. Once
+    /// the requester stopped waiting (closed), the writer drops the transfer unstored.
     pub reply: oneshot::Sender<Result<TransferOutcome, TransferRefused>>,
 }
 
@@ -113,8 +114,10 @@ pub enum Submission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ManualError {
     /// Not committed within the wait: the store is failing (ingest is paused) or the
-    /// writer is far behind. The submission stays queued and may still be stored;
-    /// sending it again is safe, since the same facility and `ts` is a duplicate.
+    /// writer is far behind. A count stays queued and may still be stored; sending it
+    /// again is safe, since the same facility and `ts` is a duplicate. A transfer is
+    /// dropped by the writer once its requester stopped waiting (it has no such key,
+    /// and stored twice it would move the stock twice): the requester sends it again.
     #[error("the count was not stored within {0:?}")]
     NotStoredYet(Duration),
     /// The writer is not running (the service is stopping).

@@ -30,6 +30,8 @@ pub struct IngestMetrics {
     /// holding less than it sent).
     transfers_recorded: AtomicU64,
     transfers_refused: AtomicU64,
+    /// Transfers dropped unstored because their request was answered 503 first.
+    transfers_abandoned: AtomicU64,
 }
 
 /// Why ingest is paused: the store failed and the batch is being retried.
@@ -65,6 +67,9 @@ pub struct IngestCounts {
     pub transfers_recorded: u64,
     /// Transfers refused by the writer: nothing stored.
     pub transfers_refused: u64,
+    /// Transfers dropped unstored: the store failed past the request's commit wait,
+    /// the requester was answered 503 and will send it again.
+    pub transfers_abandoned: u64,
 }
 
 impl IngestCounts {
@@ -155,6 +160,12 @@ impl IngestMetrics {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// A transfer dropped unstored: its requester was answered 503 before it could
+    /// commit.
+    pub fn transfer_abandoned(&self) {
+        self.transfers_abandoned.fetch_add(1, Relaxed);
+    }
+
     /// Whether the subscriber is connected to the broker and its subscriptions are
     /// granted now (for `/readyz`).
     pub fn connected(&self) -> bool {
@@ -179,6 +190,7 @@ impl IngestMetrics {
             manual_readings: self.manual_readings.load(Relaxed),
             transfers_recorded: self.transfers_recorded.load(Relaxed),
             transfers_refused: self.transfers_refused.load(Relaxed),
+            transfers_abandoned: self.transfers_abandoned.load(Relaxed),
         }
     }
 }

@@ -157,7 +157,7 @@ impl IntoResponse for TransferNotRecorded {
         (status = 413, description = "Body over 16 KiB (`body_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not `application/json`", body = ErrorBody),
         (status = 422, description = "A missing field, a quantity out of bounds, a facility that cannot hold the category, `from` equal to `to`, a note too long; `field` names it", body = ErrorBody),
-        (status = 503, description = "Not stored within the commit wait (the store is failing and ingest paused) or ingest not running (`unavailable`)", body = ErrorBody),
+        (status = 503, description = "Not stored within the commit wait (the store is failing and ingest paused; the transfer is dropped, not stored later: send it again) or ingest not running (`unavailable`). No figure moved", body = ErrorBody),
     ))]
 #[tracing::instrument(skip(state, body), fields(caller = caller.name()))]
 pub(super) async fn record_transfer(
@@ -228,10 +228,12 @@ async fn through_writer(
     };
     let answer = writer.submit_transfer(submission).await.map_err(|e| {
         ApiError::Unavailable(match e {
+            // The writer drops a transfer whose request gave up, so a retry cannot
+            // move the stock twice.
             ManualError::NotStoredYet(wait) => format!(
                 "the transfer was not stored within {} s: the store is failing and ingest \
-                 is paused (see /readyz); it may still be stored, see GET /api/v1/transfers \
-                 before sending it again",
+                 is paused (see /readyz). Nothing of it is stored, nor will be: send it \
+                 again once the store is back",
                 wait.as_secs()
             ),
             ManualError::Stopped => "ingest is not running (the service is stopping)".into(),

@@ -277,6 +277,15 @@ struct WriterApp {
 impl WriterApp {
     /// Starts on `db`, the ledger rebuilt from it as at a service start.
     async fn start(db: &std::path::Path, broker: &str) -> WriterApp {
+        Self::start_waiting(db, broker, std::time::Duration::from_secs(10)).await
+    }
+
+    /// Starts with requests waiting `commit_wait` for the writer's commit.
+    async fn start_waiting(
+        db: &std::path::Path,
+        broker: &str,
+        commit_wait: std::time::Duration,
+    ) -> WriterApp {
         use std::sync::{Arc, RwLock};
         let registry = reserve::registry::load_registry(
             &reserve::registry::Source {
@@ -301,7 +310,7 @@ impl WriterApp {
         let (manual, queue) = live::ManualReadings::channel(
             config.mqtt.max_readings_per_message,
             config.retention,
-            std::time::Duration::from_secs(10),
+            commit_wait,
         );
         let ingest = tokio::spawn(ingest::run_with_manual_readings(
             config,
@@ -536,5 +545,68 @@ async fn a_transfer_between_stores_counted_by_hand_moves_both_figures_and_surviv
     let app = WriterApp::start(&db, &broker.url()).await;
     assert_eq!(app.figure("dh-wh2", "water").await.0, Some(1000.0));
     assert_eq!(app.figure("js-wh2", "water").await.0, Some(4000.0));
+    app.stop().await;
+}
+
+/// While another process holds the store's write lock a transfer waits its bound and
+/// is answered 503, moving no figure; the writer then drops it (its requester was told
+/// nothing was recorded), so the retry after the lock is released moves the stock once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_while_the_store_is_locked_is_a_503_and_moves_the_stock_once_when_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("stockpile.db");
+    let broker = testkit::Mosquitto::start();
+    let wait = std::time::Duration::from_secs(2);
+    let app = WriterApp::start_waiting(&db, &broker.url(), wait).await;
+    let count = json!({"ts": chrono::Utc::now().to_rfc3339(), "stock": {"water": 5000}});
+    let path = "/api/v1/facilities/dh-wh2/readings";
+    let (status, body) = app.post(path, DONGHUA_OFFICER, &count).await;
+    assert_eq!(status, 201, "{body}");
+
+    let mut locker = Store::open(&db, StoreOptions::default()).unwrap();
+    let lock = locker.batch().expect("write lock taken");
+    let aid = moved("dh-wh2", "js-wh2", "water", 2000.0);
+    let (status, answer) = app.post("/api/v1/transfers", DONGHUA_OFFICER, &aid).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "unavailable", "{answer}");
+    assert_eq!(app.figure("dh-wh2", "water").await.0, Some(5000.0));
+    assert_eq!(app.figure("js-wh2", "water").await.0, None);
+
+    // Still locked past the writer's busy timeout (5 s), so it holds the lock again
+    // only after the request gave up: what it then commits is the test of the drop.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !app.text("/metrics").await.lines().any(|l| {
+        l.starts_with("stockpile_store_failures_total ") && l != "stockpile_store_failures_total 0"
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest never paused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(lock);
+    let (status, sent) = loop {
+        let (status, sent) = app.post("/api/v1/transfers", DONGHUA_OFFICER, &aid).await;
+        if status != 503 {
+            break (status, sent);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stored: {sent}"
+        );
+    };
+    assert_eq!(status, 201, "{sent}");
+    assert_eq!(sent["from_stock_after"], 3000.0, "{sent}");
+    assert_eq!(sent["to_stock_after"], 2000.0, "{sent}");
+    assert_eq!(app.figure("dh-wh2", "water").await.0, Some(3000.0));
+    assert_eq!(app.figure("js-wh2", "water").await.0, Some(2000.0));
+    assert_eq!(ids(&app.get("/api/v1/transfers").await).len(), 1);
+    let metrics = app.text("/metrics").await;
+    for line in [
+        "stockpile_transfers_total{outcome=\"recorded\"} 1",
+        "stockpile_transfers_total{outcome=\"abandoned\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     app.stop().await;
 }

@@ -13,7 +13,7 @@
 //! rise.
 
 use chrono::{DateTime, Utc};
-use live::{Transfer, TransferOutcome, TransferRefused};
+use live::{Transfer, TransferOutcome, TransferRefused, TransferSubmission};
 use reserve::Ledger;
 use reserve::Reading;
 use reserve::ledger::Shortfall;
@@ -122,6 +122,10 @@ impl super::Writer {
     /// facilities counted by hand, stored as theirs, and its row. A refused transfer
     /// is answered now (nothing of it is stored) and makes no message.
     pub(super) fn plan_transfer(&self, batch: &mut super::Batch) -> Option<super::Message> {
+        // Queued behind a batch the store refused, its requester may have gone.
+        if self.abandoned(&mut batch.transfer) {
+            return None;
+        }
         let submission = batch.transfer.as_ref()?;
         let planned = {
             let ledger = self.read_ledger();
@@ -149,5 +153,40 @@ impl super::Writer {
                 None
             }
         }
+    }
+
+    /// Drops the batch's transfer, and its message (the last), when its requester
+    /// stopped waiting: answered 503 while the store failed, it was told nothing was
+    /// recorded and will send it again, so storing this one too would move the stock
+    /// twice.
+    pub(super) fn drop_abandoned_transfer(
+        &self,
+        messages: &mut Vec<super::Message>,
+        transfer: &mut Option<TransferSubmission>,
+    ) {
+        if self.abandoned(transfer) && messages.last().is_some_and(|m| m.transfer.is_some()) {
+            messages.pop();
+        }
+    }
+
+    /// Takes the transfer out when nobody waits for it any more (counted, logged).
+    fn abandoned(&self, transfer: &mut Option<TransferSubmission>) -> bool {
+        if !transfer.as_ref().is_some_and(|t| t.reply.is_closed()) {
+            return false;
+        }
+        let Some(dropped) = transfer.take() else {
+            return false;
+        };
+        let t = &dropped.transfer;
+        tracing::warn!(
+            message = "Transfer dropped unstored: its request was answered 503 while the store failed.",
+            from = %t.from,
+            to = %t.to,
+            category = %t.category,
+            quantity = t.quantity,
+            by = %t.recorded_by
+        );
+        self.metrics.transfer_abandoned();
+        true
     }
 }
