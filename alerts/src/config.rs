@@ -65,6 +65,17 @@ pub struct AlertsConfig {
     /// their towns' officers and cluster contacts hear from that instance, not this
     /// one, which keeps the district and city escalations. Empty on a cluster instance.
     pub clusters_with_own_instance: Vec<String>,
+    /// A cluster of `clusters_with_own_instance` whose alert state has not been heard
+    /// this long while its bridge to the city is up is taken over: this instance tells
+    /// its officers and contacts and raises `cluster_instance_silent`
+    /// (docs/design.md#cluster-instance). At least three of the cluster's
+    /// `cluster_state_every`, so one lost heartbeat is not a takeover.
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
+    pub cluster_silent_after: Duration,
+    /// A cluster instance publishes its alert state at least this often (its heartbeat
+    /// for the city).
+    #[serde(deserialize_with = "reserve::duration::deserialize")]
+    pub cluster_state_every: Duration,
     /// Simulated time per wall-clock time of the readings (the demo's `--speed`; 1 in
     /// service). Readings are stamped on the wall clock while each carries `speed` times
     /// the consumption of its interval, so a forecast in wall-clock hours is this much
@@ -115,6 +126,8 @@ impl Default for AlertsConfig {
             startup_grace_factor: 2.0,
             shelter_near_capacity_pct: 90.0,
             clusters_with_own_instance: Vec::new(),
+            cluster_silent_after: Duration::from_secs(5 * 60),
+            cluster_state_every: Duration::from_secs(60),
             clock_speed: 1.0,
             tick: Duration::from_secs(10),
             public_url: None,

@@ -185,6 +185,9 @@ pub struct Engine {
     /// Clusters whose own instance notifies their towns' officers and cluster contacts
     /// ([`one_voice`]).
     clusters_with_own_instance: Vec<String>,
+    /// What this instance hears of those clusters' instances, and whether it has taken
+    /// one over ([`one_voice`]).
+    voices: crate::cluster_voice::ClusterVoices,
     /// Vulnerable people each town's problems reach, by its last evaluation: its
     /// messages name them (docs/design.md#communities).
     vulnerable: HashMap<TownIdx, AffectedPeople>,
@@ -222,6 +225,7 @@ impl Engine {
             influx_series: false,
             series_refreshed_at: None,
             clusters_with_own_instance: Vec::new(),
+            voices: crate::cluster_voice::ClusterVoices::new(&[], std::time::Duration::ZERO),
             vulnerable: HashMap::new(),
             late: late::Lateness::default(),
             warnings: HashMap::new(),
@@ -538,9 +542,11 @@ impl Engine {
             .collect();
         let open = self.open.get(&town).into_iter().flat_map(BTreeMap::values);
         let resolved = self.resolved.get(&town).into_iter().flatten();
-        open.chain(resolved)
-            .filter(|a| a.has_notice())
-            .any(|a| levels.iter().any(|&level| item_for(a, level).is_some()))
+        open.chain(resolved).filter(|a| a.has_notice()).any(|a| {
+            levels
+                .iter()
+                .any(|&level| self.hears(a, level) && item_for(a, level).is_some())
+        })
     }
 
     /// Towns with a pending alert whose `for` is over: evaluate them again to fire it.
@@ -645,6 +651,8 @@ impl Engine {
             batch.enqueue(n)?;
         }
         batch.commit()?;
+        let speaking: Vec<&Alert> = flushes.iter().flat_map(TownFlush::speaking).collect();
+        self.record_told(&speaking, now);
 
         for flush in flushes {
             let town = flush.town;
@@ -684,6 +692,13 @@ impl Engine {
             after.notify_event = None;
             after.escalated_from = None;
             after.updated = now;
+            if self.told_by_city(alert, now) {
+                // Told by the city while this cluster instance was silent: told.
+                after.notified_at = Some(now);
+                reschedule(&mut after, alert, &self.policy_of(town), now);
+                told.push((alert.clone(), after, false));
+                continue;
+            }
             if silenced {
                 // Not told. A new alert is told once the silence ends, if it still
                 // fires; a reminder or escalation due now is due again later.
@@ -740,6 +755,7 @@ impl Engine {
                 let contact = &self.registry.contacts[c];
                 let items: Vec<Item<'_>> = flush
                     .speaking()
+                    .filter(|alert| self.hears(alert, level))
                     .filter(|alert| addressed::hears(alert, level, contact, officer))
                     .filter_map(|alert| item_for(alert, level))
                     .collect();
@@ -749,7 +765,11 @@ impl Engine {
                 let town_news = DigestTown {
                     names: names.clone(),
                     items,
-                    others: others.clone(),
+                    others: others
+                        .iter()
+                        .copied()
+                        .filter(|a| self.hears(a, level))
+                        .collect(),
                 };
                 if level == LEVEL_TOWN {
                     self.tell_town(c, group, &town_news, now, &mut out);
@@ -1268,7 +1288,11 @@ fn new_alert(key: String, c: &Condition, drill: Option<i64>, now: DateTime<Utc>)
         fired_at: None,
         resolved_at: None,
         ack: None,
-        escalation: LEVEL_TOWN,
+        escalation: if c.rule == Rule::ClusterInstanceSilent {
+            one_voice::LEVEL_DISTRICT
+        } else {
+            LEVEL_TOWN
+        },
         remind_at: None,
         escalate_at: None,
         notified_at: None,

@@ -126,6 +126,10 @@ pub struct AlertView {
     pub drill: bool,
     /// The drill's id, when it is one.
     pub drill_id: Option<i64>,
+    /// What the town's cluster instance says of this alert, when the cluster runs its
+    /// own (`[alerts] clusters_with_own_instance`; docs/design.md#cluster-instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_state: Option<crate::cluster_voice::ClusterStateView>,
     /// Recorded during catch-up (docs/design.md#lifecycle): it fired while its town's
     /// readings came in late, after a cut; its times are the readings', and it was told
     /// only if it still held once they were in.
@@ -347,6 +351,8 @@ struct Inner {
     renderer: Renderer,
 }
 
+    /// The clusters' own instances as heard here (docs/design.md#cluster-instance).
+    voices: crate::cluster_voice::ClusterVoices,
 impl AlertsHandle {
     pub(crate) fn new(
         commands: mpsc::Sender<Command>,
@@ -362,10 +368,34 @@ impl AlertsHandle {
                 renderer,
             }),
         }
+                voices: crate::cluster_voice::ClusterVoices::new(&[], std::time::Duration::ZERO),
     }
 
     /// The registry alerts are shown and checked against now.
     fn registry(&self) -> Arc<Registry> {
+    /// Shares `voices` with the engine (before the handle is cloned).
+    pub(crate) fn with_cluster_voices(
+        mut self,
+        voices: crate::cluster_voice::ClusterVoices,
+    ) -> AlertsHandle {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.voices = voices;
+        }
+        self
+    }
+
+    /// What this instance hears of the clusters' own instances, and, on a cluster
+    /// instance, of what the city told for it.
+    pub fn cluster_voices(&self) -> &crate::cluster_voice::ClusterVoices {
+        &self.inner.voices
+    }
+
+    /// The registry alerts are shown and checked against now (for the clients that
+    /// check the clusters' payloads).
+    pub fn current_registry(&self) -> Arc<Registry> {
+        self.registry()
+    }
+
         let registry = self.inner.registry.read();
         Arc::clone(&registry.unwrap_or_else(|p| p.into_inner()))
     }
@@ -630,6 +660,10 @@ impl AlertsHandle {
 
 fn limit(requested: usize) -> usize {
     match requested {
+            cluster_state: self.inner.voices.state_of(
+                registry.clusters[town.cluster.index()].id.as_str(),
+                &alert.key,
+            ),
         0 => DEFAULT_LIMIT,
         n => n.min(MAX_LIMIT),
     }

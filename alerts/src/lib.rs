@@ -21,6 +21,7 @@
 pub mod activation;
 mod alert;
 pub mod channel;
+pub mod cluster_voice;
 mod config;
 pub mod drill;
 mod engine;
@@ -160,8 +161,14 @@ impl Alerts {
         .with_influx_series(config.influx_series)
         .with_clusters_with_own_instance(config.clusters_with_own_instance.clone())
         .with_late_after(chrono_duration(config.late_after));
+        let voices = cluster_voice::ClusterVoices::new(
+            &config.clusters_with_own_instance,
+            config.cluster_silent_after,
+        );
+        let engine = engine.with_cluster_voices(voices.clone());
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-        let handle = AlertsHandle::new(commands_tx, AsyncStore::new(open()?), registry, renderer);
+        let handle = AlertsHandle::new(commands_tx, AsyncStore::new(open()?), registry, renderer)
+            .with_cluster_voices(voices);
         let worker_stores = [
             channels.email.is_some(),
             channels.sms.is_some(),
@@ -432,9 +439,13 @@ impl Turns {
             towns.extend(engine.pending_due(now));
             match step(engine, &ledger, &activations, &settings, &towns, now) {
                 Ok(enqueued) => {
+                    // While notifications wait for the city's record, nothing before
+                    // its end is due.
+                    let held = engine.voices().held(now);
+                    let next = engine.next_wake(now).map(|at| held.map_or(at, |h| at.max(h)));
                     // A step falls overdue at its due time, not at the next tick.
                     let due = read_activations(&activations).next_due(now);
-                    let next = match (engine.next_wake(now), due) {
+                    let next = match (next, due) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
@@ -526,6 +537,8 @@ fn step(
     now: DateTime<Utc>,
 ) -> Result<engine::Enqueued, StoreError> {
     let towns = towns_on_ledger_registry(engine, ledger, towns, now)?;
+    let taken_over = engine.voices().update_takeovers(now);
+    let mut cluster_silent = engine.cluster_silent_conditions(&taken_over, now);
     for chunk in towns.chunks(EVALUATE_CHUNK) {
         let (evaluations, vulnerable): (Vec<_>, Vec<_>) = {
             let ledger = ledger.read().unwrap_or_else(|p| p.into_inner());
@@ -537,8 +550,10 @@ fn step(
             chunk
                 .iter()
                 .map(|&t| {
-                    let evaluation =
+                    let mut evaluation =
                         rules::evaluate_with_activations(&ledger, &activations, t, settings, now);
+                    // A cluster's own instance is silent: raised on its first town.
+                    evaluation.conditions.extend(cluster_silent.remove(&t));
                     let people = render::AffectedPeople::of(&ledger, t);
                     let newest = engine::newest_reading(&ledger, t);
                     ((t, evaluation), (t, people, newest))
@@ -552,8 +567,12 @@ fn step(
         engine.note_warnings(&ledger.read().unwrap_or_else(|p| p.into_inner()), chunk);
         engine.observe(&evaluations, now)?;
     }
+    engine.follow_cluster_acks()?;
     engine.run_timers(now)?;
     engine.refresh_series(now)?;
+    if engine.voices().held(now).is_some() {
+        return Ok(engine::Enqueued::new());
+    }
     engine.flush_due(now)
 }
 

@@ -435,6 +435,20 @@ impl Renderer {
                 }
             }
             Detail::Removed { facility_name, .. } => w.removed(facility_name),
+            Detail::ClusterSilent {
+                cluster_name,
+                last_heard,
+                ..
+            } => {
+                if resolved {
+                    w.cluster_heard_again(cluster_name)
+                } else {
+                    // Minutes of silence when it fired: a stable figure, told once.
+                    let at = alert.fired_at.unwrap_or(alert.updated);
+                    let minutes = last_heard.map(|h| (at - h).num_minutes().max(0));
+                    w.cluster_silent(cluster_name, minutes)
+                }
+            }
         }
     }
 
@@ -453,6 +467,7 @@ impl Renderer {
                 | Detail::CountDue { .. }
                 | Detail::ShelterConverting { .. }
                 | Detail::ActivationStep { .. }
+                | Detail::ClusterSilent { .. }
         );
         // A removed facility did not recover: "resolved at" would say it did.
         let removed = matches!(alert.detail, Detail::Removed { .. });
@@ -517,7 +532,8 @@ impl Renderer {
                 | Detail::Offline { .. }
                 | Detail::CountDue { .. }
                 | Detail::ShelterConverting { .. }
-                | Detail::ActivationStep { .. },
+                | Detail::ActivationStep { .. }
+                | Detail::ClusterSilent { .. },
                 _,
             ) => None,
             _ => Some(w.sms_since(&self.time(head.alert.since))),
@@ -1262,6 +1278,29 @@ impl Words {
     }
 
     /// Why an alert about a facility ended without the facility recovering.
+    /// A cluster's own instance not heard for `minutes` (`None`: never since this
+    /// instance started): the city speaks for it.
+    fn cluster_silent(&self, name: &str, minutes: Option<i64>) -> String {
+        match (self.zh(), minutes) {
+            (true, Some(m)) => format!("组团{name}的 Stockpile 已 {m} 分钟无响应，市级接管通知"),
+            (true, None) => format!("组团{name}的 Stockpile 无响应，市级接管通知"),
+            (false, Some(m)) => format!(
+                "cluster {name}'s Stockpile silent for {m} min; the city now sends its notifications"
+            ),
+            (false, None) => format!(
+                "cluster {name}'s Stockpile not heard; the city now sends its notifications"
+            ),
+        }
+    }
+
+    fn cluster_heard_again(&self, name: &str) -> String {
+        if self.zh() {
+            format!("组团{name}的 Stockpile 已恢复，通知交还组团")
+        } else {
+            format!("cluster {name}'s Stockpile heard again; its notifications are handed back")
+        }
+    }
+
     fn removed(&self, name: &str) -> String {
         if self.zh() {
             format!("{name}已从登记册中移除")

@@ -69,13 +69,16 @@ pub enum Rule {
     ShelterNearCapacity,
     /// A shelter `activating` for longer than its `convert_within`.
     ShelterNotReady,
+    /// A city instance no longer hears a cluster's own instance while the link to it is
+    /// up, and speaks for the cluster (docs/design.md#cluster-instance).
+    ClusterInstanceSilent,
     /// A step of a shelter's activation not done by its due time
     /// (docs/design.md#activation-table).
     ActivationStepOverdue,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 11] = [
+    pub const ALL: [Rule; 12] = [
         Rule::ReserveBelowTarget,
         Rule::ReserveNearTarget,
         Rule::ReserveDepleting,
@@ -86,6 +89,7 @@ impl Rule {
         Rule::CountDue,
         Rule::ShelterNearCapacity,
         Rule::ShelterNotReady,
+        Rule::ClusterInstanceSilent,
         Rule::ActivationStepOverdue,
     ];
 
@@ -101,6 +105,7 @@ impl Rule {
             Rule::CountDue => "count_due",
             Rule::ShelterNearCapacity => "shelter_near_capacity",
             Rule::ShelterNotReady => "shelter_not_ready",
+            Rule::ClusterInstanceSilent => "cluster_instance_silent",
             Rule::ActivationStepOverdue => "activation_step_overdue",
         }
     }
@@ -233,6 +238,15 @@ pub enum Detail {
         /// Its registry `convert_within`, in seconds.
         convert_within_s: u64,
     },
+    /// A cluster's own instance not heard while its link is up
+    /// (`cluster_instance_silent`): the city speaks for the cluster.
+    ClusterSilent {
+        cluster: String,
+        cluster_name: String,
+        /// When its alert state was last heard; `None` when never since this
+        /// instance started.
+        last_heard: Option<DateTime<Utc>>,
+    },
     /// A step of a shelter's activation past its due time (`activation_step_overdue`).
     ActivationStep {
         activation: i64,
@@ -272,7 +286,7 @@ impl Detail {
     /// The facility the problem is about, if it is about one.
     pub fn facility(&self) -> Option<&str> {
         match self {
-            Detail::Reserve(_) => None,
+            Detail::Reserve(_) | Detail::ClusterSilent { .. } => None,
             Detail::Readiness { facility, .. }
             | Detail::Silent { facility, .. }
             | Detail::Offline { facility, .. }

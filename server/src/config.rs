@@ -857,6 +857,21 @@ fn check_cluster_instances(
             problems.push((locate(root, &field), message));
         }
     }
+    // A heartbeat or two may be lost on the way without a takeover.
+    let (every, silent) = (
+        config.alerts.cluster_state_every,
+        config.alerts.cluster_silent_after,
+    );
+    if every.is_zero() {
+        let field = "alerts.cluster_state_every";
+        problems.push((locate(root, field), format!("{field}: must be above 0")));
+    } else if silent < every * 3 {
+        let field = "alerts.cluster_silent_after";
+        let message = format!(
+            "{field}: {silent:?} is less than three heartbeats (cluster_state_every = {every:?})"
+        );
+        problems.push((locate(root, field), message));
+    }
 }
 
 /// Officer tokens name towns of the registry; checked once both are loaded.

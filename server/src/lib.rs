@@ -7,6 +7,7 @@
 mod activations;
 pub mod broker;
 pub mod cli;
+pub mod cluster_follow;
 pub mod cluster_state;
 pub mod config;
 pub mod demo;

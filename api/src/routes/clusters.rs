@@ -24,6 +24,10 @@ pub struct ClusterSummary {
     pub worst_days: Option<f64>,
     /// The town with the fewest days.
     pub worst_town: Option<String>,
+    /// The cluster's own instance as this one hears it, when the cluster has one
+    /// (`[alerts] clusters_with_own_instance`; docs/design.md#cluster-instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<alerts::cluster_voice::InstanceView>,
 }
 
 impl ClusterSummary {
@@ -50,7 +54,18 @@ impl ClusterSummary {
             population,
             worst_days: worst.map(|(d, _)| d),
             worst_town: worst.map(|(_, t)| registry.town(t).id.to_string()),
+            instance: None,
         }
+    }
+
+    /// With its own instance's status, when this instance follows it.
+    fn with_instance(mut self, state: &AppState) -> ClusterSummary {
+        self.instance = state.alerts().and_then(|alerts| {
+            alerts
+                .cluster_voices()
+                .instance(&self.id, chrono::Utc::now())
+        });
+        self
     }
 }
 
@@ -72,7 +87,9 @@ pub(super) async fn list_clusters(State(state): State<AppState>) -> Json<Cluster
     let clusters = towns_by_cluster(&ledger)
         .iter()
         .enumerate()
-        .map(|(c, towns)| ClusterSummary::of(&ledger, ClusterIdx::from_index(c), towns))
+        .map(|(c, towns)| {
+            ClusterSummary::of(&ledger, ClusterIdx::from_index(c), towns).with_instance(&state)
+        })
         .collect();
     Json(ClusterList { clusters })
 }
@@ -108,7 +125,7 @@ pub(super) async fn cluster(
         .ok_or_else(|| ApiError::not_found(Entity::Cluster, &id))?;
     let towns = towns_of_cluster(&ledger, c);
     Ok(Json(ClusterDetail {
-        cluster: ClusterSummary::of(&ledger, c, &towns),
+        cluster: ClusterSummary::of(&ledger, c, &towns).with_instance(&state),
         towns: towns.iter().map(|&t| TownSummary::of(&ledger, t)).collect(),
         mutual_aid: mutual_aid(&ledger, &towns),
     }))
