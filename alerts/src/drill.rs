@@ -61,6 +61,9 @@ pub fn reach(scope: &DrillScope) -> u8 {
 pub struct Drill {
     pub scope: DrillScope,
     pub row: DrillRow,
+    /// Where the request that started it came from, for its audit entry; empty for a
+    /// drill read back from the store.
+    pub remote: String,
 }
 
 impl Drill {
@@ -68,7 +71,11 @@ impl Drill {
     /// nothing.
     pub fn from_row(registry: &Registry, row: DrillRow) -> Option<Drill> {
         match parse_scope(registry, &row.scope) {
-            Ok(scope) => Some(Drill { scope, row }),
+            Ok(scope) => Some(Drill {
+                scope,
+                row,
+                remote: String::new(),
+            }),
             Err(why) => {
                 tracing::warn!(message = "Stored drill no longer fits the registry; it covers nothing.", drill = row.id, %why);
                 None
@@ -88,6 +95,9 @@ pub struct NewDrill {
     pub started_by: String,
     #[serde(default)]
     pub note: String,
+    /// Where the request came from (the API's peer), for the audit log.
+    #[serde(skip)]
+    pub remote: String,
 }
 
 impl NewDrill {
@@ -115,6 +125,7 @@ impl NewDrill {
                 note: self.note.chars().take(MAX_NOTE_CHARS).collect(),
             },
             scope,
+            remote: self.remote,
         })
     }
 }
@@ -233,8 +244,15 @@ pub(crate) fn carry_out(engine: &mut Engine, command: Command, now: DateTime<Utc
             let _ = reply.send(result);
             false
         }
-        Command::EndDrill { id, by, reply } => {
-            let result = engine.end_drill(id, &by, now).map_err(AlertsError::from);
+        Command::EndDrill {
+            id,
+            by,
+            remote,
+            reply,
+        } => {
+            let result = engine
+                .end_drill(id, &by, &remote, now)
+                .map_err(AlertsError::from);
             let ended = matches!(result, Ok(true));
             if ended {
                 tracing::info!(message = "Drill ended early.", drill = id, by = %by);

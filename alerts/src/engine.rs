@@ -1032,14 +1032,21 @@ impl Engine {
     pub fn start_drill(&mut self, mut drill: Drill) -> Result<Drill, StoreError> {
         let mut batch = self.store.alert_batch()?;
         let towns = scope_town_ids(&self.registry, &drill.scope);
-        drill.row.id = batch.insert_drill(&drill.row, &towns)?;
+        drill.row.id = batch.insert_drill(&drill.row, &towns, &drill.remote)?;
         batch.commit()?;
         self.drills.push(drill.clone());
         Ok(drill)
     }
 
-    /// Ends drill `id` now, resolving its alerts. False when no such drill runs.
-    pub fn end_drill(&mut self, id: i64, by: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    /// Ends drill `id` now, resolving its alerts; `remote` is where the request came
+    /// from, for the audit entry. False when no such drill runs.
+    pub fn end_drill(
+        &mut self,
+        id: i64,
+        by: &str,
+        remote: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         if !self.drills.iter().any(|d| d.row.id == id) {
             return Ok(false);
         }
@@ -1051,7 +1058,7 @@ impl Engine {
             .map(|d| scope_town_ids(&self.registry, &d.scope))
             .unwrap_or_default();
         let mut batch = self.store.alert_batch()?;
-        let ended = batch.end_drill(id, now, by, &towns)?;
+        let ended = batch.end_drill(id, now, by, remote, &towns)?;
         write_closed(&mut batch, &closing, &self.registry)?;
         batch.commit()?;
         self.forget_closed(&closing);

@@ -331,6 +331,8 @@ pub(crate) enum Command {
     EndDrill {
         id: i64,
         by: String,
+        /// Where the request came from, for the audit entry.
+        remote: String,
         reply: oneshot::Sender<Result<bool, AlertsError>>,
     },
 }
@@ -513,12 +515,17 @@ impl AlertsHandle {
         Ok(DrillView::new(&registry, &drill.row, now))
     }
 
-    /// Ends a running drill now, resolving its alerts. False when none with this id
-    /// runs.
-    pub async fn end_drill(&self, id: i64, by: &str) -> Result<bool, AlertsError> {
+    /// Ends a running drill now, resolving its alerts; `remote` is where the request
+    /// came from, for the audit log. False when none with this id runs.
+    pub async fn end_drill(&self, id: i64, by: &str, remote: &str) -> Result<bool, AlertsError> {
         let (reply, answer) = oneshot::channel();
-        let by = by.to_owned();
-        self.ask(Command::EndDrill { id, by, reply }, answer).await
+        let command = Command::EndDrill {
+            id,
+            by: by.to_owned(),
+            remote: remote.to_owned(),
+            reply,
+        };
+        self.ask(command, answer).await
     }
 
     /// Notifications matching `filter`, newest first.

@@ -1125,6 +1125,7 @@ fn drill(fx: &mut Fixture, scope: &str, duration: &str, at: DateTime<Utc>) -> i6
         duration: duration.into(),
         started_by: "admin".into(),
         note: "季度演练".into(),
+        remote: "192.0.2.7:51234".into(),
     };
     let drill = new.validate(&fx.registry, at).unwrap();
     fx.engine.start_drill(drill).unwrap().row.id
@@ -1194,8 +1195,8 @@ fn a_town_drill_stays_with_town_officers_across_a_restart_and_ends_early() {
     fx.tick(mins(45));
     assert_eq!(fx.sent(), vec![], "a town drill never leaves the town");
 
-    assert!(fx.engine.end_drill(id, "admin", mins(50)).unwrap());
-    assert!(!fx.engine.end_drill(id, "admin", mins(50)).unwrap());
+    assert!(fx.engine.end_drill(id, "admin", "", mins(50)).unwrap());
+    assert!(!fx.engine.end_drill(id, "admin", "", mins(50)).unwrap());
     assert_eq!(fx.engine.open_alerts().count(), 0);
     fx.restart(mins(51));
     assert!(fx.engine.drills().is_empty(), "an ended drill stays ended");

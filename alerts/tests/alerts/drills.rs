@@ -140,6 +140,7 @@ async fn a_cluster_drill_is_marked_in_every_mail_and_never_reaches_the_district(
             duration: "1h".into(),
             started_by: "admin".into(),
             note: "断水演练".into(),
+            remote: String::new(),
         })
         .await
         .unwrap();
@@ -193,7 +194,7 @@ async fn a_cluster_drill_is_marked_in_every_mail_and_never_reaches_the_district(
 
     // Ended early: the drill's alert resolves without a message, and the shortfall,
     // still in the ledger, is told as the real alert it now is.
-    assert!(handle.end_drill(drill.id, "admin").await.unwrap());
+    assert!(handle.end_drill(drill.id, "admin", "").await.unwrap());
     let mails = tokio::task::block_in_place(|| smtp.wait_for(3, WAIT));
     assert_eq!(mails[2].to, vec![OFFICER]);
     assert_eq!(

@@ -65,6 +65,7 @@ pub(super) async fn start_drill(
             duration: request.duration,
             started_by: caller.name().to_owned(),
             note: request.note,
+            remote: crate::audit::origin(),
         })
         .await?;
     Ok((StatusCode::CREATED, Json(drill)))
@@ -124,7 +125,10 @@ pub(super) async fn end_drill(
     require_admin(&caller)?;
     let not_found = || ApiError::not_found(Entity::Drill, &id);
     let number: i64 = id.parse().map_err(|_| not_found())?;
-    if !alerts.end_drill(number, caller.name()).await? {
+    if !alerts
+        .end_drill(number, caller.name(), &crate::audit::origin())
+        .await?
+    {
         return Err(not_found());
     }
     Ok(StatusCode::NO_CONTENT)

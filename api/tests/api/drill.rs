@@ -172,8 +172,19 @@ async fn a_drill_flags_its_alerts_shows_on_the_board_and_ends_early() {
         water_alerts(&alerts),
         vec![(false, "firing".to_owned()), (true, "resolved".to_owned())]
     );
-    let audit = app.get_ok_as(ADMIN, "/api/v1/audit").await.to_string();
-    assert!(audit.contains("drill_end"), "{audit}");
+    // Both entries say where the request came from, as every API change's does.
+    let audit = app.get_ok_as(ADMIN, "/api/v1/audit").await;
+    for action in ["drill_start", "drill_end"] {
+        let entry = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {audit}"));
+        assert_eq!(entry["actor"], "ops", "{entry}");
+        let remote = entry["remote"].as_str().unwrap_or_default();
+        assert!(remote.starts_with("127.0.0.1:"), "{action}: {entry}");
+    }
     app.stop().await;
 }
 

@@ -55,10 +55,26 @@ impl Store {
     }
 }
 
+/// Who did what to a drill, for its audit entry.
+struct DrillAudit<'a> {
+    at: DateTime<Utc>,
+    actor: &'a str,
+    action: &'a str,
+    towns: &'a [String],
+    /// Where the request came from, as every API change's audit entry says.
+    remote: &'a str,
+}
+
 impl AlertBatch<'_> {
     /// Inserts `drill` (its `id` is ignored) with its audit entry naming `towns` (the
-    /// towns of its scope; none for the whole city); returns the new id.
-    pub fn insert_drill(&mut self, drill: &DrillRow, towns: &[String]) -> Result<i64, StoreError> {
+    /// towns of its scope; none for the whole city) and `remote` (where the request
+    /// came from); returns the new id.
+    pub fn insert_drill(
+        &mut self,
+        drill: &DrillRow,
+        towns: &[String],
+        remote: &str,
+    ) -> Result<i64, StoreError> {
         self.tx
             .prepare_cached(
                 "INSERT INTO drills (scope, started, until, started_by, note)
@@ -79,23 +95,26 @@ impl AlertBatch<'_> {
             "drill {id}: {} until {}: {}",
             drill.scope, drill.until, drill.note
         );
-        self.audit_drill(
-            drill.started,
-            &drill.started_by,
-            "drill_start",
+        let entry = DrillAudit {
+            at: drill.started,
+            actor: &drill.started_by,
+            action: "drill_start",
             towns,
-            detail,
-        )?;
+            remote,
+        };
+        self.audit_drill(entry, detail)?;
         Ok(id)
     }
 
-    /// Ends drill `id` at `at` (before its `until`), with its audit entry. False when
-    /// there is no such drill or it is over already.
+    /// Ends drill `id` at `at` (before its `until`), with its audit entry (`remote`:
+    /// where the request came from). False when there is no such drill or it is over
+    /// already.
     pub fn end_drill(
         &mut self,
         id: i64,
         at: DateTime<Utc>,
         by: &str,
+        remote: &str,
         towns: &[String],
     ) -> Result<bool, StoreError> {
         let changed = self
@@ -108,28 +127,29 @@ impl AlertBatch<'_> {
             .map_err(sqlite_error(self.path, "end a drill"))?;
         if changed > 0 {
             let detail = format!("drill {id} ended early");
-            self.audit_drill(at, by, "drill_end", towns, detail)?;
+            let entry = DrillAudit {
+                at,
+                actor: by,
+                action: "drill_end",
+                towns,
+                remote,
+            };
+            self.audit_drill(entry, detail)?;
         }
         Ok(changed > 0)
     }
 
     /// An entry in the audit log (via `token`: drills are started and ended through
     /// the API).
-    fn audit_drill(
-        &mut self,
-        at: DateTime<Utc>,
-        actor: &str,
-        action: &str,
-        towns: &[String],
-        detail: String,
-    ) -> Result<(), StoreError> {
+    fn audit_drill(&mut self, what: DrillAudit<'_>, detail: String) -> Result<(), StoreError> {
         let entry = NewAudit {
-            at,
-            actor: actor.to_owned(),
+            at: what.at,
+            actor: what.actor.to_owned(),
             via: "token".to_owned(),
-            action: action.to_owned(),
-            towns: towns.to_vec(),
+            action: what.action.to_owned(),
+            towns: what.towns.to_vec(),
             detail,
+            remote: what.remote.to_owned(),
             ..NewAudit::default()
         };
         super::audit::insert_audit(&self.tx, self.path, &entry)?;
