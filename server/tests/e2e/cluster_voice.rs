@@ -402,3 +402,72 @@ fn publish_raw_on_city(sites: &Sites, port: u16) -> i64 {
     );
     1
 }
+
+/// The retained alert state on `port`'s `stockpile/v1/cluster/{CLUSTER}/alerts` whose
+/// heartbeat is later than `after`, once one is.
+fn alert_state_after(port: u16, after: DateTime<Utc>) -> Option<Value> {
+    let (client, mut connection) = Client::new(
+        MqttOptions::new("alert-state-reader", "127.0.0.1", port),
+        16,
+    );
+    client
+        .subscribe(
+            format!("stockpile/v1/cluster/{CLUSTER}/alerts"),
+            QoS::AtLeastOnce,
+        )
+        .ok()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut found = None;
+    while found.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Incoming::Publish(p)))) =
+            connection.recv_timeout(Duration::from_secs(1))
+        {
+            let state: Value = serde_json::from_slice(&p.payload).ok()?;
+            let ts: DateTime<Utc> = state["ts"].as_str()?.parse().ok()?;
+            found = (ts > after).then_some(state);
+        }
+    }
+    let _ = client.disconnect();
+    found
+}
+
+#[test]
+fn an_instance_of_listed_towns_publishes_its_cluster_state_too() {
+    let broker = testkit::Mosquitto::start();
+    let dir = deployment(&format!(
+        "[scope]\ntowns = [\"qianmen\"]\n{}",
+        config(
+            broker.port(),
+            "stockpile-qianmen",
+            "127.0.0.1:0",
+            "127.0.0.1:1",
+            "Stockpile <alerts@example.org>",
+            "",
+        )
+    ));
+    let _service = crate::common::Service::start(&dir.path().join("stockpile.toml"));
+    let started = Utc::now();
+    publish("127.0.0.1", broker.port(), &[("qianmen", started, LOW_L)]);
+    let state = wait_until(
+        "qianmen's alert in the state published for its cluster",
+        Duration::from_secs(60),
+        || {
+            let state = alert_state_after(broker.port(), started)?;
+            let alerts = state["alerts"].as_array()?.clone();
+            alerts
+                .iter()
+                .any(|a| a["town"] == "qianmen" && a["rule"] == "reserve_below_target")
+                .then_some(state)
+        },
+    );
+    assert_eq!(state["cluster"], CLUSTER, "{state}");
+    let heartbeat: DateTime<Utc> = state["ts"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("ts");
+    // Unchanged, it is published again within its heartbeat (2 s here).
+    let again = wait_until("the next heartbeat", Duration::from_secs(15), || {
+        alert_state_after(broker.port(), heartbeat)
+    });
+    assert_eq!(again["alerts"], state["alerts"]);
+}
