@@ -184,7 +184,7 @@ fn exposition(
         metric(
             "stockpile_alerts",
             "gauge",
-            "Alerts by state.",
+            "Real alerts by state (a drill's are stockpile_drill_alerts).",
             &[
                 ("{state=\"pending\"}", counts.alerts_pending),
                 ("{state=\"firing\"}", counts.alerts_firing),
@@ -194,8 +194,18 @@ fn exposition(
         metric(
             "stockpile_alerts_firing_unacknowledged",
             "gauge",
-            "Firing alerts nobody has acknowledged.",
+            "Firing real alerts nobody has acknowledged.",
             &[("", counts.alerts_firing_unacknowledged)],
+        );
+        metric(
+            "stockpile_drill_alerts",
+            "gauge",
+            "Alerts raised in drills, by state: apart, so an exercise does not raise the graphs of real alerts.",
+            &[
+                ("{state=\"pending\"}", counts.drill_alerts_pending),
+                ("{state=\"firing\"}", counts.drill_alerts_firing),
+                ("{state=\"resolved\"}", counts.drill_alerts_resolved),
+            ],
         );
         metric(
             "stockpile_notifications",
@@ -255,6 +265,9 @@ mod tests {
             alerts_firing: 3,
             alerts_firing_unacknowledged: 2,
             alerts_resolved: 9,
+            drill_alerts_pending: 0,
+            drill_alerts_firing: 2,
+            drill_alerts_resolved: 5,
             notifications_pending: 0,
             notifications_sent: 4,
             notifications_failed: 1,
@@ -287,6 +300,9 @@ mod tests {
             "stockpile_alerts{state=\"firing\"} 3",
             "stockpile_alerts{state=\"resolved\"} 9",
             "stockpile_alerts_firing_unacknowledged 2",
+            "# TYPE stockpile_drill_alerts gauge",
+            "stockpile_drill_alerts{state=\"firing\"} 2",
+            "stockpile_drill_alerts{state=\"resolved\"} 5",
             "stockpile_notifications{state=\"sent\"} 4",
             "stockpile_notifications{state=\"failed\"} 1",
             "stockpile_sms_replies_refused_total{reason=\"bad_signature\"} 3",

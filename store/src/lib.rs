@@ -30,8 +30,12 @@ pub use maintenance::{Maintenance, MaintenanceConfig, MaintenanceCounts, Mainten
 pub use sqlite::DrillRow;
 pub use sqlite::{
     AckRow, Alert, AlertBatch, AlertCounts, AlertKinds, AlertQuery, AlertRow, AlertState,
-    ConvertKinds, DeliveryState, NewNotification, NotificationQuery, OutboxCounts, OutboxRow,
-    SilenceRow, Text,
+    ConvertKinds, DeliveryState, DrillAlertCounts, NewNotification, NotificationQuery,
+    OutboxCounts, OutboxRow, SilenceRow, Text,
+};
+pub use sqlite::{
+    ActivationRow, ActivationShelter, ActivationState, ActivationStep, NewActivation, Origin,
+    StartRefused, StepDone, StepOutcome,
 };
 pub use sqlite::{
     AsyncStore, AuditFilter, AuditRow, Checkpoint, CheckpointMode, NewAudit, PruneTable, wal_bytes,
@@ -47,7 +51,3 @@ pub use sqlite::{
 };
 pub use sqlite::{NewTransfer, TransferRow};
 pub use sqlite::{WARNING_LEVEL_HISTORY_MAX, WarningLevelRow};
-pub use sqlite::{
-    ActivationRow, ActivationShelter, ActivationState, ActivationStep, NewActivation, Origin,
-    StartRefused, StepDone, StepOutcome,
-};

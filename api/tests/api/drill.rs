@@ -3,10 +3,11 @@
 //! shows a banner; ending it resolves them, and what still holds is raised as real.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, AppOptions, OFFICER, VIEWER, installed, spawn_app_with};
+use crate::helpers::{ADMIN, AppOptions, OFFICER, TestApp, VIEWER, installed, spawn_app_with};
 
 /// The below-target water alerts of jingshan: (drill, state) of each, newest first.
 fn water_alerts(list: &Value) -> Vec<(bool, String)> {
@@ -107,6 +108,43 @@ async fn only_an_admin_starts_a_drill_and_bad_ones_are_named() {
     app.stop().await;
 }
 
+/// A sample's value in `/metrics`, 0 when absent.
+fn gauge(metrics: &str, sample: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `stockpile_alerts{state="firing"}` and `stockpile_drill_alerts{state="firing"}` once
+/// they agree with the firing alerts `GET /api/v1/alerts` lists, real and drill.
+async fn firing_gauges_matching_the_list(app: &TestApp) -> (u64, u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = app.get("/metrics", Some(ADMIN)).await.text;
+        let gauges = (
+            gauge(&metrics, "stockpile_alerts{state=\"firing\"}"),
+            gauge(&metrics, "stockpile_drill_alerts{state=\"firing\"}"),
+        );
+        let list = app.get_ok_as(ADMIN, "/api/v1/alerts?state=firing").await;
+        let drills = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["drill"] == true);
+        let drills = drills.count() as u64;
+        let listed = (list.as_array().unwrap().len() as u64 - drills, drills);
+        if gauges == listed {
+            return gauges;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gauges {gauges:?}, listed {listed:?}: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_drill_flags_its_alerts_shows_on_the_board_and_ends_early() {
     let app = spawn_app_with(AppOptions::full()).await;
@@ -143,6 +181,9 @@ async fn a_drill_flags_its_alerts_shows_on_the_board_and_ends_early() {
         })
         .await;
     assert_eq!(water_alerts(&alerts), vec![(true, "firing".to_owned())]);
+    // An operator's graph of real alerts does not count the exercise's.
+    let (_, drill) = firing_gauges_matching_the_list(&app).await;
+    assert!(drill >= 1, "the drill's water alert: {drill}");
 
     let audit = app.get_ok_as(ADMIN, "/api/v1/audit").await.to_string();
     assert!(audit.contains("drill_start"), "{audit}");
@@ -172,6 +213,12 @@ async fn a_drill_flags_its_alerts_shows_on_the_board_and_ends_early() {
         water_alerts(&alerts),
         vec![(false, "firing".to_owned()), (true, "resolved".to_owned())]
     );
+    let (real, _) = firing_gauges_matching_the_list(&app).await;
+    assert!(real >= 1, "the real water alert: {real}");
+    let metrics = app.get("/metrics", Some(ADMIN)).await.text;
+    let resolved = gauge(&metrics, "stockpile_drill_alerts{state=\"resolved\"}");
+    assert!(resolved >= 1, "{metrics}");
+
     // Both entries say where the request came from, as every API change's does.
     let audit = app.get_ok_as(ADMIN, "/api/v1/audit").await;
     for action in ["drill_start", "drill_end"] {

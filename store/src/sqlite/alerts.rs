@@ -296,13 +296,24 @@ pub struct NotificationQuery {
     pub limit: usize,
 }
 
-/// Alerts per state, for metrics.
+/// Alerts per state, for metrics: real alerts, and a drill's apart, so an exercise
+/// does not raise an operator's graphs of real ones (docs/design.md#drills).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AlertCounts {
     pub pending: u64,
     pub firing: u64,
     /// Firing and not acknowledged: what somebody should be looking at.
     pub firing_unacknowledged: u64,
+    pub resolved: u64,
+    /// Alerts raised in drills, none of them counted above.
+    pub drill: DrillAlertCounts,
+}
+
+/// Alerts raised in drills, per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrillAlertCounts {
+    pub pending: u64,
+    pub firing: u64,
     pub resolved: u64,
 }
 
@@ -516,12 +527,29 @@ impl Store {
 
     pub fn count_alerts(&self) -> Result<AlertCounts, StoreError> {
         let rows: Vec<AlertStateCount> = self.rows(
-            "SELECT state, acked_at IS NULL AS unacked, count(*) AS n FROM alerts GROUP BY 1, 2",
+            "SELECT state, acked_at IS NULL AS unacked, drill IS NOT NULL AS drill, count(*) AS n
+             FROM alerts GROUP BY 1, 2, 3",
             [],
             "count alerts",
         )?;
         let mut counts = AlertCounts::default();
-        for AlertStateCount { state, unacked, n } in rows {
+        for AlertStateCount {
+            state,
+            unacked,
+            drill,
+            n,
+        } in rows
+        {
+            if drill {
+                let counts = &mut counts.drill;
+                match AlertState::parse(&state) {
+                    Some(AlertState::Pending) => counts.pending += n,
+                    Some(AlertState::Firing) => counts.firing += n,
+                    Some(AlertState::Resolved) => counts.resolved += n,
+                    None => {}
+                }
+                continue;
+            }
             match AlertState::parse(&state) {
                 Some(AlertState::Pending) => counts.pending += n,
                 Some(AlertState::Firing) => {
@@ -888,6 +916,8 @@ impl FromRow for SilenceRow {
 struct AlertStateCount {
     state: String,
     unacked: bool,
+    /// Raised in a drill.
+    drill: bool,
     n: u64,
 }
 
@@ -899,6 +929,7 @@ impl FromRow for AlertStateCount {
         Ok(AlertStateCount {
             state: row.get("state")?,
             unacked: row.get("unacked")?,
+            drill: row.get("drill")?,
             // count(*) is never negative.
             n: u64::try_from(row.get::<i64>("n")?).unwrap_or(0),
         })
@@ -1067,7 +1098,8 @@ mod tests {
                 pending: 0,
                 firing: 1,
                 firing_unacknowledged: 0,
-                resolved: 1
+                resolved: 1,
+                drill: DrillAlertCounts::default(),
             }
         );
     }

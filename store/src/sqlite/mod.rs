@@ -35,14 +35,14 @@ use reserve::registry::Registry;
 use reserve::{FacilityId, Reading, TownId};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
 
-pub use alerts::{
-    AckRow, Alert, AlertBatch, AlertCounts, AlertKinds, AlertQuery, AlertRow, AlertState,
-    ConvertKinds, DeliveryState, NewNotification, NotificationQuery, OutboxCounts, OutboxRow,
-    SilenceRow, Text,
-};
 pub use activations::{
     ActivationRow, ActivationShelter, ActivationState, ActivationStep, NewActivation, Origin,
     StartRefused, StepDone, StepOutcome,
+};
+pub use alerts::{
+    AckRow, Alert, AlertBatch, AlertCounts, AlertKinds, AlertQuery, AlertRow, AlertState,
+    ConvertKinds, DeliveryState, DrillAlertCounts, NewNotification, NotificationQuery,
+    OutboxCounts, OutboxRow, SilenceRow, Text,
 };
 pub use async_store::AsyncStore;
 pub use audit::{AuditFilter, AuditRow, NewAudit};
