@@ -343,6 +343,13 @@ impl ClusterVoices {
         })))
     }
 
+    /// As if this instance had started at `at` (tests drive the clock).
+    #[cfg(test)]
+    pub(crate) fn started_at(self, at: DateTime<Utc>) -> ClusterVoices {
+        self.lock().started_at = at;
+        self
+    }
+
     fn lock(&self) -> MutexGuard<'_, Voices> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }

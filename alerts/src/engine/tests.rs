@@ -1337,3 +1337,94 @@ fn a_cluster_with_its_own_instance_hears_nothing_from_the_city_but_escalation_go
     fx.step(vec![], mins(95));
     assert_eq!(recipients(fx.sent()), each(&[DISTRICT, CITY], "resolved"));
 }
+
+/// A cluster with its own instance (docs/design.md#cluster-instance): the city follows
+/// an acknowledgement made there (no escalation), and while the instance is silent with
+/// its link up speaks for it: `cluster_instance_silent` to the cluster and district
+/// contacts, the cluster's news to its officer, until the instance is heard again.
+#[test]
+fn the_city_follows_a_cluster_instance_and_speaks_for_it_while_it_is_silent() {
+    use crate::cluster_voice::{ClusterMessage, ClusterVoices, PublishedAlert};
+    let mut fx = Fixture::new(Policy {
+        escalate_after: Duration::minutes(30),
+        ..policy()
+    });
+    let voices =
+        ClusterVoices::new(&["c01".into()], std::time::Duration::from_secs(300)).started_at(t0());
+    fx.engine = open_engine(&fx.registry, &fx.path, fx.policy, t0())
+        .with_clusters_with_own_instance(vec!["c01".into()])
+        .with_cluster_voices(voices.clone());
+    let state = |at: DateTime<Utc>, acked: Option<DateTime<Utc>>| ClusterMessage {
+        cluster: "c01".into(),
+        ts: at,
+        alerts: vec![PublishedAlert {
+            town: "jingshan".into(),
+            rule: Rule::ReserveBelowTarget,
+            subject: "water".into(),
+            severity: Severity::Critical,
+            state: crate::handle::AlertStatus::Firing,
+            fired_at: Some(mins(0)),
+            acknowledged_at: acked,
+            resolved_at: None,
+        }],
+    };
+    voices.link("c01", true, t0());
+    fx.step(vec![water(Rule::ReserveBelowTarget, 2.5)], mins(0));
+    assert_eq!(fx.sent(), vec![], "the officer hears it from the cluster");
+    voices.heard("c01", state(mins(2), Some(mins(1))), mins(2));
+    fx.engine.follow_cluster_acks().unwrap();
+    let ack = fx.only_alert().ack.expect("acknowledged at the city");
+    assert_eq!((ack.by.as_str(), ack.at), ("cluster instance c01", mins(1)));
+    fx.tick(mins(40));
+    assert_eq!(
+        fx.sent(),
+        vec![],
+        "acknowledged at the cluster: not escalated"
+    );
+
+    // Silent for 5 minutes with the link up: taken over.
+    let taken = voices.update_takeovers(mins(8));
+    assert_eq!(taken, vec![("c01".to_owned(), Some(mins(2)))]);
+    let silent = fx.engine.cluster_silent_conditions(&taken, mins(8));
+    let condition = silent
+        .get(&fx.jingshan)
+        .cloned()
+        .expect("on the first town");
+    fx.step(
+        vec![water(Rule::ReserveBelowTarget, 2.5), condition.clone()],
+        mins(8),
+    );
+    let sent = fx.sent();
+    let who: Vec<&str> = sent.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(who, [CLUSTER, DISTRICT], "not the officer: {sent:?}");
+    assert!(sent[0].2.contains("silent for 6 min"), "{sent:?}");
+    // While it speaks for the cluster, the officer hears the cluster's news from it.
+    fx.step(
+        vec![
+            power_not_ready(),
+            water(Rule::ReserveBelowTarget, 2.5),
+            condition,
+        ],
+        mins(9),
+    );
+    let sent = fx.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, OFFICER);
+    let (record, _) = voices.record("c01").expect("a record");
+    assert!(record.speaking && record.told.contains_key("jingshan/power_not_ready/js-pu1"));
+
+    // Heard again: handed back, the alert resolves to the same contacts.
+    voices.heard("c01", state(mins(10), Some(mins(1))), mins(10));
+    assert_eq!(voices.update_takeovers(mins(10)), vec![]);
+    fx.step(
+        vec![power_not_ready(), water(Rule::ReserveBelowTarget, 2.5)],
+        mins(10),
+    );
+    let sent = fx.sent();
+    let who: Vec<(&str, &str)> = sent.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect();
+    assert_eq!(
+        who,
+        [(CLUSTER, "resolved"), (DISTRICT, "resolved")],
+        "{sent:?}"
+    );
+}
