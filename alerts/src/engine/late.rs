@@ -14,9 +14,10 @@
 //! fired since the reading that raised it; one that fired and resolved within the
 //! backlog was never told and never will be.
 //!
-//! A town never catches up longer than `late_after` of wall time: a backlog replays in
-//! seconds (BENCHMARKS.md), so a town still behind by then has a gateway whose clock
-//! is behind, and is judged live until its readings are current once more.
+//! A town never catches up longer than [`LONGEST`] (or `late_after`, if longer) of wall
+//! time: a backlog replays in a minute or two (BENCHMARKS.md), so a town still behind
+//! by then has a gateway whose clock is behind, and is judged live until its readings
+//! are current once more.
 //!
 //! The check is one map lookup per town evaluated; the live path is otherwise as it was.
 
@@ -32,6 +33,11 @@ use super::Engine;
 /// silent again). Three of the engine's default ticks, so a pause between two batches
 /// of a replay does not end a catch-up.
 pub(super) const QUIET: chrono::Duration = chrono::Duration::seconds(30);
+
+/// A catch-up lasts at most this, or `late_after` when that is longer: a backlog of
+/// hours replays in a minute or two (BENCHMARKS.md "Faults"), so a town still behind
+/// after this has a gateway whose clock is behind.
+const LONGEST: chrono::Duration = chrono::Duration::minutes(10);
 
 /// Which towns are catching up, from the newest reading of each evaluation.
 #[derive(Debug, Default)]
@@ -101,7 +107,7 @@ impl Lateness {
             (Some(c), true) => CatchUp { moved: now, ..c },
             (Some(c), false) => c,
         };
-        if now - catch_up.began > late_after {
+        if now - catch_up.began > late_after.max(LONGEST) {
             tracing::warn!(
                 message = "A town's readings stay late after its catch-up should be over; its gateway's clock may be behind. Judging it live.",
                 town = town.index(),

@@ -373,13 +373,21 @@ fn a_fall_told_live_and_recovered_during_the_cut_is_told_resolved_once_caught_up
 }
 
 #[test]
-fn a_gateway_whose_clock_is_behind_is_judged_live_after_late_after() {
+fn a_gateway_whose_clock_is_behind_is_judged_live_after_the_longest_catch_up() {
     let mut city = City::start(policy(Duration::zero()));
     // Every reading ten minutes old when it lands, one a minute: no backlog replays
     // that slowly.
-    for m in 0..=6 {
+    for m in 0..=9 {
         let litres = if m == 0 { FULL_L } else { LOW_L };
         city.land(&[(minute(m), litres)], minute(m + 10));
+    }
+    assert_eq!(
+        city.sent(),
+        vec![],
+        "within the longest catch-up: still late"
+    );
+    for m in 10..=11 {
+        city.land(&[(minute(m), LOW_L)], minute(m + 10));
     }
     let events: Vec<String> = city.sent().into_iter().map(|(_, e, _)| e).collect();
     assert_eq!(events, ["fired"], "told once the catch-up bound is over");
