@@ -168,7 +168,11 @@ pub struct AlertFilter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NotificationView {
     pub id: i64,
-    pub town: String,
+    /// The town it is about; null for a digest, which is about several.
+    pub town: Option<String>,
+    /// Every town it covers (ids, sorted): its town, or a digest's towns. A town's
+    /// list, and an officer's, holds the digests that cover it.
+    pub towns: Vec<String>,
     pub alert_ids: Vec<i64>,
     /// `fired`, `raised`, `lowered`, `resolved`, `remind` or `escalate`.
     pub event: String,
@@ -200,9 +204,12 @@ impl From<OutboxRow> for NotificationView {
         } else {
             (row.recipient, row.last_error)
         };
+        // A digest's row has no town: its towns are its alerts' (`with_towns_covered`).
+        let town = (!row.town.is_empty()).then_some(row.town);
         NotificationView {
             id: row.id,
-            town: row.town,
+            towns: town.iter().cloned().collect(),
+            town,
             alert_ids: row.alert_ids,
             event: row.event,
             contact: row.contact,
@@ -582,11 +589,42 @@ impl AlertsHandle {
                     })?);
                 }
                 rows.sort_by_key(|row| std::cmp::Reverse(row.id));
+                // A digest over two of the officer's towns came back for each.
+                rows.dedup_by_key(|row| row.id);
                 rows.truncate(query.limit);
                 Ok(rows)
             })
             .await?;
-        Ok(rows.into_iter().map(NotificationView::from).collect())
+        self.with_towns_covered(rows).await
+    }
+
+    /// The views of `rows`, a digest's with the towns of its alerts: it is about no one
+    /// town, so its `town` is null and `towns` says which it covers.
+    async fn with_towns_covered(
+        &self,
+        rows: Vec<OutboxRow>,
+    ) -> Result<Vec<NotificationView>, AlertsError> {
+        let views = self
+            .inner
+            .reader
+            .run(move |s| {
+                let mut views = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let covered = if row.town.is_empty() {
+                        Some(s.towns_of_alerts(&row.alert_ids)?)
+                    } else {
+                        None
+                    };
+                    let mut view = NotificationView::from(row);
+                    if let Some(towns) = covered {
+                        view.towns = towns;
+                    }
+                    views.push(view);
+                }
+                Ok(views)
+            })
+            .await?;
+        Ok(views)
     }
 
     pub async fn counts(&self) -> Result<Counts, AlertsError> {

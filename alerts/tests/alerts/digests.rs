@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alerts::NotificationFilter;
 use chrono::Utc;
 use ingest::{BrokerUrl, IngestConfig};
 use live::IngestMetrics;
@@ -122,6 +123,7 @@ async fn a_district_contact_over_twenty_failing_towns_gets_one_message_listing_t
         channels,
     )
     .unwrap();
+    let handle = service.handle();
     let alerting =
         tokio::spawn(service.run(Arc::clone(&ledger), changes.subscribe(), shutdown.clone()));
     let ingest = tokio::spawn(ingest::run(
@@ -188,6 +190,35 @@ async fn a_district_contact_over_twenty_failing_towns_gets_one_message_listing_t
         );
     }
     assert_eq!(mails.len(), TOWNS + 1);
+
+    // The digest is listed under every town it covers, says which, and an officer of
+    // two of them sees it once, beside their own towns' messages.
+    let listed = |town: Option<&str>, towns: Option<&[&str]>| {
+        let filter = NotificationFilter {
+            town: town.map(Into::into),
+            towns: towns.map(|t| t.iter().map(|t| t.to_string()).collect()),
+            ..NotificationFilter::default()
+        };
+        let handle = handle.clone();
+        async move { handle.list_notifications(&filter).await.unwrap() }
+    };
+    let all_towns: Vec<String> = (0..TOWNS).map(|i| format!("town-{i:02}")).collect();
+    for (town, towns) in [
+        (Some("town-07"), None),
+        (None, Some(&["town-03", "town-04"][..])),
+    ] {
+        let list = listed(town, towns).await;
+        let digests: Vec<_> = list.iter().filter(|n| n.recipient == DISTRICT).collect();
+        assert_eq!(digests.len(), 1, "{town:?} {towns:?}: {list:#?}");
+        assert_eq!(digests[0].town, None);
+        assert_eq!(digests[0].towns, all_towns);
+        let officers = list.len() - 1;
+        assert_eq!(officers, towns.map_or(1, <[&str]>::len), "{list:#?}");
+    }
+    let officer = listed(Some("town-07"), None).await;
+    let officer = officer.iter().find(|n| n.recipient != DISTRICT).unwrap();
+    assert_eq!(officer.town.as_deref(), Some("town-07"));
+    assert_eq!(officer.towns, ["town-07"]);
 
     shutdown.cancel();
     alerting.await.unwrap().unwrap();

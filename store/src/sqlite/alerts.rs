@@ -288,6 +288,8 @@ pub struct AlertQuery {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotificationQuery {
     pub state: Option<DeliveryState>,
+    /// The town's own notifications and the digests (stored with no town) with an
+    /// alert of it: a digest is listed under each town it covers.
     pub town: Option<String>,
     pub channel: Option<String>,
     /// Notifications covering this alert.
@@ -465,7 +467,9 @@ impl Store {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox
              WHERE (?1 IS NULL OR state = ?1)
-               AND (?2 IS NULL OR town = ?2)
+               AND (?2 IS NULL OR town = ?2 OR (town = '' AND EXISTS (
+                     SELECT 1 FROM json_each(outbox.alert_ids) AS j
+                     JOIN alerts ON alerts.id = j.value WHERE alerts.town = ?2)))
                AND (?3 IS NULL OR channel = ?3)
                AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(alert_ids) WHERE value = ?4))
                AND (?5 IS NULL OR id < ?5)
@@ -483,6 +487,21 @@ impl Store {
             ],
             "list notifications",
         )
+    }
+
+    /// The towns (ids, sorted, once each) of the alerts `ids`: what a digest covers.
+    pub fn towns_of_alerts(&self, ids: &[i64]) -> Result<Vec<String>, StoreError> {
+        let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT town FROM alerts
+                 WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY town",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ids], |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<String>, _>>()
+            })
+            .map_err(self.sqlite("list the towns of alerts"))
     }
 
     /// Records a delivery.
