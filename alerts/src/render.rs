@@ -582,6 +582,26 @@ impl Renderer {
     /// The headline, shorter where English allows (a Chinese town name leaves an
     /// English SMS 70 characters).
     fn sms_headline(&self, lang: Lang, alert: &Alert, event: Event) -> String {
+        // "cluster …'s Stockpile silent for 6 min; the city now sends its
+        // notifications" leaves no room in an SMS beside a Chinese name.
+        if let (
+            Lang::En,
+            Detail::ClusterSilent {
+                cluster_name,
+                last_heard,
+                ..
+            },
+        ) = (lang, &alert.detail)
+        {
+            if event == Event::Resolved {
+                return format!("{cluster_name} back; it notifies again");
+            }
+            let at = alert.fired_at.unwrap_or(alert.updated);
+            let silent = last_heard.map_or_else(String::new, |h| {
+                format!(" {} min", (at - h).num_minutes().max(0))
+            });
+            return format!("{cluster_name} silent{silent}; city notifies");
+        }
         let (Lang::En, Detail::Reserve(r)) = (lang, &alert.detail) else {
             return self.headline(lang, alert, event);
         };
@@ -603,6 +623,16 @@ impl Renderer {
                 r.hours_to_target.map_or_else(|| "?".to_owned(), num)
             ),
         }
+    }
+}
+
+/// A cluster as a Chinese sentence names it: its registry name when that says 组团
+/// (东城一组团), else "组团 c07".
+fn zh_cluster(name: &str) -> String {
+    if name.contains("组团") {
+        name.to_owned()
+    } else {
+        format!("组团 {name}")
     }
 }
 
@@ -1281,9 +1311,10 @@ impl Words {
     /// A cluster's own instance not heard for `minutes` (`None`: never since this
     /// instance started): the city speaks for it.
     fn cluster_silent(&self, name: &str, minutes: Option<i64>) -> String {
+        let zh_name = zh_cluster(name);
         match (self.zh(), minutes) {
-            (true, Some(m)) => format!("组团{name}的 Stockpile 已 {m} 分钟无响应，市级接管通知"),
-            (true, None) => format!("组团{name}的 Stockpile 无响应，市级接管通知"),
+            (true, Some(m)) => format!("{zh_name}的 Stockpile 已 {m} 分钟无响应，市级接管通知"),
+            (true, None) => format!("{zh_name}的 Stockpile 无响应，市级接管通知"),
             (false, Some(m)) => format!(
                 "cluster {name}'s Stockpile silent for {m} min; the city now sends its notifications"
             ),
@@ -1295,7 +1326,7 @@ impl Words {
 
     fn cluster_heard_again(&self, name: &str) -> String {
         if self.zh() {
-            format!("组团{name}的 Stockpile 已恢复，通知交还组团")
+            format!("{}的 Stockpile 已恢复，通知交还组团", zh_cluster(name))
         } else {
             format!("cluster {name}'s Stockpile heard again; its notifications are handed back")
         }
@@ -2128,6 +2159,43 @@ mod tests {
         out.push_str(&golden_vulnerable(&renderers));
         out.push_str(&golden_shelters(&renderers));
         out.push_str(&golden_activation_steps(&renderers));
+        out.push_str(&golden_cluster_silent(&renderers));
+        out
+    }
+
+    /// `cluster_instance_silent` (docs/design.md#cluster-instance), fired and resolved,
+    /// in both languages: what a cluster's and a district's contacts read when the city
+    /// speaks for a silent cluster instance, and when it hands back.
+    fn golden_cluster_silent(renderers: &[Renderer]) -> String {
+        let rule = Rule::ClusterInstanceSilent;
+        let alert = Alert {
+            rule,
+            key: "qianmen/cluster_instance_silent/c07".into(),
+            subject: "c07".into(),
+            detail: Detail::ClusterSilent {
+                cluster: "c07".into(),
+                cluster_name: "前门组团".into(),
+                last_heard: Some(t(6, 0)),
+            },
+            fired_at: Some(t(6, 6)),
+            ..reserve(14, rule, "", 0.0)
+        };
+        let mut out = String::new();
+        for (r, renderer) in renderers.iter().enumerate() {
+            for lang in [Lang::Zh, Lang::En] {
+                for event in [Event::Fired, Event::Resolved] {
+                    let items = [Item {
+                        alert: &alert,
+                        event,
+                    }];
+                    let message = renderer.message(lang, &town("前门街道"), &items, &[]);
+                    out.push_str(&format!(
+                        "==== {r} {lang:?} {rule} {event:?}\n{}\n---- text\n{}---- sms\n{}\n",
+                        message.subject, message.text, message.sms
+                    ));
+                }
+            }
+        }
         out
     }
 
