@@ -363,10 +363,10 @@ struct Inner {
     /// only to clone the `Arc`, never across an `.await`.
     registry: std::sync::RwLock<Arc<Registry>>,
     renderer: Renderer,
-}
-
     /// The clusters' own instances as heard here (docs/design.md#cluster-instance).
     voices: crate::cluster_voice::ClusterVoices,
+}
+
 impl AlertsHandle {
     pub(crate) fn new(
         commands: mpsc::Sender<Command>,
@@ -380,13 +380,11 @@ impl AlertsHandle {
                 reader,
                 registry: std::sync::RwLock::new(registry),
                 renderer,
+                voices: crate::cluster_voice::ClusterVoices::new(&[], std::time::Duration::ZERO),
             }),
         }
-                voices: crate::cluster_voice::ClusterVoices::new(&[], std::time::Duration::ZERO),
     }
 
-    /// The registry alerts are shown and checked against now.
-    fn registry(&self) -> Arc<Registry> {
     /// Shares `voices` with the engine (before the handle is cloned).
     pub(crate) fn with_cluster_voices(
         mut self,
@@ -410,6 +408,8 @@ impl AlertsHandle {
         self.registry()
     }
 
+    /// The registry alerts are shown and checked against now.
+    fn registry(&self) -> Arc<Registry> {
         let registry = self.inner.registry.read();
         Arc::clone(&registry.unwrap_or_else(|p| p.into_inner()))
     }
@@ -706,6 +706,10 @@ impl AlertsHandle {
             ack_path: format!("/api/v1/alerts/{}/ack", alert.id),
             drill: alert.drill.is_some(),
             drill_id: alert.drill,
+            cluster_state: self.inner.voices.state_of(
+                registry.clusters[town.cluster.index()].id.as_str(),
+                &alert.key,
+            ),
             late: alert.late,
         }
     }
@@ -713,10 +717,6 @@ impl AlertsHandle {
 
 fn limit(requested: usize) -> usize {
     match requested {
-            cluster_state: self.inner.voices.state_of(
-                registry.clusters[town.cluster.index()].id.as_str(),
-                &alert.key,
-            ),
         0 => DEFAULT_LIMIT,
         n => n.min(MAX_LIMIT),
     }
