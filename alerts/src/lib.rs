@@ -442,7 +442,9 @@ impl Turns {
                     // While notifications wait for the city's record, nothing before
                     // its end is due.
                     let held = engine.voices().held(now);
-                    let next = engine.next_wake(now).map(|at| held.map_or(at, |h| at.max(h)));
+                    let next = engine
+                        .next_wake(now)
+                        .map(|at| held.map_or(at, |h| at.max(h)));
                     // A step falls overdue at its due time, not at the next tick.
                     let due = read_activations(&activations).next_due(now);
                     let next = match (next, due) {

@@ -2,8 +2,8 @@
 //! (property tests and a corpus of nasty payloads). One test binary: linking several
 //! costs more than running them all.
 
-mod bad_input;
 mod activation_plans;
+mod bad_input;
 mod communities;
 mod corpus;
 mod forecast;

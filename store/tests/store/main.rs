@@ -2,8 +2,8 @@
 //! write batch and its readers, maintenance, line protocol, the sink, history. One test
 //! binary: linking several costs more than running them all.
 
-mod influx_support;
 mod activations;
+mod influx_support;
 
 mod influx_history;
 mod influx_line;
