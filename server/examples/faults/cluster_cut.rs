@@ -234,6 +234,7 @@ pub fn run(kit: &mut Kit, _number: usize) -> Outcome {
         restored_at + chrono::Duration::from_std(replay_took).unwrap_or_default(),
     );
     count(
+        (kit.quick, kit.swing_every),
         replay,
         &plan,
         &sent,
@@ -290,6 +291,7 @@ fn settle(kit: &Kit, plan: &Plan, sent: &Sent, sites: &Sites, outcome: &mut Outc
 
 /// `replay`: from the link's return until the city held the cut's readings.
 fn count(
+    (quick, swing_every): (bool, Duration),
     replay: (DateTime<Utc>, DateTime<Utc>),
     plan: &Plan,
     sent: &Sent,
@@ -337,9 +339,12 @@ fn count(
             .push("the cluster instance told nobody during the cut".into());
     }
     let (caught_up, passed, as_live) = told_of_the_cut(&sites.city_db, &city, replay);
-    // Each town swings in the same phase: one fall each may be told live between the
-    // backlog's end and the moment the count saw it stored, two at most.
-    if as_live.len() > 2 * crate::plan::ALERTING_TOWNS.len() {
+    // Live by definition: the falls of the backlog's last `late_after` (a town swings
+    // down once every two swings), and one more each between the backlog's end and the
+    // moment the count saw it stored. Told as live, the whole cut would be many more.
+    let swing = swing_every.as_secs_f64();
+    let per_town = (late_after(quick).as_secs_f64() / (2.0 * swing)).ceil() as usize + 1;
+    if as_live.len() > per_town * crate::plan::ALERTING_TOWNS.len() {
         outcome.problems.push(format!(
             "the city told {} falls as live while the backlog landed, e.g. {}",
             as_live.len(),
