@@ -264,7 +264,8 @@ fn derived_series_parse_back_with_the_schema() {
             tags: tags(&place),
             fields: fields(&[
                 ("worst_days", F(2.0)),
-                ("status", I(2)), // below the 3-day target: critical
+                ("status", I(2)),    // below the 3-day target: critical
+                ("sheltered", I(0)), // nobody in shelters, none typed in
                 ("lat", F(39.93)),
                 ("lon", F(116.4)),
                 ("name", S(JINGSHAN_NAME.into())),
@@ -287,7 +288,11 @@ fn derived_series_parse_back_with_the_schema() {
                 ("cluster", "c01"),
                 ("district", "dongcheng")
             ]),
-            fields: fields(&[("status", I(3)), ("name", S("东华门街道".into()))]),
+            fields: fields(&[
+                ("status", I(3)),
+                ("sheltered", I(0)),
+                ("name", S("东华门街道".into()))
+            ]),
             ts: Some(ts),
         }
     );
