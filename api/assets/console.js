@@ -178,10 +178,14 @@ async function restoreSignIn() {
 // is rebuilt only when this does), and the words of acknowledging.
 const alertList = {
   row: () => el("div"),
-  key: alert => [alert.severity, alert.state, alert.summary.en, JSON.stringify(alert.acknowledged)].join("|"),
+  // The cluster's view without heard_at, which moves with every heartbeat: a row is not
+  // rebuilt (and a note being typed lost) for that.
+  key: alert => [alert.severity, alert.state, alert.summary.en, JSON.stringify(alert.acknowledged),
+    alert.cluster_state ? alert.cluster_state.state + alert.cluster_state.acknowledged_at : ""].join("|"),
   words: {
     acknowledge: "确认 Acknowledge", acknowledging: "确认中… Acknowledging",
     acknowledged: "已确认 Acknowledged: ", not_acknowledged: "确认失败 Not acknowledged: ",
+    at_cluster: "组团确认 Acknowledged at the cluster: ",
     note: "备注（可选）Note (optional)",
   },
 };
@@ -197,7 +201,12 @@ function ackText(ack) {
 // The row's act: who acknowledged it, or (for those who may) a note and the button.
 function ackControls(alert, row, may) {
   const act = el("div", "act");
-  if (alert.acknowledged) {
+  const cluster = alert.cluster_state;
+  if (alert.acknowledged && cluster && cluster.acknowledged_at) {
+    // Taken on by the cluster's officers at their own instance (docs/design.md#cluster-instance).
+    act.appendChild(el("span", "acked at-cluster",
+      alertList.words.at_cluster + cluster.cluster + " · " + formatTime(cluster.acknowledged_at)));
+  } else if (alert.acknowledged) {
     act.appendChild(el("span", "acked", ackText(alert.acknowledged)));
   } else if (may) {
     const note = el("input", "ack-note");

@@ -9,6 +9,7 @@ mod activation;
 mod board;
 mod check_config;
 mod cluster;
+mod cluster_board;
 mod cluster_voice;
 mod demo;
 mod deploy;
