@@ -266,6 +266,27 @@ impl Simulator {
     }
 
     /// The report's parts known before the run: who is hit by what.
+    /// The towns this run's scenario brings displaced people to, how many and when, as
+    /// [`Simulator::run`]'s report will list them: known before the run, so whoever
+    /// plays the bureau (the demo) can act when they arrive. The same seed, the same
+    /// towns.
+    pub fn sheltered_towns(&self) -> Result<Vec<ShelteredTown>, SimError> {
+        // The choice of towns does not depend on the time of day.
+        let plan = plan(&self.registry, &self.config, &self.targets, 0.0)?;
+        Ok(self.sheltered_of(&plan))
+    }
+
+    fn sheltered_of(&self, plan: &Plan) -> Vec<ShelteredTown> {
+        plan.sheltered
+            .iter()
+            .map(|&(t, people)| ShelteredTown {
+                town: self.registry.town(t).id.to_string(),
+                sheltered: people,
+                at_h: self.config.scenario.sheltered.at_h,
+            })
+            .collect()
+    }
+
     fn empty_report(&self, plan: &Plan) -> SimReport {
         let registry = &self.registry;
         let facility_ids = |list: &[reserve::registry::FacilityIdx]| -> Vec<String> {
@@ -288,15 +309,7 @@ impl Simulator {
             backlog_dropped: 0,
             written: 0,
             acked: 0,
-            sheltered: plan
-                .sheltered
-                .iter()
-                .map(|&(t, people)| ShelteredTown {
-                    town: registry.town(t).id.to_string(),
-                    sheltered: people,
-                    at_h: self.config.scenario.sheltered.at_h,
-                })
-                .collect(),
+            sheltered: self.sheltered_of(plan),
             silent: facility_ids(&plan.silent),
             comms_cut: plan.comms_cut.as_ref().map(|cut| CommsCutReport {
                 clusters: cut

@@ -16,6 +16,8 @@ use reserve::coverage::TownStatus;
 use reserve::registry::{Registry, Source, load_registry};
 use tokio_util::sync::CancellationToken;
 
+mod bureau;
+
 use crate::config::{ApiToken, Config, Loaded, RegistrySource, Role, SmtpConfig};
 use crate::serve::{Service, Shared};
 
@@ -164,9 +166,21 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     sim.first_report_within = Some(Duration::from_secs(1));
     sim.client_id_prefix = "demo-sim".into();
     let simulator = device_sim::Simulator::new(shared.registry(), sim)?;
+    let influx = bureau::Influx::of(&shared.registry(), &simulator.sheltered_towns()?);
+    let sim_started = Instant::now();
     let sim_task = tokio::spawn(simulator.run(shutdown.clone()));
 
     let url = format!("http://{}", service.api_addr);
+    if let Some(influx) = influx {
+        let bureau = bureau::Bureau {
+            client: reqwest::Client::new(),
+            base: url.clone(),
+            token: token.clone(),
+            speed: options.speed,
+            scenario: options.scenario.clone(),
+        };
+        tokio::spawn(bureau.run(influx, sim_started, shutdown.clone()));
+    }
     let hours_per_minute = options.speed / 60.0;
     let email = match smtp_url.strip_prefix("file://") {
         Some(mailbox) => {
