@@ -1,11 +1,16 @@
 //! The demo plays the bureau and the shelters' site crews (docs/design.md#shelters):
 //! when its scenario brings displaced people (`flood`, `earthquake`), at the influx's
-//! start it sets a red warning level over their towns' districts (which pre-activates
-//! those districts' schools and gyms) and activates the other shelters of those towns;
+//! start it sets a red warning level over those towns (which pre-activates their
+//! schools and gyms) and activates their other shelters (hotels, community centres);
 //! then a crew marks each step done a little before it falls due in the demo's
 //! simulated time, leaving one step in [`LATE_EVERY`] late so the board shows an
 //! overdue step and its alert. All of it goes through the HTTP API with the demo's
 //! admin token (named `demo`), as an operator's would: the audit rows say `demo`.
+//!
+//! The level covers the towns, not their districts: a flood's displaced go to a
+//! quarter of the towns, spread over all 16 districts, so red over the districts is
+//! red over the city — every town judged against 5 days and critical, every school
+//! and gym converting though nobody comes to most.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -29,12 +34,12 @@ const LATE_EVERY: usize = 7;
 /// times on the wall clock, so a step late only in simulated time would never show.
 const LATE_BY: Duration = Duration::from_secs(300);
 
-/// What the simulator will do: when the displaced arrive, the districts of their
-/// towns and those towns' shelters (ids, registry order).
+/// What the simulator will do: when the displaced arrive, the towns they go to and
+/// those towns' shelters (ids, registry order).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Influx {
     pub at_h: f64,
-    pub districts: Vec<String>,
+    pub towns: Vec<String>,
     pub shelters: Vec<String>,
 }
 
@@ -42,11 +47,11 @@ impl Influx {
     /// `None` when the scenario brings nobody.
     pub(crate) fn of(registry: &Registry, sheltered: &[ShelteredTown]) -> Option<Influx> {
         let at_h = sheltered.first()?.at_h;
-        let mut districts = BTreeSet::new();
+        let mut towns = Vec::new();
         let mut shelters = Vec::new();
         for t in sheltered.iter().filter_map(|s| registry.town_idx(&s.town)) {
             let town = registry.town(t);
-            districts.insert(registry.districts[town.district.index()].id.to_string());
+            towns.push(town.id.to_string());
             shelters.extend(
                 town.facilities
                     .iter()
@@ -57,7 +62,7 @@ impl Influx {
         }
         Some(Influx {
             at_h,
-            districts: districts.into_iter().collect(),
+            towns,
             shelters,
         })
     }
@@ -111,12 +116,12 @@ impl Bureau {
         }
     }
 
-    /// Red over the districts, then an activation of the displaced towns' shelters
+    /// Red over the towns, then an activation of their shelters
     /// the level's pre-activation did not take.
     async fn respond(&self, influx: &Influx) -> anyhow::Result<()> {
-        for district in &influx.districts {
-            let body =
-                json!({"level": "red", "scope": {"district": district}, "reason": WARNING_REASON});
+        // A level's scope names at most 100 towns.
+        for towns in influx.towns.chunks(100) {
+            let body = json!({"level": "red", "scope": {"towns": towns}, "reason": WARNING_REASON});
             self.send("POST", "/api/v1/warning-level", Some(body))
                 .await?;
         }
@@ -137,10 +142,11 @@ impl Bureau {
             self.send("POST", "/api/v1/activations", Some(body)).await?;
         }
         println!(
-            "{}  ⚠ the bureau (the demo) sets a red warning over {} and activates {} shelters; \
-             crews mark their steps (GET {}/api/v1/activations)",
+            "{}  ⚠ displaced people arrive: the bureau (the demo) sets a red warning over the {} towns \
+             taking them in and activates {} shelters; crews mark their steps \
+             (GET {}/api/v1/activations)",
             chrono::Local::now().format("%H:%M:%S"),
-            influx.districts.join(", "),
+            influx.towns.len(),
             activating.len() + rest.len(),
             self.base,
         );
@@ -281,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn the_influx_names_the_displaced_towns_districts_and_shelters() {
+    fn the_influx_names_the_displaced_towns_and_their_shelters() {
         let registry = crate::demo::demo_registry().unwrap();
         let town = |id: &str| ShelteredTown {
             town: id.into(),
@@ -299,14 +305,7 @@ mod tests {
             .unwrap();
         let influx = Influx::of(&registry, &[town(with_shelter.id.as_ref())]).unwrap();
         assert_eq!(influx.at_h, 2.0);
-        assert_eq!(
-            influx.districts,
-            vec![
-                registry.districts[with_shelter.district.index()]
-                    .id
-                    .to_string()
-            ]
-        );
+        assert_eq!(influx.towns, vec![with_shelter.id.to_string()]);
         assert!(!influx.shelters.is_empty());
         assert_eq!(
             Influx::of(&registry, &[]),

@@ -289,8 +289,8 @@ fn get_as_admin(url: &str, token: &str) -> serde_json::Value {
 
 /// `--scenario flood` at the default 720×: at the second simulated hour (10 s) the
 /// displaced arrive, and the demo, as the bureau, sets a red rainstorm warning over
-/// their districts (pre-activating schools and gyms) and activates their towns'
-/// other shelters; crews mark the steps done over the next seconds, so the activations'
+/// the towns taking them in (pre-activating their schools and gyms) and activates
+/// their other shelters; crews mark the steps done over the next seconds, so the activations'
 /// `steps_done` rises while the shelters open. Everything under the demo's own name.
 #[test]
 fn the_flood_demo_warns_red_activates_shelters_and_its_crews_mark_steps() {
@@ -330,8 +330,8 @@ fn the_flood_demo_warns_red_activates_shelters_and_its_crews_mark_steps() {
     );
     assert_eq!(red["set_by"], "demo", "{red}");
     assert!(
-        red["scope"]["district"].is_string(),
-        "over a district: {red}"
+        red["scope"]["towns"].is_array(),
+        "over the towns taking people in: {red}"
     );
 
     // The activations' steps done rising, and shelters opening.
@@ -387,7 +387,7 @@ fn the_flood_demo_warns_red_activates_shelters_and_its_crews_mark_steps() {
         .count();
     assert!(open > 0, "shelters open: {activations:?}");
     assert!(
-        demo.output().contains("red warning over"),
+        demo.output().contains("sets a red warning over the"),
         "the console says so:\n{}",
         demo.output()
     );
