@@ -183,3 +183,113 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// A gateway's reading: `{"ts": now, <observation>}` published at QoS 1 on the facility's
+/// topic by a client of its own, returning once the broker has acknowledged it.
+pub async fn publish_reading(
+    broker: &testkit::Mosquitto,
+    town: &str,
+    facility: &str,
+    observation: &str,
+) {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+    let mut options = MqttOptions::new(format!("gw-{facility}"), "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let ts = chrono::Utc::now().timestamp_millis();
+    client
+        .publish(
+            format!("stockpile/v1/{town}/{facility}/reading"),
+            QoS::AtLeastOnce,
+            false,
+            format!(r#"{{"ts": {ts}, {observation}}}"#),
+        )
+        .await
+        .unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        acked.is_ok(),
+        "the broker did not acknowledge {facility}'s reading"
+    );
+}
+
+/// The HTTP side of a test: the API's URL, a client and the admin token its waits use.
+pub struct Api {
+    pub url: String,
+    pub http: reqwest::Client,
+    admin: &'static str,
+}
+
+impl Api {
+    pub fn of(service: &Service, admin: &'static str) -> Api {
+        Api {
+            url: tokio::task::block_in_place(|| service.api_url()),
+            http: reqwest::Client::new(),
+            admin,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        self.send(self.http.get(format!("{}{path}", self.url)), token)
+            .await
+    }
+
+    /// POSTs `body` (none: an empty request) to `path`.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.post(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request, token).await
+    }
+
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        (
+            status,
+            answer.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits (30 s at most) until `path`, read as admin, answers something `done`
+    /// accepts; returns it.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(path, Some(self.admin)).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 30 s; {path} answers {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -6,12 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use nix::sys::signal::Signal;
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 
-use crate::common::Service;
+use crate::common::{Api, Service, publish_reading};
 
 const ADMIN: &str = "admin-token-0123456789";
 const OFFICER: &str = "officer-token-0123456789";
@@ -124,83 +122,13 @@ impl Deployment {
 
 /// Publishes one water reading with QoS 1 and waits for the broker's PUBACK.
 async fn publish_water(broker: &testkit::Mosquitto, town: &str, facility: &str, litres: u64) {
-    let mut options = MqttOptions::new(format!("gw-{facility}"), "127.0.0.1", broker.port());
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
-    let ts = Utc::now().timestamp_millis();
-    client
-        .publish(
-            format!("stockpile/v1/{town}/{facility}/reading"),
-            QoS::AtLeastOnce,
-            false,
-            format!(r#"{{"ts": {ts}, "stock": {{"water": {litres}}}}}"#),
-        )
-        .await
-        .unwrap();
-    let acked = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(
-        acked.is_ok(),
-        "the broker did not acknowledge {facility}'s reading"
-    );
-}
-
-/// The HTTP side of a test: the API's URL and a client.
-struct Api {
-    url: String,
-    http: reqwest::Client,
+    let water = format!(r#""stock": {{"water": {litres}}}"#);
+    publish_reading(broker, town, facility, &water).await;
 }
 
 impl Api {
-    fn of(service: &Service) -> Api {
-        Api {
-            url: tokio::task::block_in_place(|| service.api_url()),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut request = self.http.get(format!("{}{path}", self.url));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let answer = request.send().await.unwrap();
-        let status = answer.status().as_u16();
-        (status, answer.json().await.unwrap_or(Value::Null))
-    }
-
     async fn reload(&self, token: Option<&str>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/api/v1/registry/reload", self.url));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let answer = request.send().await.unwrap();
-        let status = answer.status().as_u16();
-        (status, answer.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Waits until `path` answers something `done` accepts; returns it.
-    async fn wait_for(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.get(path, Some(ADMIN)).await;
-            if status == 200 && done(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within 30 s; {path} answers {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.post("/api/v1/registry/reload", token, None).await
     }
 
     /// The town's water stock, once it is `litres`.
@@ -281,7 +209,7 @@ async fn a_reload_over_http_adds_and_removes_facilities_and_tokens() {
     let before = [("js-wh1", "North depot"), ("js-wh2", "Old depot")];
     let deployment = Deployment::new(&broker, &smtp, &[jingshan(1000, &before)]);
     let service = start(&deployment);
-    let api = Api::of(&service);
+    let api = Api::of(&service, ADMIN);
 
     // 15,000 L for 1,000 people is 5 days. The old depot reports once, then falls
     // silent: its alert fires and Li Wei is told.
@@ -395,7 +323,7 @@ async fn an_invalid_registry_is_refused_with_located_errors_and_the_old_one_keep
     let depots = [("js-wh1", "North depot")];
     let deployment = Deployment::new(&broker, &smtp, &[jingshan(1000, &depots)]);
     let service = start(&deployment);
-    let api = Api::of(&service);
+    let api = Api::of(&service, ADMIN);
     publish_water(&broker, "jingshan", "js-wh1", 15_000).await;
     api.wait_for_stock("jingshan", 15_000.0).await;
 
@@ -462,7 +390,7 @@ async fn sighup_reloads_and_a_population_change_moves_the_days_and_the_alert() {
     let depots = [("js-wh1", "North depot")];
     let deployment = Deployment::new(&broker, &smtp, &[jingshan(1000, &depots)]);
     let service = start(&deployment);
-    let api = Api::of(&service);
+    let api = Api::of(&service, ADMIN);
     // 15,000 L: 5 days for 1,000 people.
     publish_water(&broker, "jingshan", "js-wh1", 15_000).await;
     let town = api.wait_for_stock("jingshan", 15_000.0).await;
@@ -551,7 +479,7 @@ async fn a_shard_takes_only_its_new_towns_and_subscribes_to_them() {
         .expect("start stockpile serve --shard 0/2");
     let service = Service::from_child(child);
     tokio::task::block_in_place(|| service.wait_for_log("Subscribed", Duration::from_secs(20)));
-    let api = Api::of(&service);
+    let api = Api::of(&service, ADMIN);
 
     let donghua = [("dh-wh1", "Donghua depot")];
     let jianwai = [("jw-wh1", "Jianwai depot")];

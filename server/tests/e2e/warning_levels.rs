@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use nix::sys::signal::Signal;
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::{Value, json};
 
-use crate::common::Service;
+use crate::common::{Api, Service, publish_reading};
 
 const ADMIN: &str = "admin-token-0123456789";
 const OFFICER: &str = "officer-token-0123456789";
@@ -127,7 +126,7 @@ impl Deployment {
 
 /// Publishes one water reading with QoS 1 and waits for the broker's PUBACK.
 async fn publish_water(broker: &testkit::Mosquitto, town: &str, facility: &str, litres: u64) {
-    publish(
+    publish_reading(
         broker,
         town,
         facility,
@@ -141,7 +140,7 @@ async fn publish_water(broker: &testkit::Mosquitto, town: &str, facility: &str, 
 async fn stock_town(broker: &testkit::Mosquitto, town: &str, prefix: &str) {
     publish_water(broker, town, &format!("{prefix}-wh1"), 12_600).await;
     let gym = format!("{prefix}-gym");
-    publish(
+    publish_reading(
         broker,
         town,
         &gym,
@@ -150,86 +149,9 @@ async fn stock_town(broker: &testkit::Mosquitto, town: &str, prefix: &str) {
     .await;
 }
 
-/// Publishes one reading (`observation`: the payload's fields after `ts`) with QoS 1
-/// and waits for the broker's PUBACK.
-async fn publish(broker: &testkit::Mosquitto, town: &str, facility: &str, observation: &str) {
-    let mut options = MqttOptions::new(format!("gw-{facility}"), "127.0.0.1", broker.port());
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
-    let ts = Utc::now().timestamp_millis();
-    client
-        .publish(
-            format!("stockpile/v1/{town}/{facility}/reading"),
-            QoS::AtLeastOnce,
-            false,
-            format!(r#"{{"ts": {ts}, {observation}}}"#),
-        )
-        .await
-        .unwrap();
-    let acked = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(
-        acked.is_ok(),
-        "the broker did not acknowledge {facility}'s reading"
-    );
-}
-
-struct Api {
-    url: String,
-    http: reqwest::Client,
-}
-
 impl Api {
-    fn of(service: &Service) -> Api {
-        Api {
-            url: tokio::task::block_in_place(|| service.api_url()),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut request = self.http.get(format!("{}{path}", self.url));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let answer = request.send().await.unwrap();
-        let status = answer.status().as_u16();
-        (status, answer.json().await.unwrap_or(Value::Null))
-    }
-
     async fn set_level(&self, token: Option<&str>, body: Value) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/api/v1/warning-level", self.url))
-            .json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let answer = request.send().await.unwrap();
-        let status = answer.status().as_u16();
-        (status, answer.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Waits until `path` answers something `done` accepts; returns it.
-    async fn wait_for(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.get(path, Some(ADMIN)).await;
-            if status == 200 && done(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within 30 s; {path} answers {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.post("/api/v1/warning-level", token, Some(body)).await
     }
 
     /// Waits until Jingshan's water alert is `reserve_below_target` in `state`.
@@ -295,7 +217,7 @@ async fn a_red_warning_raises_the_districts_target_alerts_sooner_and_ends() {
     let smtp = testkit::SmtpServer::start();
     let deployment = Deployment::new(&broker, &smtp);
     let service = start(&deployment);
-    let api = Api::of(&service);
+    let api = Api::of(&service, ADMIN);
 
     // 12,600 L for 1,000 people at 3 L a day: 4.2 days, fine under three.
     stock_town(&broker, "jingshan", "js").await;
@@ -394,7 +316,7 @@ async fn a_red_warning_raises_the_districts_target_alerts_sooner_and_ends() {
     service.signal(Signal::SIGTERM);
     tokio::task::block_in_place(|| service.wait(Duration::from_secs(30)));
     let service = start(&deployment);
-    let api = Api::of(&service);
+    let api = Api::of(&service, ADMIN);
     let (target, status, level) = jingshan(&api).await;
     assert_eq!((target, status), (5.0, json!("critical")), "{level}");
     assert_eq!(level["id"], red_id);
@@ -446,7 +368,7 @@ async fn a_level_runs_out_at_its_end_without_a_request() {
     let smtp = testkit::SmtpServer::start();
     let deployment = Deployment::new(&broker, &smtp);
     let service = start(&deployment);
-    let api = Api::of(&service);
+    let api = Api::of(&service, ADMIN);
     stock_town(&broker, "jingshan", "js").await;
     api.wait_for("/api/v1/towns/jingshan", "the readings", |t| {
         t["categories"][0]["days"].as_f64() == Some(4.2) && t["verified"] == true
@@ -483,7 +405,7 @@ async fn bad_levels_and_scopes_are_refused_naming_the_field() {
     let smtp = testkit::SmtpServer::start();
     let deployment = Deployment::new(&broker, &smtp);
     let service = start(&deployment);
-    let api = Api::of(&service);
+    let api = Api::of(&service, ADMIN);
     let city = json!({"city": true});
     let cases = [
         (
