@@ -574,12 +574,13 @@ impl AlertsHandle {
         if filter.towns.is_some() && towns.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = self
+        let views = self
             .inner
             .reader
             .run(move |s| {
                 if towns.is_empty() {
-                    return s.list_notifications(&query);
+                    let rows = s.list_notifications(&query)?;
+                    return with_towns_covered(s, rows);
                 }
                 let mut rows = Vec::new();
                 for town in towns {
@@ -592,36 +593,7 @@ impl AlertsHandle {
                 // A digest over two of the officer's towns came back for each.
                 rows.dedup_by_key(|row| row.id);
                 rows.truncate(query.limit);
-                Ok(rows)
-            })
-            .await?;
-        self.with_towns_covered(rows).await
-    }
-
-    /// The views of `rows`, a digest's with the towns of its alerts: it is about no one
-    /// town, so its `town` is null and `towns` says which it covers.
-    async fn with_towns_covered(
-        &self,
-        rows: Vec<OutboxRow>,
-    ) -> Result<Vec<NotificationView>, AlertsError> {
-        let views = self
-            .inner
-            .reader
-            .run(move |s| {
-                let mut views = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let covered = if row.town.is_empty() {
-                        Some(s.towns_of_alerts(&row.alert_ids)?)
-                    } else {
-                        None
-                    };
-                    let mut view = NotificationView::from(row);
-                    if let Some(towns) = covered {
-                        view.towns = towns;
-                    }
-                    views.push(view);
-                }
-                Ok(views)
+                with_towns_covered(s, rows)
             })
             .await?;
         Ok(views)
@@ -762,4 +734,26 @@ fn validate_silence(
         comment: new.comment.chars().take(MAX_NOTE_CHARS).collect(),
         created: now,
     })
+}
+
+/// The views of `rows`, a digest's with the towns of its alerts: it is about no one
+/// town, so its `town` is null and `towns` says which it covers. Read in the same
+/// reader job as the rows.
+fn with_towns_covered(
+    s: &store::Store,
+    rows: Vec<OutboxRow>,
+) -> Result<Vec<NotificationView>, store::StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let covered = match row.town.is_empty() {
+                true => Some(s.towns_of_alerts(&row.alert_ids)?),
+                false => None,
+            };
+            let mut view = NotificationView::from(row);
+            if let Some(towns) = covered {
+                view.towns = towns;
+            }
+            Ok(view)
+        })
+        .collect()
 }
